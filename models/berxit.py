@@ -1,0 +1,50 @@
+"""BERxiT: learning-to-exit (LTE) for classification and regression (Xin et al., EACL 2021).
+
+Paper map:
+
+| paper                         | code                                   |
+| ----------------------------- | -------------------------------------- |
+| h_i (state at layer i)        | ``state`` returned by each exit head   |
+| u_i = sigma(c^T h_i + b), (8) | ``LearningToExit.forward``             |
+| J_i = (u_i - u~_i)^2, (9)     | ``lte_loss``                           |
+| u~_i, classification (10)     | ``lte_targets`` (argmax == y)          |
+| u~_i, regression (11)         | ``lte_targets`` (1 - tanh abs err)     |
+| Odd / Even objectives (6)(7)  | ``models.objectives`` ``alternating``  |
+
+Shape notation: L = exits, b = batch, d = hidden, c = outputs.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+
+class LearningToExit(nn.Module):
+    """One ``Linear(d, 1) + sigmoid`` shared by all layers: ``[..., d] -> certainty [...]``."""
+
+    def __init__(self, hidden_size: int):
+        super().__init__()
+        self.linear = nn.Linear(hidden_size, 1)
+
+    def forward(self, state: torch.Tensor) -> torch.Tensor:
+        return torch.sigmoid(self.linear(state)).squeeze(-1)
+
+    def flops(self) -> int:
+        return 2 * self.linear.in_features
+
+
+def lte_targets(logits: torch.Tensor, labels: torch.Tensor, regression: bool) -> torch.Tensor:
+    """Ground-truth certainty ``u~`` ``[L, b]`` from per-exit outputs ``[L, b, c]``; detached.
+
+    Classification: ``1[argmax_j P_i^j == y]`` (Eq. 10). Regression: ``1 - tanh(|y_i - y|)`` (Eq. 11).
+    """
+    logits = logits.detach()
+    if regression:
+        return 1.0 - torch.tanh((logits.squeeze(-1) - labels.float()).abs())
+    return (logits.argmax(-1) == labels).float()
+
+
+def lte_loss(certainty: torch.Tensor, logits: torch.Tensor, labels: torch.Tensor, regression: bool) -> torch.Tensor:
+    """``J_i = (u_i - u~_i)^2`` per exit and row, ``[L, b]`` (Eq. 9)."""
+    return (certainty - lte_targets(logits, labels, regression)) ** 2

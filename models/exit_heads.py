@@ -1,0 +1,113 @@
+"""Exit heads: one per layer, all in one ``nn.ModuleList`` (the last head is an ordinary member).
+
+Shape notation: b = batch, s = sequence length, d = hidden size, c = outputs (classes, or 1
+for regression), d_e = the ``mha`` head's inner size.
+
+Every head maps the layer's hidden states to ``(logits [b, c], state [b, d])``. ``state`` is
+what learned exit modules (BERxiT's LTE, ConsistentEE's policy) read: the [CLS] hidden state
+after the head's optional per-layer pooler (METHODS.md section 0).
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+HEAD_KINDS = ("linear", "pooler", "mha")
+
+
+class LinearHead(nn.Module):
+    """``dropout -> Linear(d, c)`` on the [CLS] state."""
+
+    def __init__(self, hidden_size: int, num_outputs: int, dropout: float = 0.1):
+        super().__init__()
+        self.dropout = nn.Dropout(dropout)
+        self.classifier = nn.Linear(hidden_size, num_outputs)
+
+    def forward(self, hidden: torch.Tensor, padding_mask: torch.Tensor):
+        state = hidden[:, 0]  # [b, d]
+        return self.classifier(self.dropout(state)), state
+
+    def flops(self, n_tokens: int) -> int:
+        return 2 * self.classifier.in_features * self.classifier.out_features
+
+
+class PoolerHead(LinearHead):
+    """Per-layer ``dense + tanh`` pooler (from the backbone's pretrained pooler), then a linear head."""
+
+    def __init__(self, hidden_size, num_outputs, dropout=0.1, pretrained_pooler: nn.Linear | None = None):
+        super().__init__(hidden_size, num_outputs, dropout)
+        self.dense = copy.deepcopy(pretrained_pooler) if pretrained_pooler is not None else nn.Linear(hidden_size, hidden_size)
+
+    def forward(self, hidden, padding_mask):
+        state = torch.tanh(self.dense(hidden[:, 0]))  # [b, d]
+        return self.classifier(self.dropout(state)), state
+
+    def flops(self, n_tokens: int) -> int:
+        return 2 * self.dense.in_features * self.dense.out_features + super().flops(n_tokens)
+
+
+class MHAHead(nn.Module):
+    """Down-project to d_e, one multi-head self-attention layer, tanh, pool [CLS], Linear.
+
+    The state handed to learned exit modules is the layer's raw [CLS] hidden state ``[b, d]``.
+    """
+
+    def __init__(self, hidden_size, num_outputs, dropout=0.1, inner_size: int = 64, num_heads: int = 4):
+        super().__init__()
+        self.down = nn.Linear(hidden_size, inner_size)
+        self.qkv = nn.Linear(inner_size, 3 * inner_size)
+        self.out = nn.Linear(inner_size, inner_size)
+        self.num_heads = num_heads
+        self.dropout = nn.Dropout(dropout)
+        self.classifier = nn.Linear(inner_size, num_outputs)
+
+    def forward(self, hidden, padding_mask):
+        b, s, _ = hidden.shape
+        x = self.down(hidden)  # [b, s, d_e]
+        q, k, v = self.qkv(x).chunk(3, dim=-1)
+        # [b, s, d_e] -> [b, h, s, d_e / h]
+        q, k, v = (t.view(b, s, self.num_heads, -1).transpose(1, 2) for t in (q, k, v))
+        bias = torch.zeros(b, 1, 1, s, dtype=x.dtype, device=x.device)
+        bias = bias.masked_fill(padding_mask[:, None, None, :] == 0, torch.finfo(x.dtype).min)
+        scores = q @ k.transpose(-1, -2) / math.sqrt(q.shape[-1]) + bias  # [b, h, s, s]
+        attended = (scores.softmax(-1) @ v).transpose(1, 2).reshape(b, s, -1)  # [b, s, d_e]
+        pooled = torch.tanh(self.out(attended))[:, 0]  # [b, d_e]
+        return self.classifier(self.dropout(pooled)), hidden[:, 0]
+
+    def flops(self, n_tokens: int) -> int:
+        d, e, c = self.down.in_features, self.down.out_features, self.classifier.out_features
+        n = n_tokens
+        return 2 * n * d * e + 2 * n * e * 3 * e + 2 * 2 * n * n * e + 2 * n * e * e + 2 * e * c
+
+
+def build_exit_heads(
+    kind: str,
+    num_layers: int,
+    hidden_size: int,
+    num_outputs: int,
+    dropout: float = 0.1,
+    pretrained_pooler: nn.Linear | None = None,
+) -> nn.ModuleList:
+    """Build L exit heads of one kind (``linear``, ``pooler`` or ``mha``)."""
+    if kind == "linear":
+        make = lambda: LinearHead(hidden_size, num_outputs, dropout)  # noqa: E731
+    elif kind == "pooler":
+        make = lambda: PoolerHead(hidden_size, num_outputs, dropout, pretrained_pooler)  # noqa: E731
+    elif kind == "mha":
+        make = lambda: MHAHead(hidden_size, num_outputs, dropout)  # noqa: E731
+    else:
+        raise ValueError(f"unknown exit head kind {kind!r}; choose one of {', '.join(HEAD_KINDS)}")
+    return nn.ModuleList(make() for _ in range(num_layers))
+
+
+def task_loss(logits: torch.Tensor, labels: torch.Tensor, regression: bool) -> torch.Tensor:
+    """Per-row loss ``[..., b]``: cross-entropy, or squared error for regression (1 output)."""
+    if regression:
+        return (logits.squeeze(-1) - labels.float()) ** 2
+    flat = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), labels.expand(logits.shape[:-1]).reshape(-1), reduction="none")
+    return flat.view(logits.shape[:-1])

@@ -1,0 +1,167 @@
+"""The multi-exit model and the only layer-by-layer loop in exitflow.
+
+Layer convention: layers are numbered 1..L; ``exit_layer = k`` means "the prediction of exit
+head k after layer k has run". The hidden state the heads read after layer k equals HF's
+``hidden_states[k]`` (index 0 being the embeddings); a test checks this per adapter.
+
+Shape notation: L = layers (= exits), b = batch, s = sequence length, d = hidden size,
+c = outputs (classes, or 1 for regression).
+
+Two forward paths share the same adapter, heads and criteria:
+
+- ``forward``: runs every layer and records every head (training, offline simulation);
+- ``early_exit``: real inference; after each layer the rows that exited are removed from the
+  running batch (``index_select``) and the padded tail no remaining row needs is trimmed, so
+  later layers only compute still-active rows.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+import torch
+from torch import nn
+
+from models.adapters import EncoderAdapter, adapter_for
+from models.berxit import LearningToExit
+from models.criteria import ExitCriterion, Static, select_rows
+from models.exit_heads import build_exit_heads
+
+
+@dataclass(frozen=True)
+class MultiExitConfig:
+    """What sits on top of the backbone. Saved next to checkpoints (self-describing)."""
+
+    num_outputs: int
+    regression: bool = False
+    head: str = "linear"
+    head_dropout: float = 0.1
+    lte: bool = False
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+@dataclass
+class MultiExitOutput:
+    """Every exit's output from one full pass.
+
+    Attributes:
+        logits: ``[L, b, c]`` head k's output at index k - 1.
+        states: ``[L, b, d]`` the states learned exit modules read.
+        certainty: ``[L, b]`` LTE certainty u_k, or None without LTE.
+    """
+
+    logits: torch.Tensor
+    states: torch.Tensor
+    certainty: torch.Tensor | None
+
+
+@dataclass
+class EarlyExitOutput:
+    """Real early-exit inference result.
+
+    Attributes:
+        logits: ``[b, c]`` the output of each row's exit head.
+        exit_layer: ``[b]`` 1-based exit layer per row.
+    """
+
+    logits: torch.Tensor
+    exit_layer: torch.Tensor
+
+
+class MultiExitModel(nn.Module):
+    """An HF encoder with one exit head per layer (and optionally BERxiT's LTE module).
+
+    Args:
+        backbone: HF base model from ``AutoModel`` (BERT, RoBERTa, ALBERT, DistilBERT, ELECTRA).
+        config: the exits' configuration.
+    """
+
+    def __init__(self, backbone: nn.Module, config: MultiExitConfig):
+        super().__init__()
+        self.backbone = backbone
+        self.config = config
+        self.adapter: EncoderAdapter = adapter_for(backbone)
+        self.heads = build_exit_heads(
+            config.head,
+            self.num_layers,
+            self.adapter.hidden_size,
+            config.num_outputs,
+            config.head_dropout,
+            self.adapter.pretrained_pooler,
+        )
+        self.lte = LearningToExit(self.adapter.hidden_size) if config.lte else None
+
+    @property
+    def num_layers(self) -> int:
+        return self.adapter.num_layers
+
+    def forward(
+        self,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor,
+        token_type_ids: torch.Tensor | None = None,
+    ) -> MultiExitOutput:
+        """Run all L layers and every exit head. Inputs are ``[b, s]``."""
+        hidden = self.adapter.embed(input_ids, token_type_ids)
+        mask = self.adapter.attention_mask(attention_mask, hidden)
+        logits, states = [], []
+        for layer, head in zip(self.adapter.layers, self.heads):
+            hidden = layer(hidden, mask)
+            out, state = head(hidden, attention_mask)
+            logits.append(out)
+            states.append(state)
+        states_t = torch.stack(states)  # [L, b, d]
+        certainty = self.lte(states_t) if self.lte is not None else None
+        return MultiExitOutput(torch.stack(logits), states_t, certainty)
+
+    @torch.no_grad()
+    def early_exit(
+        self,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor,
+        token_type_ids: torch.Tensor | None = None,
+        criterion: ExitCriterion | None = None,
+    ) -> EarlyExitOutput:
+        """Real early-exit inference with batch compaction.
+
+        ``criterion=None`` runs the full model: all L layers and only the last head.
+        """
+        criterion = criterion if criterion is not None else Static(self.num_layers)
+        if criterion.needs_certainty and self.lte is None:
+            raise ValueError(f"criterion {criterion.name!r} needs a model trained with LTE (train.lte: true)")
+        batch, device = input_ids.shape[0], input_ids.device
+        right_padded = bool((attention_mask[:, 1:] <= attention_mask[:, :-1]).all())
+        hidden = self.adapter.embed(input_ids, token_type_ids)
+        padding = attention_mask
+        mask = self.adapter.attention_mask(padding, hidden)
+        rows = torch.arange(batch, device=device)  # original index of each running row
+        state = criterion.init_state(batch, device)
+        out_logits = torch.empty(batch, self.config.num_outputs, device=device)
+        exit_layer = torch.full((batch,), self.num_layers, dtype=torch.long, device=device)
+
+        for k, (layer, head) in enumerate(zip(self.adapter.layers, self.heads), start=1):
+            hidden = layer(hidden, mask)
+            if k < self.num_layers and not criterion.needs_head(k):
+                continue
+            logits, head_state = head(hidden, padding)
+            certainty = self.lte(head_state) if self.lte is not None else None
+            fire, state = criterion.step(k, logits, certainty, state)
+            if k == self.num_layers:
+                fire = torch.ones_like(fire)
+            if not fire.any():
+                continue
+            out_logits[rows[fire]] = logits[fire].to(out_logits.dtype)
+            exit_layer[rows[fire]] = k
+            keep = (~fire).nonzero().squeeze(1)
+            if keep.numel() == 0:
+                break
+            # compaction: later layers only compute still-active rows
+            hidden, padding, rows = hidden[keep], padding[keep], rows[keep]
+            state = select_rows(state, keep)
+            if right_padded:
+                length = int(padding.sum(1).max())
+                hidden, padding = hidden[:, :length], padding[:, :length]
+            mask = self.adapter.attention_mask(padding, hidden)
+        return EarlyExitOutput(out_logits, exit_layer)

@@ -1,0 +1,57 @@
+"""Analytic FLOPs of multi-exit inference, per instance at its un-padded length.
+
+Counts matmul FLOPs (2 per multiply-add), the quantity ``torch.utils.flop_counter``
+reports; element-wise work (softmax, LayerNorm, GELU) is left out of both, as in
+nanoGPT/PaLM-style estimates. For one encoder layer on n tokens with hidden d and FFN d_ff:
+
+    Q, K, V, O projections   4 * 2 n d^2
+    scores and weighted sum  2 * 2 n^2 d
+    FFN                      2 * 2 n d d_ff
+
+Exit heads, and LTE when present, are counted at every layer a row passes through
+(they run there to make the exit decision); the full model counts only the last head.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from models.exiting import MultiExitModel
+
+
+def layer_flops(n_tokens: int, hidden: int, intermediate: int) -> int:
+    """Matmul FLOPs of one encoder layer on ``n_tokens`` tokens."""
+    n, d = n_tokens, hidden
+    return 8 * n * d * d + 4 * n * n * d + 4 * n * d * intermediate
+
+
+def instance_flops(model: MultiExitModel, n_tokens: int, exit_layer: int, every_head: bool = True) -> int:
+    """FLOPs for one instance of length ``n_tokens`` that exits after ``exit_layer`` (1-based).
+
+    ``every_head=False`` counts only the exit head at ``exit_layer`` (static exit, full model).
+    """
+    adapter = model.adapter
+    total = adapter.embedding_flops(n_tokens)
+    total += exit_layer * layer_flops(n_tokens, adapter.hidden_size, adapter.intermediate_size)
+    heads = range(exit_layer) if every_head else [exit_layer - 1]
+    for k in heads:
+        total += model.heads[k].flops(n_tokens)
+        if model.lte is not None and every_head:
+            total += model.lte.flops()
+    return total
+
+
+def flops_per_instance(model: MultiExitModel, lengths: torch.Tensor, exit_layers: torch.Tensor, every_head: bool = True) -> torch.Tensor:
+    """``[n]`` FLOPs for rows with un-padded ``lengths [n]`` exiting at ``exit_layers [n]``."""
+    cache: dict[tuple[int, int], int] = {}
+    out = []
+    for n, k in zip(lengths.tolist(), exit_layers.tolist()):
+        if (n, k) not in cache:
+            cache[(n, k)] = instance_flops(model, int(n), int(k), every_head)
+        out.append(cache[(n, k)])
+    return torch.tensor(out, dtype=torch.float64)
+
+
+def full_model_flops(model: MultiExitModel, lengths: torch.Tensor) -> torch.Tensor:
+    """``[n]`` FLOPs of the full model: all L layers and the last head only."""
+    return flops_per_instance(model, lengths, torch.full_like(lengths, model.num_layers), every_head=False)

@@ -1,0 +1,39 @@
+"""Task metrics (percent, higher is better) from scipy / scikit-learn.
+
+- ``accuracy``: SST-2, SNLI, SciTail (and default for classification);
+- ``acc_f1``: MRPC, mean of accuracy and F1 of the positive class;
+- ``pearson_spearman``: STS-B, mean of Pearson and Spearman correlations.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from scipy.stats import pearsonr, spearmanr
+from sklearn.metrics import accuracy_score, f1_score
+
+METRICS = ("accuracy", "acc_f1", "pearson_spearman")
+
+
+def predictions(logits: torch.Tensor, regression: bool) -> np.ndarray:
+    """``[..., c]`` logits -> predicted class ids, or scalar predictions for regression."""
+    return (logits.squeeze(-1) if regression else logits.argmax(-1)).detach().cpu().numpy()
+
+
+def task_score(metric: str, logits: torch.Tensor, labels: torch.Tensor, regression: bool) -> float:
+    """Score ``[n, c]`` logits against ``[n]`` labels with ``metric`` (in percent)."""
+    pred, gold = predictions(logits, regression), labels.cpu().numpy()
+    if metric == "accuracy":
+        return 100.0 * accuracy_score(gold, pred)
+    if metric == "acc_f1":
+        return 50.0 * (accuracy_score(gold, pred) + f1_score(gold, pred))
+    if metric == "pearson_spearman":
+        if np.std(pred) == 0:  # constant predictions: correlation undefined -> 0
+            return 0.0
+        return 50.0 * (pearsonr(pred, gold).statistic + spearmanr(pred, gold).statistic)
+    raise ValueError(f"unknown metric {metric!r}; choose one of {', '.join(METRICS)}")
+
+
+def layerwise_scores(metric: str, logits: torch.Tensor, labels: torch.Tensor, regression: bool) -> list[float]:
+    """Score when every row is forced to exit at layer k, for k = 1..L (``logits [L, n, c]``)."""
+    return [task_score(metric, logits[k], labels, regression) for k in range(logits.shape[0])]

@@ -1,0 +1,74 @@
+"""Training objectives for multi-exit models (METHODS.md section 0; BERxiT Eqs. 3-7).
+
+Shape notation: L = exits, b = batch.
+
+| name          | loss                                                            |
+| ------------- | --------------------------------------------------------------- |
+| ``joint``     | sum_i L_i (Eq. 3)                                               |
+| ``weighted``  | sum_i i * L_i / sum_i i (PABEE, ConsistentEE init, Past-Future) |
+| ``two_stage`` | stage 1: L_L over backbone + last head (Eq. 4); stage 2: sum_{i<L} L_i over heads 1..L-1 (Eq. 5) |
+| ``alternating`` | odd global steps: L_L (Eq. 6); even steps: sum_i L_i (Eq. 7) |
+
+With LTE, L_i is replaced by L_i + J_i in whichever objective runs (BERxiT section 4.2).
+"""
+
+from __future__ import annotations
+
+import torch
+
+from models.berxit import lte_loss
+from models.exit_heads import task_loss
+from models.exiting import MultiExitModel, MultiExitOutput
+
+OBJECTIVES = ("joint", "weighted", "two_stage", "alternating")
+
+
+def active_exits(objective: str, num_layers: int, step: int, stage: int = 1) -> list[int]:
+    """1-based exits whose losses form the objective at global optimizer ``step`` (1-based)."""
+    every = list(range(1, num_layers + 1))
+    if objective in ("joint", "weighted"):
+        return every
+    if objective == "two_stage":
+        return [num_layers] if stage == 1 else every[:-1]
+    if objective == "alternating":
+        return [num_layers] if step % 2 == 1 else every
+    raise ValueError(f"unknown objective {objective!r}; choose one of {', '.join(OBJECTIVES)}")
+
+
+def per_exit_losses(output: MultiExitOutput, labels: torch.Tensor, regression: bool) -> torch.Tensor:
+    """``L_i (+ J_i)`` averaged over the batch, ``[L]``."""
+    losses = task_loss(output.logits, labels, regression)  # [L, b]
+    if output.certainty is not None:
+        losses = losses + lte_loss(output.certainty, output.logits, labels, regression)
+    return losses.mean(-1)
+
+
+def objective_loss(
+    objective: str, output: MultiExitOutput, labels: torch.Tensor, regression: bool, step: int, stage: int = 1
+) -> torch.Tensor:
+    """The scalar loss of ``objective`` at global optimizer ``step`` (1-based)."""
+    losses = per_exit_losses(output, labels, regression)
+    exits = active_exits(objective, losses.shape[0], step, stage)
+    chosen = losses[torch.tensor(exits) - 1]
+    if objective == "weighted":
+        weights = torch.tensor(exits, dtype=chosen.dtype, device=chosen.device)
+        return (weights * chosen).sum() / weights.sum()
+    return chosen.sum()
+
+
+def freeze_for_stage(model: MultiExitModel, objective: str, stage: int) -> None:
+    """``two_stage`` stage 2: freeze backbone (eval mode) and the last head; else unfreeze all."""
+    frozen = objective == "two_stage" and stage == 2
+    model.backbone.requires_grad_(not frozen)
+    model.heads[-1].requires_grad_(not frozen)
+    if frozen:
+        model.backbone.eval()
+
+
+def release_inactive_grads(model: MultiExitModel, objective: str, step: int, stage: int = 1) -> None:
+    """Set the grads of heads outside the current objective to None so AdamW cannot step them."""
+    active = set(active_exits(objective, model.num_layers, step, stage))
+    for k, head in enumerate(model.heads, start=1):
+        if k not in active:
+            for p in head.parameters():
+                p.grad = None

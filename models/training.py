@@ -1,0 +1,105 @@
+"""Pure training pieces: optimizer with weight-decay groups, a warmup/decay schedule, one epoch.
+
+No file I/O: checkpointing and resuming live in ``tasks/train.py``.
+"""
+
+from __future__ import annotations
+
+from typing import Callable, Iterable
+
+import torch
+from torch import nn
+
+from models.exiting import MultiExitModel
+from models.objectives import freeze_for_stage, objective_loss, release_inactive_grads
+
+
+class NonFiniteLossError(RuntimeError):
+    """The loss became NaN or infinite; training stops and keeps the last good checkpoint."""
+
+
+def build_optimizer(model: nn.Module, lr: float, weight_decay: float) -> torch.optim.AdamW:
+    """AdamW with no decay on biases and LayerNorm weights (1-d parameters)."""
+    decay, no_decay = [], []
+    for name, p in model.named_parameters():
+        (no_decay if p.ndim < 2 or "LayerNorm" in name or "layer_norm" in name else decay).append(p)
+    groups = [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+    return torch.optim.AdamW(groups, lr=lr)
+
+
+def linear_schedule(optimizer, warmup_steps: int, total_steps: int) -> torch.optim.lr_scheduler.LambdaLR:
+    """Linear warmup to the base lr over ``warmup_steps``, then linear decay to 0 at ``total_steps``."""
+
+    def factor(step: int) -> float:
+        if step < warmup_steps:
+            return (step + 1) / max(1, warmup_steps)
+        return max(0.0, (total_steps - step) / max(1, total_steps - warmup_steps))
+
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+
+
+def train_epoch(
+    model: MultiExitModel,
+    batches: Iterable[dict[str, torch.Tensor]],
+    optimizer: torch.optim.Optimizer,
+    scheduler,
+    objective: str,
+    global_step: int,
+    stage: int = 1,
+    max_grad_norm: float = 1.0,
+    on_step: Callable[[int, float], None] | None = None,
+) -> tuple[int, float]:
+    """One pass over ``batches``; returns ``(global_step, mean loss)``.
+
+    ``global_step`` counts optimizer steps (1-based inside the loop), which is what
+    ``alternating`` alternates on.
+
+    Raises:
+        NonFiniteLossError: a loss was NaN/inf (nothing is stepped with it).
+    """
+    model.train()
+    freeze_for_stage(model, objective, stage)
+    regression = model.config.regression
+    total, count = 0.0, 0
+    for batch in batches:
+        step = global_step + 1
+        output = model(batch["input_ids"], batch["attention_mask"], batch.get("token_type_ids"))
+        loss = objective_loss(objective, output, batch["labels"], regression, step, stage)
+        if not torch.isfinite(loss):
+            raise NonFiniteLossError(f"loss is {loss.item()} at optimizer step {step} ({objective}, stage {stage})")
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        release_inactive_grads(model, objective, step, stage)
+        torch.nn.utils.clip_grad_norm_([p for p in model.parameters() if p.grad is not None], max_grad_norm)
+        optimizer.step()
+        scheduler.step()
+        global_step = step
+        total += loss.item()
+        count += 1
+        if on_step is not None:
+            on_step(step, loss.item())
+    return global_step, total / max(1, count)
+
+
+@torch.no_grad()
+def record_exits(model: MultiExitModel, batches: Iterable[dict[str, torch.Tensor]]):
+    """One full recording pass in eval mode.
+
+    Returns:
+        ``(logits [L, n, c], certainty [L, n] or None, labels [n], lengths [n])`` over all rows.
+    """
+    model.eval()
+    logits, certainty, labels, lengths = [], [], [], []
+    for batch in batches:
+        out = model(batch["input_ids"], batch["attention_mask"], batch.get("token_type_ids"))
+        logits.append(out.logits)
+        if out.certainty is not None:
+            certainty.append(out.certainty)
+        labels.append(batch["labels"])
+        lengths.append(batch["attention_mask"].sum(1))
+    return (
+        torch.cat(logits, 1),
+        torch.cat(certainty, 1) if certainty else None,
+        torch.cat(labels),
+        torch.cat(lengths),
+    )
