@@ -1,0 +1,101 @@
+"""The default pipeline and the per-stage flows that ``dvc.yaml`` runs.
+
+``exitflow_pipeline`` reads like the algorithm: prepare data -> for each strategy (train
+multi-exit model, evaluate every criterion) -> comparison report -> record outputs in DVC.
+Each step is a cached Prefect task; MLflow gets one parent run with a nested run per strategy
+and per criterion. Artifact paths (also the ``dvc.yaml`` outs)::
+
+    artifacts/train/<strategy>/      artifacts/evaluate/<strategy>/      artifacts/report/
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import mlflow
+from prefect import flow
+
+from flows.tracking import log_strategy, parent_run, use_experiment
+from tasks.caching import run_cached
+from tasks.config import Params, load_params
+from tasks.data import prepare_data
+from tasks.evaluate import evaluate_exits
+from tasks.report import build_report
+from tasks.tracking import MlflowLogger
+from tasks.train import train_multi_exit
+from tasks.versioning import record_pipeline_outputs, snapshot_data
+
+
+def stage_dirs(params: Params, strategy: str | None = None) -> dict[str, Path]:
+    art = params.path(params.artifacts_dir)
+    dirs = {"data": params.path(params.data.out_dir), "cache": art / "cache" / "tokens", "report": art / "report"}
+    if strategy is not None:
+        dirs.update(train=art / "train" / strategy, evaluate=art / "evaluate" / strategy)
+    return dirs
+
+
+def common(params: Params, dirs: dict[str, Path]) -> dict:
+    return {"data_dir": dirs["data"], "cache_dir": dirs["cache"], "seed": params.seed, "device": params.device}
+
+
+def train_and_evaluate(params: Params, strategy: str, register: bool = True) -> dict:
+    """One strategy: train (cached), evaluate (cached), log to the active nested MLflow run."""
+    dirs = stage_dirs(params, strategy)
+    logger = MlflowLogger(mlflow.active_run().info.run_id)
+    mlflow.log_params({"strategy": strategy, "task": params.train.task, "head": params.train.head, "lte": params.train.lte})
+    run_cached(train_multi_exit, out_dir=dirs["train"], train=params.train, backbone=params.backbone,
+               strategy=strategy, logger=logger, **common(params, dirs))
+    return evaluate_and_log(params, strategy, register)
+
+
+def evaluate_and_log(params: Params, strategy: str, register: bool = True) -> dict:
+    """Evaluate the strategy's checkpoint (cached) and log it to the active MLflow run."""
+    dirs = stage_dirs(params, strategy)
+    evaluated = run_cached(evaluate_exits, out_dir=dirs["evaluate"], evaluate=params.evaluate, backbone=params.backbone,
+                           train=params.train, ckpt_dir=dirs["train"] / "checkpoint",
+                           logger=MlflowLogger(mlflow.active_run().info.run_id), **common(params, dirs))
+    log_strategy(params, strategy, {"checkpoint": str(dirs["train"] / "checkpoint")}, evaluated, register)
+    return evaluated
+
+
+@flow(name="exitflow_pipeline", log_prints=True)
+def exitflow_pipeline(params_path: str = "params.yaml", overrides: list[str] | None = None, profile: str | None = None) -> dict:
+    """Default pipeline: prepare -> train + evaluate each strategy -> report -> DVC record."""
+    params = load_params(params_path, overrides or [], profile)
+    dirs = stage_dirs(params)
+    use_experiment(params, params.mlflow.experiment)
+    with parent_run(params, f"pipeline-{params.train.task}", ("seed", "backbone", "train", "evaluate")):
+        prepare_data(params.data, params.path(params.data.source_dir), dirs["data"], params.seed)
+        snapshot_data(params.root, dirs["data"])
+        evaluations = {}
+        for strategy in params.train.strategies:
+            with mlflow.start_run(run_name=strategy, nested=True):
+                evaluations[strategy] = train_and_evaluate(params, strategy)
+        report = build_report({s: stage_dirs(params, s)["evaluate"] for s in evaluations},
+                              params.evaluate.timing_batch_sizes, dirs["report"])
+        mlflow.log_artifact(report["plot"], "report")
+        mlflow.log_artifact(report["layerwise_plot"], "report")
+        mlflow.log_text(report["table"], "report/results.md")
+    if not overrides and profile is None:  # dvc.lock must describe params.yaml as written
+        record_pipeline_outputs(params.root)
+    print(report["table"])
+    return report
+
+
+@flow(name="exitflow_stage")
+def exitflow_stage(stage: str, params_path: str = "params.yaml", strategy: str | None = None,
+                   overrides: list[str] | None = None) -> dict:
+    """One pipeline stage (``prepare``, ``train``, ``evaluate``, ``report``), as DVC stages run them."""
+    params = load_params(params_path, overrides or [])
+    dirs = stage_dirs(params, strategy)
+    if stage == "prepare":
+        return prepare_data(params.data, params.path(params.data.source_dir), dirs["data"], params.seed)
+    if stage == "report":
+        return build_report({s: stage_dirs(params, s)["evaluate"] for s in params.train.strategies},
+                            params.evaluate.timing_batch_sizes, dirs["report"])
+    use_experiment(params, params.mlflow.experiment)
+    with parent_run(params, f"{stage}-{strategy}", ("seed", "backbone", "train", "evaluate")):
+        if stage == "train":
+            return run_cached(train_multi_exit, out_dir=dirs["train"], train=params.train, backbone=params.backbone,
+                              strategy=strategy, logger=MlflowLogger(mlflow.active_run().info.run_id), **common(params, dirs))
+        return evaluate_and_log(params, strategy)

