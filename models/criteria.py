@@ -46,7 +46,7 @@ class ExitCriterion:
     def sweep(cls, logits: torch.Tensor, certainty: torch.Tensor | None, n: int) -> list[float]:
         """Threshold grid for trade-off curves: ``n`` quantiles of the criterion's score."""
         scores = cls.score(logits[:-1], certainty[:-1] if certainty is not None else None)
-        qs = np.quantile(scores.flatten().double().numpy(), np.linspace(0.0, 1.0, n))
+        qs = np.quantile(scores.detach().flatten().double().cpu().numpy(), np.linspace(0.0, 1.0, n))
         return sorted({float(q) for q in qs})
 
     @staticmethod

@@ -112,7 +112,7 @@ def train_multi_exit(
         final_stage = stage == stages[-1]
         for epoch in range(start_epoch if stage == start_stage else 1, train.epochs + 1):
             bar = tqdm(batches(enc_train, train.batch_size, pad, shuffle=True, seed=seed + 1000 * stage + epoch, device=dev_),
-                       total=steps_per_epoch, desc=f"{strategy} stage {stage} epoch {epoch}/{train.epochs}", leave=False)
+                       total=steps_per_epoch, disable=None, desc=f"{strategy} stage {stage} epoch {epoch}/{train.epochs}", leave=False)
             global_step, loss = train_epoch(model, bar, optimizer, scheduler, strategy, global_step, stage, train.max_grad_norm)
             logits, _, labels, _ = record_exits(model, batches(enc_dev, 64, pad, device=dev_))
             scores = layerwise_scores(spec["metric"], logits.cpu(), labels.cpu(), regression)

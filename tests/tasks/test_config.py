@@ -1,0 +1,45 @@
+"""params.yaml loads into the typed schema; bad values name their key."""
+
+from pathlib import Path
+
+import pytest
+
+from tasks.config import ConfigError, Params, load_params
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def test_repository_params_and_every_profile_validate():
+    params = load_params(ROOT / "params.yaml")
+    assert isinstance(params, Params)
+    assert params.train.strategies == ["joint", "alternating"]
+    profiles = list(params.profiles)
+    assert profiles == ["full"]  # discovered, counted: a new profile must be added here on purpose
+    for name in profiles:
+        assert load_params(ROOT / "params.yaml", profile=name).train.subsample.train is None
+
+
+def test_paths_resolve_against_the_params_file(tmp_path, monkeypatch):
+    (tmp_path / "p.yaml").write_text("data: {out_dir: mydata}\n")
+    monkeypatch.chdir("/")
+    assert load_params(tmp_path / "p.yaml").path("mydata") == tmp_path / "mydata"
+
+
+@pytest.mark.parametrize("override, message", [
+    ("train.epochs=0", r"train.epochs: Input should be greater than or equal to 1"),
+    ("train.strategies=[joint, sideways]", r"train.strategies: .*unknown strategy \['sideways'\]; choose from joint, weighted, two_stage, alternating"),
+    ("evaluate.criteria=[entropy, vibes]", r"evaluate.criteria: .*choose from static, maxprob, entropy, patience, lte"),
+    ("train.head=cnn", r"train.head: .*choose one of linear, pooler, mha"),
+    ("train.lr=fast", r"train.lr: Input should be a valid number"),
+    ("train.colour=blue", r"train.colour: Extra inputs are not permitted"),
+])
+def test_bad_values_name_the_key(override, message):
+    with pytest.raises(ConfigError, match=message):
+        load_params(ROOT / "params.yaml", [override])
+
+
+def test_unknown_profile_and_malformed_override():
+    with pytest.raises(ConfigError, match="unknown profile 'huge'; defined: full"):
+        load_params(ROOT / "params.yaml", profile="huge")
+    with pytest.raises(ConfigError, match="section.key=value"):
+        load_params(ROOT / "params.yaml", ["train.epochs"])

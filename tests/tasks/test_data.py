@@ -1,0 +1,90 @@
+"""Loader quirks (BOM, CRLF, doubled quotes, MRPC layouts) and malformed-row errors."""
+
+import pyarrow.parquet as pq
+import pytest
+
+from tasks.config import DataConfig, TaskSpec
+from tasks.data import BUILTIN_TASKS, DataError, prepare_task, read_split
+
+
+def write(path, text, bom=False, crlf=False):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if crlf:
+        text = text.replace("\n", "\r\n")
+    path.write_bytes((b"\xef\xbb\xbf" if bom else b"") + text.encode())
+    return path
+
+
+def test_bom_and_crlf_are_stripped(tmp_path):
+    p = write(tmp_path / "snli" / "dev.tsv", "premise\thypothesis\tlabel\nA man .\tA person .\t0\nA dog .\tA cat .\t2\n",
+              bom=True, crlf=True)
+    rows = read_split(p, BUILTIN_TASKS["snli"], "dev")
+    assert rows["text_a"] == ["A man .", "A dog ."]
+    assert rows["text_b"] == ["A person .", "A cat ."]
+    assert rows["label"] == [0, 2]
+
+
+def test_mrpc_two_layouts_and_csv_doubled_quotes(tmp_path):
+    spec = BUILTIN_TASKS["mrpc"]
+    train = write(tmp_path / "train.tsv",
+                  'Quality\t#1 ID\t#2 ID\t#1 String\t#2 String\n1\t11\t12\t" He said .\tHe said " so " .\n', bom=True)
+    test = write(tmp_path / "test.tsv",
+                 'label\t#1 ID\t#2 ID\t#1 String\t#2 String\n0\t-\t-\t"She said "" hi "" ."\t"""Quoted"" start"\n')
+    tr = read_split(train, spec, "train")  # not CSV-quoted: quotes are literal text
+    assert tr["text_a"] == ['" He said .'] and tr["text_b"] == ['He said " so " .'] and tr["label"] == [1]
+    te = read_split(test, spec, "test")  # CSV-quoted with doubled quotes
+    assert te["text_a"] == ['She said " hi " .'] and te["text_b"] == ['"Quoted" start'] and te["label"] == [0]
+
+
+def test_regression_float_labels(tmp_path):
+    p = write(tmp_path / "dev.tsv", "sentence1\tsentence2\tlabel\nA .\tB .\t3.800\nC .\tD .\t0\n")
+    assert read_split(p, BUILTIN_TASKS["stsb"], "dev")["label"] == [3.8, 0.0]
+
+
+@pytest.mark.parametrize("body, problem", [
+    ("sentence\tlabel\nGood .\t1\nBad .\n", r"train.tsv:3: expected 2 tab-separated fields, found 1"),
+    ("sentence\tlabel\nGood .\t1\nBad .\tx\n", r"train.tsv:3: label 'x' is not an integer"),
+    ("sentence\tlabel\nGood .\t7\n", r"train.tsv:2: label 7 is outside 0..1"),
+    ("sentence\tlabel\n \t1\n", r"train.tsv:2: empty text in column 'sentence'"),
+    ("text\tlabel\nGood .\t1\n", r"train.tsv:2: missing text column 'sentence'"),
+    ("sentence\tlabel\n", r"no data rows"),
+])
+def test_malformed_rows_name_file_line_and_problem(tmp_path, body, problem):
+    p = write(tmp_path / "train.tsv", body)
+    with pytest.raises(DataError, match=problem):
+        read_split(p, BUILTIN_TASKS["sst2"], "train")
+
+
+def test_regression_label_must_be_a_finite_number(tmp_path):
+    p = write(tmp_path / "dev.tsv", "sentence1\tsentence2\tlabel\nA .\tB .\tnan\n")
+    with pytest.raises(DataError, match="dev.tsv:2: label 'nan' is not finite"):
+        read_split(p, BUILTIN_TASKS["stsb"], "dev")
+
+
+def test_custom_task_with_class_names_from_jsonl_and_csv(tmp_path):
+    write(tmp_path / "src" / "train.jsonl", '{"review": "great", "sentiment": "positive"}\n{"review": "awful", "sentiment": "negative"}\n')
+    write(tmp_path / "src" / "dev.csv", 'review,sentiment\n"fine, really",positive\n')
+    spec = TaskSpec(files={"train": "train.jsonl", "dev": "dev.csv"}, text_columns=["review"], label_column="sentiment",
+                    label_names=["negative", "positive"])
+    data = DataConfig(tasks=["reviews"], custom={"reviews": spec})
+    meta = prepare_task("reviews", data, tmp_path / "src", tmp_path / "out")
+    assert meta["rows"] == {"train": 2, "dev": 1}
+    assert pq.read_table(tmp_path / "out" / "reviews" / "train.parquet").to_pydict()["label"] == [1, 0]
+    assert pq.read_table(tmp_path / "out" / "reviews" / "dev.parquet").to_pydict()["text_a"] == ["fine, really"]
+
+
+def test_failed_prepare_leaves_nothing_half_written(tmp_path):
+    write(tmp_path / "src" / "sst2" / "train.tsv", "sentence\tlabel\nok .\t1\n")
+    write(tmp_path / "src" / "sst2" / "dev.tsv", "sentence\tlabel\nok .\t1\n")
+    write(tmp_path / "src" / "sst2" / "test.tsv", "sentence\tlabel\nbroken\n")
+    with pytest.raises(DataError, match="test.tsv:2"):
+        prepare_task("sst2", DataConfig(), tmp_path / "src", tmp_path / "out")
+    assert not (tmp_path / "out" / "sst2").exists()
+    assert [p.name for p in (tmp_path / "out").iterdir()] == []
+
+
+def test_missing_source_and_unknown_task_say_what_to_do(tmp_path):
+    with pytest.raises(DataError, match="does not exist.*data.source_dir"):
+        prepare_task("sst2", DataConfig(), tmp_path / "nowhere", tmp_path / "out")
+    with pytest.raises(DataError, match="unknown task 'sst3'; choose one of .*sst2"):
+        prepare_task("sst3", DataConfig(), tmp_path, tmp_path / "out")
