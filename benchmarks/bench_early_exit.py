@@ -1,0 +1,121 @@
+"""Benchmark: full model vs batched early exit (entropy, LTE), side by side in one process.
+
+For a trained checkpoint (default: the pipeline's ``alternating`` model) on the task's dev
+split: pick each criterion's threshold as the fastest one whose dev quality stays within
+``--tolerance`` points of the full model, then time real inference (batch compaction) at
+each batch size against the full model, interleaved per repeat, medians over repeats.
+
+    python benchmarks/bench_early_exit.py --strategy alternating --out bench.json
+
+Writes ``{"backbone", "task", "machine", "rows": [{"method", "batch_size", "quality",
+"throughput", "wallclock_speedup", "layer_speedup", "flops_speedup"}, ...]}`` with ``--out``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import sys
+from pathlib import Path
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+import torch  # noqa: E402
+
+from models.criteria import make_criterion, simulate  # noqa: E402
+from models.flops import flops_per_instance, full_model_flops  # noqa: E402
+from models.metrics import task_score  # noqa: E402
+from models.timing import measure_throughput  # noqa: E402
+from models.training import record_exits  # noqa: E402
+from tasks.backbones import load_checkpoint  # noqa: E402
+from tasks.config import load_params  # noqa: E402
+from tasks.evaluate import usable_criteria  # noqa: E402
+from tasks.features import batches, encode_split  # noqa: E402
+from tasks.io import atomic_write_json  # noqa: E402
+
+
+def machine() -> str:
+    cpu = "unknown CPU"
+    try:
+        cpu = next(line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name"))
+    except (OSError, StopIteration):
+        pass
+    return f"{cpu}, {os.cpu_count()} cores, torch {torch.__version__} ({torch.get_num_threads()} threads), {platform.system()}"
+
+
+def operating_point(model, rec, name, metric, regression, full_quality, tolerance, points=60):
+    from models.criteria import CRITERIA
+
+    logits, certainty, labels, lengths = rec
+    best = None
+    for tau in CRITERIA[name].sweep(logits, certainty, points):
+        crit = make_criterion(name, tau)
+        layer, out = simulate(crit, logits, certainty)
+        quality = task_score(metric, out, labels, regression)
+        if quality < full_quality - tolerance:
+            continue
+        avg = layer.double().mean().item()
+        point = {"threshold": tau, "quality": quality, "layer_speedup": model.num_layers / avg,
+                 "flops_speedup": (full_model_flops(model, lengths).sum() / flops_per_instance(model, lengths, layer).sum()).item()}
+        if best is None or point["layer_speedup"] > best["layer_speedup"]:
+            best = point
+    return best
+
+
+def main(argv=None) -> dict:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--params", default=str(ROOT / "params.yaml"))
+    ap.add_argument("--strategy", default="alternating", help="which trained checkpoint under artifacts/train/")
+    ap.add_argument("--criteria", nargs="+", default=["entropy", "lte"])
+    ap.add_argument("--batch-sizes", nargs="+", type=int, default=[1, 32])
+    ap.add_argument("--rows", type=int, default=None, help="dev rows to time (default: all)")
+    ap.add_argument("--rows-bs1", type=int, default=300, help="dev rows to time at batch size 1")
+    ap.add_argument("--repeats", type=int, default=5)
+    ap.add_argument("--tolerance", type=float, default=1.0, help="max quality drop (points) vs the full model")
+    ap.add_argument("--out", type=Path, default=None, help="write results as JSON here")
+    args = ap.parse_args(argv)
+
+    params = load_params(args.params)
+    ckpt = params.path(params.artifacts_dir) / "train" / args.strategy / "checkpoint"
+    if not (ckpt / "exitflow.json").exists():
+        ap.error(f"no checkpoint at {ckpt}; run `exitflow run` (or `exitflow train --strategy {args.strategy}`) first")
+    torch.manual_seed(params.seed)
+    model, tokenizer, meta = load_checkpoint(ckpt, params.backbone.attn_implementation)
+    metric, regression = meta["metric"], model.config.regression
+    enc = encode_split(params.path(params.data.out_dir), meta["task"], "dev", tokenizer, params.backbone.max_length,
+                       params.path(params.artifacts_dir) / "cache" / "tokens", args.rows, params.seed)
+    pad = tokenizer.pad_token_id or 0
+    rec = record_exits(model, batches(enc, 64, pad))
+    full_quality = task_score(metric, rec[0][-1], rec[2], regression)
+    names = usable_criteria(args.criteria, regression, model.lte is not None)
+    points = {n: operating_point(model, rec, n, metric, regression, full_quality, args.tolerance) for n in names}
+    methods = {"full": None, **{n: make_criterion(n, p["threshold"]) for n, p in points.items() if p is not None}}
+
+    rows = []
+    for bs in args.batch_sizes:
+        n = len(enc["labels"]) if bs > 1 else min(args.rows_bs1, len(enc["labels"]))
+        sub = {k: v[:n] for k, v in enc.items()}
+        tp = measure_throughput(model, list(batches(sub, bs, pad)), methods, repeats=args.repeats)
+        for name, crit in methods.items():
+            p = points.get(name) or {"quality": full_quality, "layer_speedup": 1.0, "flops_speedup": 1.0, "threshold": None}
+            rows.append({"method": name, "batch_size": bs, "timed_rows": n, "threshold": p["threshold"],
+                         "quality": p["quality"], "throughput": tp[name], "wallclock_speedup": tp[name] / tp["full"],
+                         "layer_speedup": p["layer_speedup"], "flops_speedup": p["flops_speedup"]})
+    result = {"backbone": params.backbone.name, "task": meta["task"], "strategy": args.strategy, "split": "dev",
+              "machine": machine(), "repeats": args.repeats, "rows": rows}
+    print(f"{result['backbone']} on {result['task']} dev ({args.strategy}); {result['machine']}")
+    print(f"{'method':<9}{'bs':>4}{'quality':>9}{'samples/s':>11}{'wall x':>8}{'layer x':>9}{'FLOPs x':>9}  wall/layer")
+    for r in rows:
+        print(f"{r['method']:<9}{r['batch_size']:>4}{r['quality']:>9.2f}{r['throughput']:>11.1f}{r['wallclock_speedup']:>8.2f}"
+              f"{r['layer_speedup']:>9.2f}{r['flops_speedup']:>9.2f}  {r['wallclock_speedup'] / r['layer_speedup']:.2f}")
+    if args.out is not None:
+        atomic_write_json(args.out, result)
+    return result
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,160 @@
+"""The default pipeline end to end on a tiny backbone and tiny data (integration)."""
+
+import os
+import random
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+ROOT = Path(__file__).resolve().parents[2]
+pytestmark = pytest.mark.integration
+
+WORDS = ["good", "great", "fine", "bad", "awful", "poor", "movie", "plot", "the", "a", "was", "very"]
+
+
+@pytest.fixture(scope="session")
+def prefect_harness():
+    from prefect.testing.utilities import prefect_test_harness
+
+    with prefect_test_harness():
+        yield
+
+
+def make_backbone(path: Path) -> None:
+    from transformers import BertConfig, BertModel, BertTokenizerFast
+
+    path.mkdir(parents=True)
+    (path / "vocab.txt").write_text("\n".join(["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *WORDS]) + "\n")
+    BertTokenizerFast(vocab_file=str(path / "vocab.txt")).save_pretrained(path)
+    config = BertConfig(vocab_size=5 + len(WORDS), hidden_size=32, num_hidden_layers=3, num_attention_heads=4,
+                        intermediate_size=37, max_position_embeddings=64)
+    BertModel(config).save_pretrained(path)
+
+
+def make_sst2(src: Path, seed: int = 0) -> None:
+    rng = random.Random(seed)
+    for split, n in (("train", 48), ("dev", 16), ("test", 16)):
+        lines = ["sentence\tlabel"]
+        for _ in range(n):
+            label = rng.randint(0, 1)
+            word = rng.choice(WORDS[:3] if label else WORDS[3:6])
+            lines.append(" ".join(["the", rng.choice(WORDS[6:8]), "was", word]) + f"\t{label}")
+        (src / "sst2").mkdir(parents=True, exist_ok=True)
+        (src / "sst2" / f"{split}.tsv").write_text("\n".join(lines) + "\n")
+
+
+@pytest.fixture()
+def project(tmp_path):
+    make_backbone(tmp_path / "backbone")
+    make_sst2(tmp_path / "src")
+    params = {
+        "data": {"source_dir": "src", "tasks": ["sst2"]},
+        "backbone": {"name": str(tmp_path / "backbone"), "attn_implementation": "eager", "max_length": 16},
+        "train": {"epochs": 1, "batch_size": 8, "lr": 1e-3},
+        "evaluate": {"sweep_points": 5, "timing_rows": 8, "timing_repeats": 1, "timing_batch_sizes": [1, 4]},
+        "mlflow": {"tracking_uri": "sqlite:///mlflow.db", "experiment": "test-spine", "registered_model": "tiny-exits"},
+    }
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
+    subprocess.run([sys.executable, "-m", "dvc", "init", "--no-scm", "-q"], cwd=tmp_path, check=True)
+    return tmp_path
+
+
+def declared_outputs(root: Path, strategies, task):
+    """Every path the repository's dvc.yaml declares as a stage output."""
+    stages = yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"]
+    outs = []
+    for name, stage in stages.items():
+        body, items = (stage["do"], strategies) if "foreach" in stage else (stage, [None])
+        for item in items:
+            for entry in body.get("outs", []) + body.get("metrics", []) + body.get("plots", []):
+                path = entry if isinstance(entry, str) else next(iter(entry))
+                path = path.replace("${item}", str(item)).replace("${train.task}", task)
+                outs.append(root / path)
+    return outs
+
+
+def test_pipeline_writes_mlflow_runs_dvc_outputs_and_reruns_from_cache(project, prefect_harness, monkeypatch):
+    import mlflow
+    from mlflow.tracking import MlflowClient
+
+    from flows.pipeline import exitflow_pipeline
+
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    report = exitflow_pipeline(str(project / "params.yaml"))
+
+    # DVC: data snapshot pinned by data.dvc; every dvc.yaml output exists
+    assert (project / "data.dvc").exists()
+    missing = [p for p in declared_outputs(project, ["joint", "alternating"], "sst2") if not p.exists()]
+    assert missing == []
+
+    # report: full model + 5 criteria per strategy
+    assert len(report["rows"]) == 2 * 6
+    assert {r["criterion"] for r in report["rows"]} == {"full model", "static", "maxprob", "entropy", "patience", "lte"}
+
+    # MLflow: parent run, nested strategy runs, nested criterion runs, registered model versions
+    mlflow.set_tracking_uri(f"sqlite:///{project / 'mlflow.db'}")
+    client = MlflowClient()
+    exp = client.get_experiment_by_name("test-spine")
+    runs = client.search_runs([exp.experiment_id])
+    parents = [r for r in runs if "mlflow.parentRunId" not in r.data.tags]
+    assert len(parents) == 1
+    children = [r for r in runs if r.data.tags.get("mlflow.parentRunId") == parents[0].info.run_id]
+    assert sorted(r.info.run_name for r in children) == ["alternating", "joint"]
+    joint = next(r for r in children if r.info.run_name == "joint")
+    assert "full_test_quality" in joint.data.metrics and "dev_layer_3" in joint.data.metrics
+    grandchildren = [r for r in runs if r.data.tags.get("mlflow.parentRunId") == joint.info.run_id]
+    assert len(grandchildren) == 5
+    assert len(client.get_metric_history(joint.info.run_id, "layerwise_test")) == 3
+    assert len(client.search_model_versions("name='tiny-exits'")) == 2
+
+    # cached re-run: no training, no evaluation
+    weights = project / "artifacts/train/joint/checkpoint/exits.safetensors"
+    metrics = project / "artifacts/evaluate/joint/metrics.json"
+    stamps = (weights.stat().st_mtime_ns, metrics.stat().st_mtime_ns)
+    exitflow_pipeline(str(project / "params.yaml"))
+    assert (weights.stat().st_mtime_ns, metrics.stat().st_mtime_ns) == stamps
+
+    # a deleted output is rebuilt instead of served stale from the cache; training stays cached
+    (project / "artifacts/evaluate/joint/result.json").unlink()
+    exitflow_pipeline(str(project / "params.yaml"))
+    assert weights.stat().st_mtime_ns == stamps[0]
+    assert metrics.stat().st_mtime_ns != stamps[1]
+
+
+def test_training_resumes_from_last_finished_epoch(project, prefect_harness, monkeypatch):
+    """Kill training after epoch 1 of 2; the re-run starts at epoch 2 and matches an uninterrupted run."""
+    import json
+
+    import models.training as training
+    from tasks.config import load_params
+    from tasks.data import prepare_task
+    from tasks.train import train_multi_exit
+
+    params = load_params(project / "params.yaml", ["train.epochs=2"])
+    prepare_task("sst2", params.data, project / "src", project / "data")
+    kw = dict(train=params.train, backbone=params.backbone, strategy="joint", data_dir=project / "data", seed=1)
+    full = train_multi_exit.fn(out_dir=project / "uninterrupted", **kw)
+
+    original, calls = training.train_epoch, []
+
+    def crash_on_second_epoch(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr("tasks.train.train_epoch", crash_on_second_epoch)
+    with pytest.raises(KeyboardInterrupt):
+        train_multi_exit.fn(out_dir=project / "resumed", **kw)
+    assert (project / "resumed/_resume/state.pt").exists() and not (project / "resumed/result.json").exists()
+    calls.clear()
+    monkeypatch.setattr("tasks.train.train_epoch", lambda *a, **k: (calls.append(1), original(*a, **k))[1])
+    resumed = train_multi_exit.fn(out_dir=project / "resumed", **kw)
+    assert len(calls) == 1  # only epoch 2 ran
+    assert resumed["dev_layer_scores"] == pytest.approx(full["dev_layer_scores"])
+    history = json.loads((project / "resumed/history.json").read_text())
+    assert [h["epoch"] for h in history] == [1, 2]
