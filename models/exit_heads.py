@@ -6,6 +6,12 @@ for regression), d_e = the ``mha`` head's inner size.
 Every head maps the layer's hidden states to ``(logits [b, c], state [b, d])``. ``state`` is
 what learned exit modules (BERxiT's LTE, ConsistentEE's policy) read: the [CLS] hidden state
 after the head's optional per-layer pooler (METHODS.md section 0).
+
+``pooling`` chooses the token summary the ``linear`` and ``pooler`` heads read: ``cls`` (the
+spec's default) or ``mean`` (masked mean over real tokens). ``mean`` exists for backbones
+pretrained with mean pooling: in the default MiniLM-L6 (a sentence-transformers model) the
+[CLS] state of layers 1-3 is the same for every input (std 0.001; a linear probe on SST-2
+scores 50.7%, chance), while mean-pooled states reach 73-75%, so [CLS] heads there cannot learn.
 """
 
 from __future__ import annotations
@@ -18,18 +24,28 @@ import torch.nn.functional as F
 from torch import nn
 
 HEAD_KINDS = ("linear", "pooler", "mha")
+POOLINGS = ("cls", "mean")
+
+
+def pool_tokens(hidden: torch.Tensor, padding_mask: torch.Tensor, pooling: str) -> torch.Tensor:
+    """``[b, s, d]`` -> ``[b, d]``: the [CLS] state, or the mean over real (mask 1) tokens."""
+    if pooling == "cls":
+        return hidden[:, 0]
+    mask = padding_mask.unsqueeze(-1).to(hidden.dtype)  # [b, s, 1]
+    return (hidden * mask).sum(1) / mask.sum(1).clamp_min(1.0)
 
 
 class LinearHead(nn.Module):
-    """``dropout -> Linear(d, c)`` on the [CLS] state."""
+    """``dropout -> Linear(d, c)`` on the pooled ([CLS] or mean) state."""
 
-    def __init__(self, hidden_size: int, num_outputs: int, dropout: float = 0.1):
+    def __init__(self, hidden_size: int, num_outputs: int, dropout: float = 0.1, pooling: str = "cls"):
         super().__init__()
+        self.pooling = pooling
         self.dropout = nn.Dropout(dropout)
         self.classifier = nn.Linear(hidden_size, num_outputs)
 
     def forward(self, hidden: torch.Tensor, padding_mask: torch.Tensor):
-        state = hidden[:, 0]  # [b, d]
+        state = pool_tokens(hidden, padding_mask, self.pooling)  # [b, d]
         return self.classifier(self.dropout(state)), state
 
     def flops(self, n_tokens: int) -> int:
@@ -39,12 +55,13 @@ class LinearHead(nn.Module):
 class PoolerHead(LinearHead):
     """Per-layer ``dense + tanh`` pooler (from the backbone's pretrained pooler), then a linear head."""
 
-    def __init__(self, hidden_size, num_outputs, dropout=0.1, pretrained_pooler: nn.Linear | None = None):
-        super().__init__(hidden_size, num_outputs, dropout)
+    def __init__(self, hidden_size, num_outputs, dropout=0.1, pretrained_pooler: nn.Linear | None = None,
+                 pooling: str = "cls"):
+        super().__init__(hidden_size, num_outputs, dropout, pooling)
         self.dense = copy.deepcopy(pretrained_pooler) if pretrained_pooler is not None else nn.Linear(hidden_size, hidden_size)
 
     def forward(self, hidden, padding_mask):
-        state = torch.tanh(self.dense(hidden[:, 0]))  # [b, d]
+        state = torch.tanh(self.dense(pool_tokens(hidden, padding_mask, self.pooling)))  # [b, d]
         return self.classifier(self.dropout(state)), state
 
     def flops(self, n_tokens: int) -> int:
@@ -92,12 +109,15 @@ def build_exit_heads(
     num_outputs: int,
     dropout: float = 0.1,
     pretrained_pooler: nn.Linear | None = None,
+    pooling: str = "cls",
 ) -> nn.ModuleList:
-    """Build L exit heads of one kind (``linear``, ``pooler`` or ``mha``)."""
+    """Build L exit heads of one kind (``linear``, ``pooler`` or ``mha``; ``mha`` pools [CLS] after its own attention)."""
+    if pooling not in POOLINGS:
+        raise ValueError(f"unknown pooling {pooling!r}; choose one of {', '.join(POOLINGS)}")
     if kind == "linear":
-        make = lambda: LinearHead(hidden_size, num_outputs, dropout)  # noqa: E731
+        make = lambda: LinearHead(hidden_size, num_outputs, dropout, pooling)  # noqa: E731
     elif kind == "pooler":
-        make = lambda: PoolerHead(hidden_size, num_outputs, dropout, pretrained_pooler)  # noqa: E731
+        make = lambda: PoolerHead(hidden_size, num_outputs, dropout, pretrained_pooler, pooling)  # noqa: E731
     elif kind == "mha":
         make = lambda: MHAHead(hidden_size, num_outputs, dropout)  # noqa: E731
     else:

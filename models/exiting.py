@@ -37,6 +37,7 @@ class MultiExitConfig:
     head: str = "linear"
     head_dropout: float = 0.1
     lte: bool = False
+    pooling: str = "cls"
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -90,6 +91,7 @@ class MultiExitModel(nn.Module):
             config.num_outputs,
             config.head_dropout,
             self.adapter.pretrained_pooler,
+            config.pooling,
         )
         self.lte = LearningToExit(self.adapter.hidden_size) if config.lte else None
 

@@ -84,6 +84,7 @@ class TrainConfig(Section):
     strategies: list[str] = ["joint", "alternating"]
     head: str = "linear"
     head_dropout: float = Field(default=0.1, ge=0.0, lt=1.0)
+    pooling: Literal["cls", "mean"] = "cls"
     lte: bool = True
     epochs: int = Field(default=2, ge=1)
     batch_size: int = Field(default=32, ge=1)

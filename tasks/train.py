@@ -78,7 +78,7 @@ def train_multi_exit(
     model = MultiExitModel(
         backbone_model,
         MultiExitConfig(num_outputs=num_outputs, regression=regression, head=train.head,
-                        head_dropout=train.head_dropout, lte=train.lte),
+                        head_dropout=train.head_dropout, lte=train.lte, pooling=train.pooling),
     ).to(dev_)
     enc_train = encode_split(data_dir, train.task, "train", tokenizer, backbone.max_length, cache_dir, train.subsample.train, seed)
     enc_dev = encode_split(data_dir, train.task, "dev", tokenizer, backbone.max_length, cache_dir, train.subsample.dev, seed)

@@ -106,3 +106,17 @@ def test_every_head_kind_gives_same_real_and_simulated_exits(head):
     crit = Entropy(_mixed_threshold(Entropy, rec))
     sim_layer, _ = simulate(crit, rec.logits, rec.certainty)
     assert torch.equal(model.early_exit(b["input_ids"], b["attention_mask"], criterion=crit).exit_layer, sim_layer)
+
+
+def test_mean_pooling_ignores_padding_and_keeps_real_equal_to_simulated():
+    model = tiny_model("bert", layers=3, lte=True, seed=6)
+    model.heads = type(model.heads)(
+        __import__("models.exit_heads", fromlist=["build_exit_heads"]).build_exit_heads("linear", 3, 32, 3, 0.0, None, "mean"))
+    b = tiny_batch(batch=6, max_len=9)
+    short = b["attention_mask"][1].sum().item()
+    alone = model(b["input_ids"][1:2, :short], b["attention_mask"][1:2, :short])
+    padded = model(b["input_ids"], b["attention_mask"])
+    assert_close(alone.logits[:, 0], padded.logits[:, 1], atol=1e-5, rtol=1e-4)  # padding does not leak in
+    crit = Entropy(_mixed_threshold(Entropy, padded))
+    sim_layer, _ = simulate(crit, padded.logits, padded.certainty)
+    assert torch.equal(model.early_exit(b["input_ids"], b["attention_mask"], criterion=crit).exit_layer, sim_layer)
