@@ -29,7 +29,7 @@ import torch  # noqa: E402
 from models.criteria import make_criterion, simulate  # noqa: E402
 from models.flops import flops_per_instance, full_model_flops  # noqa: E402
 from models.metrics import task_score  # noqa: E402
-from models.timing import measure_throughput  # noqa: E402
+from models.timing import exit_runner, measure_throughput  # noqa: E402
 from models.training import record_exits  # noqa: E402
 from tasks.backbones import load_checkpoint  # noqa: E402
 from tasks.config import load_params  # noqa: E402
@@ -99,7 +99,8 @@ def main(argv=None) -> dict:
     for bs in args.batch_sizes:
         n = len(enc["labels"]) if bs > 1 else min(args.rows_bs1, len(enc["labels"]))
         sub = {k: v[:n] for k, v in enc.items()}
-        tp = measure_throughput(model, list(batches(sub, bs, pad)), methods, repeats=args.repeats)
+        tp = measure_throughput(list(batches(sub, bs, pad)), {n: exit_runner(model, c) for n, c in methods.items()},
+                                repeats=args.repeats)
         for name, crit in methods.items():
             p = points.get(name) or {"quality": full_quality, "layer_speedup": 1.0, "flops_speedup": 1.0, "threshold": None}
             rows.append({"method": name, "batch_size": bs, "timed_rows": n, "threshold": p["threshold"],

@@ -35,9 +35,11 @@ def _user_errors():
     from tasks.config import ConfigError
     from tasks.data import DataError
     from tasks.versioning import VersioningError
+    from models.hashee import HashTableError
     from models.training import NonFiniteLossError
 
-    return (ConfigError, DataError, BackboneError, VersioningError, NonFiniteLossError, ValueError, FileNotFoundError)
+    return (ConfigError, DataError, BackboneError, VersioningError, NonFiniteLossError, HashTableError, ValueError,
+            FileNotFoundError)
 
 
 def _run(fn, *args, **kwargs):
@@ -107,6 +109,26 @@ def run(params: Path = ParamsOpt, set_: Optional[list[str]] = SetOpt,
 
     _check(params, set_, "full" if full else None)
     _run(exitflow_pipeline, str(params), set_ or [], "full" if full else None)
+
+
+@app.command()
+def hashee(params: Path = ParamsOpt, set_: Optional[list[str]] = SetOpt):
+    """HashEE with the configured hash (hashee.kind, default frequency, B = hashee.buckets): build the
+    table, fine-tune with token-level exits, evaluate vs the full model (artifacts/hashee/default/)."""
+    from flows.hashee import hashee_pipeline
+
+    _check(params, set_)
+    _run(hashee_pipeline, str(params), set_ or [])
+
+
+@app.command("hashee-study")
+def hashee_study(params: Path = ParamsOpt, set_: Optional[list[str]] = SetOpt):
+    """Train and compare every hash function (hashee.study_kinds) and a (layers, buckets) grid
+    (hashee.study_grid) on train.task; one table and plot in MLflow (experiment exitflow-hashee-study)."""
+    from flows.hashee import hashee_study as study
+
+    _check(params, set_)
+    _run(study, str(params), set_ or [])
 
 
 @app.command()

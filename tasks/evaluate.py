@@ -26,7 +26,7 @@ from prefect import task
 from models.criteria import CRITERIA, make_criterion, simulate
 from models.flops import flops_per_instance, full_model_flops
 from models.metrics import layerwise_scores, predictions, task_score
-from models.timing import measure_throughput
+from models.timing import exit_runner, measure_throughput
 from models.training import record_exits
 from tasks.backbones import load_checkpoint, pick_device
 from tasks.caching import ARTIFACT_CACHE
@@ -132,7 +132,7 @@ def evaluate_exits(
     throughput = {}
     for bs in evaluate.timing_batch_sizes:
         bl = list(batches(sub_enc, bs, pad))
-        tp = measure_throughput(model, bl, methods, repeats=evaluate.timing_repeats)
+        tp = measure_throughput(bl, {n: exit_runner(model, c) for n, c in methods.items()}, repeats=evaluate.timing_repeats)
         throughput[bs] = {name: {"samples_per_s": v, "wallclock_speedup": v / tp["full"]} for name, v in tp.items()}
         for name, v in tp.items():
             if name in operating:

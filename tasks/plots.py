@@ -47,3 +47,18 @@ def layerwise_plot(scores: dict[str, list[float]], title: str, path: Path) -> Pa
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
     return _save(fig, path)
+
+
+def bar_plot(x: list, heights: list[float], xlabel: str, ylabel: str, title: str, path: Path,
+             reference: float | None = None, reference_label: str = "") -> Path:
+    """A simple bar chart (optionally with a horizontal reference line)."""
+    fig, ax = plt.subplots(figsize=(6.4, 4.0))
+    ax.bar([str(v) for v in x], heights, color="tab:blue")
+    if reference is not None:
+        ax.axhline(reference, color="black", linestyle="--", linewidth=1, label=reference_label)
+        ax.legend(fontsize=8)
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.set_title(title)
+    ax.grid(alpha=0.3, axis="y")
+    return _save(fig, path)

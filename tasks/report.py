@@ -11,9 +11,18 @@ from tasks.io import atomic_write_json, atomic_write_text
 from tasks.plots import layerwise_plot, tradeoff_plot
 
 
-def results_table(summaries: dict[str, dict], timing_bs: list[int]) -> list[dict]:
-    """One row per (strategy, criterion) at its dev-selected operating point, plus full models."""
+def results_table(summaries: dict[str, dict], timing_bs: list[int], hashee: dict | None = None) -> list[dict]:
+    """One row per (strategy, criterion) at its dev-selected operating point, plus full models and HashEE."""
     rows = []
+    if hashee is not None:
+        rows.append({"strategy": "single (full model)", "criterion": "full model", "threshold": None,
+                     "test_quality": hashee["full_test_quality"], "avg_exit_layer": hashee["backbone_layers"],
+                     "layer_speedup": 1.0, "flops_speedup": 1.0, **{f"wallclock_bs{b}": 1.0 for b in timing_bs}})
+        rows.append({"strategy": "hashee (token-level)", "criterion": f"{hashee['kind']} hash, B={hashee['buckets']}",
+                     "threshold": None, "test_quality": hashee["test_quality"],
+                     "avg_exit_layer": hashee["avg_token_exit_layer"], "layer_speedup": hashee["layer_speedup"],
+                     "flops_speedup": hashee["flops_speedup"],
+                     **{f"wallclock_bs{b}": hashee.get(f"wallclock_speedup_bs{b}") for b in timing_bs}})
     for strategy, s in summaries.items():
         rows.append({"strategy": strategy, "criterion": "full model", "threshold": None,
                      "test_quality": s["full"]["test_quality"], "avg_exit_layer": s["num_layers"],
@@ -39,14 +48,21 @@ def markdown_table(rows: list[dict], timing_bs: list[int]) -> str:
 
 
 @task(name="build_report")
-def build_report(eval_dirs: dict[str, Path], timing_bs: list[int], out_dir: Path) -> dict:
-    """Collect every strategy's ``metrics.json``/``curves.json`` into one table and plots."""
+def build_report(eval_dirs: dict[str, Path], timing_bs: list[int], out_dir: Path, hashee_dir: Path | None = None) -> dict:
+    """Collect every strategy's ``metrics.json``/``curves.json`` (and HashEE's) into one table and plots.
+
+    HashEE rows are token-level: their "avg exit layer" is the mean token exit layer.
+    """
     summaries, curves = {}, {}
     for strategy, d in eval_dirs.items():
         summaries[strategy] = json.loads((Path(d) / "metrics.json").read_text())
         for name, points in json.loads((Path(d) / "curves.json").read_text()).items():
             curves[f"{strategy}/{name}"] = [p["test"] for p in points]
-    rows = results_table(summaries, timing_bs)
+    hashee = None
+    if hashee_dir is not None and (Path(hashee_dir) / "metrics.json").exists():
+        hashee = json.loads((Path(hashee_dir) / "metrics.json").read_text())
+        curves[f"hashee/{hashee['kind']}"] = [{"quality": hashee["test_quality"], "flops_speedup": hashee["flops_speedup"]}]
+    rows = results_table(summaries, timing_bs, hashee)
     table = markdown_table(rows, timing_bs)
     task_name = next(iter(summaries.values()))["task"]
     best_full = max(s["full"]["test_quality"] for s in summaries.values())
@@ -57,3 +73,27 @@ def build_report(eval_dirs: dict[str, Path], timing_bs: list[int], out_dir: Path
     atomic_write_json(out_dir / "results.json", {"task": task_name, "rows": rows})
     return {"table": table, "rows": rows, "plot": str(out_dir / "tradeoff.png"),
             "layerwise_plot": str(out_dir / "layerwise.png"), "dir": str(out_dir)}
+
+
+def hashee_row(name: str, m: dict) -> dict:
+    return {"hash": name, "quality": m["test_quality"], "full_quality": m["full_test_quality"],
+            "flops_speedup": m["flops_speedup"], "flops_speedup_vs_12_layers": m["flops_speedup_vs_12_layers"],
+            **{k: v for k, v in m.items() if k.startswith("wallclock_speedup_bs")}}
+
+
+def hashee_study_report(summaries: dict[str, dict], out_dir: Path) -> dict:
+    """Study table (hash, quality, FLOPs and measured speed-ups) and a quality vs speed-up plot."""
+    rows = [hashee_row(name, m) for name, m in summaries.items()]
+    walls = sorted({k for r in rows for k in r if k.startswith("wallclock")})
+    head = ["hash", "test quality", "full model", "FLOPs speed-up", "FLOPs speed-up vs 12L"] + [w.replace("wallclock_speedup_", "wall-clock ") for w in walls]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for r in rows:
+        lines.append("| " + " | ".join([r["hash"], f"{r['quality']:.2f}", f"{r['full_quality']:.2f}", f"{r['flops_speedup']:.2f}",
+                                        f"{r['flops_speedup_vs_12_layers']:.2f}"] + [f"{r[w]:.2f}" for w in walls]) + " |")
+    table = "\n".join(lines) + "\n"
+    full = next(iter(summaries.values()))["full_test_quality"]
+    curves = {r["hash"]: [{"quality": r["quality"], "flops_speedup": r["flops_speedup"]}] for r in rows}
+    tradeoff_plot(curves, full, "HashEE: test quality vs FLOPs speed-up", out_dir / "tradeoff.png")
+    atomic_write_text(out_dir / "results.md", table)
+    atomic_write_json(out_dir / "results.json", {"rows": rows})
+    return {"table": table, "rows": rows, "plot": str(out_dir / "tradeoff.png")}

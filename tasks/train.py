@@ -24,13 +24,16 @@ from prefect import task
 from tqdm.auto import tqdm
 
 from models.exiting import MultiExitConfig, MultiExitModel
+from models.adapters import adapter_for
+from models.hashee import HashEEModel
 from models.metrics import layerwise_scores
 from models.training import build_optimizer, linear_schedule, record_exits, train_epoch
-from tasks.backbones import load_backbone, pick_device, save_checkpoint
+from tasks.backbones import load_backbone, pick_device, save_checkpoint, truncate_layers
 from tasks.caching import ARTIFACT_CACHE
 from tasks.config import BackboneConfig, TrainConfig
 from tasks.data import load_meta
 from tasks.features import batches, encode_split, num_batches
+from tasks.hashing import load_hash_table
 from tasks.io import atomic_write_bytes, atomic_write_json
 from tasks.tracking import MetricLogger, NullLogger
 
@@ -58,8 +61,13 @@ def train_multi_exit(
     seed: int = 42,
     device: str = "auto",
     logger: MetricLogger | None = None,
+    num_layers: int | None = None,
+    hash_table_dir: Path | None = None,
 ) -> dict:
     """Fine-tune backbone + exits on ``train.task`` with objective ``strategy``.
+
+    ``num_layers`` keeps only the backbone's first layers; ``hash_table_dir`` makes it a HashEE
+    model (token-level exits from that table, which must match the tokenizer and depth).
 
     Returns ``{"checkpoint": path, "strategy": ..., "dev_layer_scores": [...], ...}``.
     """
@@ -75,11 +83,15 @@ def train_multi_exit(
 
     seed_everything(seed)
     backbone_model, tokenizer = load_backbone(backbone.name, backbone.attn_implementation)
-    model = MultiExitModel(
-        backbone_model,
-        MultiExitConfig(num_outputs=num_outputs, regression=regression, head=train.head,
-                        head_dropout=train.head_dropout, lte=train.lte, pooling=train.pooling),
-    ).to(dev_)
+    backbone_model = truncate_layers(backbone_model, num_layers)
+    config = MultiExitConfig(num_outputs=num_outputs, regression=regression, head=train.head,
+                             head_dropout=train.head_dropout, lte=train.lte and hash_table_dir is None, pooling=train.pooling)
+    if hash_table_dir is not None:
+        layers = adapter_for(backbone_model).num_layers
+        model = HashEEModel(backbone_model, config, load_hash_table(hash_table_dir, tokenizer, layers))
+    else:
+        model = MultiExitModel(backbone_model, config)
+    model = model.to(dev_)
     enc_train = encode_split(data_dir, train.task, "train", tokenizer, backbone.max_length, cache_dir, train.subsample.train, seed)
     enc_dev = encode_split(data_dir, train.task, "dev", tokenizer, backbone.max_length, cache_dir, train.subsample.dev, seed)
     pad = tokenizer.pad_token_id or 0
@@ -136,6 +148,7 @@ def train_multi_exit(
     ckpt = save_checkpoint(model.cpu(), tokenizer, out_dir / "checkpoint", {
         "task": train.task, "strategy": strategy, "backbone": backbone.name, "metric": spec["metric"],
         "train_config": train.model_dump(mode="json"), "selected_epoch": best["epoch"], "seed": seed,
+        "hash_table_dir": str(hash_table_dir) if hash_table_dir is not None else None,
     })
     atomic_write_json(out_dir / "history.json", history)
     result = {"checkpoint": str(ckpt), "strategy": strategy, "task": train.task,

@@ -14,6 +14,14 @@ import torch
 from models.adapters.base import EncoderAdapter, LayerFn
 
 
+def _prefix_attention(layer_attention, q, k, v, hidden, m, num_heads, key_bias):
+    from models.hashee import prefix_attention
+
+    dropout = layer_attention.dropout.p if layer_attention.training else 0.0
+    eager = layer_attention.config._attn_implementation == "eager"
+    return prefix_attention(q, k, v, hidden, m, num_heads, key_bias, dropout, eager)
+
+
 class BertAdapter(EncoderAdapter):
     """BERT, RoBERTa and ELECTRA (``model.encoder.layer``)."""
 
@@ -28,6 +36,13 @@ class BertAdapter(EncoderAdapter):
         hidden = self.backbone.embeddings(input_ids=input_ids, token_type_ids=token_type_ids)
         projection = self._projection()
         return projection(hidden) if projection is not None else hidden
+
+    def prefix_layer(self, layer, hidden: torch.Tensor, m: int, key_bias: torch.Tensor) -> torch.Tensor:
+        """HashEE layer: ``[b, n, d]`` -> new states of the first ``m`` tokens ``[b, m, d]``."""
+        att = layer.attention.self
+        ctx = _prefix_attention(att, att.query, att.key, att.value, hidden, m, att.num_attention_heads, key_bias)
+        x = layer.attention.output(ctx, hidden[:, :m])  # dense, dropout, LayerNorm(x + residual)
+        return layer.output(layer.intermediate(x), x)  # FFN with residual LayerNorm
 
     def embedding_flops(self, n_tokens: int) -> int:
         projection = self._projection()
@@ -84,3 +99,10 @@ class DistilBertAdapter(EncoderAdapter):
 
     def embed(self, input_ids: torch.Tensor, token_type_ids=None) -> torch.Tensor:
         return self.backbone.embeddings(input_ids)
+
+    def prefix_layer(self, layer, hidden: torch.Tensor, m: int, key_bias: torch.Tensor) -> torch.Tensor:
+        """HashEE layer: ``[b, n, d]`` -> new states of the first ``m`` tokens ``[b, m, d]``."""
+        att = layer.attention
+        ctx = _prefix_attention(att, att.q_lin, att.k_lin, att.v_lin, hidden, m, att.n_heads, key_bias)
+        x = layer.sa_layer_norm(att.out_lin(ctx) + hidden[:, :m])
+        return layer.output_layer_norm(layer.ffn(x) + x)

@@ -25,11 +25,12 @@ def prefect_harness():
 
 
 def make_backbone(path: Path) -> None:
-    from transformers import BertConfig, BertModel, BertTokenizerFast
+    from transformers import AutoTokenizer, BertConfig, BertModel, BertTokenizer
 
     path.mkdir(parents=True)
-    (path / "vocab.txt").write_text("\n".join(["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *WORDS]) + "\n")
-    BertTokenizerFast(vocab_file=str(path / "vocab.txt")).save_pretrained(path)
+    vocab = {w: i for i, w in enumerate(["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *WORDS])}
+    BertTokenizer(vocab=vocab).save_pretrained(path)  # transformers 5: vocab as a dict, not vocab_file
+    assert AutoTokenizer.from_pretrained(path)("the movie was good")["input_ids"] == [2, 13, 11, 15, 5, 3]
     config = BertConfig(vocab_size=5 + len(WORDS), hidden_size=32, num_hidden_layers=3, num_attention_heads=4,
                         intermediate_size=37, max_position_embeddings=64)
     BertModel(config).save_pretrained(path)
@@ -55,6 +56,7 @@ def project(tmp_path):
         "data": {"source_dir": "src", "tasks": ["sst2"]},
         "backbone": {"name": str(tmp_path / "backbone"), "attn_implementation": "eager", "max_length": 16},
         "train": {"epochs": 1, "batch_size": 8, "lr": 1e-3},
+        "hashee": {"buckets": 3},
         "evaluate": {"sweep_points": 5, "timing_rows": 8, "timing_repeats": 1, "timing_batch_sizes": [1, 4]},
         "mlflow": {"tracking_uri": "sqlite:///mlflow.db", "experiment": "test-spine", "registered_model": "tiny-exits"},
     }
@@ -91,9 +93,10 @@ def test_pipeline_writes_mlflow_runs_dvc_outputs_and_reruns_from_cache(project, 
     missing = [p for p in declared_outputs(project, ["joint", "alternating"], "sst2") if not p.exists()]
     assert missing == []
 
-    # report: full model + 5 criteria per strategy
-    assert len(report["rows"]) == 2 * 6
-    assert {r["criterion"] for r in report["rows"]} == {"full model", "static", "maxprob", "entropy", "patience", "lte"}
+    # report: full model + 5 criteria per strategy, then the single-exit full model and HashEE
+    assert len(report["rows"]) == 2 * 6 + 2
+    assert {r["criterion"] for r in report["rows"]} == {"full model", "static", "maxprob", "entropy", "patience", "lte",
+                                                        "frequency hash, B=3"}
 
     # MLflow: parent run, nested strategy runs, nested criterion runs, registered model versions
     mlflow.set_tracking_uri(f"sqlite:///{project / 'mlflow.db'}")
@@ -103,7 +106,7 @@ def test_pipeline_writes_mlflow_runs_dvc_outputs_and_reruns_from_cache(project, 
     parents = [r for r in runs if "mlflow.parentRunId" not in r.data.tags]
     assert len(parents) == 1
     children = [r for r in runs if r.data.tags.get("mlflow.parentRunId") == parents[0].info.run_id]
-    assert sorted(r.info.run_name for r in children) == ["alternating", "joint"]
+    assert sorted(r.info.run_name for r in children) == ["alternating", "hashee-frequency-Lall-B3", "joint"]
     joint = next(r for r in children if r.info.run_name == "joint")
     assert "full_test_quality" in joint.data.metrics and "dev_layer_3" in joint.data.metrics
     grandchildren = [r for r in runs if r.data.tags.get("mlflow.parentRunId") == joint.info.run_id]

@@ -59,7 +59,7 @@ def test_cli_rejects_unknown_strategy_and_bad_override():
     runner = CliRunner()
     result = runner.invoke(app, ["train", "--strategy", "sideways"])
     assert result.exit_code == 2
-    assert "unknown strategy 'sideways'; choose one of joint, weighted, two_stage, alternating" in result.output
+    assert "unknown strategy 'sideways'; choose one of joint, weighted, two_stage, alternating, single" in result.output
     result = runner.invoke(app, ["report", "--set", "train.epochs=-1"])
     assert result.exit_code == 2 and "train.epochs" in result.output
     assert "Traceback" not in result.output

@@ -1,0 +1,82 @@
+"""HashEE flows: one hash function end to end, and the hash-function study (paper Tables 3 and 9).
+
+``run_hashee`` reads like the method: build hash table -> fine-tune with token-level exits ->
+evaluate against the full model (the single-exit fine-tuned backbone, shared by all runs).
+Artifact layout: see ``flows/layout.py``.
+"""
+
+from __future__ import annotations
+
+import mlflow
+from prefect import flow
+
+from flows.layout import common, hashee_dirs, stage_dirs
+from flows.tracking import parent_run, use_experiment
+from tasks.caching import run_cached
+from tasks.config import HasheeConfig, Params, load_params
+from tasks.data import prepare_data
+from tasks.hashee import evaluate_hashee
+from tasks.hashing import build_hash_table
+from tasks.report import hashee_study_report
+from tasks.tracking import MlflowLogger
+from tasks.train import train_multi_exit
+
+FULL_MODEL = "single"
+
+
+def run_hashee(params: Params, cfg: HasheeConfig, tag: str) -> dict:
+    """Table -> HashEE training -> evaluation vs the full model, logged to the active MLflow run.
+
+    Artifacts go to ``artifacts/hashee/<tag>/``; the full model to ``artifacts/train/single/``.
+    """
+    dirs, shared = hashee_dirs(params, tag), common(params, stage_dirs(params))
+    logger = MlflowLogger(mlflow.active_run().info.run_id)
+    mlflow.log_params({"hash_kind": cfg.kind, "buckets": cfg.buckets, "hash_layers": cfg.num_layers or "all"})
+    table = run_cached(build_hash_table, out_dir=dirs["table"], hashee=cfg, train=params.train, backbone=params.backbone,
+                       data_dir=shared["data_dir"], cache_dir=shared["cache_dir"])
+    mlflow.log_artifact(table["plot"], "hash_table")
+    mlflow.log_artifact(table["table"], "hash_table")
+    mlflow.log_metrics({f"token_share_layer_{k}": s for k, s in enumerate(table["info"]["occurrence_share_per_layer"], 1)})
+    single = params.train.model_copy(update={"lte": False})
+    run_cached(train_multi_exit, out_dir=dirs["full"], train=single, backbone=params.backbone, strategy=FULL_MODEL, **shared)
+    run_cached(train_multi_exit, out_dir=dirs["train"], train=single, backbone=params.backbone, strategy=FULL_MODEL,
+               logger=logger, num_layers=cfg.num_layers, hash_table_dir=dirs["table"], **shared)
+    evaluated = run_cached(evaluate_hashee, out_dir=dirs["evaluate"], hashee=cfg, evaluate=params.evaluate, train=single,
+                           backbone=params.backbone, ckpt_dir=dirs["train"] / "checkpoint",
+                           full_ckpt_dir=dirs["full"] / "checkpoint", table_dir=dirs["table"],
+                           data_dir=shared["data_dir"], cache_dir=shared["cache_dir"], seed=params.seed)
+    mlflow.log_metrics({k: v for k, v in evaluated["summary"].items() if isinstance(v, float)})
+    return evaluated["summary"]
+
+
+@flow(name="hashee_pipeline", log_prints=True)
+def hashee_pipeline(params_path: str = "params.yaml", overrides: list[str] | None = None) -> dict:
+    """HashEE with the configured hash (default: frequency, B = 6)."""
+    params = load_params(params_path, overrides or [])
+    use_experiment(params, "exitflow-hashee")
+    with parent_run(params, f"hashee-{params.hashee.name}", ("seed", "backbone", "train", "hashee")):
+        prepare_data(params.data, params.path(params.data.source_dir), stage_dirs(params)["data"], params.seed)
+        summary = run_hashee(params, params.hashee, "default")
+    print({k: round(v, 3) if isinstance(v, float) else v for k, v in summary.items()})
+    return summary
+
+
+@flow(name="hashee_study", log_prints=True)
+def hashee_study(params_path: str = "params.yaml", overrides: list[str] | None = None) -> dict:
+    """Every hash function (Table 3) and a (layers, buckets) grid with the frequency hash (Table 9)."""
+    params = load_params(params_path, overrides or [])
+    configs = [params.hashee.model_copy(update={"kind": k}) for k in params.hashee.study_kinds]
+    configs += [params.hashee.model_copy(update={"kind": "frequency", "num_layers": L, "buckets": B})
+                for L, B in params.hashee.study_grid]
+    use_experiment(params, "exitflow-hashee-study")
+    with parent_run(params, f"hashee-study-{params.train.task}", ("seed", "backbone", "train", "hashee")):
+        prepare_data(params.data, params.path(params.data.source_dir), stage_dirs(params)["data"], params.seed)
+        rows = {}
+        for cfg in dict.fromkeys(configs):  # de-duplicated, in order
+            with mlflow.start_run(run_name=cfg.name, nested=True):
+                rows[cfg.name] = run_hashee(params, cfg, f"study/{cfg.name}")
+        report = hashee_study_report(rows, params.path(params.artifacts_dir) / "hashee" / "study")
+        mlflow.log_artifact(report["plot"], "study")
+        mlflow.log_text(report["table"], "study/results.md")
+    print(report["table"])
+    return report
