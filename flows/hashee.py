@@ -36,6 +36,7 @@ def run_hashee(params: Params, cfg: HasheeConfig, tag: str) -> dict:
                        data_dir=shared["data_dir"], cache_dir=shared["cache_dir"])
     mlflow.log_artifact(table["plot"], "hash_table")
     mlflow.log_artifact(table["table"], "hash_table")
+    mlflow.log_artifact(str(dirs["table"] / "token_share.csv"), "hash_table")
     mlflow.log_metrics({f"token_share_layer_{k}": s for k, s in enumerate(table["info"]["occurrence_share_per_layer"], 1)})
     single = params.train.model_copy(update={"lte": False})
     run_cached(train_multi_exit, out_dir=dirs["full"], train=single, backbone=params.backbone, strategy=FULL_MODEL, **shared)
