@@ -1,0 +1,116 @@
+"""Benchmark: HashEE (token-level exit) vs the full model vs sequence-level entropy/patience exit.
+
+All methods are timed in one process, interleaved per repeat, medians over repeats, on the
+task's dev split:
+
+- ``full``: the single-exit fine-tuned backbone (``artifacts/train/single``), all layers;
+- ``hashee-<kind>``: the pipeline's HashEE model (``artifacts/hashee/default``);
+- ``entropy`` / ``patience``: the spine's multi-exit model (``--strategy``, default
+  alternating) with batched compaction, at the fastest dev threshold whose accuracy stays
+  within ``--tolerance`` points of the full model.
+
+    python benchmarks/bench_hashee.py --out bench_hashee.json
+
+Writes the same JSON row format as ``bench_early_exit.py`` with ``--out``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+import torch  # noqa: E402
+
+from bench_early_exit import machine, operating_point  # noqa: E402
+from models.criteria import make_criterion  # noqa: E402
+from models.flops import full_model_flops  # noqa: E402
+from models.hashee import hashee_instance_flops  # noqa: E402
+from models.metrics import task_score  # noqa: E402
+from models.timing import exit_runner, full_model_runner, measure_throughput  # noqa: E402
+from models.training import record_exits  # noqa: E402
+from tasks.backbones import load_checkpoint  # noqa: E402
+from tasks.config import load_params  # noqa: E402
+from tasks.features import batches, encode_split  # noqa: E402
+from tasks.io import atomic_write_json  # noqa: E402
+
+
+def main(argv=None) -> dict:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--params", default=str(ROOT / "params.yaml"))
+    ap.add_argument("--strategy", default="alternating", help="multi-exit model for entropy/patience")
+    ap.add_argument("--batch-sizes", nargs="+", type=int, default=[1, 8, 32, 128])
+    ap.add_argument("--rows-bs1", type=int, default=300, help="dev rows timed at batch size 1 (all rows otherwise)")
+    ap.add_argument("--repeats", type=int, default=5)
+    ap.add_argument("--tolerance", type=float, default=1.5, help="max accuracy drop (points) of entropy/patience")
+    ap.add_argument("--out", type=Path, default=None)
+    args = ap.parse_args(argv)
+
+    params = load_params(args.params)
+    art = params.path(params.artifacts_dir)
+    paths = {"full": art / "train" / "single" / "checkpoint", "hashee": art / "hashee" / "default" / "train" / "checkpoint",
+             "multi": art / "train" / args.strategy / "checkpoint"}
+    for name, p in paths.items():
+        if not (p / "exitflow.json").exists():
+            ap.error(f"missing {name} checkpoint at {p}; run `exitflow run` first")
+    torch.manual_seed(params.seed)
+    attn = params.backbone.attn_implementation
+    full, tokenizer, meta = load_checkpoint(paths["full"], attn)
+    hashee, _, _ = load_checkpoint(paths["hashee"], attn)
+    multi, _, _ = load_checkpoint(paths["multi"], attn)
+    metric, regression, pad = meta["metric"], full.config.regression, tokenizer.pad_token_id or 0
+    enc = encode_split(params.path(params.data.out_dir), meta["task"], "dev", tokenizer, params.backbone.max_length,
+                       art / "cache" / "tokens", None, params.seed)
+    labels = torch.tensor(enc["labels"])
+
+    def quality(model):
+        out = [model.early_exit(b["input_ids"], b["attention_mask"], b.get("token_type_ids")).logits for b in batches(enc, 64, pad)]
+        return task_score(metric, torch.cat(out), labels, regression)
+
+    full_q, hashee_q = quality(full), quality(hashee)
+    lengths = torch.tensor([len(ids) for ids in enc["input_ids"]])
+    full_flops = full_model_flops(full, lengths).sum().item()
+    hashee_flops = sum(hashee_instance_flops(hashee, hashee.exit_table[torch.tensor(ids)].tolist()) for ids in enc["input_ids"])
+    exits = torch.cat([hashee.exit_table[torch.tensor(ids)] for ids in enc["input_ids"]]).float()
+    kind = params.hashee.kind
+    points = {"full": {"quality": full_q, "layer_speedup": 1.0, "flops_speedup": 1.0, "threshold": None},
+              f"hashee-{kind}": {"quality": hashee_q, "layer_speedup": full.num_layers / exits.mean().item(),
+                                 "flops_speedup": full_flops / hashee_flops, "threshold": None}}
+    rec = record_exits(multi, batches(enc, 64, pad))
+    runners = {"full": full_model_runner(full), f"hashee-{kind}": exit_runner(hashee, None)}
+    for name in ("entropy", "patience"):
+        p = operating_point(multi, rec, name, metric, regression, full_q, args.tolerance)
+        if p is None:
+            print(f"{name}: no threshold keeps dev quality within {args.tolerance} of the full model ({full_q:.2f})")
+            continue
+        points[name] = p
+        runners[name] = exit_runner(multi, make_criterion(name, p["threshold"]))
+    rows = []
+    for bs in args.batch_sizes:
+        n = len(enc["labels"]) if bs > 1 else min(args.rows_bs1, len(enc["labels"]))
+        sub = {k: v[:n] for k, v in enc.items()}
+        tp = measure_throughput(list(batches(sub, bs, pad)), runners, repeats=args.repeats)
+        for name in runners:
+            p = points[name]
+            rows.append({"method": name, "batch_size": bs, "timed_rows": n, "threshold": p["threshold"], "quality": p["quality"],
+                         "throughput": tp[name], "wallclock_speedup": tp[name] / tp["full"],
+                         "layer_speedup": p["layer_speedup"], "flops_speedup": p["flops_speedup"]})
+    result = {"backbone": params.backbone.name, "task": meta["task"], "split": "dev", "machine": machine(),
+              "repeats": args.repeats, "hash": params.hashee.name, "rows": rows}
+    print(f"{result['backbone']} on {result['task']} dev; {result['machine']}")
+    print(f"{'method':<18}{'bs':>5}{'quality':>9}{'samples/s':>11}{'wall x':>8}{'layer x':>9}{'FLOPs x':>9}  wall/FLOPs")
+    for r in rows:
+        print(f"{r['method']:<18}{r['batch_size']:>5}{r['quality']:>9.2f}{r['throughput']:>11.1f}{r['wallclock_speedup']:>8.2f}"
+              f"{r['layer_speedup']:>9.2f}{r['flops_speedup']:>9.2f}  {r['wallclock_speedup'] / r['flops_speedup']:.2f}")
+    if args.out is not None:
+        atomic_write_json(args.out, result)
+    return result
+
+
+if __name__ == "__main__":
+    main()
