@@ -1,0 +1,125 @@
+"""ConsistentEE: early exiting as reinforcement learning, consistent in training and inference
+(Zeng et al., AAAI 2024; arXiv 2312.11882).
+
+Paper map:
+
+| paper                                         | code                                   |
+| --------------------------------------------- | -------------------------------------- |
+| policy network pi(a | s_t), one per layer      | ``PolicyNetworks`` (layers 1..L-1)      |
+| trajectories with repeated sampling, eps-greedy | ``sample_trajectories``               |
+| R_vanilla = -H(y, P_t) - alpha * t (Eq. 3)    | ``exit_rewards(..., memorized=None)``   |
+| R = -H(y, P_t) - alpha (1 - M / L) t (Eq. 4)  | ``exit_rewards(..., memorized=M)``      |
+| policy objective (Eq. 5)                      | ``policy_loss`` (REINFORCE, K-copy mean baseline) |
+| task loss, CE at the exit layer only (Eq. 6)  | ``exit_task_loss``                      |
+| memorized layer M (Eq. 7)                     | ``memorized_layer``                     |
+
+Shape notation: L = layers (= exits), n = instances, K = sampled copies per instance,
+N = n * K trajectories, d = hidden. Layers are 1-based; layer L always exits (no decision,
+no log-prob term).
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from models.exit_heads import task_loss
+
+
+class PolicyNetworks(nn.Module):
+    """One ``Linear(d, 32) -> GELU -> Linear(32, 1) -> sigmoid`` per layer 1..L-1: pi(exit | s_k)."""
+
+    def __init__(self, hidden_size: int, num_layers: int, inner: int = 32):
+        super().__init__()
+        self.nets = nn.ModuleList(
+            nn.Sequential(nn.Linear(hidden_size, inner), nn.GELU(), nn.Linear(inner, 1)) for _ in range(num_layers - 1)
+        )
+
+    def forward(self, layer: int, state: torch.Tensor) -> torch.Tensor:
+        """Exit probability at 1-based ``layer`` for ``state [b, d]`` -> ``[b]``; 1 at the last layer."""
+        if layer > len(self.nets):
+            return torch.ones(state.shape[0], dtype=state.dtype, device=state.device)
+        return torch.sigmoid(self.nets[layer - 1](state)).squeeze(-1)
+
+    def all_layers(self, states: torch.Tensor) -> torch.Tensor:
+        """``states [L, b, d]`` -> exit probabilities ``[L, b]`` (last row 1)."""
+        return torch.stack([self(k, s) for k, s in enumerate(states, start=1)])
+
+    def flops(self) -> int:
+        first, second = self.nets[0][0], self.nets[0][2]
+        return 2 * (first.in_features * first.out_features + second.in_features * second.out_features)
+
+
+def memorized_layer(correct: torch.Tensor) -> torch.Tensor:
+    """Eq. 7: smallest k such that heads k..L are all correct; L when head L is wrong.
+
+    Args:
+        correct: ``[L, n]`` bool, head k's prediction is right for instance i.
+    Returns:
+        ``[n]`` long, 1-based memorized layer.
+    """
+    num_layers = correct.shape[0]
+    # trailing run of correct heads, counted from the last layer down
+    trailing = torch.cumprod(correct.flip(0).long(), dim=0).sum(0)  # [n]
+    return (num_layers - trailing + 1).clamp(max=num_layers)
+
+
+def sample_trajectories(exit_prob: torch.Tensor, epsilon: float, generator: torch.Generator | None = None):
+    """Sample one trajectory per column of ``exit_prob [L, N]`` and return its exit layer and log-prob.
+
+    At each layer t < L the action is Exit with probability pi_t, except that with probability
+    ``epsilon`` it is a uniformly random action (exploration); a row stops at its first Exit,
+    and every row still running exits at L. The log-probability sums log pi(a_t | s_t) over the
+    decisions actually taken (layers 1..T, excluding the forced exit at L).
+
+    Returns:
+        ``(exit_layer [N] long, log_prob [N])``; ``log_prob`` carries the policy's gradient.
+    """
+    num_layers, n = exit_prob.shape
+    p = exit_prob[:-1]  # [L-1, N] decisions exist only before the last layer
+    draw = torch.rand(p.shape, generator=generator, device=p.device)
+    explore = torch.rand(p.shape, generator=generator, device=p.device) < epsilon
+    coin = torch.rand(p.shape, generator=generator, device=p.device) < 0.5
+    exits = torch.where(explore, coin, draw < p.detach())  # [L-1, N] bool
+    any_exit = exits.any(0)
+    first = exits.long().argmax(0) + 1  # 1-based first exit (argmax returns the first max)
+    exit_layer = torch.where(any_exit, first, torch.full_like(first, num_layers))
+    steps = torch.arange(1, num_layers, device=p.device)[:, None]  # [L-1, 1]
+    taken = steps <= exit_layer[None, :]  # decisions made (continue ... exit), never at L
+    eps = 1e-8
+    log_pi = torch.where(steps == exit_layer[None, :], torch.log(p + eps), torch.log(1 - p + eps))
+    return exit_layer, (log_pi * taken).sum(0)
+
+
+def exit_rewards(exit_loss: torch.Tensor, exit_layer: torch.Tensor, alpha: float, num_layers: int,
+                 memorized: torch.Tensor | None = None) -> torch.Tensor:
+    """Reward at the exit layer t: ``-loss - alpha * t`` (vanilla, Eq. 3) or, given the memorized
+    layer M, ``-loss - alpha * (1 - M / L) * t`` (hardness-guided, Eq. 4). ``loss`` is CE (or
+    squared error for regression) of the exit head. All ``[N]``.
+    """
+    weight = alpha if memorized is None else alpha * (1.0 - memorized.float() / num_layers)
+    return -exit_loss - weight * exit_layer.float()
+
+
+def policy_loss(rewards: torch.Tensor, log_prob: torch.Tensor, copies: int) -> torch.Tensor:
+    """REINFORCE with the mean reward over the K copies of an instance as baseline (Eq. 5).
+
+    ``rewards`` and ``log_prob`` are ``[n * K]`` laid out instance-major (copy index fastest).
+    Returns ``-mean(advantage * log_prob)``; advantages are constants.
+    """
+    r = rewards.detach().view(-1, copies)
+    advantage = (r - r.mean(1, keepdim=True)).view(-1)
+    return -(advantage * log_prob).mean()
+
+
+def exit_task_loss(logits: torch.Tensor, labels: torch.Tensor, exit_layer: torch.Tensor, regression: bool) -> torch.Tensor:
+    """Eq. 6: each row's loss at its own exit layer only, averaged. ``logits [L, n, c]``."""
+    per_layer = task_loss(logits, labels, regression)  # [L, n]
+    return per_layer.gather(0, (exit_layer - 1)[None, :]).mean()
+
+
+def epsilon_at(step: int, total_steps: int, start: float = 0.2, end: float = 0.0) -> float:
+    """Linearly decaying exploration rate over policy-training steps."""
+    if total_steps <= 1:
+        return end
+    return start + (end - start) * min(step, total_steps - 1) / (total_steps - 1)

@@ -1,0 +1,86 @@
+"""ConsistentEE core: memorized layer, trajectories, rewards, REINFORCE baseline."""
+
+import math
+
+import pytest
+import torch
+
+from models.consistentee import (
+    PolicyNetworks,
+    epsilon_at,
+    exit_rewards,
+    exit_task_loss,
+    memorized_layer,
+    policy_loss,
+    sample_trajectories,
+)
+
+
+def test_memorized_layer_on_hand_made_correctness():
+    # columns: all correct, last wrong, correct-wrong-correct, only last correct, wrong-correct-correct-correct
+    correct = torch.tensor([
+        [1, 1, 1, 0, 0],
+        [1, 1, 0, 0, 1],
+        [1, 1, 1, 0, 1],
+        [1, 0, 1, 1, 1],
+    ], dtype=torch.bool)
+    assert memorized_layer(correct).tolist() == [1, 4, 3, 4, 2]
+
+
+def test_rewards_vanilla_and_hardness_guided():
+    loss = torch.tensor([0.5, 0.5])
+    layer = torch.tensor([2, 4])
+    assert exit_rewards(loss, layer, 0.1, 4).tolist() == pytest.approx([-0.7, -0.9])
+    m = torch.tensor([1, 4])  # easy instance: full depth penalty weight 0.75; hard (M = L): no depth penalty
+    assert exit_rewards(loss, layer, 0.1, 4, memorized=m).tolist() == pytest.approx([-0.5 - 0.1 * 0.75 * 2, -0.5])
+
+
+def test_advantage_is_zero_when_all_copies_agree():
+    log_prob = torch.randn(6, requires_grad=True)
+    rewards = torch.tensor([1.0, 1.0, 1.0, -2.0, -2.0, -2.0])
+    loss = policy_loss(rewards, log_prob, copies=3)
+    loss.backward()
+    assert loss.item() == 0.0 and torch.count_nonzero(log_prob.grad) == 0
+
+
+def test_policy_gradient_raises_log_prob_of_better_than_average_copies():
+    log_prob = torch.zeros(4, requires_grad=True)
+    policy_loss(torch.tensor([1.0, 0.0, 3.0, 3.0]), log_prob, copies=2).backward()
+    assert log_prob.grad.tolist() == pytest.approx([-0.125, 0.125, 0.0, 0.0])
+
+
+def test_trajectories_stop_at_first_exit_and_never_score_the_last_layer():
+    p = torch.tensor([[0.0, 1.0, 0.0, 0.3], [1.0, 1.0, 0.0, 0.3], [0.0, 0.0, 0.0, 0.3], [0.5, 0.5, 0.5, 0.5]],
+                     requires_grad=True)  # [L=4, N=4]; the last row is ignored (forced exit)
+    layer, log_prob = sample_trajectories(p, epsilon=0.0, generator=torch.Generator().manual_seed(0))
+    assert layer[:3].tolist() == [2, 1, 4]
+    eps = 1e-8
+    assert log_prob[0].item() == pytest.approx(math.log(1 + eps) + math.log(1 + eps), abs=1e-6)  # continue, exit
+    assert log_prob[2].item() == pytest.approx(3 * math.log(1 + eps), abs=1e-6)  # three continues, no term at L
+    log_prob.sum().backward()
+    assert torch.count_nonzero(p.grad[-1]) == 0  # no gradient through a layer-L decision
+
+
+def test_exploration_is_seeded_and_can_override_the_policy():
+    p = torch.zeros(4, 2000)  # policy never exits
+    layers, _ = sample_trajectories(p, epsilon=1.0, generator=torch.Generator().manual_seed(1))
+    again, _ = sample_trajectories(p, epsilon=1.0, generator=torch.Generator().manual_seed(1))
+    assert torch.equal(layers, again)
+    assert (layers == 1).float().mean().item() == pytest.approx(0.5, abs=0.05)  # uniform random first action
+    assert epsilon_at(0, 11) == pytest.approx(0.2) and epsilon_at(10, 11) == pytest.approx(0.0)
+
+
+def test_task_loss_uses_only_the_exit_layer():
+    logits = torch.zeros(3, 2, 2)
+    logits[1, 0] = torch.tensor([5.0, -5.0])  # row 0 confident and right at layer 2
+    labels = torch.tensor([0, 1])
+    loss = exit_task_loss(logits, labels, torch.tensor([2, 3]), regression=False)
+    expected = (torch.nn.functional.cross_entropy(logits[1, :1], labels[:1]) + math.log(2)) / 2
+    assert loss.item() == pytest.approx(expected.item(), rel=1e-6)
+
+
+def test_policy_networks_shape_and_forced_last_exit():
+    nets = PolicyNetworks(hidden_size=8, num_layers=3)
+    probs = nets.all_layers(torch.randn(3, 5, 8))
+    assert probs.shape == (3, 5) and torch.all(probs[-1] == 1) and torch.all((probs[:-1] > 0) & (probs[:-1] < 1))
+    assert nets.flops() == 2 * (8 * 32 + 32 * 1)
