@@ -73,7 +73,7 @@ def hashee_study(params_path: str = "params.yaml", overrides: list[str] | None =
     with parent_run(params, f"hashee-study-{params.train.task}", ("seed", "backbone", "train", "hashee")):
         prepare_data(params.data, params.path(params.data.source_dir), stage_dirs(params)["data"], params.seed)
         rows = {}
-        for cfg in dict.fromkeys(configs):  # de-duplicated, in order
+        for cfg in {c.name: c for c in configs}.values():  # de-duplicated by name, in order
             with mlflow.start_run(run_name=cfg.name, nested=True):
                 rows[cfg.name] = run_hashee(params, cfg, f"study/{cfg.name}")
         report = hashee_study_report(rows, params.path(params.artifacts_dir) / "hashee" / "study")

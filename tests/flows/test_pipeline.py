@@ -161,3 +161,16 @@ def test_training_resumes_from_last_finished_epoch(project, prefect_harness, mon
     assert resumed["dev_layer_scores"] == pytest.approx(full["dev_layer_scores"])
     history = json.loads((project / "resumed/history.json").read_text())
     assert [h["epoch"] for h in history] == [1, 2]
+
+
+def test_hashee_study_trains_every_configuration_once_and_reports(project, prefect_harness, monkeypatch):
+    from flows.hashee import hashee_study
+
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    report = hashee_study(str(project / "params.yaml"), ["hashee.study_kinds=[frequency, mi]",
+                                                        "hashee.study_grid=[[3, 3], [2, 2]]"])
+    assert [r["hash"] for r in report["rows"]] == ["frequency-Lall-B3", "mi-Lall-B3", "frequency-L3-B3", "frequency-L2-B2"]
+    assert all(0.0 <= r["quality"] <= 100.0 and r["flops_speedup"] > 1.0 for r in report["rows"])
+    two_layer = next(r for r in report["rows"] if r["hash"] == "frequency-L2-B2")
+    assert two_layer["flops_speedup"] > 1.5  # a 2-layer model of a 3-layer backbone saves at least a third
+    assert (project / "artifacts/hashee/study/results.md").exists()
