@@ -154,8 +154,25 @@ class LearnedExit(ExitCriterion):
         return certainty >= self.threshold, state
 
 
+@dataclass(frozen=True)
+class PolicyExit(ExitCriterion):
+    """ConsistentEE: exit when the policy's exit probability ``pi_k > tau`` (default tau = 0.5)."""
+
+    name: ClassVar[str] = "policy"
+    needs_certainty: ClassVar[bool] = True
+
+    @staticmethod
+    def score(logits, certainty):
+        return certainty
+
+    def step(self, layer, logits, certainty, state):
+        if certainty is None:
+            raise ValueError("the 'policy' criterion needs a ConsistentEE model (policy networks)")
+        return certainty > self.threshold, state
+
+
 CRITERIA: dict[str, type[ExitCriterion]] = {
-    c.name: c for c in (Static, MaxProb, Entropy, Patience, LearnedExit)
+    c.name: c for c in (Static, MaxProb, Entropy, Patience, LearnedExit, PolicyExit)
 }
 
 

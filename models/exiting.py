@@ -24,6 +24,7 @@ from torch import nn
 
 from models.adapters import EncoderAdapter, adapter_for
 from models.berxit import LearningToExit
+from models.consistentee import PolicyNetworks
 from models.criteria import ExitCriterion, Static, select_rows
 from models.exit_heads import build_exit_heads
 
@@ -38,6 +39,7 @@ class MultiExitConfig:
     head_dropout: float = 0.1
     lte: bool = False
     pooling: str = "cls"
+    policy: bool = False  # ConsistentEE per-layer policy networks
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -50,7 +52,8 @@ class MultiExitOutput:
     Attributes:
         logits: ``[L, b, c]`` head k's output at index k - 1.
         states: ``[L, b, d]`` the states learned exit modules read.
-        certainty: ``[L, b]`` LTE certainty u_k, or None without LTE.
+        certainty: ``[L, b]`` LTE certainty u_k, or ConsistentEE's exit probability pi_k
+            (last row 1), or None without either.
     """
 
     logits: torch.Tensor
@@ -93,7 +96,18 @@ class MultiExitModel(nn.Module):
             self.adapter.pretrained_pooler,
             config.pooling,
         )
+        if config.lte and config.policy:
+            raise ValueError("choose one learned exit module: lte (BERxiT) or policy (ConsistentEE), not both")
         self.lte = LearningToExit(self.adapter.hidden_size) if config.lte else None
+        self.policy = PolicyNetworks(self.adapter.hidden_size, self.num_layers) if config.policy else None
+
+    def exit_score(self, layer: int, state: torch.Tensor) -> torch.Tensor | None:
+        """The learned exit score at 1-based ``layer`` for ``state [b, d]``: LTE u_k or policy pi_k."""
+        if self.lte is not None:
+            return self.lte(state)
+        if self.policy is not None:
+            return self.policy(layer, state)
+        return None
 
     @property
     def num_layers(self) -> int:
@@ -115,7 +129,12 @@ class MultiExitModel(nn.Module):
             logits.append(out)
             states.append(state)
         states_t = torch.stack(states)  # [L, b, d]
-        certainty = self.lte(states_t) if self.lte is not None else None
+        if self.lte is not None:
+            certainty = self.lte(states_t)
+        elif self.policy is not None:
+            certainty = self.policy.all_layers(states_t)
+        else:
+            certainty = None
         return MultiExitOutput(torch.stack(logits), states_t, certainty)
 
     @torch.no_grad()
@@ -131,8 +150,9 @@ class MultiExitModel(nn.Module):
         ``criterion=None`` runs the full model: all L layers and only the last head.
         """
         criterion = criterion if criterion is not None else Static(self.num_layers)
-        if criterion.needs_certainty and self.lte is None:
-            raise ValueError(f"criterion {criterion.name!r} needs a model trained with LTE (train.lte: true)")
+        if criterion.needs_certainty and self.lte is None and self.policy is None:
+            raise ValueError(f"criterion {criterion.name!r} needs a model trained with a learned exit module "
+                             "(LTE: train.lte: true; policy: ConsistentEE)")
         batch, device = input_ids.shape[0], input_ids.device
         right_padded = bool((attention_mask[:, 1:] <= attention_mask[:, :-1]).all())
         hidden = self.adapter.embed(input_ids, token_type_ids)
@@ -148,7 +168,7 @@ class MultiExitModel(nn.Module):
             if k < self.num_layers and not criterion.needs_head(k):
                 continue
             logits, head_state = head(hidden, padding)
-            certainty = self.lte(head_state) if self.lte is not None else None
+            certainty = self.exit_score(k, head_state)
             fire, state = criterion.step(k, logits, certainty, state)
             if k == self.num_layers:
                 fire = torch.ones_like(fire)

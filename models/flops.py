@@ -38,6 +38,8 @@ def instance_flops(model: MultiExitModel, n_tokens: int, exit_layer: int, every_
         total += model.heads[k].flops(n_tokens)
         if model.lte is not None and every_head:
             total += model.lte.flops()
+        if model.policy is not None and every_head and k < model.num_layers - 1:
+            total += model.policy.flops()  # no decision (and no policy net) at the last layer
     return total
 
 

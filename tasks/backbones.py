@@ -68,6 +68,8 @@ def save_checkpoint(model: MultiExitModel, tokenizer, out_dir: Path, meta: dict)
         exits = {f"heads.{k}": v.contiguous() for k, v in model.heads.state_dict().items()}
         if model.lte is not None:
             exits.update({f"lte.{k}": v.contiguous() for k, v in model.lte.state_dict().items()})
+        if model.policy is not None:
+            exits.update({f"policy.{k}": v.contiguous() for k, v in model.policy.state_dict().items()})
         if isinstance(model, HashEEModel):
             exits["exit_table"] = model.exit_table.contiguous()
         save_file(exits, str(tmp / "exits.safetensors"))
@@ -91,8 +93,10 @@ def load_checkpoint(ckpt_dir: Path, attn_implementation: str = "sdpa"):
     else:
         model = MultiExitModel(backbone, config)
     model.heads.load_state_dict({k[len("heads."):]: v for k, v in state.items() if k.startswith("heads.")})
-    if model.lte is not None:
-        model.lte.load_state_dict({k[len("lte."):]: v for k, v in state.items() if k.startswith("lte.")})
+    for name in ("lte", "policy"):
+        module = getattr(model, name)
+        if module is not None:
+            module.load_state_dict({k[len(name) + 1:]: v for k, v in state.items() if k.startswith(name + ".")})
     return model.eval(), tokenizer, meta
 
 

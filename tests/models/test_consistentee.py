@@ -84,3 +84,51 @@ def test_policy_networks_shape_and_forced_last_exit():
     probs = nets.all_layers(torch.randn(3, 5, 8))
     assert probs.shape == (3, 5) and torch.all(probs[-1] == 1) and torch.all((probs[:-1] > 0) & (probs[:-1] < 1))
     assert nets.flops() == 2 * (8 * 32 + 32 * 1)
+
+
+def _policy_model(layers=4, seed=0):
+    from tests.conftest import tiny_backbone
+    from models.exiting import MultiExitConfig, MultiExitModel
+
+    torch.manual_seed(seed)
+    return MultiExitModel(tiny_backbone("bert", layers), MultiExitConfig(num_outputs=3, head_dropout=0.0, policy=True)).eval()
+
+
+def _force_exit_at(model, k):
+    """Make pi = 0 before layer k and pi = 1 at layer k, whatever the state."""
+    for layer, net in enumerate(model.policy.nets, start=1):
+        torch.nn.init.zeros_(net[2].weight)
+        torch.nn.init.constant_(net[2].bias, 20.0 if layer == k else -20.0)
+
+
+@pytest.mark.parametrize("k", [1, 2, 3, 4])
+def test_policy_forced_to_exit_at_k_exits_every_row_at_k(k):
+    from models.criteria import PolicyExit, simulate
+    from tests.conftest import tiny_batch
+
+    model = _policy_model()
+    _force_exit_at(model, k)
+    b = tiny_batch(batch=8)
+    out = model.early_exit(b["input_ids"], b["attention_mask"], criterion=PolicyExit(0.5))
+    assert out.exit_layer.tolist() == [k] * 8
+    rec = model(b["input_ids"], b["attention_mask"])
+    assert simulate(PolicyExit(0.5), rec.logits, rec.certainty)[0].tolist() == [k] * 8
+
+
+def test_policy_real_early_exit_equals_simulation_and_flops_count_policy():
+    import torch.utils.flop_counter as fc
+
+    from models.criteria import PolicyExit, simulate
+    from models.flops import instance_flops
+    from tests.conftest import tiny_batch
+
+    model = _policy_model(seed=3)
+    b = tiny_batch(batch=12, seed=2)
+    rec = model(b["input_ids"], b["attention_mask"])
+    tau = float(rec.certainty[:-1].median())
+    sim, _ = simulate(PolicyExit(tau), rec.logits, rec.certainty)
+    assert torch.equal(model.early_exit(b["input_ids"], b["attention_mask"], criterion=PolicyExit(tau)).exit_layer, sim)
+    one = tiny_batch(batch=1, max_len=9)
+    with fc.FlopCounterMode(display=False) as counter:  # pi never > 2: runs all 4 layers and 3 policy nets
+        model.early_exit(one["input_ids"], one["attention_mask"], criterion=PolicyExit(2.0))
+    assert instance_flops(model, 9, 4) == pytest.approx(counter.get_total_flops(), rel=0.02)
