@@ -123,3 +123,40 @@ def epsilon_at(step: int, total_steps: int, start: float = 0.2, end: float = 0.0
     if total_steps <= 1:
         return end
     return start + (end - start) * min(step, total_steps - 1) / (total_steps - 1)
+
+
+def policy_step_loss(model, batch: dict, copies: int, alpha: float, epsilon: float,
+                     memorized: torch.Tensor | None = None, generator: torch.Generator | None = None):
+    """Step (3): REINFORCE loss for the policy networks only; backbone and heads are frozen.
+
+    Each instance is replicated ``copies`` times; trajectories are sampled with exploration
+    ``epsilon``; the reward is vanilla, or hardness-guided when ``memorized [b]`` is given.
+
+    Returns ``(loss, info)`` with the mean reward and mean sampled exit layer.
+    """
+    if model.policy is None:
+        raise ValueError("policy_step_loss needs a model with policy networks (MultiExitConfig(policy=True))")
+    with torch.no_grad():  # frozen backbone and heads: states and logits are constants
+        out = model(batch["input_ids"], batch["attention_mask"], batch.get("token_type_ids"))
+    logits, states = out.logits, out.states  # [L, b, c], [L, b, d]
+    num_layers = logits.shape[0]
+    prob = model.policy.all_layers(states).repeat_interleave(copies, dim=1)  # [L, b*K], copy index fastest
+    exit_layer, log_prob = sample_trajectories(prob, epsilon, generator)
+    labels = batch["labels"].repeat_interleave(copies)
+    per_layer = task_loss(logits.repeat_interleave(copies, dim=1), labels, model.config.regression)  # [L, b*K]
+    exit_loss = per_layer.gather(0, (exit_layer - 1)[None, :]).squeeze(0)
+    m = memorized.repeat_interleave(copies) if memorized is not None else None
+    rewards = exit_rewards(exit_loss, exit_layer, alpha, num_layers, m)
+    loss = policy_loss(rewards, log_prob, copies)
+    return loss, {"reward": rewards.mean().item(), "exit_layer": exit_layer.float().mean().item()}
+
+
+def heads_step_loss(model, batch: dict, generator: torch.Generator | None = None):
+    """Step (4): Eq. 6 loss for backbone and heads with the policy frozen.
+
+    Exit layers are sampled from the frozen policy (on-policy, no exploration), so each
+    instance trains the head it would exit at.
+    """
+    out = model(batch["input_ids"], batch["attention_mask"], batch.get("token_type_ids"))
+    exit_layer, _ = sample_trajectories(out.certainty.detach(), 0.0, generator)
+    return exit_task_loss(out.logits, batch["labels"], exit_layer, model.config.regression), exit_layer

@@ -132,3 +132,56 @@ def test_policy_real_early_exit_equals_simulation_and_flops_count_policy():
     with fc.FlopCounterMode(display=False) as counter:  # pi never > 2: runs all 4 layers and 3 policy nets
         model.early_exit(one["input_ids"], one["attention_mask"], criterion=PolicyExit(2.0))
     assert instance_flops(model, 9, 4) == pytest.approx(counter.get_total_flops(), rel=0.02)
+
+
+def _moved_groups(model, before):
+    moved = {n for n, p in model.named_parameters() if not torch.equal(p.detach(), before[n])}
+    return {g for g in ("backbone", "heads", "policy") if any(n.startswith(g + ".") for n in moved)}
+
+
+def test_policy_step_changes_only_policy_and_heads_step_no_policy():
+    from models.consistentee import heads_step_loss, policy_step_loss
+    from models.training import build_optimizer
+    from tests.conftest import tiny_batch
+
+    model = _policy_model(seed=5).train()
+    batch = tiny_batch(batch=6)
+    before = {n: p.detach().clone() for n, p in model.named_parameters()}
+    opt = build_optimizer(model.policy, 1e-2, 0.01)
+    loss, info = policy_step_loss(model, batch, copies=4, alpha=0.1, epsilon=0.3,
+                                  memorized=torch.tensor([1, 2, 3, 4, 4, 1]), generator=torch.Generator().manual_seed(0))
+    loss.backward()
+    opt.step()
+    assert _moved_groups(model, before) == {"policy"}
+    assert 1.0 <= info["exit_layer"] <= 4.0
+
+    model.zero_grad(set_to_none=True)
+    before = {n: p.detach().clone() for n, p in model.named_parameters()}
+    model.policy.requires_grad_(False)
+    opt = build_optimizer(model, 1e-2, 0.01)
+    loss, exit_layer = heads_step_loss(model, batch, generator=torch.Generator().manual_seed(0))
+    loss.backward()
+    opt.step()
+    moved = _moved_groups(model, before)
+    assert "policy" not in moved and "backbone" in moved and "heads" in moved
+
+
+def test_policy_learns_to_exit_early_when_depth_costs_and_early_heads_are_right():
+    """With identical losses at every layer, the depth penalty alone must push pi(exit) up at layer 1."""
+    from models.consistentee import policy_step_loss
+    from tests.conftest import tiny_batch
+
+    model = _policy_model(seed=6)
+    for head in model.heads:  # every head predicts the same thing: loss is equal at every layer
+        head.load_state_dict(model.heads[-1].state_dict())
+    batch = tiny_batch(batch=8, seed=1)
+    opt = torch.optim.Adam(model.policy.parameters(), lr=5e-2)
+    g = torch.Generator().manual_seed(0)
+    start = model(batch["input_ids"], batch["attention_mask"]).certainty[0].mean().item()
+    for _ in range(30):
+        loss, _ = policy_step_loss(model, batch, copies=8, alpha=0.5, epsilon=0.1, generator=g)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    end = model(batch["input_ids"], batch["attention_mask"]).certainty[0].mean().item()
+    assert end > max(0.9, start)
