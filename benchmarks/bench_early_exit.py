@@ -47,6 +47,15 @@ def machine() -> str:
     return f"{cpu}, {os.cpu_count()} cores, torch {torch.__version__} ({torch.get_num_threads()} threads), {platform.system()}"
 
 
+def print_rows(result: dict, ratio_to: str = "layer_speedup") -> None:
+    """The benchmark table; the last column is wall-clock speed-up / ``ratio_to``."""
+    print(f"{result['backbone']} on {result['task']} {result['split']}; {result['machine']}")
+    print(f"{'method':<18}{'bs':>5}{'quality':>9}{'samples/s':>11}{'wall x':>8}{'layer x':>9}{'FLOPs x':>9}  wall/{ratio_to.split('_')[0]}")
+    for r in result["rows"]:
+        print(f"{r['method']:<18}{r['batch_size']:>5}{r['quality']:>9.2f}{r['throughput']:>11.1f}{r['wallclock_speedup']:>8.2f}"
+              f"{r['layer_speedup']:>9.2f}{r['flops_speedup']:>9.2f}  {r['wallclock_speedup'] / r[ratio_to]:.2f}")
+
+
 def operating_point(model, rec, name, metric, regression, full_quality, tolerance, points=60):
     from models.criteria import CRITERIA
 
@@ -108,11 +117,7 @@ def main(argv=None) -> dict:
                          "layer_speedup": p["layer_speedup"], "flops_speedup": p["flops_speedup"]})
     result = {"backbone": params.backbone.name, "task": meta["task"], "strategy": args.strategy, "split": "dev",
               "machine": machine(), "repeats": args.repeats, "rows": rows}
-    print(f"{result['backbone']} on {result['task']} dev ({args.strategy}); {result['machine']}")
-    print(f"{'method':<9}{'bs':>4}{'quality':>9}{'samples/s':>11}{'wall x':>8}{'layer x':>9}{'FLOPs x':>9}  wall/layer")
-    for r in rows:
-        print(f"{r['method']:<9}{r['batch_size']:>4}{r['quality']:>9.2f}{r['throughput']:>11.1f}{r['wallclock_speedup']:>8.2f}"
-              f"{r['layer_speedup']:>9.2f}{r['flops_speedup']:>9.2f}  {r['wallclock_speedup'] / r['layer_speedup']:.2f}")
+    print_rows(result)
     if args.out is not None:
         atomic_write_json(args.out, result)
     return result

@@ -27,7 +27,7 @@ sys.path.insert(0, str(ROOT))
 
 import torch  # noqa: E402
 
-from bench_early_exit import machine, operating_point  # noqa: E402
+from bench_early_exit import machine, operating_point, print_rows  # noqa: E402
 from models.criteria import make_criterion  # noqa: E402
 from models.flops import full_model_flops  # noqa: E402
 from models.hashee import hashee_instance_flops  # noqa: E402
@@ -102,11 +102,7 @@ def main(argv=None) -> dict:
                          "layer_speedup": p["layer_speedup"], "flops_speedup": p["flops_speedup"]})
     result = {"backbone": params.backbone.name, "task": meta["task"], "split": "dev", "machine": machine(),
               "repeats": args.repeats, "hash": params.hashee.name, "rows": rows}
-    print(f"{result['backbone']} on {result['task']} dev; {result['machine']}")
-    print(f"{'method':<18}{'bs':>5}{'quality':>9}{'samples/s':>11}{'wall x':>8}{'layer x':>9}{'FLOPs x':>9}  wall/FLOPs")
-    for r in rows:
-        print(f"{r['method']:<18}{r['batch_size']:>5}{r['quality']:>9.2f}{r['throughput']:>11.1f}{r['wallclock_speedup']:>8.2f}"
-              f"{r['layer_speedup']:>9.2f}{r['flops_speedup']:>9.2f}  {r['wallclock_speedup'] / r['flops_speedup']:.2f}")
+    print_rows(result, "flops_speedup")
     if args.out is not None:
         atomic_write_json(args.out, result)
     return result

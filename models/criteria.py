@@ -143,32 +143,30 @@ class LearnedExit(ExitCriterion):
 
     name: ClassVar[str] = "lte"
     needs_certainty: ClassVar[bool] = True
+    requirement: ClassVar[str] = "a model trained with the LTE module (train.lte: true)"
 
     @staticmethod
     def score(logits, certainty):
         return certainty
 
+    def fires(self, certainty: torch.Tensor) -> torch.Tensor:
+        return certainty >= self.threshold
+
     def step(self, layer, logits, certainty, state):
         if certainty is None:
-            raise ValueError("the 'lte' criterion needs a model trained with the LTE module (train.lte: true)")
-        return certainty >= self.threshold, state
+            raise ValueError(f"the {self.name!r} criterion needs {self.requirement}")
+        return self.fires(certainty), state
 
 
 @dataclass(frozen=True)
-class PolicyExit(ExitCriterion):
+class PolicyExit(LearnedExit):
     """ConsistentEE: exit when the policy's exit probability ``pi_k > tau`` (default tau = 0.5)."""
 
     name: ClassVar[str] = "policy"
-    needs_certainty: ClassVar[bool] = True
+    requirement: ClassVar[str] = "a ConsistentEE model (policy networks)"
 
-    @staticmethod
-    def score(logits, certainty):
-        return certainty
-
-    def step(self, layer, logits, certainty, state):
-        if certainty is None:
-            raise ValueError("the 'policy' criterion needs a ConsistentEE model (policy networks)")
-        return certainty > self.threshold, state
+    def fires(self, certainty):
+        return certainty > self.threshold
 
 
 CRITERIA: dict[str, type[ExitCriterion]] = {
