@@ -64,14 +64,22 @@ def build_report(eval_dirs: dict[str, Path], timing_bs: list[int], out_dir: Path
         curves[f"hashee/{hashee['kind']}"] = [{"quality": hashee["test_quality"], "flops_speedup": hashee["flops_speedup"]}]
     rows = results_table(summaries, timing_bs, hashee)
     table = markdown_table(rows, timing_bs)
+    relative = None
+    if hashee is not None:  # BERxiT: layer-wise scores relative to the single-exit fine-tuned full model
+        base = hashee["full_test_quality"]
+        relative = {s: [100.0 * v / base for v in summ["layerwise"]["test"]] for s, summ in summaries.items()}
+        L = len(next(iter(relative.values())))
+        table += (f"\nLayer-wise test score relative to the single-exit fine-tuned model ({base:.2f} = 100%):\n\n"
+                  "| strategy | " + " | ".join(f"layer {k}" for k in range(1, L + 1)) + " |\n|---|" + "---|" * L + "\n"
+                  + "".join(f"| {s} | " + " | ".join(f"{v:.1f}" for v in vals) + " |\n" for s, vals in relative.items()))
     task_name = next(iter(summaries.values()))["task"]
     best_full = max(s["full"]["test_quality"] for s in summaries.values())
     tradeoff_plot(curves, best_full, f"{task_name}: test quality vs FLOPs speed-up", out_dir / "tradeoff.png")
     layerwise_plot({s: v["layerwise"]["test"] for s, v in summaries.items()}, f"{task_name}: layer-wise test scores",
                    out_dir / "layerwise.png")
     atomic_write_text(out_dir / "results.md", table)
-    atomic_write_json(out_dir / "results.json", {"task": task_name, "rows": rows})
-    return {"table": table, "rows": rows, "plot": str(out_dir / "tradeoff.png"),
+    atomic_write_json(out_dir / "results.json", {"task": task_name, "rows": rows, "relative_layerwise": relative})
+    return {"table": table, "rows": rows, "relative_layerwise": relative, "plot": str(out_dir / "tradeoff.png"),
             "layerwise_plot": str(out_dir / "layerwise.png"), "dir": str(out_dir)}
 
 
