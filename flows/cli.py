@@ -11,7 +11,11 @@ import sys
 from pathlib import Path
 from typing import Optional
 
+REPO_ROOT = Path(__file__).resolve().parent.parent
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
+# cached task results live with the project, not under $PREFECT_HOME, so the cache survives
+# a different Prefect home (e.g. a dedicated server for schedules)
+os.environ.setdefault("PREFECT_LOCAL_STORAGE_PATH", str(REPO_ROOT / ".prefect-results"))
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
 os.environ.setdefault("PREFECT_LOGGING_TO_API_WHEN_MISSING_FLOW", "ignore")
@@ -144,8 +148,8 @@ def serve(params: Path = ParamsOpt, cron: Optional[str] = typer.Option(None, hel
     if not os.environ.get("PREFECT_API_URL"):
         _fail(RuntimeError("schedules need a running Prefect server: start one with `prefect server start` "
                            "and export PREFECT_API_URL=http://127.0.0.1:4200/api"))
-    exitflow_pipeline.serve(name=cfg.schedule.deployment, cron=cron or cfg.schedule.cron,
-                            parameters={"params_path": str(params.resolve())})
+    exitflow_pipeline.serve(name=cfg.schedule.deployment, cron=cron or cfg.schedule.cron, limit=1,
+                            parameters={"params_path": str(params.resolve())})  # limit: no overlapping runs
 
 
 def main():  # pragma: no cover

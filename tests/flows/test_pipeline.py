@@ -20,7 +20,7 @@ WORDS = ["good", "great", "fine", "bad", "awful", "poor", "movie", "plot", "the"
 def prefect_harness():
     from prefect.testing.utilities import prefect_test_harness
 
-    with prefect_test_harness():
+    with prefect_test_harness(server_startup_timeout=180):  # a loaded 2-core CI machine can be slow
         yield
 
 
