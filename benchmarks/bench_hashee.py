@@ -37,6 +37,7 @@ from models.training import record_exits  # noqa: E402
 from tasks.backbones import load_checkpoint  # noqa: E402
 from tasks.config import load_params  # noqa: E402
 from tasks.features import batches, encode_split  # noqa: E402
+from tasks.hashee import predict  # noqa: E402
 from tasks.io import atomic_write_json  # noqa: E402
 
 
@@ -69,8 +70,7 @@ def main(argv=None) -> dict:
     labels = torch.tensor(enc["labels"])
 
     def quality(model):
-        out = [model.early_exit(b["input_ids"], b["attention_mask"], b.get("token_type_ids")).logits for b in batches(enc, 64, pad)]
-        return task_score(metric, torch.cat(out), labels, regression)
+        return task_score(metric, predict(model, enc, 64, pad), labels, regression)
 
     full_q, hashee_q = quality(full), quality(hashee)
     lengths = torch.tensor([len(ids) for ids in enc["input_ids"]])

@@ -13,7 +13,6 @@ over one recorded full forward pass and reproduces real early exit exactly (test
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from typing import ClassVar
 
@@ -208,7 +207,3 @@ def simulate(criterion: ExitCriterion, logits: torch.Tensor, certainty: torch.Te
     rows = torch.arange(batch)
     return exit_layer, logits[exit_layer - 1, rows]
 
-
-def entropy_upper_bound(num_classes: int) -> float:
-    """Largest possible entropy (nats) for ``num_classes`` outputs."""
-    return math.log(num_classes)

@@ -8,7 +8,6 @@ HashEE vs the full model on the same weights, timed side by side.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import torch
@@ -47,12 +46,14 @@ def evaluate_hashee(hashee: HasheeConfig, evaluate: EvaluateConfig, train: Train
     metric, regression, pad = meta["metric"], model.config.regression, tokenizer.pad_token_id or 0
     out = {"task": meta["task"], "kind": hashee.kind, "buckets": hashee.buckets, "num_layers": model.num_layers,
            "backbone_layers": full.num_layers}
+    encoded = {}
     for split, sub in (("dev", train.subsample.dev), ("test", train.subsample.test)):
-        enc = encode_split(data_dir, meta["task"], split, tokenizer, backbone.max_length, cache_dir, sub, seed)
+        enc = encoded[split] = encode_split(data_dir, meta["task"], split, tokenizer, backbone.max_length, cache_dir, sub, seed)
         labels = torch.tensor(enc["labels"])
         out[f"{split}_quality"] = task_score(metric, predict(model, enc, evaluate.batch_size, pad), labels, regression)
         out[f"full_{split}_quality"] = task_score(metric, predict(full, enc, evaluate.batch_size, pad), labels, regression)
     # FLOPs per instance on test (un-padded lengths)
+    enc = encoded["test"]
     lengths = torch.tensor([len(ids) for ids in enc["input_ids"]])
     method = torch.tensor([float(hashee_instance_flops(model, model.exit_table[torch.tensor(ids)].tolist()))
                            for ids in enc["input_ids"]], dtype=torch.float64)
@@ -79,6 +80,3 @@ def evaluate_hashee(hashee: HasheeConfig, evaluate: EvaluateConfig, train: Train
     atomic_write_json(out_dir / "result.json", result)
     return result
 
-
-def load_hashee_metrics(eval_dir: Path) -> dict:
-    return json.loads((Path(eval_dir) / "metrics.json").read_text())

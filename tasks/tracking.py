@@ -14,16 +14,6 @@ class NullLogger:
         pass
 
 
-class ListLogger:
-    """Keeps every call; handy in tests and for summaries."""
-
-    def __init__(self):
-        self.records: list[tuple[dict[str, float], int | None]] = []
-
-    def log_metrics(self, metrics, step=None):
-        self.records.append((dict(metrics), step))
-
-
 class MlflowLogger:
     """Logs to one MLflow run by id (thread-safe: no reliance on the active-run stack)."""
 
