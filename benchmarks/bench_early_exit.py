@@ -100,7 +100,7 @@ def main(argv=None) -> dict:
     pad = tokenizer.pad_token_id or 0
     rec = record_exits(model, batches(enc, 64, pad))
     full_quality = task_score(metric, rec[0][-1], rec[2], regression)
-    names = usable_criteria(args.criteria, regression, model.lte is not None)
+    names = usable_criteria(args.criteria, model)
     points = {n: operating_point(model, rec, n, metric, regression, full_quality, args.tolerance) for n in names}
     methods = {"full": None, **{n: make_criterion(n, p["threshold"]) for n, p in points.items() if p is not None}}
 

@@ -41,9 +41,10 @@ def _user_errors():
     from tasks.versioning import VersioningError
     from models.hashee import HashTableError
     from models.training import NonFiniteLossError
+    from tasks.consistentee import MemorizedLayerError
 
-    return (ConfigError, DataError, BackboneError, VersioningError, NonFiniteLossError, HashTableError, ValueError,
-            FileNotFoundError)
+    return (ConfigError, DataError, BackboneError, VersioningError, NonFiniteLossError, HashTableError,
+            MemorizedLayerError, ValueError, FileNotFoundError)
 
 
 def _run(fn, *args, **kwargs):
@@ -108,7 +109,8 @@ def report(params: Path = ParamsOpt, set_: Optional[list[str]] = SetOpt):
 @app.command()
 def run(params: Path = ParamsOpt, set_: Optional[list[str]] = SetOpt,
         full: bool = typer.Option(False, "--full", help="paper-scale profile (no subsampling, more epochs)")):
-    """The default pipeline: prepare, train joint + alternating (with LTE), evaluate every criterion, report."""
+    """The default pipeline: prepare, train joint + alternating (with LTE), evaluate every criterion,
+    HashEE (frequency hash), ConsistentEE (hardness-guided reward), report."""
     from flows.pipeline import exitflow_pipeline
 
     _check(params, set_, "full" if full else None)
@@ -133,6 +135,27 @@ def hashee_study(params: Path = ParamsOpt, set_: Optional[list[str]] = SetOpt):
 
     _check(params, set_)
     _run(study, str(params), set_ or [])
+
+
+@app.command("consistentee")
+def consistentee_cmd(params: Path = ParamsOpt, set_: Optional[list[str]] = SetOpt):
+    """ConsistentEE: weighted init, then up to consistentee.rounds rounds of memorized layer -> policy
+    step (REINFORCE) -> heads step; Spearman table; evaluation vs entropy/patience/LTE
+    (artifacts/consistentee/; MLflow experiment exitflow-consistentee). Resumes from the last finished round."""
+    from flows.consistentee import consistentee_pipeline
+
+    _check(params, set_)
+    _run(consistentee_pipeline, str(params), set_ or [])
+
+
+@app.command("consistentee-ablation")
+def consistentee_ablation_cmd(params: Path = ParamsOpt, set_: Optional[list[str]] = SetOpt):
+    """Vanilla vs hardness-guided reward over consistentee.ablation_alphas (paper Figure 4): one plot of
+    test quality vs layer speed-up at tau (MLflow experiment exitflow-consistentee-ablation)."""
+    from flows.consistentee import consistentee_ablation
+
+    _check(params, set_)
+    _run(consistentee_ablation, str(params), set_ or [])
 
 
 @app.command()

@@ -2,6 +2,8 @@
 
     artifacts/train/<strategy>/   artifacts/evaluate/<strategy>/   artifacts/report/
     artifacts/hashee/<tag>/{table,train,evaluate}/   (tag: ``default`` in the pipeline, the config name in the study)
+    artifacts/consistentee/init/   (weighted init with policy networks; shared by every ConsistentEE run)
+    artifacts/consistentee/<tag>/rounds/round-<r>/{memorized,train}/   artifacts/consistentee/<tag>/{hardness,evaluate,report}/
 """
 
 from __future__ import annotations
@@ -23,6 +25,16 @@ def hashee_dirs(params: Params, tag: str) -> dict[str, Path]:
     base = params.path(params.artifacts_dir) / "hashee" / tag
     return {"table": base / "table", "train": base / "train", "evaluate": base / "evaluate",
             "full": stage_dirs(params, "single")["train"]}
+
+
+def consistentee_dirs(params: Params, tag: str, rounds: int) -> dict[str, Path]:
+    base = params.path(params.artifacts_dir) / "consistentee"
+    dirs = {"init": base / "init", "hardness": base / tag / "hardness", "evaluate": base / tag / "evaluate",
+            "report": base / tag / "report"}
+    for r in range(1, rounds + 1):
+        dirs[f"memorized-{r}"] = base / tag / "rounds" / f"round-{r}" / "memorized"
+        dirs[f"round-{r}"] = base / tag / "rounds" / f"round-{r}" / "train"
+    return dirs
 
 
 def common(params: Params, dirs: dict[str, Path]) -> dict:

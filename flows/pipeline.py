@@ -1,7 +1,8 @@
 """The default pipeline and the per-stage flows that ``dvc.yaml`` runs.
 
 ``exitflow_pipeline`` reads like the algorithm: prepare data -> for each strategy (train
-multi-exit model, evaluate every criterion) -> comparison report -> record outputs in DVC.
+multi-exit model, evaluate every criterion) -> HashEE -> ConsistentEE -> comparison report ->
+record outputs in DVC.
 Each step is a cached Prefect task; MLflow gets one parent run with a nested run per strategy
 and per criterion. Artifact paths (also the ``dvc.yaml`` outs)::
 
@@ -15,8 +16,9 @@ from pathlib import Path
 import mlflow
 from prefect import flow
 
+from flows.consistentee import run_consistentee, spine_baselines
 from flows.hashee import run_hashee
-from flows.layout import common, hashee_dirs, stage_dirs
+from flows.layout import common, consistentee_dirs, hashee_dirs, stage_dirs
 from flows.tracking import log_strategy, parent_run, use_experiment
 from tasks.caching import run_cached
 from tasks.config import Params, load_params
@@ -48,9 +50,18 @@ def evaluate_and_log(params: Params, strategy: str, register: bool = True) -> di
     return evaluated
 
 
+def report_inputs(params: Params) -> dict:
+    """Evaluation folders in the comparison report: every strategy, then ConsistentEE when evaluated."""
+    dirs = {s: stage_dirs(params, s)["evaluate"] for s in params.train.strategies}
+    cee = consistentee_dirs(params, "default", params.consistentee.rounds)["evaluate"]
+    if (cee / "metrics.json").exists():
+        dirs["consistentee"] = cee
+    return dirs
+
+
 @flow(name="exitflow_pipeline", log_prints=True)
 def exitflow_pipeline(params_path: str = "params.yaml", overrides: list[str] | None = None, profile: str | None = None) -> dict:
-    """Default pipeline: prepare -> train + evaluate each strategy -> HashEE -> report -> DVC record."""
+    """Default pipeline: prepare -> train + evaluate each strategy -> HashEE -> ConsistentEE -> report -> DVC record."""
     params = load_params(params_path, overrides or [], profile)
     dirs = stage_dirs(params)
     use_experiment(params, params.mlflow.experiment)
@@ -63,8 +74,10 @@ def exitflow_pipeline(params_path: str = "params.yaml", overrides: list[str] | N
                 evaluations[strategy] = train_and_evaluate(params, strategy)
         with mlflow.start_run(run_name=f"hashee-{params.hashee.name}", nested=True):
             run_hashee(params, params.hashee, "default")
-        report = build_report({s: stage_dirs(params, s)["evaluate"] for s in evaluations},
-                              params.evaluate.timing_batch_sizes, dirs["report"], hashee_dirs(params, "default")["evaluate"])
+        with mlflow.start_run(run_name=f"consistentee-{params.consistentee.name}", nested=True):
+            run_consistentee(params, "default", spine_baselines(params))
+        report = build_report(report_inputs(params), params.evaluate.timing_batch_sizes, dirs["report"],
+                              hashee_dirs(params, "default")["evaluate"])
         mlflow.log_artifact(report["plot"], "report")
         mlflow.log_artifact(report["layerwise_plot"], "report")
         mlflow.log_text(report["table"], "report/results.md")
@@ -83,8 +96,8 @@ def exitflow_stage(stage: str, params_path: str = "params.yaml", strategy: str |
     if stage == "prepare":
         return prepare_data(params.data, params.path(params.data.source_dir), dirs["data"], params.seed)
     if stage == "report":
-        return build_report({s: stage_dirs(params, s)["evaluate"] for s in params.train.strategies},
-                            params.evaluate.timing_batch_sizes, dirs["report"], hashee_dirs(params, "default")["evaluate"])
+        return build_report(report_inputs(params), params.evaluate.timing_batch_sizes, dirs["report"],
+                            hashee_dirs(params, "default")["evaluate"])
     use_experiment(params, params.mlflow.experiment)
     with parent_run(params, f"{stage}-{strategy}", ("seed", "backbone", "train", "evaluate")):
         if stage == "train":

@@ -12,6 +12,9 @@ Paper map:
 | policy objective (Eq. 5)                      | ``policy_loss`` (REINFORCE, K-copy mean baseline) |
 | task loss, CE at the exit layer only (Eq. 6)  | ``exit_task_loss``                      |
 | memorized layer M (Eq. 7)                     | ``memorized_layer``                     |
+| forgetting events (Table 1, Toneva et al.)    | ``forgetting_events``                   |
+| iterative training steps (3) and (4)          | ``train_policy_epoch``, ``train_heads_epoch`` |
+| "until convergence": dev trade-off            | ``policy_objective``                    |
 
 Shape notation: L = layers (= exits), n = instances, K = sampled copies per instance,
 N = n * K trajectories, d = hidden. Layers are 1-based; layer L always exits (no decision,
@@ -20,10 +23,14 @@ no log-prob term).
 
 from __future__ import annotations
 
+from typing import Iterable
+
 import torch
 from torch import nn
 
+from models.criteria import PolicyExit, simulate
 from models.exit_heads import task_loss
+from models.metrics import correct_predictions
 
 
 class PolicyNetworks(nn.Module):
@@ -62,6 +69,18 @@ def memorized_layer(correct: torch.Tensor) -> torch.Tensor:
     # trailing run of correct heads, counted from the last layer down
     trailing = torch.cumprod(correct.flip(0).long(), dim=0).sum(0)  # [n]
     return (num_layers - trailing + 1).clamp(max=num_layers)
+
+
+def forgetting_events(correct: torch.Tensor) -> torch.Tensor:
+    """Per-instance count of forgetting events over successive evaluations (Toneva et al. 2019):
+    correct at evaluation e - 1 and wrong at evaluation e.
+
+    Args:
+        correct: ``[E, n]`` bool, in evaluation order.
+    Returns:
+        ``[n]`` long.
+    """
+    return (correct[:-1] & ~correct[1:]).sum(0)
 
 
 def sample_trajectories(exit_prob: torch.Tensor, epsilon: float, generator: torch.Generator | None = None):
@@ -160,3 +179,81 @@ def heads_step_loss(model, batch: dict, generator: torch.Generator | None = None
     out = model(batch["input_ids"], batch["attention_mask"], batch.get("token_type_ids"))
     exit_layer, _ = sample_trajectories(out.certainty.detach(), 0.0, generator)
     return exit_task_loss(out.logits, batch["labels"], exit_layer, model.config.regression), exit_layer
+
+
+def train_policy_epoch(model, batches: Iterable[dict], optimizer: torch.optim.Optimizer, copies: int, alpha: float,
+                       epsilons: list[float], hardness: bool, generator: torch.Generator | None = None,
+                       max_grad_norm: float = 1.0) -> dict:
+    """Step (3) over one pass of ``batches``: REINFORCE on the policy networks only.
+
+    Backbone and heads run in eval mode under ``no_grad`` (frozen, deterministic states); the
+    optimizer must hold only policy parameters. ``epsilons[i]`` is the exploration rate of
+    batch i. Batches carry ``memorized [b]`` when ``hardness`` (Eq. 4); else Eq. 3.
+
+    Returns mean ``loss``, ``reward`` and sampled ``exit_layer`` over the pass.
+    """
+    model.eval()
+    totals = {"loss": 0.0, "reward": 0.0, "exit_layer": 0.0}
+    count = 0
+    for i, batch in enumerate(batches):
+        memorized = batch["memorized"] if hardness else None
+        loss, info = policy_step_loss(model, batch, copies, alpha, epsilons[min(i, len(epsilons) - 1)], memorized, generator)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.policy.parameters(), max_grad_norm)
+        optimizer.step()
+        totals["loss"] += loss.item()
+        totals["reward"] += info["reward"]
+        totals["exit_layer"] += info["exit_layer"]
+        count += 1
+    return {k: v / max(1, count) for k, v in totals.items()}
+
+
+def train_heads_epoch(model, batches: Iterable[dict], optimizer: torch.optim.Optimizer, scheduler,
+                      generator: torch.Generator | None = None, max_grad_norm: float = 1.0) -> dict:
+    """Step (4) over one pass of ``batches``: Eq. 6 on backbone and heads, policy frozen.
+
+    The optimizer must not hold policy parameters; their ``requires_grad`` is switched off for
+    the pass. Returns the mean ``loss`` and mean sampled ``exit_layer``.
+    """
+    model.train()
+    for p in model.policy.parameters():
+        p.requires_grad_(False)
+    total, layers, count = 0.0, 0.0, 0
+    try:
+        for batch in batches:
+            loss, exit_layer = heads_step_loss(model, batch, generator)
+            if not torch.isfinite(loss):
+                raise FloatingPointError(f"ConsistentEE heads step: loss is {loss.item()}")
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_([p for p in model.parameters() if p.grad is not None], max_grad_norm)
+            optimizer.step()
+            scheduler.step()
+            total += loss.item()
+            layers += exit_layer.float().mean().item()
+            count += 1
+    finally:
+        for p in model.policy.parameters():
+            p.requires_grad_(True)
+    return {"loss": total / max(1, count), "exit_layer": layers / max(1, count)}
+
+
+def policy_objective(logits: torch.Tensor, certainty: torch.Tensor, labels: torch.Tensor, tau: float, alpha: float,
+                     regression: bool, hardness: bool, tolerance: float = 0.5) -> dict:
+    """The deterministic policy (exit when pi > tau) scored by its own reward on a recorded pass.
+
+    ``logits [L, n, c]``, ``certainty [L, n]`` (pi, last row 1), ``labels [n]``. The hardness
+    reward uses the memorized layer of these same rows. Returns ``objective`` (mean reward,
+    higher is better: what "the dev trade-off improves" means between rounds), ``avg_exit_layer``
+    and ``correct`` (share of rows right at their exit).
+    """
+    num_layers = logits.shape[0]
+    exit_layer, exit_logits = simulate(PolicyExit(tau), logits, certainty)
+    per_layer = task_loss(logits, labels, regression)  # [L, n]
+    exit_loss = per_layer.gather(0, (exit_layer - 1)[None, :]).squeeze(0)
+    memorized = memorized_layer(correct_predictions(logits, labels, regression, tolerance)) if hardness else None
+    rewards = exit_rewards(exit_loss, exit_layer, alpha, num_layers, memorized)
+    right = correct_predictions(exit_logits, labels, regression, tolerance)
+    return {"objective": rewards.mean().item(), "avg_exit_layer": exit_layer.float().mean().item(),
+            "correct": right.float().mean().item()}

@@ -142,6 +142,7 @@ class LearnedExit(ExitCriterion):
 
     name: ClassVar[str] = "lte"
     needs_certainty: ClassVar[bool] = True
+    module: ClassVar[str] = "lte"  # the MultiExitModel attribute that produces the certainty
     requirement: ClassVar[str] = "a model trained with the LTE module (train.lte: true)"
 
     @staticmethod
@@ -162,6 +163,7 @@ class PolicyExit(LearnedExit):
     """ConsistentEE: exit when the policy's exit probability ``pi_k > tau`` (default tau = 0.5)."""
 
     name: ClassVar[str] = "policy"
+    module: ClassVar[str] = "policy"
     requirement: ClassVar[str] = "a ConsistentEE model (policy networks)"
 
     def fires(self, certainty):

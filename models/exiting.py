@@ -150,9 +150,8 @@ class MultiExitModel(nn.Module):
         ``criterion=None`` runs the full model: all L layers and only the last head.
         """
         criterion = criterion if criterion is not None else Static(self.num_layers)
-        if criterion.needs_certainty and self.lte is None and self.policy is None:
-            raise ValueError(f"criterion {criterion.name!r} needs a model trained with a learned exit module "
-                             "(LTE: train.lte: true; policy: ConsistentEE)")
+        if criterion.needs_certainty and getattr(self, criterion.module) is None:
+            raise ValueError(f"criterion {criterion.name!r} needs {criterion.requirement}")
         batch, device = input_ids.shape[0], input_ids.device
         right_padded = bool((attention_mask[:, 1:] <= attention_mask[:, :-1]).all())
         hidden = self.adapter.embed(input_ids, token_type_ids)

@@ -20,6 +20,11 @@ def predictions(logits: torch.Tensor, regression: bool) -> np.ndarray:
     return (logits.squeeze(-1) if regression else logits.argmax(-1)).detach().cpu().numpy()
 
 
+def predictions_tensor(logits: torch.Tensor, regression: bool) -> torch.Tensor:
+    """Like ``predictions`` but stays a tensor (long class ids, or float scalars)."""
+    return (logits.squeeze(-1) if regression else logits.argmax(-1)).detach()
+
+
 def task_score(metric: str, logits: torch.Tensor, labels: torch.Tensor, regression: bool) -> float:
     """Score ``[n, c]`` logits against ``[n]`` labels with ``metric`` (in percent)."""
     pred, gold = predictions(logits, regression), labels.cpu().numpy()
@@ -37,3 +42,11 @@ def task_score(metric: str, logits: torch.Tensor, labels: torch.Tensor, regressi
 def layerwise_scores(metric: str, logits: torch.Tensor, labels: torch.Tensor, regression: bool) -> list[float]:
     """Score when every row is forced to exit at layer k, for k = 1..L (``logits [L, n, c]``)."""
     return [task_score(metric, logits[k], labels, regression) for k in range(logits.shape[0])]
+
+
+def correct_predictions(logits: torch.Tensor, labels: torch.Tensor, regression: bool, tolerance: float = 0.5) -> torch.Tensor:
+    """``[..., n, c]`` logits vs ``[n]`` labels -> ``[..., n]`` bool: class argmax equals the label,
+    or for regression the absolute error is below ``tolerance`` (label units)."""
+    if regression:
+        return (logits.squeeze(-1) - labels.to(logits.dtype)).abs() < tolerance
+    return logits.argmax(-1) == labels

@@ -149,6 +149,39 @@ class HasheeConfig(Section):
         return f"{self.kind}-{layers}-B{self.buckets}" + ("-mass" if self.equal_mass else "")
 
 
+class ConsistenteeConfig(Section):
+    """ConsistentEE: init with the ``weighted`` objective, then rounds of memorized layer ->
+    policy step -> heads step (training hyper-parameters not listed here come from ``train``)."""
+
+    reward: Literal["hardness", "vanilla"] = "hardness"
+    alpha: float = Field(default=0.1, ge=0.0)          # depth penalty per layer in the reward
+    copies: int = Field(default=8, ge=1)               # K sampled trajectories per instance
+    tau: float = Field(default=0.5, gt=0.0, lt=1.0)    # inference: exit when pi > tau
+    rounds: int = Field(default=3, ge=1)               # at most; stops early when dev stops improving
+    early_stop: bool = True                            # stop at the first round whose dev reward does not improve
+    policy_epochs: int = Field(default=1, ge=1)
+    policy_lr: float = Field(default=1.0e-3, gt=0.0)
+    heads_epochs: int = Field(default=1, ge=1)
+    heads_lr: float = Field(default=5.0e-5, gt=0.0)
+    epsilon_start: float = Field(default=0.2, ge=0.0, le=1.0)  # epsilon-greedy, decays linearly per round
+    epsilon_end: float = Field(default=0.0, ge=0.0, le=1.0)
+    forgetting_evals_per_epoch: int = Field(default=2, ge=0)   # train-split evaluations during init (Table 1)
+    regression_tolerance: float = Field(default=0.5, gt=0.0)  # regression: "correct" means |y_hat - y| < this
+    ablation_alphas: list[float] = [0.02, 0.1, 0.3]
+    ablation_rounds: int = Field(default=1, ge=1)
+
+    @field_validator("ablation_alphas")
+    @classmethod
+    def _alphas(cls, value):
+        if not value or any(a < 0 for a in value):
+            raise ValueError("ablation_alphas must be a non-empty list of alphas >= 0")
+        return value
+
+    @property
+    def name(self) -> str:
+        return f"{self.reward}-a{self.alpha:g}"
+
+
 class MlflowConfig(Section):
     tracking_uri: str = "sqlite:///mlflow.db"
     experiment: str = "exitflow-spine"
@@ -171,6 +204,7 @@ class Params(Section):
     train: TrainConfig = TrainConfig()
     evaluate: EvaluateConfig = EvaluateConfig()
     hashee: HasheeConfig = HasheeConfig()
+    consistentee: ConsistenteeConfig = ConsistenteeConfig()
     mlflow: MlflowConfig = MlflowConfig()
     schedule: ScheduleConfig = ScheduleConfig()
     profiles: dict[str, dict] = {}

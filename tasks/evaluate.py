@@ -54,11 +54,14 @@ def criterion_options(name: str, evaluate: EvaluateConfig) -> dict:
     return {"delta": evaluate.patience_delta} if name == "patience" else {}
 
 
-def usable_criteria(names: list[str], regression: bool, has_lte: bool) -> list[str]:
+def usable_criteria(names: list[str], model) -> list[str]:
+    """The configured criteria this model supports (learned criteria need their module)."""
     out = []
     for name in names:
         cls = CRITERIA[name]
-        if (cls.classification_only and regression) or (cls.needs_certainty and not has_lte):
+        if cls.classification_only and model.config.regression:
+            continue
+        if cls.needs_certainty and getattr(model, cls.module, None) is None:
             continue
         out.append(name)
     return out
@@ -76,8 +79,13 @@ def evaluate_exits(
     seed: int = 42,
     device: str = "auto",
     logger: MetricLogger | None = None,
+    fixed_thresholds: dict[str, float] | None = None,
 ) -> dict:
-    """Evaluate every configured criterion on the checkpoint; returns the summary metrics."""
+    """Evaluate every configured criterion on the checkpoint; returns the summary metrics.
+
+    ``fixed_thresholds`` (e.g. ``{"policy": 0.5}``) adds those settings' dev and test points to
+    the summary under ``fixed_points`` (a method's default, next to the dev-selected one).
+    """
     logger = logger or NullLogger()
     out_dir = Path(out_dir)
     dev_ = pick_device(device)
@@ -95,7 +103,7 @@ def evaluate_exits(
     full = {s: task_score(metric, rec[0][-1], rec[2], regression) for s, (_, rec) in splits.items()}
     layerwise = {s: layerwise_scores(metric, rec[0], rec[2], regression) for s, (_, rec) in splits.items()}
 
-    names = usable_criteria(evaluate.criteria, regression, model.lte is not None)
+    names = usable_criteria(evaluate.criteria, model)
     curves, operating = {}, {}
     for name in names:
         opts = criterion_options(name, evaluate)
@@ -110,6 +118,11 @@ def evaluate_exits(
         ok = [p for p in points if p["dev"]["quality"] >= full["dev"] - evaluate.quality_tolerance]
         chosen = max(ok, key=lambda p: (p["dev"]["layer_speedup"], p["dev"]["quality"])) if ok else max(points, key=lambda p: p["dev"]["quality"])
         operating[name] = {"threshold": chosen["dev"]["threshold"], "dev": chosen["dev"], "test": chosen["test"]}
+
+    fixed = {name: {"threshold": tau,
+                    **{s: curve_point(model, make_criterion(name, tau, **criterion_options(name, evaluate)), splits[s][1],
+                                      metric, regression) for s in ("dev", "test")}}
+             for name, tau in (fixed_thresholds or {}).items() if name in names}
 
     # real early exit at the operating points: identical to the simulation, and timed
     test_enc, test_rec = splits["test"]
@@ -143,7 +156,7 @@ def evaluate_exits(
         "task": task_name, "strategy": meta["strategy"], "metric": metric, "num_layers": L,
         "full": {"dev_quality": full["dev"], "test_quality": full["test"],
                  **{f"throughput_bs{bs}": throughput[bs]["full"]["samples_per_s"] for bs in throughput}},
-        "operating_points": operating, "layerwise": layerwise, "real_vs_simulated_mismatches": mismatches,
+        "operating_points": operating, "fixed_points": fixed, "layerwise": layerwise, "real_vs_simulated_mismatches": mismatches,
         "timing_rows": n_time,
     }
     out_dir.mkdir(parents=True, exist_ok=True)

@@ -9,7 +9,7 @@ from typing import Iterator
 import torch
 
 from tasks.data import load_columns, load_meta
-from tasks.io import atomic_write_bytes
+from tasks.io import atomic_torch_save
 
 
 def encode_split(data_dir: Path, task: str, split: str, tokenizer, max_length: int, cache_dir: Path | None,
@@ -34,11 +34,7 @@ def encode_split(data_dir: Path, task: str, split: str, tokenizer, max_length: i
         if "token_type_ids" in tok:
             enc["token_type_ids"] = tok["token_type_ids"]
         if cache is not None:
-            import io
-
-            buf = io.BytesIO()
-            torch.save(enc, buf)
-            atomic_write_bytes(cache, buf.getvalue())
+            atomic_torch_save(cache, enc)
     if subsample is not None and subsample < len(enc["labels"]):
         g = torch.Generator().manual_seed(seed)
         idx = sorted(torch.randperm(len(enc["labels"]), generator=g)[:subsample].tolist())
@@ -48,8 +44,13 @@ def encode_split(data_dir: Path, task: str, split: str, tokenizer, max_length: i
 
 def batches(enc: dict[str, list], batch_size: int, pad_id: int, shuffle: bool = False, seed: int = 0,
             device: torch.device | str = "cpu", order: list[int] | None = None) -> Iterator[dict[str, torch.Tensor]]:
-    """Right-padded batches (padding to the longest row of each batch)."""
+    """Right-padded batches (padding to the longest row of each batch).
+
+    Columns other than token ids, token types and labels (e.g. ``memorized``) are per-row
+    numbers and come out as ``[b]`` tensors.
+    """
     n = len(enc["labels"])
+    extra = [k for k in enc if k not in ("input_ids", "token_type_ids", "labels")]
     if order is None:
         order = torch.randperm(n, generator=torch.Generator().manual_seed(seed)).tolist() if shuffle else list(range(n))
     regression = isinstance(enc["labels"][0], float)
@@ -69,8 +70,18 @@ def batches(enc: dict[str, list], batch_size: int, pad_id: int, shuffle: bool = 
         batch = {"input_ids": ids, "attention_mask": mask, "labels": labels}
         if "token_type_ids" in enc:
             batch["token_type_ids"] = types
+        for key in extra:
+            batch[key] = torch.tensor([enc[key][i] for i in idx])
         yield {k: v.to(device) for k, v in batch.items()}
 
 
 def num_batches(enc: dict[str, list], batch_size: int) -> int:
     return (len(enc["labels"]) + batch_size - 1) // batch_size
+
+
+def split_fingerprint(enc: dict[str, list]) -> str:
+    """Content hash of an encoded split's token ids and labels (row order included)."""
+    h = hashlib.sha256()
+    for ids, label in zip(enc["input_ids"], enc["labels"]):
+        h.update(repr((ids, label)).encode())
+    return h.hexdigest()

@@ -38,6 +38,17 @@ def atomic_write_text(path: Path, text: str) -> Path:
     return atomic_write_bytes(path, text.encode())
 
 
+def atomic_torch_save(path: Path, obj: Any) -> Path:
+    """``torch.save`` through ``atomic_write_bytes``."""
+    import io
+
+    import torch
+
+    buf = io.BytesIO()
+    torch.save(obj, buf)
+    return atomic_write_bytes(path, buf.getvalue())
+
+
 @contextlib.contextmanager
 def atomic_dir(target: Path) -> Iterator[Path]:
     """Yield a temporary directory that replaces ``target`` only if the block succeeds."""

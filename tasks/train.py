@@ -13,7 +13,6 @@ layer-wise score is kept (two_stage's stage 1 keeps its last epoch). Test is nev
 
 from __future__ import annotations
 
-import io
 import random
 import shutil
 from pathlib import Path
@@ -26,15 +25,15 @@ from tqdm.auto import tqdm
 from models.exiting import MultiExitConfig, MultiExitModel
 from models.adapters import adapter_for
 from models.hashee import HashEEModel
-from models.metrics import layerwise_scores
+from models.metrics import layerwise_scores, predictions_tensor
 from models.training import build_optimizer, linear_schedule, record_exits, train_epoch
 from tasks.backbones import load_backbone, pick_device, save_checkpoint, truncate_layers
 from tasks.caching import ARTIFACT_CACHE
 from tasks.config import BackboneConfig, TrainConfig
 from tasks.data import load_meta
-from tasks.features import batches, encode_split, num_batches
+from tasks.features import batches, encode_split, num_batches, split_fingerprint
 from tasks.hashing import load_hash_table
-from tasks.io import atomic_write_bytes, atomic_write_json
+from tasks.io import atomic_torch_save, atomic_write_json
 from tasks.tracking import MetricLogger, NullLogger
 
 
@@ -42,12 +41,6 @@ def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed)
     torch.manual_seed(seed)
-
-
-def _save_resume(path: Path, obj: dict) -> None:
-    buf = io.BytesIO()
-    torch.save(obj, buf)
-    atomic_write_bytes(path, buf.getvalue())
 
 
 @task(name="train_multi_exit", cache_policy=ARTIFACT_CACHE, persist_result=True)
@@ -63,11 +56,17 @@ def train_multi_exit(
     logger: MetricLogger | None = None,
     num_layers: int | None = None,
     hash_table_dir: Path | None = None,
+    policy: bool = False,
+    dynamics_evals_per_epoch: int = 0,
 ) -> dict:
     """Fine-tune backbone + exits on ``train.task`` with objective ``strategy``.
 
     ``num_layers`` keeps only the backbone's first layers; ``hash_table_dir`` makes it a HashEE
     model (token-level exits from that table, which must match the tokenizer and depth).
+    ``policy`` adds ConsistentEE's (untrained) policy networks instead of LTE.
+    ``dynamics_evals_per_epoch > 0`` records every exit's predictions on the training rows
+    that many times per epoch, evenly spaced (``train_dynamics.pt``: ``predictions [E, L, n]``,
+    ``labels [n]``, ``steps [E]``, ``fingerprint``), for forgetting events.
 
     Returns ``{"checkpoint": path, "strategy": ..., "dev_layer_scores": [...], ...}``.
     """
@@ -85,7 +84,8 @@ def train_multi_exit(
     backbone_model, tokenizer = load_backbone(backbone.name, backbone.attn_implementation)
     backbone_model = truncate_layers(backbone_model, num_layers)
     config = MultiExitConfig(num_outputs=num_outputs, regression=regression, head=train.head,
-                             head_dropout=train.head_dropout, lte=train.lte and hash_table_dir is None, pooling=train.pooling)
+                             head_dropout=train.head_dropout, lte=train.lte and hash_table_dir is None and not policy,
+                             pooling=train.pooling, policy=policy)
     if hash_table_dir is not None:
         layers = adapter_for(backbone_model).num_layers
         model = HashEEModel(backbone_model, config, load_hash_table(hash_table_dir, tokenizer, layers))
@@ -100,6 +100,15 @@ def train_multi_exit(
     steps_per_epoch = num_batches(enc_train, train.batch_size)
     resume_path = out_dir / "_resume" / "state.pt"
     history: list[dict] = []
+    dynamics: list[tuple[int, torch.Tensor]] = []  # (global step, predictions [L, n]) on the training rows
+    record_at = {round(steps_per_epoch * (i + 1) / dynamics_evals_per_epoch) for i in range(dynamics_evals_per_epoch)}
+
+    def record_dynamics(step: int, _loss: float) -> None:
+        if (step - 1) % steps_per_epoch + 1 in record_at:
+            logits = record_exits(model, batches(enc_train, 64, pad, device=dev_))[0].cpu()
+            dynamics.append((step, predictions_tensor(logits, config.regression)))
+            model.train()
+
     best = {"score": -float("inf"), "state": None, "epoch": None}
     start_stage, start_epoch, global_step = 1, 1, 0
     resumed = None
@@ -107,6 +116,7 @@ def train_multi_exit(
         resumed = torch.load(resume_path, weights_only=False)
         model.load_state_dict(resumed["model"])
         history, best, global_step = resumed["history"], resumed["best"], resumed["global_step"]
+        dynamics = resumed.get("dynamics", [])
         start_stage, start_epoch = resumed["stage"], resumed["epoch"] + 1
         if start_epoch > train.epochs:
             start_stage, start_epoch = start_stage + 1, 1
@@ -125,7 +135,8 @@ def train_multi_exit(
         for epoch in range(start_epoch if stage == start_stage else 1, train.epochs + 1):
             bar = tqdm(batches(enc_train, train.batch_size, pad, shuffle=True, seed=seed + 1000 * stage + epoch, device=dev_),
                        total=steps_per_epoch, disable=None, desc=f"{strategy} stage {stage} epoch {epoch}/{train.epochs}", leave=False)
-            global_step, loss = train_epoch(model, bar, optimizer, scheduler, strategy, global_step, stage, train.max_grad_norm)
+            global_step, loss = train_epoch(model, bar, optimizer, scheduler, strategy, global_step, stage, train.max_grad_norm,
+                                            on_step=record_dynamics if dynamics_evals_per_epoch else None)
             logits, _, labels, _ = record_exits(model, batches(enc_dev, 64, pad, device=dev_))
             scores = layerwise_scores(spec["metric"], logits.cpu(), labels.cpu(), regression)
             mean_score = float(np.mean(scores))
@@ -138,9 +149,9 @@ def train_multi_exit(
             if final_stage and mean_score > best["score"]:
                 best = {"score": mean_score, "state": {k: v.detach().cpu().clone() for k, v in model.state_dict().items()},
                         "epoch": epoch}
-            _save_resume(resume_path, {"model": model.state_dict(), "optimizer": optimizer.state_dict(),
+            atomic_torch_save(resume_path, {"model": model.state_dict(), "optimizer": optimizer.state_dict(),
                                        "scheduler": scheduler.state_dict(), "rng": torch.get_rng_state(),
-                                       "history": history, "best": best, "global_step": global_step,
+                                       "history": history, "best": best, "global_step": global_step, "dynamics": dynamics,
                                        "stage": stage, "epoch": epoch})
     if best["state"] is not None:
         model.load_state_dict(best["state"])
@@ -151,6 +162,10 @@ def train_multi_exit(
         "hash_table_dir": str(hash_table_dir) if hash_table_dir is not None else None,
     })
     atomic_write_json(out_dir / "history.json", history)
+    if dynamics:
+        atomic_torch_save(out_dir / "train_dynamics.pt", {
+            "steps": [s for s, _ in dynamics], "predictions": torch.stack([p for _, p in dynamics]),
+            "labels": torch.tensor(enc_train["labels"]), "fingerprint": split_fingerprint(enc_train)})
     result = {"checkpoint": str(ckpt), "strategy": strategy, "task": train.task,
               "dev_layer_scores": best_record["dev_layer_scores"], "dev_mean_score": best_record["dev_mean_score"],
               "selected_epoch": best["epoch"], "train_rows": len(enc_train["labels"])}

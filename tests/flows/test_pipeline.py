@@ -1,10 +1,5 @@
 """The default pipeline end to end on a tiny backbone and tiny data (integration)."""
 
-import os
-import random
-import re
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -12,58 +7,6 @@ import yaml
 
 ROOT = Path(__file__).resolve().parents[2]
 pytestmark = pytest.mark.integration
-
-WORDS = ["good", "great", "fine", "bad", "awful", "poor", "movie", "plot", "the", "a", "was", "very"]
-
-
-@pytest.fixture(scope="session")
-def prefect_harness():
-    from prefect.testing.utilities import prefect_test_harness
-
-    with prefect_test_harness(server_startup_timeout=180):  # a loaded 2-core CI machine can be slow
-        yield
-
-
-def make_backbone(path: Path) -> None:
-    from transformers import AutoTokenizer, BertConfig, BertModel, BertTokenizer
-
-    path.mkdir(parents=True)
-    vocab = {w: i for i, w in enumerate(["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *WORDS])}
-    BertTokenizer(vocab=vocab).save_pretrained(path)  # transformers 5: vocab as a dict, not vocab_file
-    assert AutoTokenizer.from_pretrained(path)("the movie was good")["input_ids"] == [2, 13, 11, 15, 5, 3]
-    config = BertConfig(vocab_size=5 + len(WORDS), hidden_size=32, num_hidden_layers=3, num_attention_heads=4,
-                        intermediate_size=37, max_position_embeddings=64)
-    BertModel(config).save_pretrained(path)
-
-
-def make_sst2(src: Path, seed: int = 0) -> None:
-    rng = random.Random(seed)
-    for split, n in (("train", 48), ("dev", 16), ("test", 16)):
-        lines = ["sentence\tlabel"]
-        for _ in range(n):
-            label = rng.randint(0, 1)
-            word = rng.choice(WORDS[:3] if label else WORDS[3:6])
-            lines.append(" ".join(["the", rng.choice(WORDS[6:8]), "was", word]) + f"\t{label}")
-        (src / "sst2").mkdir(parents=True, exist_ok=True)
-        (src / "sst2" / f"{split}.tsv").write_text("\n".join(lines) + "\n")
-
-
-@pytest.fixture()
-def project(tmp_path):
-    make_backbone(tmp_path / "backbone")
-    make_sst2(tmp_path / "src")
-    params = {
-        "data": {"source_dir": "src", "tasks": ["sst2"]},
-        "backbone": {"name": str(tmp_path / "backbone"), "attn_implementation": "eager", "max_length": 16},
-        "train": {"epochs": 1, "batch_size": 8, "lr": 1e-3},
-        "hashee": {"buckets": 3},
-        "evaluate": {"sweep_points": 5, "timing_rows": 8, "timing_repeats": 1, "timing_batch_sizes": [1, 4]},
-        "mlflow": {"tracking_uri": "sqlite:///mlflow.db", "experiment": "test-spine", "registered_model": "tiny-exits"},
-    }
-    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
-    subprocess.run([sys.executable, "-m", "dvc", "init", "--no-scm", "-q"], cwd=tmp_path, check=True)
-    return tmp_path
-
 
 def declared_outputs(root: Path, strategies, task):
     """Every path the repository's dvc.yaml declares as a stage output."""
@@ -93,10 +36,11 @@ def test_pipeline_writes_mlflow_runs_dvc_outputs_and_reruns_from_cache(project, 
     missing = [p for p in declared_outputs(project, ["joint", "alternating"], "sst2") if not p.exists()]
     assert missing == []
 
-    # report: full model + 5 criteria per strategy, then the single-exit full model and HashEE
-    assert len(report["rows"]) == 2 * 6 + 2
+    # report: full model + 5 criteria per strategy, the single-exit full model and HashEE, then
+    # ConsistentEE (full model + 4 spine criteria + its policy)
+    assert len(report["rows"]) == 2 * 6 + 2 + 6
     assert {r["criterion"] for r in report["rows"]} == {"full model", "static", "maxprob", "entropy", "patience", "lte",
-                                                        "frequency hash, B=3"}
+                                                        "frequency hash, B=3", "policy"}
 
     # MLflow: parent run, nested strategy runs, nested criterion runs, registered model versions
     mlflow.set_tracking_uri(f"sqlite:///{project / 'mlflow.db'}")
@@ -106,7 +50,8 @@ def test_pipeline_writes_mlflow_runs_dvc_outputs_and_reruns_from_cache(project, 
     parents = [r for r in runs if "mlflow.parentRunId" not in r.data.tags]
     assert len(parents) == 1
     children = [r for r in runs if r.data.tags.get("mlflow.parentRunId") == parents[0].info.run_id]
-    assert sorted(r.info.run_name for r in children) == ["alternating", "hashee-frequency-Lall-B3", "joint"]
+    assert sorted(r.info.run_name for r in children) == ["alternating", "consistentee-hardness-a0.1",
+                                                         "hashee-frequency-Lall-B3", "joint"]
     joint = next(r for r in children if r.info.run_name == "joint")
     assert "full_test_quality" in joint.data.metrics and "dev_layer_3" in joint.data.metrics
     grandchildren = [r for r in runs if r.data.tags.get("mlflow.parentRunId") == joint.info.run_id]

@@ -185,3 +185,53 @@ def test_policy_learns_to_exit_early_when_depth_costs_and_early_heads_are_right(
         opt.step()
     end = model(batch["input_ids"], batch["attention_mask"]).certainty[0].mean().item()
     assert end > max(0.9, start)
+
+
+def test_forgetting_events_count_correct_then_wrong_transitions():
+    from models.consistentee import forgetting_events
+
+    correct = torch.tensor([  # columns: never learnt, learnt once, forgotten twice, forgotten at the end, always right
+        [0, 0, 1, 1, 1],
+        [0, 1, 0, 1, 1],
+        [0, 1, 1, 1, 1],
+        [0, 1, 0, 0, 1],
+    ], dtype=torch.bool)
+    assert forgetting_events(correct).tolist() == [0, 0, 2, 1, 0]
+
+
+def test_policy_objective_scores_the_deterministic_policy_with_its_reward():
+    from models.consistentee import policy_objective
+
+    logits = torch.zeros(3, 2, 2)
+    logits[:, 0] = torch.tensor([4.0, 0.0])   # row 0: every head says class 0 (right)
+    logits[:, 1] = torch.tensor([0.0, 4.0])   # row 1: every head says class 1 (wrong; label 0)
+    labels = torch.tensor([0, 0])
+    certainty = torch.tensor([[0.9, 0.1], [0.2, 0.3], [1.0, 1.0]])  # row 0 exits at 1, row 1 runs to 3
+    ce_right, ce_wrong = [torch.nn.functional.cross_entropy(torch.tensor([[4.0, 0.0], [0.0, 4.0]]), labels, reduction="none")[i].item()
+                          for i in (0, 1)]
+    vanilla = policy_objective(logits, certainty, labels, tau=0.5, alpha=0.1, regression=False, hardness=False)
+    assert vanilla["avg_exit_layer"] == 2.0 and vanilla["correct"] == 0.5
+    assert vanilla["objective"] == pytest.approx(-(ce_right + 0.1 * 1 + ce_wrong + 0.1 * 3) / 2)
+    # hardness: row 0 memorized at 1 (weight 1 - 1/3), row 1 never right (M = L: no depth penalty)
+    hard = policy_objective(logits, certainty, labels, tau=0.5, alpha=0.1, regression=False, hardness=True)
+    assert hard["objective"] == pytest.approx(-(ce_right + 0.1 * (2 / 3) * 1 + ce_wrong) / 2)
+
+
+def test_epoch_loops_train_their_own_parameters_and_restore_the_policy():
+    from models.consistentee import train_heads_epoch, train_policy_epoch
+    from models.training import build_optimizer, linear_schedule
+    from tests.conftest import tiny_batch
+
+    model = _policy_model(seed=7)
+    data = [dict(tiny_batch(batch=6, seed=s), memorized=torch.tensor([1, 2, 3, 4, 4, 1])) for s in range(3)]
+    before = {n: p.detach().clone() for n, p in model.named_parameters()}
+    info = train_policy_epoch(model, data, torch.optim.AdamW(model.policy.parameters(), lr=1e-2), copies=4, alpha=0.1,
+                              epsilons=[0.2, 0.1, 0.0], hardness=True, generator=torch.Generator().manual_seed(0))
+    assert _moved_groups(model, before) == {"policy"} and 1.0 <= info["exit_layer"] <= 4.0
+
+    before = {n: p.detach().clone() for n, p in model.named_parameters()}
+    opt = build_optimizer(model, 1e-2, 0.01, exclude="policy.")
+    assert not any(p is q for g in opt.param_groups for p in g["params"] for q in model.policy.parameters())
+    info = train_heads_epoch(model, data, opt, linear_schedule(opt, 0, 3), torch.Generator().manual_seed(0))
+    assert _moved_groups(model, before) == {"backbone", "heads"} and info["loss"] > 0
+    assert all(p.requires_grad for p in model.policy.parameters())  # unfrozen again for the next policy step

@@ -32,6 +32,12 @@ def test_paths_resolve_against_the_params_file(tmp_path, monkeypatch):
     ("train.head=cnn", r"train.head: .*choose one of linear, pooler, mha"),
     ("train.lr=fast", r"train.lr: Input should be a valid number"),
     ("train.colour=blue", r"train.colour: Extra inputs are not permitted"),
+    ("consistentee.alpha=-0.1", r"consistentee.alpha: Input should be greater than or equal to 0"),
+    ("consistentee.copies=0", r"consistentee.copies: Input should be greater than or equal to 1"),
+    ("consistentee.tau=1.0", r"consistentee.tau: Input should be less than 1"),
+    ("consistentee.tau=0", r"consistentee.tau: Input should be greater than 0"),
+    ("consistentee.reward=greedy", r"consistentee.reward: Input should be 'hardness' or 'vanilla'"),
+    ("consistentee.ablation_alphas=[0.1, -1]", r"consistentee.ablation_alphas: .*alphas >= 0"),
 ])
 def test_bad_values_name_the_key(override, message):
     with pytest.raises(ConfigError, match=message):

@@ -1,0 +1,149 @@
+"""ConsistentEE flows: iterative RL training (paper Algorithm, "iterative training") and the
+reward ablation (paper Figure 4).
+
+``run_consistentee`` reads like the method: initialise with the ``weighted`` objective (with
+training dynamics for forgetting events) -> for each round: memorized layer -> policy step ->
+heads step, stop when the dev trade-off stops improving -> hardness analysis (Table 1) ->
+evaluation of the best round with the spine's criteria next to the policy -> comparison report.
+
+Every step is a cached task with its own artifact folder (``flows/layout.py``), so an
+interrupted run resumes from the last finished round.
+"""
+
+from __future__ import annotations
+
+import mlflow
+from prefect import flow
+
+from flows.layout import common, consistentee_dirs, stage_dirs
+from flows.tracking import log_strategy, parent_run, use_experiment
+from tasks.caching import run_cached
+from tasks.config import ConsistenteeConfig, Params, load_params
+from tasks.consistentee import compute_memorized_layer, consistentee_round, hardness_analysis
+from tasks.data import prepare_data
+from tasks.evaluate import evaluate_exits
+from tasks.report import ablation_report, consistentee_report
+from tasks.tracking import MlflowLogger
+from tasks.train import train_multi_exit
+
+INIT_OBJECTIVE = "weighted"
+
+
+def consistentee_train_config(params: Params):
+    """The spine's training config without BERxiT's LTE (ConsistentEE brings its own policy)."""
+    return params.train.model_copy(update={"lte": False})
+
+
+def train_rounds(params: Params, cfg: ConsistenteeConfig, tag: str, rounds: int) -> dict:
+    """Init (cached, shared) then up to ``rounds`` rounds, each a nested MLflow run.
+
+    Returns ``{"checkpoint": best round's checkpoint, "best_round", "rounds": [round results], "dirs"}``.
+    """
+    dirs = consistentee_dirs(params, tag, rounds)
+    shared = common(params, stage_dirs(params))
+    train = consistentee_train_config(params)
+    run_cached(train_multi_exit, out_dir=dirs["init"], train=train, backbone=params.backbone, strategy=INIT_OBJECTIVE,
+               policy=True, dynamics_evals_per_epoch=cfg.forgetting_evals_per_epoch, **shared)
+    ckpt, best, best_round, results = dirs["init"] / "checkpoint", None, 0, []
+    for r in range(1, rounds + 1):
+        with mlflow.start_run(run_name=f"{tag}/round-{r}", nested=True):
+            mlflow.log_params({"round": r, "reward": cfg.reward, "alpha": cfg.alpha})
+            memorized = run_cached(compute_memorized_layer, out_dir=dirs[f"memorized-{r}"], train=train,
+                                   backbone=params.backbone, ckpt_dir=ckpt, tolerance=cfg.regression_tolerance,
+                                   title=f"(round {r} input)", **shared)
+            mlflow.log_artifact(memorized["plot"], "memorized_layer")
+            for k, count in enumerate(memorized["histogram"], start=1):
+                mlflow.log_metric("memorized_layer_count", count, step=k)
+            mlflow.log_metric("memorized_layer_mean", memorized["mean"])
+            result = run_cached(consistentee_round, out_dir=dirs[f"round-{r}"], consistentee=cfg, train=train,
+                                backbone=params.backbone, ckpt_dir=ckpt, memorized_dir=dirs[f"memorized-{r}"],
+                                round_index=r, logger=MlflowLogger(mlflow.active_run().info.run_id), **shared)
+        results.append(result)
+        if best is None:
+            best = result["dev_before"]["objective"]  # the init model's policy (untrained) is round 0
+        improved = result["dev"]["objective"] > best
+        print(f"[consistentee {tag}] round {r}: dev quality {result['dev']['quality']:.2f}, layer speed-up "
+              f"{result['dev']['layer_speedup']:.2f}x, objective {result['dev']['objective']:.4f} "
+              f"({'improved' if improved else 'not improved'})")
+        if improved or not cfg.early_stop:
+            best, best_round, ckpt = max(best, result["dev"]["objective"]), r, dirs[f"round-{r}"] / "checkpoint"
+        if not improved and cfg.early_stop:
+            break
+    return {"checkpoint": ckpt, "best_round": best_round, "rounds": results, "dirs": dirs}
+
+
+def run_consistentee(params: Params, tag: str = "default", baselines: dict | None = None) -> dict:
+    """The whole method inside the active MLflow run: rounds, Table 1, evaluation, report."""
+    cfg = params.consistentee
+    shared = common(params, stage_dirs(params))
+    mlflow.log_params({"reward": cfg.reward, "alpha": cfg.alpha, "copies": cfg.copies, "tau": cfg.tau,
+                       "max_rounds": cfg.rounds})
+    trained = train_rounds(params, cfg, tag, cfg.rounds)
+    dirs = trained["dirs"]
+    mlflow.log_metric("best_round", trained["best_round"])
+    if (dirs["init"] / "train_dynamics.pt").exists():
+        hardness = run_cached(hardness_analysis, out_dir=dirs["hardness"], dynamics_path=dirs["init"] / "train_dynamics.pt",
+                              memorized_dir=dirs["memorized-1"], tolerance=cfg.regression_tolerance)
+        mlflow.log_metrics({k: v for k, v in hardness["table"].items() if isinstance(v, float)})
+        mlflow.log_artifact(hardness["markdown"], "hardness")
+        mlflow.log_table({k: [v] for k, v in hardness["table"].items()}, "hardness/spearman.json")
+    criteria = [c for c in params.evaluate.criteria if c != "lte"] + ["policy"]
+    evaluated = run_cached(evaluate_exits, out_dir=dirs["evaluate"], evaluate=params.evaluate.model_copy(update={"criteria": criteria}),
+                           backbone=params.backbone, train=consistentee_train_config(params), ckpt_dir=trained["checkpoint"],
+                           logger=MlflowLogger(mlflow.active_run().info.run_id), fixed_thresholds={"policy": cfg.tau}, **shared)
+    log_strategy(params, f"consistentee-{tag}", {"checkpoint": str(trained["checkpoint"])}, evaluated, register=False)
+    report = consistentee_report(dirs["evaluate"], baselines or {}, dirs["report"], tau=cfg.tau)
+    mlflow.log_artifact(report["plot"], "report")
+    mlflow.log_text(report["table"], "report/results.md")
+    return {"report": report, "evaluated": evaluated["summary"], "best_round": trained["best_round"]}
+
+
+def spine_baselines(params: Params) -> dict:
+    """The spine's evaluation folders (joint, alternating, ...) that exist, for the comparison."""
+    return {s: stage_dirs(params, s)["evaluate"] for s in params.train.strategies}
+
+
+@flow(name="consistentee", log_prints=True)
+def consistentee_pipeline(params_path: str = "params.yaml", overrides: list[str] | None = None) -> dict:
+    """ConsistentEE with the configured reward (default: hardness-guided), compared with the spine's criteria."""
+    params = load_params(params_path, overrides or [])
+    use_experiment(params, "exitflow-consistentee")
+    with parent_run(params, f"consistentee-{params.consistentee.name}", ("seed", "backbone", "train", "consistentee")):
+        prepare_data(params.data, params.path(params.data.source_dir), stage_dirs(params)["data"], params.seed)
+        out = run_consistentee(params, "default", spine_baselines(params))
+    print(out["report"]["table"])
+    return out
+
+
+@flow(name="consistentee_ablation", log_prints=True)
+def consistentee_ablation(params_path: str = "params.yaml", overrides: list[str] | None = None) -> dict:
+    """Paper Figure 4: vanilla vs hardness-guided reward over ``consistentee.ablation_alphas``
+    (``ablation_rounds`` rounds each, from the shared init); test quality vs layer speed-up at tau."""
+    params = load_params(params_path, overrides or [])
+    base = params.consistentee
+    shared = common(params, stage_dirs(params))
+    use_experiment(params, "exitflow-consistentee-ablation")
+    points: dict[str, list[dict]] = {"vanilla": [], "hardness": []}
+    full = None
+    with parent_run(params, f"consistentee-ablation-{params.train.task}", ("seed", "backbone", "train", "consistentee")):
+        prepare_data(params.data, params.path(params.data.source_dir), stage_dirs(params)["data"], params.seed)
+        for reward in points:
+            for alpha in base.ablation_alphas:
+                cfg = base.model_copy(update={"reward": reward, "alpha": alpha, "rounds": base.ablation_rounds})
+                tag = f"ablation/{cfg.name}"
+                with mlflow.start_run(run_name=cfg.name, nested=True):
+                    trained = train_rounds(params, cfg, tag, cfg.rounds)
+                    evaluate = params.evaluate.model_copy(update={"criteria": ["policy"], "timing_batch_sizes": []})
+                    evaluated = run_cached(evaluate_exits, out_dir=trained["dirs"]["evaluate"], evaluate=evaluate,
+                                           backbone=params.backbone, train=consistentee_train_config(params),
+                                           ckpt_dir=trained["checkpoint"], fixed_thresholds={"policy": cfg.tau}, **shared)
+                    at_tau = evaluated["summary"]["fixed_points"]["policy"]["test"]
+                    mlflow.log_metrics({"test_quality": at_tau["quality"], "test_layer_speedup": at_tau["layer_speedup"]})
+                    full = evaluated["summary"]["full"]["test_quality"]
+                points[reward].append({"alpha": alpha, "quality": at_tau["quality"], "layer_speedup": at_tau["layer_speedup"]})
+        out_dir = params.path(params.artifacts_dir) / "consistentee" / "ablation"
+        report = ablation_report(points, full, out_dir)
+        mlflow.log_artifact(report["plot"], "ablation")
+        mlflow.log_text(report["table"], "ablation/results.md")
+    print(report["table"])
+    return report

@@ -1,0 +1,77 @@
+"""ConsistentEE end to end on the tiny backbone: two rounds, MLflow records, resume after a crash."""
+
+import json
+
+import pytest
+
+pytestmark = pytest.mark.integration
+
+TINY = ["consistentee.rounds=2", "consistentee.early_stop=false", "consistentee.copies=2",
+        "consistentee.forgetting_evals_per_epoch=3", "train.epochs=2"]
+
+
+def test_two_rounds_log_histograms_spearman_and_compare_with_baselines(project, prefect_harness, monkeypatch):
+    from mlflow.tracking import MlflowClient
+    import mlflow
+
+    from flows.consistentee import consistentee_pipeline
+
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    out = consistentee_pipeline(str(project / "params.yaml"), TINY)
+    base = project / "artifacts/consistentee"
+    assert out["best_round"] == 2  # no early stop: the last round is the model
+    for r in (1, 2):
+        mem = json.loads((base / f"default/rounds/round-{r}/memorized/result.json").read_text())
+        assert mem["rows"] == 48 and sum(mem["histogram"]) == 48 and len(mem["histogram"]) == 3
+        assert (base / f"default/rounds/round-{r}/train/checkpoint/exits.safetensors").exists()
+    dynamics = __import__("torch").load(base / "init/train_dynamics.pt", weights_only=False)
+    assert tuple(dynamics["predictions"].shape) == (6, 3, 48)  # 3 evaluations x 2 epochs, 3 layers, 48 rows
+    spearman = json.loads((base / "default/hardness/spearman.json").read_text())
+    assert -1.0 <= spearman["spearman_loss"] <= 1.0 and spearman["evaluations"] == 6
+    metrics = json.loads((base / "default/evaluate/metrics.json").read_text())
+    assert "policy" in metrics["operating_points"] and metrics["fixed_points"]["policy"]["threshold"] == 0.5
+    assert "lte" not in metrics["operating_points"]  # no LTE module on a ConsistentEE model
+    assert metrics["real_vs_simulated_mismatches"]["policy"] == 0
+
+    mlflow.set_tracking_uri(f"sqlite:///{project / 'mlflow.db'}")
+    client = MlflowClient()
+    exp = client.get_experiment_by_name("exitflow-consistentee")
+    runs = client.search_runs([exp.experiment_id])
+    rounds = sorted((r for r in runs if r.info.run_name.startswith("default/round-")), key=lambda r: r.info.run_name)
+    assert [r.info.run_name for r in rounds] == ["default/round-1", "default/round-2"]
+    for r in rounds:
+        assert "dev_objective" in r.data.metrics and "policy_reward" in r.data.metrics
+        assert [a.path for a in client.list_artifacts(r.info.run_id, "memorized_layer")] == ["memorized_layer/histogram.png"]
+        assert len(client.get_metric_history(r.info.run_id, "memorized_layer_count")) == 3
+    parent = next(r for r in runs if "mlflow.parentRunId" not in r.data.tags)
+    assert "spearman_loss" in parent.data.metrics
+    assert "report/results.md" in [a.path for a in client.list_artifacts(parent.info.run_id, "report")]
+
+
+def test_interrupted_run_resumes_from_the_last_finished_round(project, prefect_harness, monkeypatch):
+    import models.consistentee as cee
+    from flows.consistentee import consistentee_pipeline
+
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    original, calls = cee.train_heads_epoch, []
+
+    def crash_in_round_two(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr("tasks.consistentee.train_heads_epoch", crash_in_round_two)
+    with pytest.raises(KeyboardInterrupt):
+        consistentee_pipeline(str(project / "params.yaml"), TINY)
+    round1 = project / "artifacts/consistentee/default/rounds/round-1/train/checkpoint/exits.safetensors"
+    init = project / "artifacts/consistentee/init/checkpoint/exits.safetensors"
+    stamps = (init.stat().st_mtime_ns, round1.stat().st_mtime_ns)
+    assert not (project / "artifacts/consistentee/default/rounds/round-2/train/result.json").exists()
+
+    calls.clear()
+    monkeypatch.setattr("tasks.consistentee.train_heads_epoch", lambda *a, **k: (calls.append(1), original(*a, **k))[1])
+    out = consistentee_pipeline(str(project / "params.yaml"), TINY)
+    assert len(calls) == 1  # only round 2's heads step ran
+    assert (init.stat().st_mtime_ns, round1.stat().st_mtime_ns) == stamps
+    assert out["best_round"] == 2
