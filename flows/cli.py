@@ -42,9 +42,10 @@ def _user_errors():
     from models.hashee import HashTableError
     from models.training import NonFiniteLossError
     from tasks.consistentee import MemorizedLayerError
+    from tasks.difficulty import DifficultyDataError
 
     return (ConfigError, DataError, BackboneError, VersioningError, NonFiniteLossError, HashTableError,
-            MemorizedLayerError, ValueError, FileNotFoundError)
+            MemorizedLayerError, DifficultyDataError, ValueError, FileNotFoundError)
 
 
 def _run(fn, *args, **kwargs):
@@ -156,6 +157,18 @@ def consistentee_ablation_cmd(params: Path = ParamsOpt, set_: Optional[list[str]
 
     _check(params, set_)
     _run(consistentee_ablation, str(params), set_ or [])
+
+
+@app.command("learnability")
+def learnability_cmd(params: Path = ParamsOpt, set_: Optional[list[str]] = SetOpt):
+    """Can instance difficulty be learned? Builds the difficulty datasets (published snli_model,
+    train.task dev annotated by the joint model, CoNLL-2003 dev annotated by a multi-exit tagger),
+    trains Majority / Linear-M / Linear-B / BiLSTM / BERT predictors, runs the human-difficulty
+    classifier; table and F1 chart in MLflow experiment `learnability` (artifacts/learnability/)."""
+    from flows.learnability import learnability
+
+    _check(params, set_)
+    _run(learnability, str(params), set_ or [])
 
 
 @app.command()

@@ -59,14 +59,14 @@ def train_rounds(params: Params, cfg: ConsistenteeConfig, tag: str, rounds: int)
                                 backbone=params.backbone, ckpt_dir=ckpt, memorized_dir=dirs[f"memorized-{r}"],
                                 round_index=r, logger=MlflowLogger(mlflow.active_run().info.run_id), **shared)
         results.append(result)
-        if best is None:
-            best = result["dev_before"]["objective"]  # the init model's policy (untrained) is round 0
-        improved = result["dev"]["objective"] > best
+        # round 1 always counts (the init model's policy is untrained); later rounds must beat the best so far
+        improved = best is None or result["dev"]["objective"] > best
         print(f"[consistentee {tag}] round {r}: dev quality {result['dev']['quality']:.2f}, layer speed-up "
               f"{result['dev']['layer_speedup']:.2f}x, objective {result['dev']['objective']:.4f} "
               f"({'improved' if improved else 'not improved'})")
         if improved or not cfg.early_stop:
-            best, best_round, ckpt = max(best, result["dev"]["objective"]), r, dirs[f"round-{r}"] / "checkpoint"
+            best = result["dev"]["objective"] if best is None else max(best, result["dev"]["objective"])
+            best_round, ckpt = r, dirs[f"round-{r}"] / "checkpoint"
         if not improved and cfg.early_stop:
             break
     return {"checkpoint": ckpt, "best_round": best_round, "rounds": results, "dirs": dirs}

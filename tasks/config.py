@@ -182,6 +182,41 @@ class ConsistenteeConfig(Section):
         return f"{self.reward}-a{self.alpha:g}"
 
 
+PREDICTORS = ("majority", "linear_m", "linear_b", "bilstm", "bert")
+
+
+class LearnabilityConfig(Section):
+    """Learnability of instance difficulty (HashEE paper, section 2): ``exitflow learnability``."""
+
+    difficulty_dir: Path = Path("../shared/data/difficulty")   # published snli_human / snli_model
+    conll_dir: Path = Path("../shared/data/conll2003")
+    studies: list[Literal["human", "snli_model", "sentence", "token"]] = ["human", "snli_model", "sentence", "token"]
+    predictors: list[Literal["majority", "linear_m", "linear_b", "bilstm", "bert"]] = list(PREDICTORS)
+    parts: tuple[float, float, float] = (0.7, 0.1, 0.2)  # predictor train/dev/test of an annotated dev split
+    published_dev_fraction: float = Field(default=0.1, gt=0.0, lt=1.0)  # snli_model: held out of its train file
+    oversample: bool = True
+    batch_size: int = Field(default=32, ge=1)
+    linear_epochs: int = Field(default=10, ge=1)
+    linear_lr: float = Field(default=1.0e-3, gt=0.0)
+    bilstm_epochs: int = Field(default=5, ge=1)
+    bilstm_lr: float = Field(default=1.0e-3, gt=0.0)
+    bert_epochs: int = Field(default=3, ge=1)
+    bert_lr: float = Field(default=1.0e-4, gt=0.0)
+    bert_max_train_rows: int | None = Field(default=None, ge=1)  # cap (oversampled) rows per BERT epoch
+    token_train_sentences: int | None = Field(default=4000, ge=1)  # CoNLL annotator training subsample
+    token_epochs: int = Field(default=2, ge=1)
+    token_lr: float = Field(default=1.0e-4, gt=0.0)
+    human_epochs: int = Field(default=5, ge=1)
+    human_lr: float = Field(default=5.0e-5, gt=0.0)
+
+    @field_validator("parts")
+    @classmethod
+    def _parts(cls, value):
+        if any(v <= 0 for v in value) or abs(sum(value) - 1.0) > 1e-6:
+            raise ValueError(f"parts (train, dev, test) must be positive and sum to 1; got {list(value)}")
+        return value
+
+
 class MlflowConfig(Section):
     tracking_uri: str = "sqlite:///mlflow.db"
     experiment: str = "exitflow-spine"
@@ -205,6 +240,7 @@ class Params(Section):
     evaluate: EvaluateConfig = EvaluateConfig()
     hashee: HasheeConfig = HasheeConfig()
     consistentee: ConsistenteeConfig = ConsistenteeConfig()
+    learnability: LearnabilityConfig = LearnabilityConfig()
     mlflow: MlflowConfig = MlflowConfig()
     schedule: ScheduleConfig = ScheduleConfig()
     profiles: dict[str, dict] = {}

@@ -36,13 +36,14 @@ def tradeoff_plot(curves: dict[str, list[dict]], full_quality: float, title: str
     return _save(fig, path)
 
 
-def layerwise_plot(scores: dict[str, list[float]], title: str, path: Path) -> Path:
-    """Layer-wise score curves (every row forced to exit at layer k)."""
+def layerwise_plot(scores: dict[str, list[float]], title: str, path: Path, xlabel: str = "exit layer",
+                   ylabel: str = "quality (%)") -> Path:
+    """Curves over layers 1..L (every row forced to exit at layer k), or any 1-based x such as epochs."""
     fig, ax = plt.subplots(figsize=(6.4, 4.4))
     for name, values in sorted(scores.items()):
         ax.plot(range(1, len(values) + 1), values, marker="o", label=name)
-    ax.set_xlabel("exit layer")
-    ax.set_ylabel("quality (%)")
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
     ax.set_title(title)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
@@ -61,4 +62,24 @@ def bar_plot(x: list, heights: list[float], xlabel: str, ylabel: str, title: str
     ax.set_ylabel(ylabel)
     ax.set_title(title)
     ax.grid(alpha=0.3, axis="y")
+    return _save(fig, path)
+
+
+def grouped_bar_plot(groups: dict[str, dict[str, float | None]], ylabel: str, title: str, path: Path,
+                     reference: str | None = None) -> Path:
+    """Bars per group (e.g. study) and member (e.g. predictor); ``reference`` members are hatched.
+    Missing values (None) are left out."""
+    members = list(dict.fromkeys(m for g in groups.values() for m in g))
+    width = 0.8 / max(1, len(members))
+    fig, ax = plt.subplots(figsize=(7.2, 4.2))
+    for j, member in enumerate(members):
+        xs = [i + j * width for i, g in enumerate(groups.values()) if g.get(member) is not None]
+        ys = [g[member] for g in groups.values() if g.get(member) is not None]
+        ax.bar(xs, ys, width, label=member, hatch="//" if member == reference else None,
+               edgecolor="black" if member == reference else None)
+    ax.set_xticks([i + width * (len(members) - 1) / 2 for i in range(len(groups))], list(groups))
+    ax.set_ylabel(ylabel)
+    ax.set_title(title)
+    ax.grid(alpha=0.3, axis="y")
+    ax.legend(fontsize=8)
     return _save(fig, path)

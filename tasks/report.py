@@ -8,7 +8,7 @@ from pathlib import Path
 from prefect import task
 
 from tasks.io import atomic_write_json, atomic_write_text
-from tasks.plots import layerwise_plot, tradeoff_plot
+from tasks.plots import grouped_bar_plot, layerwise_plot, tradeoff_plot
 
 
 def results_table(summaries: dict[str, dict], timing_bs: list[int], hashee: dict | None = None) -> list[dict]:
@@ -189,3 +189,37 @@ def ablation_report(points: dict[str, list[dict]], full_quality: float, out_dir:
     atomic_write_text(out_dir / "ablation.md", text)
     atomic_write_json(out_dir / "ablation.json", points)
     return {"table": text, "plot": str(out_dir / "ablation.png")}
+
+
+PREDICTOR_NAMES = {"majority": "Majority", "linear_m": "Linear-M", "linear_b": "Linear-B", "bilstm": "BiLSTM", "bert": "BERT"}
+
+
+def learnability_report(results: dict[str, dict[str, dict]], human: dict | None, out_dir: Path) -> dict:
+    """Paper Table 1 shape: per study, micro P/R/F1 of the negative label and accuracy on the
+    predictor-test part; a bar chart of F1 per predictor next to Majority; the human study's
+    last-epoch accuracies. ``results[study][predictor]`` = ``train_difficulty_predictor`` output."""
+    fmt = lambda v: "-" if v is None else f"{v:.1f}"  # noqa: E731
+    lines = ["| study | predictor | precision | recall | F1 | accuracy | F1 - Majority F1 |", "|---|---|---|---|---|---|---|"]
+    for study, by_predictor in results.items():
+        majority_f1 = by_predictor.get("majority", {}).get("test", {}).get("f1")
+        for predictor, r in by_predictor.items():
+            t = r["test"]
+            gain = None if t["f1"] is None or majority_f1 is None else t["f1"] - majority_f1
+            lines.append(f"| {study} | {PREDICTOR_NAMES.get(predictor, predictor)} | {fmt(t['precision'])} | "
+                         f"{fmt(t['recall'])} | {fmt(t['f1'])} | {fmt(t['accuracy'])} | "
+                         f"{'-' if gain is None else f'{gain:+.1f}'} |")
+    text = "Micro-averaged precision / recall / F1 of the negative label (an exit that would be wrong), predictor-test part.\n\n"
+    text += "\n".join(lines) + "\n"
+    if human is not None:
+        last = human["history"][-1]
+        best = max(h["test_accuracy"] for h in human["history"])
+        text += (f"\nHuman-defined difficulty (snli_human): after {last['epoch']} epochs train accuracy "
+                 f"{last['train_accuracy']:.1f}, test accuracy {last['test_accuracy']:.1f} (best epoch {best:.1f}).\n")
+    groups = {study: {PREDICTOR_NAMES.get(p, p): r["test"]["f1"] for p, r in by.items()} for study, by in results.items()}
+    plot = grouped_bar_plot(groups, "negative-label F1 (%)", "Learnability of instance difficulty: F1 vs Majority",
+                            out_dir / "f1.png", reference="Majority")
+    atomic_write_text(out_dir / "results.md", text)
+    table = {study: {p: {k: v for k, v in r["test"].items() if k != "layer_accuracy"} for p, r in by.items()}
+             for study, by in results.items()}
+    atomic_write_json(out_dir / "results.json", {"studies": table, "human": human["history"] if human else None})
+    return {"table": text, "plot": str(plot), "json": str(out_dir / "results.json")}

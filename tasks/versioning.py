@@ -16,6 +16,10 @@ class VersioningError(RuntimeError):
     pass
 
 
+# dvc.yaml stages the default pipeline (`exitflow run`) produces; `learnability` runs on demand
+DEFAULT_STAGES = ("train", "evaluate", "hashee", "consistentee", "report")
+
+
 def _dvc(root: Path, *args: str) -> str:
     proc = subprocess.run([sys.executable, "-m", "dvc", *args], cwd=root, capture_output=True, text=True)
     if proc.returncode != 0:
@@ -37,11 +41,12 @@ def snapshot_data(root: Path, data_dir: Path) -> str | None:
 
 
 @task(name="record_pipeline_outputs")
-def record_pipeline_outputs(root: Path, push: bool = True) -> bool:
-    """``dvc commit`` every stage (outputs produced by the flow), then ``dvc push`` to the default remote."""
+def record_pipeline_outputs(root: Path, stages: list[str] | None = None, push: bool = True) -> bool:
+    """``dvc commit`` the given stages (default: every stage of the default pipeline, i.e. all
+    but the on-demand ones), then ``dvc push`` to the default remote."""
     if not is_dvc_repo(root) or not (Path(root) / "dvc.yaml").exists():
         return False
-    _dvc(root, "commit", "--force", "--quiet")
+    _dvc(root, "commit", "--force", "--quiet", *(stages if stages is not None else DEFAULT_STAGES))
     if push:
         _dvc(root, "push", "--quiet")
     return True

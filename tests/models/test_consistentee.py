@@ -125,7 +125,7 @@ def test_policy_real_early_exit_equals_simulation_and_flops_count_policy():
     model = _policy_model(seed=3)
     b = tiny_batch(batch=12, seed=2)
     rec = model(b["input_ids"], b["attention_mask"])
-    tau = float(rec.certainty[:-1].median())
+    tau = float(rec.certainty[:-1].median().detach())
     sim, _ = simulate(PolicyExit(tau), rec.logits, rec.certainty)
     assert torch.equal(model.early_exit(b["input_ids"], b["attention_mask"], criterion=PolicyExit(tau)).exit_layer, sim)
     one = tiny_batch(batch=1, max_len=9)

@@ -1,0 +1,127 @@
+"""The learnability study (HashEE paper, section 2): can a model predict how hard an instance is?
+
+``learnability`` reads like the study: build the difficulty datasets (published SNLI set;
+``train.task`` dev annotated by the spine's ``joint`` model; CoNLL-2003 dev annotated by a
+multi-exit token classifier) -> train every predictor on each -> human-defined difficulty ->
+one table (paper Table 1) and one F1 bar chart in the MLflow experiment ``learnability``.
+
+Artifacts: ``artifacts/learnability/{datasets/<study>, annotators/token, predictors/<study>/<predictor>,
+human, report}``; the datasets are DVC outputs of the ``learnability`` stage.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import mlflow
+from prefect import flow
+
+from flows.layout import common, stage_dirs
+from flows.tracking import parent_run, use_experiment
+from tasks.caching import run_cached
+from tasks.config import Params, load_params
+from tasks.data import prepare_data
+from tasks.difficulty import (
+    build_sentence_difficulty,
+    build_token_difficulty,
+    load_published_difficulty,
+    train_token_annotator,
+)
+from tasks.learnability import human_difficulty, train_difficulty_predictor
+from tasks.report import PREDICTOR_NAMES, learnability_report
+from tasks.train import train_multi_exit
+from tasks.versioning import record_pipeline_outputs
+
+ANNOTATOR_STRATEGY = "joint"
+
+
+def learnability_dirs(params: Params) -> dict[str, Path]:
+    base = params.path(params.artifacts_dir) / "learnability"
+    return {"datasets": base / "datasets", "annotators": base / "annotators", "predictors": base / "predictors",
+            "human": base / "human", "report": base / "report"}
+
+
+def build_datasets(params: Params) -> dict[str, tuple[Path, Path | None]]:
+    """``{study: (dataset_dir, annotator_dir or None)}`` for the configured model-defined studies."""
+    cfg, dirs = params.learnability, learnability_dirs(params)
+    shared = common(params, stage_dirs(params))
+    out = {}
+    if "snli_model" in cfg.studies:
+        run_cached(load_published_difficulty, out_dir=dirs["datasets"] / "snli_model",
+                   source=params.path(cfg.difficulty_dir) / "snli_model", dev_fraction=cfg.published_dev_fraction,
+                   seed=params.seed)
+        out["snli_model"] = (dirs["datasets"] / "snli_model", None)
+    if "sentence" in cfg.studies:
+        spine = stage_dirs(params, ANNOTATOR_STRATEGY)
+        run_cached(train_multi_exit, out_dir=spine["train"], train=params.train, backbone=params.backbone,
+                   strategy=ANNOTATOR_STRATEGY, **shared)
+        name = params.train.task
+        run_cached(build_sentence_difficulty, out_dir=dirs["datasets"] / name, annotator_dir=spine["train"] / "checkpoint",
+                   backbone=params.backbone, data_dir=shared["data_dir"], fractions=cfg.parts, seed=params.seed,
+                   device=params.device)
+        out[name] = (dirs["datasets"] / name, spine["train"] / "checkpoint")
+    if "token" in cfg.studies:
+        annotator = run_cached(train_token_annotator, out_dir=dirs["annotators"] / "token", cfg=cfg, backbone=params.backbone,
+                               conll_dir=params.path(cfg.conll_dir), seed=params.seed, device=params.device)
+        run_cached(build_token_difficulty, out_dir=dirs["datasets"] / "conll2003", annotator_dir=Path(annotator["checkpoint"]),
+                   backbone=params.backbone, conll_dir=params.path(cfg.conll_dir), fractions=cfg.parts, seed=params.seed,
+                   device=params.device)
+        out["conll2003"] = (dirs["datasets"] / "conll2003", Path(annotator["checkpoint"]))
+    return out
+
+
+def applicable(predictor: str, study: str, annotator: Path | None) -> bool:
+    """Linear-M is sentence-level only (as in the paper); Linear-B needs the annotator's states."""
+    if predictor == "linear_m" and study == "conll2003":
+        return False
+    return not (predictor == "linear_b" and annotator is None)
+
+
+@flow(name="learnability", log_prints=True)
+def learnability(params_path: str = "params.yaml", overrides: list[str] | None = None) -> dict:
+    """Every configured study and predictor; one nested MLflow run per (study, predictor)."""
+    params = load_params(params_path, overrides or [])
+    cfg, dirs = params.learnability, learnability_dirs(params)
+    use_experiment(params, "learnability")
+    results: dict[str, dict[str, dict]] = {}
+    human = None
+    with parent_run(params, "learnability", ("seed", "backbone", "learnability")):
+        prepare_data(params.data, params.path(params.data.source_dir), stage_dirs(params)["data"], params.seed)
+        for study, (dataset, annotator) in build_datasets(params).items():
+            mlflow.log_artifact(str(dataset / "result.json"), f"datasets/{study}")
+            results[study] = {}
+            for predictor in cfg.predictors:
+                if not applicable(predictor, study, annotator):
+                    print(f"[learnability] {study}: {predictor} not applicable (skipped)")
+                    continue
+                with mlflow.start_run(run_name=f"{study}/{PREDICTOR_NAMES[predictor]}", nested=True):
+                    mlflow.log_params({"study": study, "predictor": predictor})
+                    r = run_cached(train_difficulty_predictor, out_dir=dirs["predictors"] / study / predictor,
+                                   predictor=predictor, cfg=cfg, backbone=params.backbone, dataset_dir=dataset,
+                                   annotator_dir=annotator, seed=params.seed, device=params.device)
+                    mlflow.log_metrics({f"test_{k}": v for k, v in r["test"].items() if isinstance(v, float)})
+                    mlflow.log_metrics({f"dev_{k}": v for k, v in r["dev"].items() if isinstance(v, float)})
+                    for k, acc in enumerate(r["test"]["layer_accuracy"], start=1):
+                        mlflow.log_metric("test_layer_accuracy", acc, step=k)
+                    for h in r["history"]:
+                        mlflow.log_metrics({k: v for k, v in h.items() if k != "epoch" and v is not None}, step=h["epoch"])
+                results[study][predictor] = r
+                f1 = r["test"]["f1"]
+                print(f"[learnability] {study} {predictor}: P {r['test']['precision']} R {r['test']['recall']:.1f} "
+                      f"F1 {'-' if f1 is None else f'{f1:.1f}'}")
+        if "human" in cfg.studies:
+            with mlflow.start_run(run_name="human/BERT", nested=True):
+                human = run_cached(human_difficulty, out_dir=dirs["human"], cfg=cfg, backbone=params.backbone,
+                                   source=params.path(cfg.difficulty_dir) / "snli_human", seed=params.seed,
+                                   device=params.device)
+                for h in human["history"]:
+                    mlflow.log_metrics({"train_accuracy": h["train_accuracy"], "test_accuracy": h["test_accuracy"]},
+                                       step=h["epoch"])
+                mlflow.log_artifact(human["plot"], "plots")
+        report = learnability_report(results, human, dirs["report"])
+        mlflow.log_artifact(report["plot"], "report")
+        mlflow.log_text(report["table"], "report/results.md")
+    if not overrides and set(cfg.studies) == {"human", "snli_model", "sentence", "token"}:
+        record_pipeline_outputs(params.root, ["learnability"])  # dvc.lock describes params.yaml as written
+    print(report["table"])
+    return {"report": report, "results": results, "human": human}

@@ -1,0 +1,154 @@
+"""Can instance difficulty be learned? (HashEE paper, section 2): predictors and metrics.
+
+A difficulty label is one bit per layer, 1 = that layer's exit predicts the instance (or token)
+correctly. Predictors map an instance to L bits:
+
+| paper      | code                                                     | loss            |
+| ---------- | -------------------------------------------------------- | --------------- |
+| Majority   | ``majority_bits`` (per-layer prior of the training part) | -               |
+| Linear-M   | ``LinearM``: mean-pooled word embeddings -> L+1 outcomes | cross-entropy   |
+| Linear-B   | ``LinearB``: one binary probe per layer on the annotator's state at that layer | BCE |
+| BiLSTM     | ``BiLSTMPredictor`` (1 layer, hidden 256, padding masked) | BCE (multi-label) |
+| BERT       | ``EncoderPredictor`` (fine-tuned backbone)                | BCE (multi-label) |
+
+Metrics (``difficulty_metrics``): micro precision / recall / F1 of the *negative* label (an exit
+that would be wrong) over all (instance, layer) pairs, plus accuracy and per-layer accuracy.
+
+Shapes: n instances (or tokens), L layers, b batch, s sequence, d hidden.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from sklearn.metrics import accuracy_score, precision_recall_fscore_support
+from torch import nn
+from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
+
+from models.adapters import adapter_for
+
+
+def difficulty_metrics(gold: np.ndarray, pred: np.ndarray) -> dict:
+    """Micro P/R/F1 (percent) of the negative label (0) over all pairs; accuracy and per-layer accuracy.
+
+    ``gold``, ``pred``: ``[n, L]`` in {0, 1}. Precision is ``None`` when nothing is predicted
+    negative (undefined), and then F1 too.
+    """
+    gold, pred = np.asarray(gold).astype(int), np.asarray(pred).astype(int)
+    p, r, f, _ = precision_recall_fscore_support(gold.ravel(), pred.ravel(), pos_label=0, average="binary", zero_division=0)
+    any_negative = bool((pred == 0).any())
+    return {"precision": 100.0 * p if any_negative else None, "recall": 100.0 * r,
+            "f1": 100.0 * f if any_negative else None, "accuracy": 100.0 * accuracy_score(gold.ravel(), pred.ravel()),
+            "layer_accuracy": [100.0 * float((gold[:, k] == pred[:, k]).mean()) for k in range(gold.shape[1])]}
+
+
+def majority_bits(train_labels: np.ndarray) -> np.ndarray:
+    """Per-layer majority class of the training part, ``[L]`` (ties go to 1, "correct")."""
+    return (np.asarray(train_labels).mean(0) >= 0.5).astype(int)
+
+
+def exit_outcome(labels: torch.Tensor) -> torch.Tensor:
+    """``[n, L]`` bits -> ``[n]`` outcome in 0..L: the first layer (0-based) from which every exit
+    is correct, or L when the last exit is wrong ("never"). Linear-M's target."""
+    num_layers = labels.shape[1]
+    trailing = torch.cumprod(labels.flip(1).long(), dim=1).sum(1)  # run of 1s ending at layer L
+    return num_layers - trailing
+
+
+def outcome_bits(outcome: torch.Tensor, num_layers: int) -> torch.Tensor:
+    """Inverse view of ``exit_outcome``: layers >= outcome are 1, earlier ones 0 -> ``[n, L]``."""
+    return (torch.arange(num_layers, device=outcome.device)[None, :] >= outcome[:, None]).long()
+
+
+def oversample_order(labels: np.ndarray, seed: int) -> list[int]:
+    """Row indices of the training part with the minority group (rows with any negative label vs
+    rows with none) repeated, seeded, until both groups are the same size; shuffled.
+
+    Used on the predictor-train part only; dev and test are never resampled.
+    """
+    labels = np.asarray(labels)
+    negative = np.flatnonzero((labels == 0).any(1))
+    positive = np.flatnonzero(~(labels == 0).any(1))
+    rng = np.random.default_rng(seed)
+    small, large = (negative, positive) if len(negative) < len(positive) else (positive, negative)
+    extra = rng.choice(small, size=len(large) - len(small), replace=True) if len(small) else np.array([], dtype=int)
+    order = np.concatenate([np.arange(len(labels)), extra]).astype(int)
+    rng.shuffle(order)
+    return order.tolist()
+
+
+def masked_mean(states: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """``[b, s, d]`` states, ``[b, s]`` mask -> ``[b, d]`` mean over real tokens."""
+    m = mask.unsqueeze(-1).to(states.dtype)
+    return (states * m).sum(1) / m.sum(1).clamp(min=1.0)
+
+
+class LinearM(nn.Module):
+    """Mean-pooled (frozen) word embeddings -> softmax over the L + 1 exit outcomes."""
+
+    def __init__(self, embeddings: torch.Tensor, num_layers: int):
+        super().__init__()
+        self.embed = nn.Embedding.from_pretrained(embeddings.detach().clone(), freeze=True)
+        self.out = nn.Linear(embeddings.shape[1], num_layers + 1)
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, **_) -> torch.Tensor:
+        """-> outcome logits ``[b, L + 1]``."""
+        return self.out(masked_mean(self.embed(input_ids), attention_mask))
+
+    @staticmethod
+    def to_bits(logits: torch.Tensor) -> torch.Tensor:
+        return outcome_bits(logits.argmax(-1), logits.shape[-1] - 1)
+
+
+class LinearB(nn.Module):
+    """One binary probe per layer on that layer's (frozen) annotator state: ``[L, n, d] -> [n, L]`` logits."""
+
+    def __init__(self, hidden_size: int, num_layers: int):
+        super().__init__()
+        self.probes = nn.ModuleList(nn.Linear(hidden_size, 1) for _ in range(num_layers))
+
+    def forward(self, states: torch.Tensor, **_) -> torch.Tensor:
+        return torch.stack([probe(s).squeeze(-1) for probe, s in zip(self.probes, states)], dim=-1)
+
+
+class BiLSTMPredictor(nn.Module):
+    """Word embeddings (initialised from the backbone's, trained) -> 1-layer BiLSTM (hidden 256,
+    padding packed away) -> L logits per instance (masked mean) or per token (``token_level``)."""
+
+    def __init__(self, embeddings: torch.Tensor, num_layers: int, hidden: int = 256, token_level: bool = False):
+        super().__init__()
+        self.embed = nn.Embedding.from_pretrained(embeddings.detach().clone(), freeze=False)
+        self.lstm = nn.LSTM(embeddings.shape[1], hidden, num_layers=1, batch_first=True, bidirectional=True)
+        self.out = nn.Linear(2 * hidden, num_layers)
+        self.token_level = token_level
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, **_) -> torch.Tensor:
+        lengths = attention_mask.sum(1).cpu()
+        packed = pack_padded_sequence(self.embed(input_ids), lengths, batch_first=True, enforce_sorted=False)
+        states, _ = pad_packed_sequence(self.lstm(packed)[0], batch_first=True, total_length=input_ids.shape[1])
+        if self.token_level:
+            return self.out(states)  # [b, s, L]
+        return self.out(masked_mean(states, attention_mask))  # [b, L]
+
+
+class EncoderPredictor(nn.Module):
+    """The fine-tuned backbone ("BERT" row) with a linear layer to L logits, on the mean-pooled
+    last layer (sentence level) or on every token (``token_level``)."""
+
+    def __init__(self, backbone: nn.Module, num_layers: int, token_level: bool = False, dropout: float = 0.1):
+        super().__init__()
+        self.backbone = backbone
+        self.adapter = adapter_for(backbone)
+        self.dropout = nn.Dropout(dropout)
+        self.out = nn.Linear(self.adapter.hidden_size, num_layers)
+        self.token_level = token_level
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, token_type_ids: torch.Tensor | None = None,
+                **_) -> torch.Tensor:
+        hidden = self.adapter.embed(input_ids, token_type_ids)
+        mask = self.adapter.attention_mask(attention_mask, hidden)
+        for layer in self.adapter.layers:
+            hidden = layer(hidden, mask)
+        if self.token_level:
+            return self.out(self.dropout(hidden))
+        return self.out(self.dropout(masked_mean(hidden, attention_mask)))

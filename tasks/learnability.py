@@ -1,0 +1,359 @@
+"""Tasks: train one difficulty predictor and score it; the human-difficulty classifier.
+
+Selection reads the predictor-dev part only: the test part sits behind ``DifficultyParts.test``,
+which raises until ``open_test()`` is called after the model is chosen.
+
+Outputs: ``result.json`` (test and dev metrics, per-epoch history, selected epoch); the human
+study also writes ``accuracy.png`` (paper Figure 1).
+"""
+
+from __future__ import annotations
+
+import random
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from prefect import task
+from tqdm.auto import tqdm
+
+from models.learnability import (
+    BiLSTMPredictor,
+    EncoderPredictor,
+    LinearB,
+    LinearM,
+    difficulty_metrics,
+    exit_outcome,
+    majority_bits,
+    oversample_order,
+)
+from tasks.backbones import load_backbone, load_checkpoint, pick_device
+from tasks.caching import ARTIFACT_CACHE
+from tasks.config import BackboneConfig, LearnabilityConfig
+from tasks.difficulty import (
+    IGNORE,
+    DifficultyDataError,
+    encode_words,
+    load_difficulty,
+    load_token_annotator,
+    read_difficulty_tsv,
+    token_batches,
+)
+from tasks.io import atomic_write_json
+from tasks.plots import layerwise_plot
+from tasks.train import seed_everything
+
+
+class SealedPartError(RuntimeError):
+    """The predictor-test part was read before model selection finished."""
+
+
+class DifficultyParts:
+    """Predictor train/dev rows, and the test rows behind a guard."""
+
+    def __init__(self, rows: list[dict], source: str):
+        self.train = [r for r in rows if r["part"] == "train"]
+        self.dev = [r for r in rows if r["part"] == "dev"]
+        self._test = [r for r in rows if r["part"] == "test"]
+        self._sealed = True
+        if not self.train or not self.dev or not self._test:
+            raise DifficultyDataError(f"{source}: needs rows in every part (train {len(self.train)}, dev {len(self.dev)}, "
+                                      f"test {len(self._test)})")
+
+    @property
+    def test(self) -> list[dict]:
+        if self._sealed:
+            raise SealedPartError("the predictor-test part is sealed until model selection is done (open_test())")
+        return self._test
+
+    def open_test(self) -> list[dict]:
+        self._sealed = False
+        return self._test
+
+
+def check_difficulty_rows(rows: list[dict], source: str, num_layers: int | None = None) -> int:
+    """Every row has the same number of per-layer bits, all in {0, 1} (token level: per word);
+    it must equal the annotator's layers when one is given. Returns L."""
+    width = None
+    for i, r in enumerate(rows, start=1):
+        per_item = r["labels"] if "words" in r else [r["labels"]]
+        if "words" in r and len(r["labels"]) != len(r["words"]):
+            raise DifficultyDataError(f"{source}: row {i}: {len(r['words'])} words but {len(r['labels'])} label lists")
+        for bits in per_item:
+            if any(b not in (0, 1) for b in bits):
+                raise DifficultyDataError(f"{source}: row {i}: labels must be 0 or 1, got {bits}")
+            if width is not None and len(bits) != width:
+                raise DifficultyDataError(f"{source}: row {i}: {len(bits)} labels but earlier rows have {width}")
+            width = len(bits)
+    if num_layers is not None and width != num_layers:
+        raise DifficultyDataError(f"{source}: labels have {width} layers but the annotator has {num_layers}")
+    return width
+
+
+def _item_labels(rows: list[dict]) -> np.ndarray:
+    """``[items, L]``: instances, or every word of every sentence."""
+    return np.array([bits for r in rows for bits in (r["labels"] if "words" in r else [r["labels"]])])
+
+
+def _encode(rows: list[dict], tokenizer, max_length: int) -> dict[str, list]:
+    """Sub-word ids and labels: ``[L]`` per instance, or ``[s, L]`` per sentence (-100 off first sub-tokens)."""
+    if "words" in rows[0]:
+        enc = encode_words(tokenizer, [r["words"] for r in rows], max_length)
+        L = len(rows[0]["labels"][0])
+        enc["labels"] = [[r["labels"][w] if 0 <= w < len(r["labels"]) else [IGNORE] * L for w in idx]
+                         for r, idx in zip(rows, enc["word_index"])]
+        del enc["word_index"]
+        return enc
+    pairs = [r["text_b"] for r in rows if r.get("text_b")]
+    texts = ([r["text_a"] for r in rows], [r.get("text_b") or "" for r in rows]) if pairs else ([r["text_a"] for r in rows],)
+    tok = tokenizer(*texts, truncation=True, max_length=max_length)
+    enc = {"input_ids": tok["input_ids"], "labels": [r["labels"] for r in rows]}
+    if "token_type_ids" in tok:
+        enc["token_type_ids"] = tok["token_type_ids"]
+    return enc
+
+
+def _sequence_batches(enc, batch_size, pad, device, order=None):
+    first = enc["labels"][0]
+    if isinstance(first, list) and first and isinstance(first[0], list):  # token level: [s, L] per sentence
+        yield from token_batches(enc, batch_size, pad, device=device, order=order)
+        return
+    n = len(enc["labels"])
+    order = order if order is not None else list(range(n))
+    for start in range(0, len(order), batch_size):
+        idx = order[start:start + batch_size]
+        length = max(len(enc["input_ids"][i]) for i in idx)
+        ids = torch.full((len(idx), length), pad, dtype=torch.long)
+        mask = torch.zeros((len(idx), length), dtype=torch.long)
+        types = torch.zeros((len(idx), length), dtype=torch.long)
+        for row, i in enumerate(idx):
+            ids[row, : len(enc["input_ids"][i])] = torch.tensor(enc["input_ids"][i])
+            mask[row, : len(enc["input_ids"][i])] = 1
+            if "token_type_ids" in enc:
+                types[row, : len(enc["token_type_ids"][i])] = torch.tensor(enc["token_type_ids"][i])
+        batch = {"input_ids": ids, "attention_mask": mask, "labels": torch.tensor([enc["labels"][i] for i in idx])}
+        if "token_type_ids" in enc:
+            batch["token_type_ids"] = types
+        yield {k: v.to(device) for k, v in batch.items()}
+
+
+def _annotator_states(annotator_dir: Path, rows: list[dict], backbone: BackboneConfig, device) -> tuple[torch.Tensor, int]:
+    """Frozen annotator states per item: ``[items, L, d]`` (pooled per exit, or per word at its first sub-token)."""
+    token_level = "words" in rows[0]
+    if token_level:
+        model, tokenizer, _ = load_token_annotator(annotator_dir, backbone.attn_implementation)
+    else:
+        model, tokenizer, _ = load_checkpoint(annotator_dir, backbone.attn_implementation)
+    model.to(device).eval()
+    enc = _encode(rows, tokenizer, backbone.max_length)
+    out = []
+    with torch.no_grad():
+        for batch in _sequence_batches(enc, 64, tokenizer.pad_token_id or 0, device):
+            if token_level:
+                _, states = model(batch["input_ids"], batch["attention_mask"])  # [L, b, s, d]
+                keep = batch["labels"][..., 0] != IGNORE  # first sub-tokens [b, s]
+                out.append(states.permute(1, 2, 0, 3)[keep].cpu())  # [words, L, d]
+            else:
+                states = model(batch["input_ids"], batch["attention_mask"], batch.get("token_type_ids")).states
+                out.append(states.transpose(0, 1).cpu())  # [b, L, d]
+    return torch.cat(out), model.num_layers
+
+
+def _loss(predictor: str, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    if predictor == "linear_m":  # multinomial over exit outcomes
+        return F.cross_entropy(logits, exit_outcome(labels))
+    mask = labels != IGNORE
+    return F.binary_cross_entropy_with_logits(logits[mask], labels[mask].float())
+
+
+def _bits(predictor: str, logits: torch.Tensor) -> torch.Tensor:
+    return LinearM.to_bits(logits) if predictor == "linear_m" else (logits >= 0).long()
+
+
+@torch.no_grad()
+def _predict(model, predictor: str, batches) -> tuple[np.ndarray, np.ndarray]:
+    model.eval()
+    gold, pred = [], []
+    for batch in batches:
+        logits = model(**{k: v for k, v in batch.items() if k != "labels"})
+        labels, bits = batch["labels"], _bits(predictor, logits)
+        if labels.dim() == 3:  # token level: keep first sub-tokens
+            keep = labels[..., 0] != IGNORE
+            labels, bits = labels[keep], bits[keep]
+        gold.append(labels.cpu())
+        pred.append(bits.cpu())
+    return torch.cat(gold).numpy(), torch.cat(pred).numpy()
+
+
+def _selection_score(m: dict) -> float:
+    return m["f1"] if m["f1"] is not None else 0.0
+
+
+@task(name="train_difficulty_predictor", cache_policy=ARTIFACT_CACHE, persist_result=True)
+def train_difficulty_predictor(predictor: str, cfg: LearnabilityConfig, backbone: BackboneConfig, dataset_dir: Path,
+                               out_dir: Path, annotator_dir: Path | None = None, seed: int = 42,
+                               device: str = "auto") -> dict:
+    """Fit one predictor on predictor-train (oversampled), keep the epoch with the best negative-label
+    F1 on predictor-dev, then score predictor-test. Returns ``{"test": metrics, "dev": metrics, ...}``."""
+    dev_ = pick_device(device)
+    seed_everything(seed)
+    source = str(Path(dataset_dir) / "difficulty.jsonl")
+    rows = load_difficulty(dataset_dir)
+    L = check_difficulty_rows(rows, source)
+    parts = DifficultyParts(rows, source)
+    token_level = "words" in rows[0]
+    history: list[dict] = []
+
+    if predictor == "majority":
+        prior = majority_bits(_item_labels(parts.train))
+        dev_gold = _item_labels(parts.dev)
+        dev = difficulty_metrics(dev_gold, np.tile(prior, (len(dev_gold), 1)))
+        test_gold = _item_labels(parts.open_test())
+        test = difficulty_metrics(test_gold, np.tile(prior, (len(test_gold), 1)))
+        return _finish(out_dir, predictor, test, dev, history, None, {"prior": prior.tolist()})
+
+    if predictor == "linear_b":
+        if annotator_dir is None:
+            raise DifficultyDataError(f"{source}: Linear-B probes the annotator's hidden states, and this dataset has no "
+                                      "annotator (published sets ship labels only)")
+        feats = {}
+        for name in ("train", "dev"):
+            feats[name] = _annotator_states(annotator_dir, getattr(parts, name), backbone, dev_)
+        layers = feats["train"][1]
+        check_difficulty_rows(rows, source, layers)
+        model = LinearB(feats["train"][0].shape[-1], L).to(dev_)
+        x_train, y_train = feats["train"][0], torch.tensor(_item_labels(parts.train))
+        x_dev, y_dev = feats["dev"][0], torch.tensor(_item_labels(parts.dev))
+
+        def item_batches(x, y, order, size=256):
+            for start in range(0, len(order), size):
+                idx = torch.tensor(order[start:start + size])
+                yield {"states": x[idx].transpose(0, 1).to(dev_), "labels": y[idx].to(dev_)}
+
+        order_base = oversample_order(y_train.numpy(), seed) if cfg.oversample else list(range(len(y_train)))
+        train_batches = lambda epoch: item_batches(x_train, y_train, _shuffled(order_base, seed + epoch))  # noqa: E731
+        dev_batches = lambda: item_batches(x_dev, y_dev, list(range(len(y_dev))))  # noqa: E731
+        epochs, lr = cfg.linear_epochs, cfg.linear_lr
+    else:
+        backbone_model, tokenizer = load_backbone(backbone.name, backbone.attn_implementation)
+        embeddings = backbone_model.get_input_embeddings().weight
+        if predictor == "linear_m":
+            if token_level:
+                raise DifficultyDataError("Linear-M reads non-contextual mean-pooled embeddings: sentence level only")
+            model, epochs, lr = LinearM(embeddings, L), cfg.linear_epochs, cfg.linear_lr
+        elif predictor == "bilstm":
+            model, epochs, lr = BiLSTMPredictor(embeddings, L, token_level=token_level), cfg.bilstm_epochs, cfg.bilstm_lr
+        elif predictor == "bert":
+            model, epochs, lr = EncoderPredictor(backbone_model, L, token_level=token_level), cfg.bert_epochs, cfg.bert_lr
+        else:
+            raise ValueError(f"unknown predictor {predictor!r}")
+        model.to(dev_)
+        pad = tokenizer.pad_token_id or 0
+        enc_train = _encode(parts.train, tokenizer, backbone.max_length)
+        enc_dev = _encode(parts.dev, tokenizer, backbone.max_length)
+        order_base = oversample_order(_row_labels(parts.train), seed) if cfg.oversample else list(range(len(parts.train)))
+        if predictor == "bert" and cfg.bert_max_train_rows is not None:
+            order_base = order_base[: cfg.bert_max_train_rows]
+        train_batches = lambda epoch: _sequence_batches(enc_train, cfg.batch_size, pad, dev_, _shuffled(order_base, seed + epoch))  # noqa: E731
+        dev_batches = lambda: _sequence_batches(enc_dev, 64, pad, dev_)  # noqa: E731
+
+    optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.01)
+    best = {"score": -1.0, "state": None, "epoch": None, "dev": None}
+    for epoch in range(1, epochs + 1):
+        model.train()
+        total, count = 0.0, 0
+        for batch in tqdm(train_batches(epoch), disable=None, leave=False, desc=f"{predictor} epoch {epoch}/{epochs}"):
+            logits = model(**{k: v for k, v in batch.items() if k != "labels"})
+            loss = _loss(predictor, logits, batch["labels"])
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+            optimizer.step()
+            total, count = total + loss.item(), count + 1
+        dev = difficulty_metrics(*_predict(model, predictor, dev_batches()))
+        history.append({"epoch": epoch, "train_loss": total / max(1, count), "dev_f1": dev["f1"],
+                        "dev_precision": dev["precision"], "dev_recall": dev["recall"], "dev_accuracy": dev["accuracy"]})
+        if _selection_score(dev) > best["score"]:
+            best = {"score": _selection_score(dev), "epoch": epoch, "dev": dev,
+                    "state": {k: v.detach().clone() for k, v in model.state_dict().items()}}
+    model.load_state_dict(best["state"])
+
+    test_rows = parts.open_test()  # selection is over: the test part is read once, here
+    if predictor == "linear_b":
+        x_test, _ = _annotator_states(annotator_dir, test_rows, backbone, dev_)
+        y_test = torch.tensor(_item_labels(test_rows))
+        test = difficulty_metrics(*_predict(model, predictor, item_batches(x_test, y_test, list(range(len(y_test))))))
+    else:
+        enc_test = _encode(test_rows, tokenizer, backbone.max_length)
+        test = difficulty_metrics(*_predict(model, predictor, _sequence_batches(enc_test, 64, pad, dev_)))
+    return _finish(out_dir, predictor, test, best["dev"], history, best["epoch"], {})
+
+
+def _row_labels(rows: list[dict]) -> np.ndarray:
+    """Per row, for oversampling: the instance's bits, or (token level) the AND over its words."""
+    if "words" in rows[0]:
+        return np.array([np.min(np.array(r["labels"]), axis=0) for r in rows])
+    return np.array([r["labels"] for r in rows])
+
+
+def _shuffled(order: list[int], seed: int) -> list[int]:
+    out = list(order)
+    random.Random(seed).shuffle(out)
+    return out
+
+
+def _finish(out_dir: Path, predictor: str, test: dict, dev: dict, history: list[dict], epoch, extra: dict) -> dict:
+    result = {"predictor": predictor, "test": test, "dev": dev, "history": history, "selected_epoch": epoch, **extra}
+    atomic_write_json(Path(out_dir) / "result.json", result)
+    return result
+
+
+@task(name="human_difficulty", cache_policy=ARTIFACT_CACHE, persist_result=True)
+def human_difficulty(cfg: LearnabilityConfig, backbone: BackboneConfig, source: Path, out_dir: Path, seed: int = 42,
+                     device: str = "auto") -> dict:
+    """Paper Figure 1: fine-tune the backbone as a binary difficult/simple classifier on
+    ``snli_human/train.tsv``; train and test accuracy after every epoch (no selection)."""
+    dev_ = pick_device(device)
+    seed_everything(seed)
+    parts = {}
+    for split in ("train", "test"):
+        rows = read_difficulty_tsv(Path(source) / f"{split}.tsv")
+        if len(rows[0]["labels"]) != 1:
+            raise DifficultyDataError(f"{source}/{split}.tsv: expected one 0/1 label per row (1 = difficult)")
+        parts[split] = [{**r, "labels": r["labels"][0]} for r in rows]
+    backbone_model, tokenizer = load_backbone(backbone.name, backbone.attn_implementation)
+    model = EncoderPredictor(backbone_model, 2).to(dev_)
+    pad = tokenizer.pad_token_id or 0
+    enc = {s: _encode(rows, tokenizer, backbone.max_length) for s, rows in parts.items()}
+    optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.human_lr, weight_decay=0.01)
+
+    @torch.no_grad()
+    def accuracy(split: str) -> float:
+        model.eval()
+        right = 0
+        for batch in _sequence_batches(enc[split], 64, pad, dev_):
+            right += (model(batch["input_ids"], batch["attention_mask"], batch.get("token_type_ids")).argmax(-1)
+                      == batch["labels"]).sum().item()
+        return 100.0 * right / len(enc[split]["labels"])
+
+    history = []
+    for epoch in range(1, cfg.human_epochs + 1):
+        model.train()
+        order = _shuffled(list(range(len(enc["train"]["labels"]))), seed + epoch)
+        for batch in tqdm(_sequence_batches(enc["train"], cfg.batch_size, pad, dev_, order), disable=None, leave=False,
+                          desc=f"human difficulty epoch {epoch}/{cfg.human_epochs}"):
+            loss = F.cross_entropy(model(batch["input_ids"], batch["attention_mask"], batch.get("token_type_ids")),
+                                   batch["labels"])
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+        history.append({"epoch": epoch, "train_accuracy": accuracy("train"), "test_accuracy": accuracy("test")})
+        tqdm.write(f"[human difficulty] epoch {epoch}: train {history[-1]['train_accuracy']:.1f}, "
+                   f"test {history[-1]['test_accuracy']:.1f}")
+    plot = layerwise_plot({"train": [h["train_accuracy"] for h in history], "test": [h["test_accuracy"] for h in history]},
+                          "SNLI human-defined difficulty: accuracy per epoch", Path(out_dir) / "accuracy.png", xlabel="epoch",
+                          ylabel="accuracy (%)")
+    result = {"history": history, "plot": str(plot), "rows": {s: len(r) for s, r in parts.items()}}
+    atomic_write_json(Path(out_dir) / "result.json", result)
+    return result

@@ -1,0 +1,71 @@
+"""Difficulty predictors' metrics, Majority, Linear-M targets and oversampling, on hand-made labels."""
+
+import numpy as np
+import pytest
+import torch
+
+from models.learnability import (
+    BiLSTMPredictor,
+    difficulty_metrics,
+    exit_outcome,
+    majority_bits,
+    outcome_bits,
+    oversample_order,
+)
+
+
+def test_negative_label_micro_metrics_match_a_hand_count():
+    gold = np.array([[0, 1, 1], [0, 0, 1], [1, 1, 1]])
+    pred = np.array([[0, 0, 1], [1, 0, 1], [1, 1, 0]])
+    # negative pairs: gold 0 at (0,0), (1,0), (1,1); predicted 0 at (0,0), (0,1), (1,1), (2,2)
+    # true negatives found: (0,0), (1,1) -> precision 2/4, recall 2/3, F1 = 2PR/(P+R) = 4/7
+    m = difficulty_metrics(gold, pred)
+    assert m["precision"] == pytest.approx(50.0)
+    assert m["recall"] == pytest.approx(200 / 3)
+    assert m["f1"] == pytest.approx(400 / 7)
+    assert m["accuracy"] == pytest.approx(100 * 6 / 9)  # wrong pairs: (0,1), (1,0), (2,2)
+    assert m["layer_accuracy"] == pytest.approx([100 * 2 / 3, 100 * 2 / 3, 100 * 2 / 3])
+
+
+def test_majority_predicts_each_layers_prior_and_scores_as_expected():
+    train = np.array([[0, 1, 1], [0, 0, 1], [1, 0, 1], [0, 1, 0]])  # layer priors 0.25, 0.5, 0.75
+    prior = majority_bits(train)
+    assert prior.tolist() == [0, 1, 1]  # a tie (layer 2) goes to "correct"
+    test = np.array([[0, 1, 1], [1, 0, 1]])
+    m = difficulty_metrics(test, np.tile(prior, (2, 1)))
+    # predicted negative: layer 1 of both rows; true negatives there: row 1 only; gold negatives: 2
+    assert (m["precision"], m["recall"], m["f1"]) == pytest.approx((50.0, 50.0, 50.0))
+
+
+def test_all_positive_predictions_leave_precision_and_f1_undefined():
+    m = difficulty_metrics(np.array([[0, 1], [1, 1]]), np.ones((2, 2), dtype=int))
+    assert m["precision"] is None and m["f1"] is None and m["recall"] == 0.0
+
+
+def test_exit_outcome_is_first_layer_of_the_trailing_correct_run_and_round_trips():
+    labels = torch.tensor([[1, 1, 1], [0, 1, 1], [1, 0, 1], [1, 1, 0], [0, 0, 0]])
+    outcome = exit_outcome(labels)
+    assert outcome.tolist() == [0, 1, 2, 3, 3]  # 3 = L = "never"
+    assert outcome_bits(outcome, 3).tolist() == [[1, 1, 1], [0, 1, 1], [0, 0, 1], [0, 0, 0], [0, 0, 0]]
+
+
+def test_oversampling_balances_rows_with_and_without_a_wrong_exit():
+    labels = np.array([[1, 1]] * 8 + [[0, 1]] * 2)  # 2 rows with a negative label, 8 without
+    order = oversample_order(labels, seed=0)
+    assert sorted(set(order)) == list(range(10)) and max(order) < len(labels)  # only these rows, every row kept
+    negative = sum(1 for i in order if (labels[i] == 0).any())
+    assert negative == 8 and len(order) == 16  # minority repeated up to the majority's 8
+    assert oversample_order(labels, seed=0) == order  # seeded
+    balanced = np.array([[0, 1], [1, 1]])
+    assert sorted(oversample_order(balanced, seed=1)) == [0, 1]  # already balanced: unchanged
+
+
+def test_bilstm_ignores_padding():
+    torch.manual_seed(0)
+    model = BiLSTMPredictor(torch.randn(20, 8), num_layers=3, hidden=16).eval()
+    ids = torch.tensor([[5, 6, 7, 0, 0]])
+    mask = torch.tensor([[1, 1, 1, 0, 0]])
+    other_pad = ids.clone()
+    other_pad[0, 3:] = 9
+    assert torch.allclose(model(ids, mask), model(other_pad, mask))
+    assert torch.allclose(model(ids, mask), model(ids[:, :3], mask[:, :3]), atol=1e-6)
