@@ -159,7 +159,7 @@ class ConsistenteeConfig(Section):
     tau: float = Field(default=0.5, gt=0.0, lt=1.0)    # inference: exit when pi > tau
     rounds: int = Field(default=3, ge=1)               # at most; stops early when dev stops improving
     early_stop: bool = True                            # stop at the first round whose dev reward does not improve
-    policy_epochs: int = Field(default=1, ge=1)
+    policy_epochs: int = Field(default=2, ge=1)
     policy_lr: float = Field(default=1.0e-3, gt=0.0)
     heads_epochs: int = Field(default=1, ge=1)
     heads_lr: float = Field(default=5.0e-5, gt=0.0)
