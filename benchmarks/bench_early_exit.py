@@ -14,7 +14,6 @@ Writes ``{"backbone", "task", "machine", "rows": [{"method", "batch_size", "qual
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
 import sys

@@ -29,6 +29,7 @@ from tasks.difficulty import (
 )
 from tasks.learnability import human_difficulty, train_difficulty_predictor
 from tasks.report import PREDICTOR_NAMES, learnability_report
+from tasks.tracking import NullLogger
 from tasks.train import train_multi_exit
 from tasks.versioning import record_pipeline_outputs
 
@@ -53,8 +54,10 @@ def build_datasets(params: Params) -> dict[str, tuple[Path, Path | None]]:
         out["snli_model"] = (dirs["datasets"] / "snli_model", None)
     if "sentence" in cfg.studies:
         spine = stage_dirs(params, ANNOTATOR_STRATEGY)
+        # the same arguments as the default pipeline's call (a logger included: argument names are
+        # part of the cache key), so the pipeline's joint model is reused instead of retrained
         run_cached(train_multi_exit, out_dir=spine["train"], train=params.train, backbone=params.backbone,
-                   strategy=ANNOTATOR_STRATEGY, **shared)
+                   strategy=ANNOTATOR_STRATEGY, logger=NullLogger(), **shared)
         name = params.train.task
         run_cached(build_sentence_difficulty, out_dir=dirs["datasets"] / name, annotator_dir=spine["train"] / "checkpoint",
                    backbone=params.backbone, data_dir=shared["data_dir"], fractions=cfg.parts, seed=params.seed,

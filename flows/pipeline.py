@@ -11,7 +11,6 @@ and per criterion. Artifact paths (also the ``dvc.yaml`` outs)::
 
 from __future__ import annotations
 
-from pathlib import Path
 
 import mlflow
 from prefect import flow

@@ -60,7 +60,7 @@ def test_regression_early_exit_equals_simulation():
     model = tiny_model("bert", layers=4, lte=True, regression=True, seed=2)
     b = tiny_batch(batch=12, regression=True)
     rec = model(b["input_ids"], b["attention_mask"])
-    for crit in (Patience(1, delta=float(rec.logits.std())), LearnedExit(float(rec.certainty.median()))):
+    for crit in (Patience(1, delta=float(rec.logits.std().detach())), LearnedExit(float(rec.certainty.median().detach()))):
         sim_layer, _ = simulate(crit, rec.logits, rec.certainty)
         out = model.early_exit(b["input_ids"], b["attention_mask"], criterion=crit)
         assert torch.equal(out.exit_layer, sim_layer)
