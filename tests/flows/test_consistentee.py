@@ -51,7 +51,9 @@ def test_two_rounds_log_histograms_spearman_and_compare_with_baselines(project, 
         assert [a.path for a in client.list_artifacts(r.info.run_id, "memorized_layer")] == ["memorized_layer/histogram.png"]
         assert len(client.get_metric_history(r.info.run_id, "memorized_layer_count")) == 3
     parent = next(r for r in runs if "mlflow.parentRunId" not in r.data.tags)
-    assert "spearman_loss" in parent.data.metrics
+    assert "mean_forgetting_events" in parent.data.metrics
+    assert ("spearman_loss" in parent.data.metrics) == (spearman["spearman_loss"] is not None)
+    assert "hardness/spearman.md" in [a.path for a in client.list_artifacts(parent.info.run_id, "hardness")]
     assert "report/results.md" in [a.path for a in client.list_artifacts(parent.info.run_id, "report")]
 
 
