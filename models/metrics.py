@@ -47,6 +47,11 @@ def layerwise_scores(metric: str, logits: torch.Tensor, labels: torch.Tensor, re
 def correct_predictions(logits: torch.Tensor, labels: torch.Tensor, regression: bool, tolerance: float = 0.5) -> torch.Tensor:
     """``[..., n, c]`` logits vs ``[n]`` labels -> ``[..., n]`` bool: class argmax equals the label,
     or for regression the absolute error is below ``tolerance`` (label units)."""
+    return prediction_is_correct(predictions_tensor(logits, regression), labels, regression, tolerance)
+
+
+def prediction_is_correct(pred: torch.Tensor, labels: torch.Tensor, regression: bool, tolerance: float = 0.5) -> torch.Tensor:
+    """Predictions (class ids, or scalars for regression) vs ``[n]`` labels -> bool, same shape as ``pred``."""
     if regression:
-        return (logits.squeeze(-1) - labels.to(logits.dtype)).abs() < tolerance
-    return logits.argmax(-1) == labels
+        return (pred - labels.to(pred.dtype)).abs() < tolerance
+    return pred == labels

@@ -30,7 +30,7 @@ from models.consistentee import (
 )
 from models.criteria import PolicyExit, simulate
 from models.exit_heads import task_loss
-from models.metrics import correct_predictions, layerwise_scores, task_score
+from models.metrics import correct_predictions, layerwise_scores, prediction_is_correct, task_score
 from models.training import build_optimizer, linear_schedule, record_exits
 from tasks.backbones import load_checkpoint, pick_device, save_checkpoint
 from tasks.caching import ARTIFACT_CACHE
@@ -197,9 +197,7 @@ def hardness_analysis(dynamics_path: Path, memorized_dir: Path, out_dir: Path, t
         raise MemorizedLayerError(f"{memorized_dir}: memorized layer and training dynamics ({dynamics_path}) "
                                   "come from different training rows")
     preds, labels = dyn["predictions"], dyn["labels"]  # [E, L, n], [n]
-    regression = preds.is_floating_point()
-    last = preds[:, -1]
-    correct = (last - labels).abs() < tolerance if regression else last == labels
+    correct = prediction_is_correct(preds[:, -1], labels, preds.is_floating_point(), tolerance)
     forgotten = forgetting_events(correct)
     m = mem["memorized_layer"].numpy()
     rho_loss, rho_forget = _spearman(m, mem["final_loss"].numpy()), _spearman(m, forgotten.numpy())

@@ -44,7 +44,7 @@ def encode_split(data_dir: Path, task: str, split: str, tokenizer, max_length: i
 
 def batches(enc: dict[str, list], batch_size: int, pad_id: int, shuffle: bool = False, seed: int = 0,
             device: torch.device | str = "cpu", order: list[int] | None = None) -> Iterator[dict[str, torch.Tensor]]:
-    """Right-padded batches (padding to the longest row of each batch).
+    """Right-padded batches (padding to the longest row of each batch), in ``order`` when given.
 
     Columns other than token ids, token types and labels (e.g. ``memorized``) are per-row
     numbers and come out as ``[b]`` tensors.
@@ -54,7 +54,7 @@ def batches(enc: dict[str, list], batch_size: int, pad_id: int, shuffle: bool = 
     if order is None:
         order = torch.randperm(n, generator=torch.Generator().manual_seed(seed)).tolist() if shuffle else list(range(n))
     regression = isinstance(enc["labels"][0], float)
-    for start in range(0, n, batch_size):
+    for start in range(0, len(order), batch_size):  # an order may repeat rows (oversampling)
         idx = order[start:start + batch_size]
         length = max(len(enc["input_ids"][i]) for i in idx)
         ids = torch.full((len(idx), length), pad_id, dtype=torch.long)

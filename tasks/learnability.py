@@ -40,6 +40,7 @@ from tasks.difficulty import (
     read_difficulty_tsv,
     token_batches,
 )
+from tasks.features import batches
 from tasks.io import atomic_write_json
 from tasks.plots import layerwise_plot
 from tasks.train import seed_everything
@@ -115,49 +116,40 @@ def _encode(rows: list[dict], tokenizer, max_length: int) -> dict[str, list]:
 
 
 def _sequence_batches(enc, batch_size, pad, device, order=None):
+    """Token-level sets (``[s, L]`` labels per sentence) through ``token_batches``, others through ``batches``."""
     first = enc["labels"][0]
-    if isinstance(first, list) and first and isinstance(first[0], list):  # token level: [s, L] per sentence
-        yield from token_batches(enc, batch_size, pad, device=device, order=order)
-        return
-    n = len(enc["labels"])
-    order = order if order is not None else list(range(n))
-    for start in range(0, len(order), batch_size):
-        idx = order[start:start + batch_size]
-        length = max(len(enc["input_ids"][i]) for i in idx)
-        ids = torch.full((len(idx), length), pad, dtype=torch.long)
-        mask = torch.zeros((len(idx), length), dtype=torch.long)
-        types = torch.zeros((len(idx), length), dtype=torch.long)
-        for row, i in enumerate(idx):
-            ids[row, : len(enc["input_ids"][i])] = torch.tensor(enc["input_ids"][i])
-            mask[row, : len(enc["input_ids"][i])] = 1
-            if "token_type_ids" in enc:
-                types[row, : len(enc["token_type_ids"][i])] = torch.tensor(enc["token_type_ids"][i])
-        batch = {"input_ids": ids, "attention_mask": mask, "labels": torch.tensor([enc["labels"][i] for i in idx])}
-        if "token_type_ids" in enc:
-            batch["token_type_ids"] = types
-        yield {k: v.to(device) for k, v in batch.items()}
+    if isinstance(first, list) and first and isinstance(first[0], list):
+        return token_batches(enc, batch_size, pad, device=device, order=order)
+    return batches(enc, batch_size, pad, device=device, order=order)
 
 
-def _annotator_states(annotator_dir: Path, rows: list[dict], backbone: BackboneConfig, device) -> tuple[torch.Tensor, int]:
-    """Frozen annotator states per item: ``[items, L, d]`` (pooled per exit, or per word at its first sub-token)."""
-    token_level = "words" in rows[0]
-    if token_level:
-        model, tokenizer, _ = load_token_annotator(annotator_dir, backbone.attn_implementation)
-    else:
-        model, tokenizer, _ = load_checkpoint(annotator_dir, backbone.attn_implementation)
-    model.to(device).eval()
-    enc = _encode(rows, tokenizer, backbone.max_length)
-    out = []
-    with torch.no_grad():
-        for batch in _sequence_batches(enc, 64, tokenizer.pad_token_id or 0, device):
-            if token_level:
-                _, states = model(batch["input_ids"], batch["attention_mask"])  # [L, b, s, d]
+class AnnotatorStates:
+    """The frozen annotator (loaded once) that gives Linear-B its features."""
+
+    def __init__(self, annotator_dir: Path, token_level: bool, backbone: BackboneConfig, device):
+        load = load_token_annotator if token_level else load_checkpoint
+        self.model, self.tokenizer, _ = load(annotator_dir, backbone.attn_implementation)
+        self.model.to(device).eval()
+        self.token_level, self.max_length, self.device = token_level, backbone.max_length, device
+
+    @property
+    def num_layers(self) -> int:
+        return self.model.num_layers
+
+    @torch.no_grad()
+    def __call__(self, rows: list[dict]) -> torch.Tensor:
+        """``[items, L, d]``: pooled per exit, or per word at its first sub-token."""
+        enc = _encode(rows, self.tokenizer, self.max_length)
+        out = []
+        for batch in _sequence_batches(enc, 64, self.tokenizer.pad_token_id or 0, self.device):
+            if self.token_level:
+                _, states = self.model(batch["input_ids"], batch["attention_mask"])  # [L, b, s, d]
                 keep = batch["labels"][..., 0] != IGNORE  # first sub-tokens [b, s]
                 out.append(states.permute(1, 2, 0, 3)[keep].cpu())  # [words, L, d]
             else:
-                states = model(batch["input_ids"], batch["attention_mask"], batch.get("token_type_ids")).states
+                states = self.model(batch["input_ids"], batch["attention_mask"], batch.get("token_type_ids")).states
                 out.append(states.transpose(0, 1).cpu())  # [b, L, d]
-    return torch.cat(out), model.num_layers
+        return torch.cat(out)
 
 
 def _loss(predictor: str, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
@@ -217,14 +209,11 @@ def train_difficulty_predictor(predictor: str, cfg: LearnabilityConfig, backbone
         if annotator_dir is None:
             raise DifficultyDataError(f"{source}: Linear-B probes the annotator's hidden states, and this dataset has no "
                                       "annotator (published sets ship labels only)")
-        feats = {}
-        for name in ("train", "dev"):
-            feats[name] = _annotator_states(annotator_dir, getattr(parts, name), backbone, dev_)
-        layers = feats["train"][1]
-        check_difficulty_rows(rows, source, layers)
-        model = LinearB(feats["train"][0].shape[-1], L).to(dev_)
-        x_train, y_train = feats["train"][0], torch.tensor(_item_labels(parts.train))
-        x_dev, y_dev = feats["dev"][0], torch.tensor(_item_labels(parts.dev))
+        annotator = AnnotatorStates(annotator_dir, token_level, backbone, dev_)
+        check_difficulty_rows(rows, source, annotator.num_layers)
+        x_train, y_train = annotator(parts.train), torch.tensor(_item_labels(parts.train))
+        x_dev, y_dev = annotator(parts.dev), torch.tensor(_item_labels(parts.dev))
+        model = LinearB(x_train.shape[-1], L).to(dev_)
 
         def item_batches(x, y, order, size=256):
             for start in range(0, len(order), size):
@@ -281,7 +270,7 @@ def train_difficulty_predictor(predictor: str, cfg: LearnabilityConfig, backbone
 
     test_rows = parts.open_test()  # selection is over: the test part is read once, here
     if predictor == "linear_b":
-        x_test, _ = _annotator_states(annotator_dir, test_rows, backbone, dev_)
+        x_test = annotator(test_rows)
         y_test = torch.tensor(_item_labels(test_rows))
         test = difficulty_metrics(*_predict(model, predictor, item_batches(x_test, y_test, list(range(len(y_test))))))
     else:

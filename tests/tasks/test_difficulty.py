@@ -85,3 +85,13 @@ def test_parts_are_seeded_and_the_test_part_is_sealed_until_opened():
     with pytest.raises(SealedPartError):
         split.test
     assert len(split.open_test()) == 20 and len(split.test) == 20
+
+
+def test_batches_follow_an_oversampled_order_to_its_end():
+    from tasks.features import batches
+
+    enc = {"input_ids": [[2, 5], [2, 6, 7], [2, 8]], "labels": [[1, 0], [0, 0], [1, 1]]}
+    order = [2, 0, 2, 1, 2]  # row 2 repeated: longer than the split
+    got = list(batches(enc, 2, pad_id=0, order=order))
+    assert [b["labels"].tolist() for b in got] == [[[1, 1], [1, 0]], [[1, 1], [0, 0]], [[1, 1]]]
+    assert got[1]["input_ids"].tolist() == [[2, 8, 0], [2, 6, 7]] and got[1]["attention_mask"].tolist() == [[1, 1, 0], [1, 1, 1]]
