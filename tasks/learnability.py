@@ -123,33 +123,28 @@ def _sequence_batches(enc, batch_size, pad, device, order=None):
     return batches(enc, batch_size, pad, device=device, order=order)
 
 
-class AnnotatorStates:
-    """The frozen annotator (loaded once) that gives Linear-B its features."""
+def _annotator_states(annotator_dir: Path, rows: list[dict], backbone: BackboneConfig, device) -> tuple[torch.Tensor, int]:
+    """Frozen annotator states per item: ``[items, L, d]`` (pooled per exit, or per word at its first sub-token).
 
-    def __init__(self, annotator_dir: Path, token_level: bool, backbone: BackboneConfig, device):
-        load = load_token_annotator if token_level else load_checkpoint
-        self.model, self.tokenizer, _ = load(annotator_dir, backbone.attn_implementation)
-        self.model.to(device).eval()
-        self.token_level, self.max_length, self.device = token_level, backbone.max_length, device
-
-    @property
-    def num_layers(self) -> int:
-        return self.model.num_layers
-
-    @torch.no_grad()
-    def __call__(self, rows: list[dict]) -> torch.Tensor:
-        """``[items, L, d]``: pooled per exit, or per word at its first sub-token."""
-        enc = _encode(rows, self.tokenizer, self.max_length)
-        out = []
-        for batch in _sequence_batches(enc, 64, self.tokenizer.pad_token_id or 0, self.device):
-            if self.token_level:
-                _, states = self.model(batch["input_ids"], batch["attention_mask"])  # [L, b, s, d]
+    Loads the annotator per call (train, dev, then test after selection). Loading draws from the
+    RNG (head init before the weights arrive), so the published Linear-B numbers depend on this order.
+    """
+    token_level = "words" in rows[0]
+    load = load_token_annotator if token_level else load_checkpoint
+    model, tokenizer, _ = load(annotator_dir, backbone.attn_implementation)
+    model.to(device).eval()
+    enc = _encode(rows, tokenizer, backbone.max_length)
+    out = []
+    with torch.no_grad():
+        for batch in _sequence_batches(enc, 64, tokenizer.pad_token_id or 0, device):
+            if token_level:
+                _, states = model(batch["input_ids"], batch["attention_mask"])  # [L, b, s, d]
                 keep = batch["labels"][..., 0] != IGNORE  # first sub-tokens [b, s]
                 out.append(states.permute(1, 2, 0, 3)[keep].cpu())  # [words, L, d]
             else:
-                states = self.model(batch["input_ids"], batch["attention_mask"], batch.get("token_type_ids")).states
+                states = model(batch["input_ids"], batch["attention_mask"], batch.get("token_type_ids")).states
                 out.append(states.transpose(0, 1).cpu())  # [b, L, d]
-        return torch.cat(out)
+    return torch.cat(out), model.num_layers
 
 
 def _loss(predictor: str, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
@@ -209,10 +204,9 @@ def train_difficulty_predictor(predictor: str, cfg: LearnabilityConfig, backbone
         if annotator_dir is None:
             raise DifficultyDataError(f"{source}: Linear-B probes the annotator's hidden states, and this dataset has no "
                                       "annotator (published sets ship labels only)")
-        annotator = AnnotatorStates(annotator_dir, token_level, backbone, dev_)
-        check_difficulty_rows(rows, source, annotator.num_layers)
-        x_train, y_train = annotator(parts.train), torch.tensor(_item_labels(parts.train))
-        x_dev, y_dev = annotator(parts.dev), torch.tensor(_item_labels(parts.dev))
+        (x_train, layers), (x_dev, _) = (_annotator_states(annotator_dir, part, backbone, dev_) for part in (parts.train, parts.dev))
+        check_difficulty_rows(rows, source, layers)
+        y_train, y_dev = torch.tensor(_item_labels(parts.train)), torch.tensor(_item_labels(parts.dev))
         model = LinearB(x_train.shape[-1], L).to(dev_)
 
         def item_batches(x, y, order, size=256):
@@ -270,7 +264,7 @@ def train_difficulty_predictor(predictor: str, cfg: LearnabilityConfig, backbone
 
     test_rows = parts.open_test()  # selection is over: the test part is read once, here
     if predictor == "linear_b":
-        x_test = annotator(test_rows)
+        x_test, _ = _annotator_states(annotator_dir, test_rows, backbone, dev_)
         y_test = torch.tensor(_item_labels(test_rows))
         test = difficulty_metrics(*_predict(model, predictor, item_batches(x_test, y_test, list(range(len(y_test))))))
     else:
