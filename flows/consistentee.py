@@ -15,12 +15,11 @@ from __future__ import annotations
 import mlflow
 from prefect import flow
 
-from flows.layout import common, consistentee_dirs, stage_dirs
+from flows.layout import common, consistentee_dirs, prepare_task_data, stage_dirs
 from flows.tracking import log_strategy, parent_run, use_experiment
 from tasks.caching import run_cached
 from tasks.config import ConsistenteeConfig, Params, load_params
 from tasks.consistentee import compute_memorized_layer, consistentee_round, hardness_analysis
-from tasks.data import prepare_data
 from tasks.evaluate import evaluate_exits
 from tasks.report import ablation_report, consistentee_report
 from tasks.tracking import MlflowLogger
@@ -109,7 +108,7 @@ def consistentee_pipeline(params_path: str = "params.yaml", overrides: list[str]
     params = load_params(params_path, overrides or [])
     use_experiment(params, "exitflow-consistentee")
     with parent_run(params, f"consistentee-{params.consistentee.name}", ("seed", "backbone", "train", "consistentee")):
-        prepare_data(params.data, params.path(params.data.source_dir), stage_dirs(params)["data"], params.seed)
+        prepare_task_data(params)
         out = run_consistentee(params, "default", spine_baselines(params))
     print(out["report"]["table"])
     return out
@@ -126,7 +125,7 @@ def consistentee_ablation(params_path: str = "params.yaml", overrides: list[str]
     points: dict[str, list[dict]] = {"vanilla": [], "hardness": []}
     full = None
     with parent_run(params, f"consistentee-ablation-{params.train.task}", ("seed", "backbone", "train", "consistentee")):
-        prepare_data(params.data, params.path(params.data.source_dir), stage_dirs(params)["data"], params.seed)
+        prepare_task_data(params)
         for reward in points:
             for alpha in base.ablation_alphas:
                 cfg = base.model_copy(update={"reward": reward, "alpha": alpha, "rounds": base.ablation_rounds})

@@ -10,11 +10,10 @@ from __future__ import annotations
 import mlflow
 from prefect import flow
 
-from flows.layout import common, hashee_dirs, stage_dirs
+from flows.layout import common, hashee_dirs, prepare_task_data, stage_dirs
 from flows.tracking import parent_run, use_experiment
 from tasks.caching import run_cached
 from tasks.config import HasheeConfig, Params, load_params
-from tasks.data import prepare_data
 from tasks.hashee import evaluate_hashee
 from tasks.hashing import build_hash_table
 from tasks.report import hashee_study_report
@@ -56,7 +55,7 @@ def hashee_pipeline(params_path: str = "params.yaml", overrides: list[str] | Non
     params = load_params(params_path, overrides or [])
     use_experiment(params, "exitflow-hashee")
     with parent_run(params, f"hashee-{params.hashee.name}", ("seed", "backbone", "train", "hashee")):
-        prepare_data(params.data, params.path(params.data.source_dir), stage_dirs(params)["data"], params.seed)
+        prepare_task_data(params)
         summary = run_hashee(params, params.hashee, "default")
     print({k: round(v, 3) if isinstance(v, float) else v for k, v in summary.items()})
     return summary
@@ -71,7 +70,7 @@ def hashee_study(params_path: str = "params.yaml", overrides: list[str] | None =
                 for L, B in params.hashee.study_grid]
     use_experiment(params, "exitflow-hashee-study")
     with parent_run(params, f"hashee-study-{params.train.task}", ("seed", "backbone", "train", "hashee")):
-        prepare_data(params.data, params.path(params.data.source_dir), stage_dirs(params)["data"], params.seed)
+        prepare_task_data(params)
         rows = {}
         for cfg in {c.name: c for c in configs}.values():  # de-duplicated by name, in order
             with mlflow.start_run(run_name=cfg.name, nested=True):

@@ -1,4 +1,4 @@
-"""Where each step's artifacts live (also the ``dvc.yaml`` outs)::
+"""Where each step's artifacts live (also the ``dvc.yaml`` outs), and the data step every flow starts with::
 
     artifacts/train/<strategy>/   artifacts/evaluate/<strategy>/   artifacts/report/
     artifacts/hashee/<tag>/{table,train,evaluate}/   (tag: ``default`` in the pipeline, the config name in the study)
@@ -11,6 +11,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from tasks.config import Params
+from tasks.data import prepare_data
 
 
 def stage_dirs(params: Params, strategy: str | None = None) -> dict[str, Path]:
@@ -39,3 +40,8 @@ def consistentee_dirs(params: Params, tag: str, rounds: int) -> dict[str, Path]:
 
 def common(params: Params, dirs: dict[str, Path]) -> dict:
     return {"data_dir": dirs["data"], "cache_dir": dirs["cache"], "seed": params.seed, "device": params.device}
+
+
+def prepare_task_data(params: Params) -> dict:
+    """The data step every flow starts with: validated Parquet splits under ``data.out_dir``."""
+    return prepare_data(params.data, params.path(params.data.source_dir), stage_dirs(params)["data"], params.seed)

@@ -16,11 +16,10 @@ from pathlib import Path
 import mlflow
 from prefect import flow
 
-from flows.layout import common, stage_dirs
+from flows.layout import common, prepare_task_data, stage_dirs
 from flows.tracking import parent_run, use_experiment
 from tasks.caching import run_cached
 from tasks.config import Params, load_params
-from tasks.data import prepare_data
 from tasks.difficulty import (
     build_sentence_difficulty,
     build_token_difficulty,
@@ -89,7 +88,7 @@ def learnability(params_path: str = "params.yaml", overrides: list[str] | None =
     results: dict[str, dict[str, dict]] = {}
     human = None
     with parent_run(params, "learnability", ("seed", "backbone", "learnability")):
-        prepare_data(params.data, params.path(params.data.source_dir), stage_dirs(params)["data"], params.seed)
+        prepare_task_data(params)
         for study, (dataset, annotator) in build_datasets(params).items():
             mlflow.log_artifact(str(dataset / "result.json"), f"datasets/{study}")
             results[study] = {}

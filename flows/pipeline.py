@@ -17,11 +17,10 @@ from prefect import flow
 
 from flows.consistentee import run_consistentee, spine_baselines
 from flows.hashee import run_hashee
-from flows.layout import common, consistentee_dirs, hashee_dirs, stage_dirs
+from flows.layout import common, consistentee_dirs, hashee_dirs, prepare_task_data, stage_dirs
 from flows.tracking import log_strategy, parent_run, use_experiment
 from tasks.caching import run_cached
 from tasks.config import Params, load_params
-from tasks.data import prepare_data
 from tasks.evaluate import evaluate_exits
 from tasks.report import build_report
 from tasks.tracking import MlflowLogger
@@ -65,7 +64,7 @@ def exitflow_pipeline(params_path: str = "params.yaml", overrides: list[str] | N
     dirs = stage_dirs(params)
     use_experiment(params, params.mlflow.experiment)
     with parent_run(params, f"pipeline-{params.train.task}", ("seed", "backbone", "train", "evaluate")):
-        prepare_data(params.data, params.path(params.data.source_dir), dirs["data"], params.seed)
+        prepare_task_data(params)
         snapshot_data(params.root, dirs["data"])
         evaluations = {}
         for strategy in params.train.strategies:
@@ -93,7 +92,7 @@ def exitflow_stage(stage: str, params_path: str = "params.yaml", strategy: str |
     params = load_params(params_path, overrides or [])
     dirs = stage_dirs(params, strategy)
     if stage == "prepare":
-        return prepare_data(params.data, params.path(params.data.source_dir), dirs["data"], params.seed)
+        return prepare_task_data(params)
     if stage == "report":
         return build_report(report_inputs(params), params.evaluate.timing_batch_sizes, dirs["report"],
                             hashee_dirs(params, "default")["evaluate"])
