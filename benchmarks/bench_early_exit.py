@@ -58,11 +58,11 @@ def print_rows(result: dict, ratio_to: str = "layer_speedup") -> None:
 def operating_point(model, rec, name, metric, regression, full_quality, tolerance, points=60):
     from models.criteria import CRITERIA
 
-    logits, certainty, labels, lengths = rec
+    logits, labels, lengths = rec.logits, rec.labels, rec.lengths
     best = None
-    for tau in CRITERIA[name].sweep(logits, certainty, points):
+    for tau in CRITERIA[name].sweep(logits, rec.scores, points):
         crit = make_criterion(name, tau)
-        layer, out = simulate(crit, logits, certainty)
+        layer, out = simulate(crit, logits, rec.scores)
         quality = task_score(metric, out, labels, regression)
         if quality < full_quality - tolerance:
             continue
@@ -98,7 +98,7 @@ def main(argv=None) -> dict:
                        params.path(params.artifacts_dir) / "cache" / "tokens", args.rows, params.seed)
     pad = tokenizer.pad_token_id or 0
     rec = record_exits(model, batches(enc, 64, pad))
-    full_quality = task_score(metric, rec[0][-1], rec[2], regression)
+    full_quality = task_score(metric, rec.logits[-1], rec.labels, regression)
     names = usable_criteria(args.criteria, model)
     points = {n: operating_point(model, rec, n, metric, regression, full_quality, args.tolerance) for n in names}
     methods = {"full": None, **{n: make_criterion(n, p["threshold"]) for n, p in points.items() if p is not None}}

@@ -177,7 +177,7 @@ def heads_step_loss(model, batch: dict, generator: torch.Generator | None = None
     instance trains the head it would exit at.
     """
     out = model(batch["input_ids"], batch["attention_mask"], batch.get("token_type_ids"))
-    exit_layer, _ = sample_trajectories(out.certainty.detach(), 0.0, generator)
+    exit_layer, _ = sample_trajectories(out.scores["policy"].detach(), 0.0, generator)
     return exit_task_loss(out.logits, batch["labels"], exit_layer, model.config.regression), exit_layer
 
 
@@ -249,7 +249,7 @@ def policy_objective(logits: torch.Tensor, certainty: torch.Tensor, labels: torc
     and ``correct`` (share of rows right at their exit).
     """
     num_layers = logits.shape[0]
-    exit_layer, exit_logits = simulate(PolicyExit(tau), logits, certainty)
+    exit_layer, exit_logits = simulate(PolicyExit(tau), logits, {"policy": certainty})
     per_layer = task_loss(logits, labels, regression)  # [L, n]
     exit_loss = per_layer.gather(0, (exit_layer - 1)[None, :]).squeeze(0)
     memorized = memorized_layer(correct_predictions(logits, labels, regression, tolerance)) if hardness else None

@@ -3,7 +3,8 @@
 Shape notation: L = exits (layers), b = batch rows, c = outputs (1 for regression).
 
 A criterion is stepped once per layer k = 1..L with that layer's head output ``logits [b, c]``
-and, when the model has one, the learned certainty ``[b]`` (BERxiT LTE). It returns a boolean
+and, for a learned criterion, the score ``[b]`` of the exit module it names in ``module``
+(``"lte"``: BERxiT certainty; ``"policy"``: ConsistentEE exit probability). It returns a boolean
 ``[b]`` exit decision and its per-row state (a dict of ``[b, ...]`` tensors), which the exit
 loop row-selects when it compacts the batch. The loop forces an exit at layer L.
 
@@ -14,7 +15,7 @@ over one recorded full forward pass and reproduces real early exit exactly (test
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import ClassVar
+from typing import ClassVar, Mapping
 
 import numpy as np
 import torch
@@ -29,6 +30,8 @@ class ExitCriterion:
     threshold: float
     name: ClassVar[str] = "base"
     needs_certainty: ClassVar[bool] = False
+    module: ClassVar[str | None] = None  # the learned exit module whose score ``step`` reads
+    requirement: ClassVar[str] = "nothing beyond the exit heads"
     classification_only: ClassVar[bool] = False
 
     def init_state(self, batch_size: int, device: torch.device) -> State:
@@ -42,8 +45,18 @@ class ExitCriterion:
         raise NotImplementedError
 
     @classmethod
-    def sweep(cls, logits: torch.Tensor, certainty: torch.Tensor | None, n: int) -> list[float]:
+    def learned_score(cls, scores: Mapping[str, torch.Tensor] | None) -> torch.Tensor | None:
+        """This criterion's learned score ``[L, b]`` from a recording's ``scores``, or None."""
+        if cls.module is None:
+            return None
+        if not scores or cls.module not in scores:
+            raise ValueError(f"the {cls.name!r} criterion needs {cls.requirement}")
+        return scores[cls.module]
+
+    @classmethod
+    def sweep(cls, logits: torch.Tensor, scores: Mapping[str, torch.Tensor] | None, n: int) -> list[float]:
         """Threshold grid for trade-off curves: ``n`` quantiles of the criterion's score."""
+        certainty = cls.learned_score(scores)
         scores = cls.score(logits[:-1], certainty[:-1] if certainty is not None else None)
         qs = np.quantile(scores.detach().flatten().double().cpu().numpy(), np.linspace(0.0, 1.0, n))
         return sorted({float(q) for q in qs})
@@ -187,17 +200,19 @@ def select_rows(state: State, index: torch.Tensor) -> State:
     return {key: value.index_select(0, index) for key, value in state.items()}
 
 
-def simulate(criterion: ExitCriterion, logits: torch.Tensor, certainty: torch.Tensor | None = None):
+def simulate(criterion: ExitCriterion, logits: torch.Tensor, scores: Mapping[str, torch.Tensor] | None = None):
     """Replay ``criterion`` over one recorded full pass.
 
     Args:
         logits: ``[L, b, c]`` every exit head's output.
-        certainty: ``[L, b]`` learned certainty, or None.
+        scores: learned exit modules' outputs ``{name: [L, b]}`` (``MultiExitOutput.scores``);
+            only needed by learned criteria, which read ``scores[criterion.module]``.
 
     Returns:
         ``(exit_layer [b] (1-based), exit_logits [b, c])``, identical to real early exit.
     """
     num_layers, batch = logits.shape[:2]
+    certainty = criterion.learned_score(scores)
     state = criterion.init_state(batch, logits.device)
     exit_layer = torch.full((batch,), num_layers, dtype=torch.long)
     done = torch.zeros(batch, dtype=torch.bool)

@@ -17,7 +17,7 @@ Two forward paths share the same adapter, heads and criteria:
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 
 import torch
 from torch import nn
@@ -52,13 +52,15 @@ class MultiExitOutput:
     Attributes:
         logits: ``[L, b, c]`` head k's output at index k - 1.
         states: ``[L, b, d]`` the states learned exit modules read.
-        certainty: ``[L, b]`` LTE certainty u_k, or ConsistentEE's exit probability pi_k
-            (last row 1), or None without either.
+        scores: each learned exit module's output ``[L, b]`` under its own name: ``"lte"``
+            (BERxiT certainty u_k, trained by the LTE loss) or ``"policy"`` (ConsistentEE
+            exit probability pi_k, last row 1, trained only by REINFORCE). Empty without either.
+            Only ``"lte"`` enters the training objectives.
     """
 
     logits: torch.Tensor
     states: torch.Tensor
-    certainty: torch.Tensor | None
+    scores: dict[str, torch.Tensor] = field(default_factory=dict)
 
 
 @dataclass
@@ -101,11 +103,12 @@ class MultiExitModel(nn.Module):
         self.lte = LearningToExit(self.adapter.hidden_size) if config.lte else None
         self.policy = PolicyNetworks(self.adapter.hidden_size, self.num_layers) if config.policy else None
 
-    def exit_score(self, layer: int, state: torch.Tensor) -> torch.Tensor | None:
-        """The learned exit score at 1-based ``layer`` for ``state [b, d]``: LTE u_k or policy pi_k."""
-        if self.lte is not None:
+    def exit_score(self, module: str | None, layer: int, state: torch.Tensor) -> torch.Tensor | None:
+        """Learned exit module ``module``'s score at 1-based ``layer`` for ``state [b, d]``:
+        ``"lte"`` -> u_k, ``"policy"`` -> pi_k; None for criteria without a learned module."""
+        if module == "lte":
             return self.lte(state)
-        if self.policy is not None:
+        if module == "policy":
             return self.policy(layer, state)
         return None
 
@@ -129,13 +132,12 @@ class MultiExitModel(nn.Module):
             logits.append(out)
             states.append(state)
         states_t = torch.stack(states)  # [L, b, d]
+        scores = {}
         if self.lte is not None:
-            certainty = self.lte(states_t)
-        elif self.policy is not None:
-            certainty = self.policy.all_layers(states_t)
-        else:
-            certainty = None
-        return MultiExitOutput(torch.stack(logits), states_t, certainty)
+            scores["lte"] = self.lte(states_t)
+        if self.policy is not None:
+            scores["policy"] = self.policy.all_layers(states_t)
+        return MultiExitOutput(torch.stack(logits), states_t, scores)
 
     @torch.no_grad()
     def early_exit(
@@ -167,8 +169,8 @@ class MultiExitModel(nn.Module):
             if k < self.num_layers and not criterion.needs_head(k):
                 continue
             logits, head_state = head(hidden, padding)
-            certainty = self.exit_score(k, head_state)
-            fire, state = criterion.step(k, logits, certainty, state)
+            score = self.exit_score(criterion.module, k, head_state)
+            fire, state = criterion.step(k, logits, score, state)
             if k == self.num_layers:
                 fire = torch.ones_like(fire)
             if not fire.any():

@@ -253,7 +253,7 @@ class HashEEModel(MultiExitModel):
             out, state = self.heads[k - 1](hidden, padding)
             logits.append(out)
             states.append(state)
-        return MultiExitOutput(torch.stack(logits), torch.stack(states), None)
+        return MultiExitOutput(torch.stack(logits), torch.stack(states))
 
     def token_states(self, input_ids, attention_mask, token_type_ids=None) -> torch.Tensor:
         """Last-layer states ``[b, n, d]`` un-permuted back to the original token order."""

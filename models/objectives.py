@@ -39,10 +39,14 @@ def active_exits(objective: str, num_layers: int, step: int, stage: int = 1) -> 
 
 
 def per_exit_losses(output: MultiExitOutput, labels: torch.Tensor, regression: bool) -> torch.Tensor:
-    """``L_i (+ J_i)`` averaged over the batch, ``[L]``."""
+    """``L_i (+ J_i)`` averaged over the batch, ``[L]``.
+
+    ``J_i`` (BERxiT's LTE loss) is added only for a model with the LTE module; other learned
+    exit modules (ConsistentEE's policy) have their own training steps and never enter here.
+    """
     losses = task_loss(output.logits, labels, regression)  # [L, b]
-    if output.certainty is not None:
-        losses = losses + lte_loss(output.certainty, output.logits, labels, regression)
+    if "lte" in output.scores:
+        losses = losses + lte_loss(output.scores["lte"], output.logits, labels, regression)
     return losses.mean(-1)
 
 

@@ -5,6 +5,7 @@ No file I/O: checkpointing and resuming live in ``tasks/train.py``.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Callable, Iterable
 
 import torch
@@ -86,25 +87,41 @@ def train_epoch(
     return global_step, total / max(1, count)
 
 
-@torch.no_grad()
-def record_exits(model: MultiExitModel, batches: Iterable[dict[str, torch.Tensor]]):
-    """One full recording pass in eval mode.
+@dataclass
+class Recording:
+    """Every exit's output over a split from one full pass (the input of offline simulation).
 
-    Returns:
-        ``(logits [L, n, c], certainty [L, n] or None, labels [n], lengths [n])`` over all rows.
+    Attributes:
+        logits: ``[L, n, c]``.
+        scores: learned exit modules' outputs ``{name: [L, n]}`` (see ``MultiExitOutput``).
+        labels: ``[n]``.
+        lengths: ``[n]`` un-padded token counts.
     """
+
+    logits: torch.Tensor
+    scores: dict[str, torch.Tensor]
+    labels: torch.Tensor
+    lengths: torch.Tensor
+
+    def cpu(self) -> "Recording":
+        return Recording(self.logits.cpu(), {k: v.cpu() for k, v in self.scores.items()}, self.labels.cpu(), self.lengths.cpu())
+
+    def head(self, n: int) -> "Recording":
+        """The first ``n`` rows."""
+        return Recording(self.logits[:, :n], {k: v[:, :n] for k, v in self.scores.items()}, self.labels[:n], self.lengths[:n])
+
+
+@torch.no_grad()
+def record_exits(model: MultiExitModel, batches: Iterable[dict[str, torch.Tensor]]) -> Recording:
+    """One full recording pass in eval mode over all rows of ``batches``."""
     model.eval()
-    logits, certainty, labels, lengths = [], [], [], []
+    logits, scores, labels, lengths = [], [], [], []
     for batch in batches:
         out = model(batch["input_ids"], batch["attention_mask"], batch.get("token_type_ids"))
         logits.append(out.logits)
-        if out.certainty is not None:
-            certainty.append(out.certainty)
+        scores.append(out.scores)
         labels.append(batch["labels"])
         lengths.append(batch["attention_mask"].sum(1))
-    return (
-        torch.cat(logits, 1),
-        torch.cat(certainty, 1) if certainty else None,
-        torch.cat(labels),
-        torch.cat(lengths),
-    )
+    names = scores[0].keys() if scores else ()
+    return Recording(torch.cat(logits, 1), {k: torch.cat([s[k] for s in scores], 1) for k in names},
+                     torch.cat(labels), torch.cat(lengths))

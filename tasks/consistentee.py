@@ -63,8 +63,8 @@ def compute_memorized_layer(train: TrainConfig, backbone: BackboneConfig, ckpt_d
     model, tokenizer, meta = load_checkpoint(ckpt_dir, backbone.attn_implementation)
     model.to(dev_)
     enc = _train_split(train, backbone, tokenizer, data_dir, cache_dir, seed)
-    logits, _, labels, _ = (t.cpu() if t is not None else None
-                            for t in record_exits(model, batches(enc, 64, tokenizer.pad_token_id or 0, device=dev_)))
+    rec = record_exits(model, batches(enc, 64, tokenizer.pad_token_id or 0, device=dev_)).cpu()
+    logits, labels = rec.logits, rec.labels
     regression = model.config.regression
     memorized = memorized_layer(correct_predictions(logits, labels, regression, tolerance))
     final_loss = task_loss(logits[-1], labels, regression)
@@ -98,10 +98,11 @@ def load_memorized_layer(mem_dir: Path, enc: dict) -> torch.Tensor:
 
 def dev_tradeoff(model, enc_dev: dict, cfg: ConsistenteeConfig, metric: str, pad: int, device) -> dict:
     """The policy at ``cfg.tau`` on dev: quality, average exit layer, layer speed-up, reward objective."""
-    logits, certainty, labels, _ = (t.cpu() for t in record_exits(model, batches(enc_dev, 64, pad, device=device)))
+    rec = record_exits(model, batches(enc_dev, 64, pad, device=device)).cpu()
+    logits, labels = rec.logits, rec.labels
     regression = model.config.regression
-    exit_layer, exit_logits = simulate(PolicyExit(cfg.tau), logits, certainty)
-    scored = policy_objective(logits, certainty, labels, cfg.tau, cfg.alpha, regression, cfg.reward == "hardness",
+    exit_layer, exit_logits = simulate(PolicyExit(cfg.tau), logits, rec.scores)
+    scored = policy_objective(logits, rec.scores["policy"], labels, cfg.tau, cfg.alpha, regression, cfg.reward == "hardness",
                               cfg.regression_tolerance)
     L = logits.shape[0]
     return {"quality": task_score(metric, exit_logits, labels, regression), "avg_exit_layer": scored["avg_exit_layer"],

@@ -169,7 +169,8 @@ def build_sentence_difficulty(annotator_dir: Path, backbone: BackboneConfig, dat
     enc = {"input_ids": tok["input_ids"], "labels": cols["label"]}
     if "token_type_ids" in tok:
         enc["token_type_ids"] = tok["token_type_ids"]
-    logits, _, labels, _ = record_exits(model, batches(enc, 64, tokenizer.pad_token_id or 0, device=dev_))
+    rec = record_exits(model, batches(enc, 64, tokenizer.pad_token_id or 0, device=dev_))
+    logits, labels = rec.logits, rec.labels
     bits = correct_predictions(logits.cpu(), labels.cpu(), model.config.regression).long().T  # [n, L]
     parts = assign_parts(len(bits), fractions, seed)
     rows = [{"text_a": a, "text_b": b, "labels": bit.tolist(), "part": p}

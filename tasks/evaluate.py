@@ -39,8 +39,8 @@ from tasks.tracking import MetricLogger, NullLogger
 
 def curve_point(model, criterion, rec, metric, regression) -> dict:
     """Quality and efficiency of one criterion setting on one recorded split."""
-    logits, certainty, labels, lengths = rec
-    exit_layer, exit_logits = simulate(criterion, logits, certainty)
+    logits, labels, lengths = rec.logits, rec.labels, rec.lengths
+    exit_layer, exit_logits = simulate(criterion, logits, rec.scores)
     L = logits.shape[0]
     avg = exit_layer.double().mean().item()
     flops = flops_per_instance(model, lengths, exit_layer).sum().item()
@@ -96,19 +96,18 @@ def evaluate_exits(
     splits = {}
     for split, sub in (("dev", train.subsample.dev), ("test", train.subsample.test)):
         enc = encode_split(data_dir, task_name, split, tokenizer, backbone.max_length, cache_dir, sub, seed)
-        rec = record_exits(model, batches(enc, evaluate.batch_size, pad, device=dev_))
-        splits[split] = (enc, tuple(t.cpu() if t is not None else None for t in rec))
+        splits[split] = (enc, record_exits(model, batches(enc, evaluate.batch_size, pad, device=dev_)).cpu())
     model.cpu()
     L = model.num_layers
-    full = {s: task_score(metric, rec[0][-1], rec[2], regression) for s, (_, rec) in splits.items()}
-    layerwise = {s: layerwise_scores(metric, rec[0], rec[2], regression) for s, (_, rec) in splits.items()}
+    full = {s: task_score(metric, rec.logits[-1], rec.labels, regression) for s, (_, rec) in splits.items()}
+    layerwise = {s: layerwise_scores(metric, rec.logits, rec.labels, regression) for s, (_, rec) in splits.items()}
 
     names = usable_criteria(evaluate.criteria, model)
     curves, operating = {}, {}
     for name in names:
         opts = criterion_options(name, evaluate)
         dev_rec = splits["dev"][1]
-        grid = CRITERIA[name].sweep(dev_rec[0], dev_rec[1], evaluate.sweep_points)
+        grid = CRITERIA[name].sweep(dev_rec.logits, dev_rec.scores, evaluate.sweep_points)
         points = []
         for tau in grid:
             crit = make_criterion(name, tau, **opts)
@@ -138,7 +137,8 @@ def evaluate_exits(
             out = model.early_exit(b["input_ids"], b["attention_mask"], b.get("token_type_ids"), crit)
             real_layers.append(out.exit_layer)
             real_preds.append(out.logits)
-        sim_layer, sim_logits = simulate(crit, test_rec[0][:, :n_time], test_rec[1][:, :n_time] if test_rec[1] is not None else None)
+        timed = test_rec.head(n_time)
+        sim_layer, sim_logits = simulate(crit, timed.logits, timed.scores)
         same_layer = torch.cat(real_layers) == sim_layer
         same_pred = torch.as_tensor(predictions(torch.cat(real_preds), regression) == predictions(sim_logits, regression))
         mismatches[name] = int((~(same_layer & same_pred)).sum())

@@ -105,7 +105,7 @@ def train_multi_exit(
 
     def record_dynamics(step: int, _loss: float) -> None:
         if (step - 1) % steps_per_epoch + 1 in record_at:
-            logits = record_exits(model, batches(enc_train, 64, pad, device=dev_))[0].cpu()
+            logits = record_exits(model, batches(enc_train, 64, pad, device=dev_)).logits.cpu()
             dynamics.append((step, predictions_tensor(logits, config.regression)))
             model.train()
 
@@ -137,8 +137,8 @@ def train_multi_exit(
                        total=steps_per_epoch, disable=None, desc=f"{strategy} stage {stage} epoch {epoch}/{train.epochs}", leave=False)
             global_step, loss = train_epoch(model, bar, optimizer, scheduler, strategy, global_step, stage, train.max_grad_norm,
                                             on_step=record_dynamics if dynamics_evals_per_epoch else None)
-            logits, _, labels, _ = record_exits(model, batches(enc_dev, 64, pad, device=dev_))
-            scores = layerwise_scores(spec["metric"], logits.cpu(), labels.cpu(), regression)
+            rec = record_exits(model, batches(enc_dev, 64, pad, device=dev_)).cpu()
+            scores = layerwise_scores(spec["metric"], rec.logits, rec.labels, regression)
             mean_score = float(np.mean(scores))
             record = {"stage": stage, "epoch": epoch, "step": global_step, "train_loss": loss,
                       "dev_layer_scores": scores, "dev_mean_score": mean_score}

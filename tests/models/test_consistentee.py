@@ -112,7 +112,7 @@ def test_policy_forced_to_exit_at_k_exits_every_row_at_k(k):
     out = model.early_exit(b["input_ids"], b["attention_mask"], criterion=PolicyExit(0.5))
     assert out.exit_layer.tolist() == [k] * 8
     rec = model(b["input_ids"], b["attention_mask"])
-    assert simulate(PolicyExit(0.5), rec.logits, rec.certainty)[0].tolist() == [k] * 8
+    assert simulate(PolicyExit(0.5), rec.logits, rec.scores)[0].tolist() == [k] * 8
 
 
 def test_policy_real_early_exit_equals_simulation_and_flops_count_policy():
@@ -125,8 +125,8 @@ def test_policy_real_early_exit_equals_simulation_and_flops_count_policy():
     model = _policy_model(seed=3)
     b = tiny_batch(batch=12, seed=2)
     rec = model(b["input_ids"], b["attention_mask"])
-    tau = float(rec.certainty[:-1].median().detach())
-    sim, _ = simulate(PolicyExit(tau), rec.logits, rec.certainty)
+    tau = float(rec.scores["policy"][:-1].median().detach())
+    sim, _ = simulate(PolicyExit(tau), rec.logits, rec.scores)
     assert torch.equal(model.early_exit(b["input_ids"], b["attention_mask"], criterion=PolicyExit(tau)).exit_layer, sim)
     one = tiny_batch(batch=1, max_len=9)
     with fc.FlopCounterMode(display=False) as counter:  # pi never > 2: runs all 4 layers and 3 policy nets
@@ -177,13 +177,13 @@ def test_policy_learns_to_exit_early_when_depth_costs_and_early_heads_are_right(
     batch = tiny_batch(batch=8, seed=1)
     opt = torch.optim.Adam(model.policy.parameters(), lr=5e-2)
     g = torch.Generator().manual_seed(0)
-    start = model(batch["input_ids"], batch["attention_mask"]).certainty[0].mean().item()
+    start = model(batch["input_ids"], batch["attention_mask"]).scores["policy"][0].mean().item()
     for _ in range(30):
         loss, _ = policy_step_loss(model, batch, copies=8, alpha=0.5, epsilon=0.1, generator=g)
         opt.zero_grad()
         loss.backward()
         opt.step()
-    end = model(batch["input_ids"], batch["attention_mask"]).certainty[0].mean().item()
+    end = model(batch["input_ids"], batch["attention_mask"]).scores["policy"][0].mean().item()
     assert end > max(0.9, start)
 
 

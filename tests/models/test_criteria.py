@@ -65,7 +65,7 @@ def test_static_and_lte():
     layer, _ = simulate(Static(3), logits)
     assert layer.tolist() == [3, 3, 3]
     certainty = torch.tensor([[0.1, 0.9, 0.5], [0.6, 0.2, 0.5], [0.1, 0.1, 0.5], [0.0, 0.0, 0.0]])
-    layer, _ = simulate(LearnedExit(0.5), logits, certainty)
+    layer, _ = simulate(LearnedExit(0.5), logits, {"lte": certainty})
     assert layer.tolist() == [2, 1, 1]
 
 

@@ -33,7 +33,7 @@ def test_full_model_path_equals_last_exit_of_recording_pass(family):
 
 def _mixed_threshold(criterion_cls, rec):
     """A threshold that makes rows exit at different layers (median of the score)."""
-    grid = criterion_cls.sweep(rec.logits, rec.certainty, 9)
+    grid = criterion_cls.sweep(rec.logits, rec.scores, 9)
     return grid[len(grid) // 2]
 
 
@@ -44,7 +44,7 @@ def test_real_early_exit_equals_offline_simulation(name, batch_size):
     b = tiny_batch(batch=16, max_len=11, seed=5)
     rec = model(b["input_ids"], b["attention_mask"])
     crit = CRITERIA[name](_mixed_threshold(CRITERIA[name], rec) if name not in ("patience", "static") else 1 if name == "patience" else 2)
-    sim_layer, sim_logits = simulate(crit, rec.logits, rec.certainty)
+    sim_layer, sim_logits = simulate(crit, rec.logits, rec.scores)
     layers, logits = [], []
     for start in range(0, 16, batch_size):
         sl = slice(start, start + batch_size)
@@ -60,8 +60,8 @@ def test_regression_early_exit_equals_simulation():
     model = tiny_model("bert", layers=4, lte=True, regression=True, seed=2)
     b = tiny_batch(batch=12, regression=True)
     rec = model(b["input_ids"], b["attention_mask"])
-    for crit in (Patience(1, delta=float(rec.logits.std().detach())), LearnedExit(float(rec.certainty.median().detach()))):
-        sim_layer, _ = simulate(crit, rec.logits, rec.certainty)
+    for crit in (Patience(1, delta=float(rec.logits.std().detach())), LearnedExit(float(rec.scores["lte"].median().detach()))):
+        sim_layer, _ = simulate(crit, rec.logits, rec.scores)
         out = model.early_exit(b["input_ids"], b["attention_mask"], criterion=crit)
         assert torch.equal(out.exit_layer, sim_layer)
 
@@ -104,7 +104,7 @@ def test_every_head_kind_gives_same_real_and_simulated_exits(head):
     b = tiny_batch(batch=8)
     rec = model(b["input_ids"], b["attention_mask"])
     crit = Entropy(_mixed_threshold(Entropy, rec))
-    sim_layer, _ = simulate(crit, rec.logits, rec.certainty)
+    sim_layer, _ = simulate(crit, rec.logits, rec.scores)
     assert torch.equal(model.early_exit(b["input_ids"], b["attention_mask"], criterion=crit).exit_layer, sim_layer)
 
 
@@ -118,5 +118,5 @@ def test_mean_pooling_ignores_padding_and_keeps_real_equal_to_simulated():
     padded = model(b["input_ids"], b["attention_mask"])
     assert_close(alone.logits[:, 0], padded.logits[:, 1], atol=1e-5, rtol=1e-4)  # padding does not leak in
     crit = Entropy(_mixed_threshold(Entropy, padded))
-    sim_layer, _ = simulate(crit, padded.logits, padded.certainty)
+    sim_layer, _ = simulate(crit, padded.logits, padded.scores)
     assert torch.equal(model.early_exit(b["input_ids"], b["attention_mask"], criterion=crit).exit_layer, sim_layer)

@@ -105,3 +105,22 @@ def test_nan_loss_stops_with_clear_error():
     batch["labels"] = torch.full((6,), float("nan"))
     with pytest.raises(NonFiniteLossError, match="step 1"):
         train_epoch(model, [batch], opt, linear_schedule(opt, 0, 10), "joint", 0)
+
+
+def test_policy_model_init_loss_is_the_weighted_ce_alone():
+    """ConsistentEE's init (weighted objective on a model with policy networks) must not add
+    BERxiT's LTE loss on the policy's exit probabilities, nor train the policy at all."""
+    from models.exit_heads import task_loss
+    from models.exiting import MultiExitConfig, MultiExitModel
+    from tests.conftest import tiny_backbone
+
+    torch.manual_seed(1)
+    model = MultiExitModel(tiny_backbone("bert", 3), MultiExitConfig(num_outputs=3, head_dropout=0.0, policy=True)).eval()
+    b = tiny_batch(batch=8)
+    out = model(b["input_ids"], b["attention_mask"])
+    ce = task_loss(out.logits, b["labels"], False).mean(-1)  # [L]
+    weighted_ce = (1 * ce[0] + 2 * ce[1] + 3 * ce[2]) / 6
+    loss = objective_loss("weighted", out, b["labels"], False, 1)
+    assert loss.item() == weighted_ce.item()  # exactly: no (pi_i - 1[correct])^2 term
+    loss.backward()
+    assert all(p.grad is None for p in model.policy.parameters())

@@ -26,5 +26,6 @@ def test_checkpoint_round_trip_gives_identical_outputs(tmp_path, kind):
     b = tiny_batch(batch=4, labels=2)
     a, c = model(b["input_ids"], b["attention_mask"]), loaded(b["input_ids"], b["attention_mask"])
     torch.testing.assert_close(a.logits, c.logits)
-    if a.certainty is not None:
-        torch.testing.assert_close(a.certainty, c.certainty)
+    assert a.scores.keys() == c.scores.keys() == ({kind} - {"hashee"})
+    for name in a.scores:
+        torch.testing.assert_close(a.scores[name], c.scores[name])
