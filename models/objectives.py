@@ -38,6 +38,19 @@ def active_exits(objective: str, num_layers: int, step: int, stage: int = 1) -> 
     raise ValueError(f"unknown objective {objective!r}; choose one of {', '.join(OBJECTIVES)}")
 
 
+def trained_exits(objective: str, num_layers: int) -> list[int]:
+    """1-based exits whose heads ``objective`` trains over the whole run: checkpoint selection
+    reads the mean dev score of these (METHODS.md section 0), never of untrained heads."""
+    active_exits(objective, num_layers, 1)  # validates the name
+    return [num_layers] if objective == "single" else list(range(1, num_layers + 1))
+
+
+def selection_score(objective: str, layer_scores: list[float]) -> float:
+    """Mean dev score over ``trained_exits``; ``layer_scores[k - 1]`` is exit k's score."""
+    exits = trained_exits(objective, len(layer_scores))
+    return sum(layer_scores[k - 1] for k in exits) / len(exits)
+
+
 def per_exit_losses(output: MultiExitOutput, labels: torch.Tensor, regression: bool) -> torch.Tensor:
     """``L_i (+ J_i)`` averaged over the batch, ``[L]``.
 

@@ -7,8 +7,9 @@ Outputs in ``out_dir``::
     result.json     stamp: paths and scalar metrics (what the task returns)
     _resume/        last finished epoch (model, optimizer, scheduler, RNG); removed when done
 
-Selection: after each epoch of the final stage, the model with the best mean dev
-layer-wise score is kept (two_stage's stage 1 keeps its last epoch). Test is never read here.
+Selection: after each epoch of the final stage, the model with the best mean dev score over
+the exits the objective trains is kept (``models.objectives.trained_exits``: the last exit for
+``single``, every exit otherwise; two_stage's stage 1 keeps its last epoch). Test is never read here.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from models.exiting import MultiExitConfig, MultiExitModel
 from models.adapters import adapter_for
 from models.hashee import HashEEModel
 from models.metrics import layerwise_scores, predictions_tensor
+from models.objectives import selection_score
 from models.training import build_optimizer, linear_schedule, record_exits, train_epoch
 from tasks.backbones import load_backbone, pick_device, save_checkpoint, truncate_layers
 from tasks.caching import ARTIFACT_CACHE
@@ -140,14 +142,15 @@ def train_multi_exit(
             rec = record_exits(model, batches(enc_dev, 64, pad, device=dev_)).cpu()
             scores = layerwise_scores(spec["metric"], rec.logits, rec.labels, regression)
             mean_score = float(np.mean(scores))
+            selected_by = selection_score(strategy, scores)  # untrained heads never choose the epoch
             record = {"stage": stage, "epoch": epoch, "step": global_step, "train_loss": loss,
-                      "dev_layer_scores": scores, "dev_mean_score": mean_score}
+                      "dev_layer_scores": scores, "dev_mean_score": mean_score, "dev_selection_score": selected_by}
             history.append(record)
             tqdm.write(f"[{strategy}] stage {stage} epoch {epoch}: loss {loss:.4f}, dev mean layer score {mean_score:.2f}, last layer {scores[-1]:.2f}")
             logger.log_metrics({"train_loss": loss, "dev_mean_layer_score": mean_score,
                                 **{f"dev_layer_{k}": s for k, s in enumerate(scores, 1)}}, step=len(history))
-            if final_stage and mean_score > best["score"]:
-                best = {"score": mean_score, "state": {k: v.detach().cpu().clone() for k, v in model.state_dict().items()},
+            if final_stage and selected_by > best["score"]:
+                best = {"score": selected_by, "state": {k: v.detach().cpu().clone() for k, v in model.state_dict().items()},
                         "epoch": epoch}
             atomic_torch_save(resume_path, {"model": model.state_dict(), "optimizer": optimizer.state_dict(),
                                        "scheduler": scheduler.state_dict(), "rng": torch.get_rng_state(),

@@ -124,3 +124,16 @@ def test_policy_model_init_loss_is_the_weighted_ce_alone():
     assert loss.item() == weighted_ce.item()  # exactly: no (pi_i - 1[correct])^2 term
     loss.backward()
     assert all(p.grad is None for p in model.policy.parameters())
+
+
+def test_single_exit_checkpoint_is_selected_on_the_last_exit_only():
+    from models.objectives import selection_score, trained_exits
+
+    # epoch 1: untrained heads 1-2 happen to score high, the trained last exit is worse
+    epoch1, epoch2 = [70.0, 72.0, 80.0], [50.0, 51.0, 82.0]
+    assert trained_exits("single", 3) == [3]
+    assert selection_score("single", epoch2) > selection_score("single", epoch1)
+    assert selection_score("joint", epoch1) > selection_score("joint", epoch2)  # every exit trains
+    assert selection_score("two_stage", epoch1) == pytest.approx(74.0)
+    with pytest.raises(ValueError, match="unknown objective"):
+        trained_exits("solo", 3)
