@@ -7,13 +7,17 @@ Output layout (tracked by ``data.dvc``)::
 
 Quirks handled (see shared/README.md): UTF-8 byte-order marks, CRLF line ends, MRPC's two
 header layouts (``Quality`` vs ``label``), CSV quoting with doubled quotes in some test files,
-float labels. A malformed row stops with ``DataError`` naming file, line and problem.
+float labels. A malformed row stops with ``DataError`` naming file, line and problem; so do a
+non-UTF-8 byte and an unclosed quote (every row must sit on one line). Blank lines are skipped
+with one warning per file.
 """
 
 from __future__ import annotations
 
 import csv
+import io
 import json
+import logging
 import math
 import sys
 from pathlib import Path
@@ -25,6 +29,7 @@ from tasks.config import SPLITS, DataConfig, TaskSpec
 from tasks.io import atomic_dir, file_hash
 
 csv.field_size_limit(sys.maxsize)
+log = logging.getLogger(__name__)
 
 
 class DataError(ValueError):
@@ -93,26 +98,59 @@ def _parse_label(raw: str, spec: TaskSpec, where: str):
     return value
 
 
+def _read_utf8(path: Path) -> str:
+    """The file's text without a leading BOM; bytes that are not UTF-8 stop with line and byte offset."""
+    data = path.read_bytes()
+    try:
+        return data.decode("utf-8").removeprefix("\ufeff")
+    except UnicodeDecodeError as err:
+        line = data.count(b"\n", 0, err.start) + 1
+        raise DataError(f"{path}:{line}: byte 0x{data[err.start]:02x} at byte offset {err.start} is not valid UTF-8 "
+                        f"({err.reason}); the file must be UTF-8 (a byte-order mark is fine)") from None
+
+
 def _records(path: Path, quoted: bool):
-    """Yield ``(line_number, fields)``; line 1 is the header. Handles BOM and CRLF."""
+    """Yield ``(line_number, fields)`` of the non-blank lines; the first is the header.
+
+    Handles BOM and CRLF. Every row must sit on one line: a quoted field holding a line end (or,
+    in a TSV, a tab) is an unclosed quote, so the rows parsed always match the file's non-blank
+    lines. Skipped blank lines are logged once per file.
+    """
     suffix = path.suffix.lower()
-    with open(path, encoding="utf-8-sig", newline="") as f:
-        if suffix == ".jsonl":
-            for i, line in enumerate(f, start=1):
-                if line.strip():
-                    try:
-                        yield i, json.loads(line)
-                    except json.JSONDecodeError as err:
-                        raise DataError(f"{path}:{i}: invalid JSON ({err.msg})") from None
-            return
+    lines = io.StringIO(_read_utf8(path), newline="")
+    blank: list[int] = []
+    if suffix == ".jsonl":
+        for i, line in enumerate(lines, start=1):
+            if not line.strip():
+                blank.append(i)
+                continue
+            try:
+                yield i, json.loads(line)
+            except json.JSONDecodeError as err:
+                raise DataError(f"{path}:{i}: invalid JSON ({err.msg})") from None
+    else:
         delimiter = "," if suffix == ".csv" else "\t"
         quoting = csv.QUOTE_MINIMAL if (quoted or suffix == ".csv") else csv.QUOTE_NONE
-        reader = csv.reader(f, delimiter=delimiter, quoting=quoting, doublequote=True)
+        reader = csv.reader(lines, delimiter=delimiter, quoting=quoting, doublequote=True)
+        breaks, ends = ("\r\n\t", "tab or line end") if delimiter == "\t" else ("\r\n", "line end")
+        start = 1  # the line the next record starts on
         try:
             for fields in reader:
-                yield reader.line_num, fields
+                bad = next((k for k, x in enumerate(fields, start=1) if any(c in x for c in breaks)), None)
+                if bad is not None:
+                    runs_on = f"; it runs on to line {reader.line_num}" if reader.line_num > start else ""
+                    raise DataError(
+                        f"{path}:{start}: field {bad} opens a quote that is not closed before the next {ends}{runs_on}; "
+                        f'expected each row on one line with every quoted field closed (a literal quote is written "")')
+                if any(x.strip() for x in fields):
+                    yield start, fields
+                else:
+                    blank.append(start)
+                start = reader.line_num + 1
         except csv.Error as err:
             raise DataError(f"{path}:{reader.line_num}: {err}") from None
+    if blank:
+        log.warning("%s: skipped %d blank line%s (first at line %d)", path, len(blank), "s" * (len(blank) > 1), blank[0])
 
 
 def read_split(path: Path, spec: TaskSpec, split: str) -> dict[str, list]:
@@ -129,8 +167,6 @@ def read_split(path: Path, spec: TaskSpec, split: str) -> dict[str, list]:
             if header is None:
                 header = [h.strip() for h in record]
                 continue
-            if not any(x.strip() for x in record):
-                continue  # blank line
             if len(record) != len(header):
                 raise DataError(f"{where}: expected {len(header)} tab-separated fields, found {len(record)}")
             fields = dict(zip(header, record))

@@ -88,3 +88,54 @@ def test_missing_source_and_unknown_task_say_what_to_do(tmp_path):
         prepare_task("sst2", DataConfig(), tmp_path / "nowhere", tmp_path / "out")
     with pytest.raises(DataError, match="unknown task 'sst3'; choose one of .*sst2"):
         prepare_task("sst3", DataConfig(), tmp_path, tmp_path / "out")
+
+
+MRPC_HEADER = "label\t#1 ID\t#2 ID\t#1 String\t#2 String\n"
+
+
+def mrpc_test_file(tmp_path, n=80, stray=None):
+    """An MRPC-style CSV-quoted test.tsv of ``n`` rows, some with doubled quotes; row ``stray`` opens a quote."""
+    lines = [MRPC_HEADER.rstrip("\n")]
+    for i in range(n):
+        s1 = f'"He said "" hi {i} "" ."' if i % 5 == 0 else f"Plain {i} ."
+        if i == stray:
+            s1 = f'"Stray {i} .'
+        lines.append(f"{i % 2}\t-\t-\t{s1}\tOther {i} .")
+    return write(tmp_path / "mrpc" / "test.tsv", "\n".join(lines) + "\n")
+
+
+def test_quoted_split_parses_doubled_quotes_row_for_row(tmp_path):
+    rows = read_split(mrpc_test_file(tmp_path), BUILTIN_TASKS["mrpc"], "test")
+    assert len(rows["label"]) == 80 and rows["text_a"][5] == 'He said " hi 5 " .'
+
+
+@pytest.mark.parametrize("body, problem", [
+    # a stray opening quote on row 37 (line 39) used to swallow lines 39-42 into one field: 77 rows, no error
+    (None, r"test.tsv:39: field 4 opens a quote that is not closed.*runs on to line 42"),
+    # on the last line the quote runs to the end of the file: the row used to load as if it were fine
+    (MRPC_HEADER + '0\t-\t-\tA .\tB .\n1\t-\t-\tC .\t"D .\n', r"test.tsv:3: field 5 opens a quote that is not closed"),
+    # a quote closed after a tab merges two columns; with one column too many the row used to look fine
+    (MRPC_HEADER + '0\t-\t-\t"A .\tB ."\tC .\n', r"test.tsv:2: field 4 opens a quote that is not closed"),
+])
+def test_unclosed_quote_stops_at_the_line_where_it_opens(tmp_path, body, problem):
+    path = mrpc_test_file(tmp_path, stray=37) if body is None else write(tmp_path / "test.tsv", body)
+    with pytest.raises(DataError, match=problem):
+        read_split(path, BUILTIN_TASKS["mrpc"], "test")
+
+
+@pytest.mark.parametrize("bom, crlf, line, offset", [(False, False, 3, 25), (True, True, 3, 30)])
+def test_non_utf8_bytes_name_file_line_and_byte_offset(tmp_path, bom, crlf, line, offset):
+    p = write(tmp_path / "train.tsv", "sentence\tlabel\nok .\t1\ncaf\x00 .\t0\n", bom=bom, crlf=crlf)
+    p.write_bytes(p.read_bytes().replace(b"\x00", b"\xe9"))  # Latin-1 e-acute
+    problem = rf"train.tsv:{line}: byte 0xe9 at byte offset {offset} is not valid UTF-8.*must be UTF-8"
+    with pytest.raises(DataError, match=problem):
+        read_split(p, BUILTIN_TASKS["sst2"], "train")
+
+
+def test_blank_lines_are_skipped_with_one_warning_per_file(tmp_path, caplog):
+    p = write(tmp_path / "train.tsv", "sentence\tlabel\nA .\t1\n\nB .\t0\n\n \nC .\t1\n")
+    with caplog.at_level("WARNING", logger="tasks.data"):
+        rows = read_split(p, BUILTIN_TASKS["sst2"], "train")
+        read_split(write(tmp_path / "dev.tsv", "sentence\tlabel\nA .\t1\n"), BUILTIN_TASKS["sst2"], "dev")
+    assert rows["text_a"] == ["A .", "B .", "C ."]
+    assert [r.getMessage() for r in caplog.records] == [f"{p}: skipped 3 blank lines (first at line 3)"]
