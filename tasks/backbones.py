@@ -5,10 +5,15 @@ Checkpoint directory layout::
     backbone/            backbone + tokenizer via save_pretrained (loadable by AutoModel)
     exits.safetensors    exit heads (+ LTE) weights
     exitflow.json        MultiExitConfig, backbone source name, task, training config
+
+A checkpoint's bytes depend only on the weights and the configuration (``save_backbone``): not
+on where the backbone was loaded from, on ``HF_HUB_OFFLINE``, nor on what the tokenizer was last
+called with.
 """
 
 from __future__ import annotations
 
+import copy
 import importlib.util
 import json
 import os
@@ -60,11 +65,35 @@ def load_backbone(name: str, attn_implementation: str = "sdpa"):
     return model, tokenizer
 
 
+# tokenizer_config.json entries that describe how the tokenizer was loaded, not what it is
+LOAD_CIRCUMSTANCES = ("is_local", "local_files_only")
+
+
+def save_backbone(backbone, tokenizer, folder: Path) -> Path:
+    """``save_pretrained`` of backbone and tokenizer, in a canonical form.
+
+    A fast tokenizer serialises the padding and truncation its last call set (``tokenizer.json``
+    shrinks by 167 bytes for MiniLM once it has tokenised anything, and records the last
+    ``max_length``), and ``tokenizer_config.json`` records whether it was loaded from a local
+    folder and offline. Both depend on the run (a warm token cache skips tokenising), so a copy
+    without them is saved; every call sets padding and truncation anyway.
+    """
+    tokenizer = copy.deepcopy(tokenizer)
+    backend = getattr(tokenizer, "backend_tokenizer", None)
+    if backend is not None:
+        backend.no_padding()
+        backend.no_truncation()
+    for key in LOAD_CIRCUMSTANCES:
+        tokenizer.init_kwargs.pop(key, None)
+    backbone.save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    return Path(folder)
+
+
 def save_checkpoint(model: MultiExitModel, tokenizer, out_dir: Path, meta: dict) -> Path:
     """Write a self-describing checkpoint atomically; returns ``out_dir``."""
     with atomic_dir(out_dir) as tmp:
-        model.backbone.save_pretrained(tmp / "backbone")
-        tokenizer.save_pretrained(tmp / "backbone")
+        save_backbone(model.backbone, tokenizer, tmp / "backbone")
         exits = {f"heads.{k}": v.contiguous() for k, v in model.heads.state_dict().items()}
         if model.lte is not None:
             exits.update({f"lte.{k}": v.contiguous() for k, v in model.lte.state_dict().items()})

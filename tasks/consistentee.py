@@ -36,7 +36,7 @@ from tasks.backbones import load_checkpoint, pick_device, save_checkpoint
 from tasks.caching import ARTIFACT_CACHE
 from tasks.config import BackboneConfig, ConsistenteeConfig, TrainConfig
 from tasks.features import batches, encode_split, num_batches, split_fingerprint
-from tasks.io import atomic_torch_save, atomic_write_json, atomic_write_text
+from tasks.io import atomic_torch_save, atomic_write_json, atomic_write_text, write_result
 from tasks.plots import bar_plot
 from tasks.tracking import MetricLogger, NullLogger
 from tasks.train import seed_everything
@@ -74,10 +74,8 @@ def compute_memorized_layer(train: TrainConfig, backbone: BackboneConfig, ckpt_d
                                                  "fingerprint": split_fingerprint(enc), "rows": len(enc["labels"])})
     plot = bar_plot(list(range(1, L + 1)), histogram, "memorized layer M", "training instances",
                     f"{meta['task']}: memorized layer {title}".strip(), out_dir / "histogram.png")
-    result = {"memorized": str(out_dir / "memorized.pt"), "histogram": histogram, "plot": str(plot),
-              "mean": memorized.float().mean().item(), "rows": len(enc["labels"])}
-    atomic_write_json(out_dir / "result.json", result)
-    return result
+    return write_result(out_dir, {"memorized": out_dir / "memorized.pt", "histogram": histogram, "plot": Path(plot),
+                                  "mean": memorized.float().mean().item(), "rows": len(enc["labels"])})
 
 
 def load_memorized_layer(mem_dir: Path, enc: dict) -> torch.Tensor:
@@ -167,10 +165,8 @@ def consistentee_round(consistentee: ConsistenteeConfig, train: TrainConfig, bac
                         "dev_objective": after["objective"], "dev_avg_exit_layer": after["avg_exit_layer"]})
     ckpt = save_checkpoint(model.cpu(), tokenizer, out_dir / "checkpoint",
                            {**meta, "strategy": "consistentee", "round": round_index, "consistentee": cfg.model_dump(mode="json")})
-    result = {"checkpoint": str(ckpt), "round": round_index, "policy": policy_info, "heads": heads_info,
-              "dev_before": before, "dev": after}
-    atomic_write_json(out_dir / "result.json", result)
-    return result
+    return write_result(out_dir, {"checkpoint": Path(ckpt), "round": round_index, "policy": policy_info,
+                                  "heads": heads_info, "dev_before": before, "dev": after})
 
 
 def _spearman(a: np.ndarray, b: np.ndarray) -> float | None:
@@ -211,6 +207,4 @@ def hardness_analysis(dynamics_path: Path, memorized_dir: Path, out_dir: Path, t
             f"{_fmt(rho_loss)} | {_fmt(rho_forget)} |\n")
     atomic_write_json(out_dir / "spearman.json", table)
     atomic_write_text(out_dir / "spearman.md", text)
-    result = {"table": table, "markdown": str(out_dir / "spearman.md"), "json": str(out_dir / "spearman.json")}
-    atomic_write_json(out_dir / "result.json", result)
-    return result
+    return write_result(out_dir, {"table": table, "markdown": out_dir / "spearman.md", "json": out_dir / "spearman.json"})

@@ -1,7 +1,13 @@
-"""Atomic artifact writes and content hashes.
+"""Atomic artifact writes, content hashes, and the paths artifacts record.
 
 Every artifact is written to a temporary sibling and renamed into place, so a failure never
 leaves a half-written file or directory behind.
+
+Artifacts must not depend on where the project lives: a path an artifact records (a
+``result.json`` field, a checkpoint's ``hash_table_dir``, a cache stamp) is written relative to
+the project root, the nearest folder holding ``params.yaml`` (``portable_path``). Wall-clock
+measurements go to ``timing.json`` files of their own (``TIMING_FILE``), so that regenerating the
+artifacts on another machine changes nothing else.
 """
 
 from __future__ import annotations
@@ -14,6 +20,10 @@ import shutil
 import tempfile
 from pathlib import Path
 from typing import Any, Iterator
+
+PROJECT_MARKER = "params.yaml"  # the project root holds it (paths in params.yaml resolve against it)
+TIMING_FILE = "timing.json"     # machine-dependent measurements, kept out of every other artifact
+RESULT_FILE = "result.json"     # a task's stamp: what it returned, with portable paths
 
 
 def atomic_write_bytes(path: Path, data: bytes) -> Path:
@@ -39,7 +49,12 @@ def atomic_write_text(path: Path, text: str) -> Path:
 
 
 def atomic_torch_save(path: Path, obj: Any) -> Path:
-    """``torch.save`` through ``atomic_write_bytes``."""
+    """``torch.save`` through ``atomic_write_bytes``.
+
+    The bytes depend only on ``obj``: saving to a buffer names the zip's inner folder
+    ``archive`` whatever ``path`` is, records carry a fixed (1980) timestamp, and the
+    serialization id is derived from the records (two processes write identical bytes).
+    """
     import io
 
     import torch
@@ -91,3 +106,60 @@ def tree_hash(path: Path, suffixes: tuple[str, ...] | None = None) -> str:
         h.update(str(p.relative_to(path)).encode())
         h.update(file_hash(p).encode())
     return h.hexdigest()
+
+
+def project_root(path: Path) -> Path | None:
+    """The nearest folder at or above ``path`` that holds ``params.yaml`` (None outside a project)."""
+    path = Path(os.path.abspath(path))
+    for folder in (path, *path.parents):
+        if (folder / PROJECT_MARKER).is_file():
+            return folder
+    return None
+
+
+def portable_path(path: Path | str, anchor: Path) -> str:
+    """``path`` as an artifact records it: relative to the project root above ``anchor``, with
+    POSIX separators (``artifacts/train/joint/checkpoint``; ``../shared/data/conll2003`` for a
+    folder beside the project, as ``params.yaml`` names it). Absolute only when ``anchor`` is in
+    no project."""
+    path = os.path.abspath(path)
+    root = project_root(anchor)
+    if root is None:
+        return Path(path).as_posix()
+    return Path(os.path.relpath(path, root)).as_posix()
+
+
+def _recorded(value: Any, out_dir: Path, portable: bool) -> Any:
+    if isinstance(value, Path):
+        return portable_path(value, out_dir) if portable else str(value)
+    if isinstance(value, dict):
+        return {k: _recorded(v, out_dir, portable) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_recorded(v, out_dir, portable) for v in value]
+    return value
+
+
+def write_result(out_dir: Path, result: dict) -> dict:
+    """Write a task's ``out_dir/result.json`` stamp and return what the task returns.
+
+    ``Path`` values (at any depth) are recorded with ``portable_path`` in the file and returned
+    as plain strings of the paths as given (absolute in the flows), which the flows use to open them.
+    """
+    atomic_write_json(Path(out_dir) / RESULT_FILE, _recorded(result, Path(out_dir), portable=True))
+    return _recorded(result, Path(out_dir), portable=False)
+
+
+def with_timing(metrics: dict, timing: dict) -> dict:
+    """``metrics`` with ``timing``'s entries merged in (nested dicts key by key)."""
+    out = dict(metrics)
+    for key, value in timing.items():
+        out[key] = with_timing(out[key], value) if isinstance(value, dict) and isinstance(out.get(key), dict) else value
+    return out
+
+
+def read_metrics(folder: Path) -> dict:
+    """``folder/metrics.json`` with the wall-clock entries of ``folder/timing.json`` (when present)
+    merged back in, for reports that show both."""
+    metrics = json.loads((Path(folder) / "metrics.json").read_text())
+    timing = Path(folder) / TIMING_FILE
+    return with_timing(metrics, json.loads(timing.read_text())) if timing.exists() else metrics
