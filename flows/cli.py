@@ -2,12 +2,30 @@
 
 Every command reads ``params.yaml`` (``--params``), accepts ``--set section.key=value``
 overrides, and runs offline by default (``HF_HUB_OFFLINE=1``).
+
+Errors: a user mistake (bad data, bad params, a missing checkpoint: ``_user_errors``) prints one
+``error: ...`` line and exits 2; Prefect's console copy of its traceback is filtered out
+(``_ConsoleFilter``) but stays in the Prefect run log, and ``--verbose`` / ``EXITFLOW_VERBOSE=1``
+shows it. Any other exception is a bug and keeps its traceback.
+
+Termination: SIGTERM and SIGHUP become ``Terminated`` (a ``SystemExit``) in the main thread, so a
+killed command unwinds like an interrupted one: Prefect marks its runs Crashed, ``_resume``
+states stay on disk, and the temporary Prefect server this process started is stopped instead of
+being orphaned (with the default handler the process died and the server lived on). The server is
+also stopped when a closed output pipe breaks Prefect's own stop (``_stop_prefect_servers``).
 """
 
 from __future__ import annotations
 
+import atexit
+import logging
 import os
+import re
+import signal
+import subprocess
 import sys
+import traceback
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Optional
 
@@ -22,14 +40,198 @@ os.environ.setdefault("PREFECT_LOGGING_TO_API_WHEN_MISSING_FLOW", "ignore")
 
 import typer  # noqa: E402
 
-app = typer.Typer(help="exitflow: reproducible pipelines for early-exiting pretrained language models.",
-                  no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False)
+VERBOSE_ENV = "EXITFLOW_VERBOSE"
+HELP = (
+    "exitflow: reproducible pipelines for early-exiting pretrained language models.\n\n"
+    "A user error (bad data, bad params, a missing checkpoint) prints one `error:` line and exits 2; "
+    f"--verbose or {VERBOSE_ENV}=1 adds its traceback.\n\n"
+    "Startup: a command that runs a flow first starts Prefect's temporary server (about 5-10 s on a "
+    "2-core machine). To skip that, keep a server running in another terminal (`prefect server start`) "
+    "and `export PREFECT_API_URL=http://127.0.0.1:4200/api`."
+)
+
+
+def _verbose() -> bool:
+    return os.environ.get(VERBOSE_ENV, "").strip().lower() not in ("", "0", "false", "no")
+
+
+# ---- termination: SIGTERM / SIGHUP unwind the command and stop its temporary server ---------------
+
+class Terminated(SystemExit):
+    """SIGTERM or SIGHUP, raised in the main thread; exit status 128 + signal number."""
+
+
+_signalled = False
+
+
+def _on_termination_signal(signum, _frame) -> None:
+    """First signal: raise ``Terminated``, so finally blocks and Prefect's crash reports run, then
+    ``_exit_now``. A second one while that is under way: stop the temporary server, exit at once.
+
+    During a flow run Prefect owns SIGTERM (``capture_sigterm``): it marks the runs Crashed,
+    restores this handler and re-sends the signal, which lands here."""
+    global _signalled
+    if _signalled:
+        _stop_prefect_servers(wait=False)
+        os._exit(128 + signum)
+    _signalled = True
+    raise Terminated(128 + signum)
+
+
+def _stop_prefect_servers(wait: bool = True) -> None:
+    """Stop the temporary Prefect server(s) this process started, without logging.
+
+    Prefect's own ``SubprocessASGIServer.stop`` (at exit) logs "Stopping temporary server" first;
+    when stderr is a closed pipe (``exitflow ... 2>&1 | head``), its rich console handler turns
+    the write into ``SystemExit`` before ``terminate()``, and the server outlived the command.
+    Clearing ``server_process`` makes Prefect's stop skip it; ``running`` stays set so nothing
+    starts a new server this late."""
+    module = sys.modules.get("prefect.server.api.server")
+    if module is None:  # never imported: no temporary server was started
+        return
+    for server in list(module.SubprocessASGIServer._instances.values()):
+        process, server.server_process = server.server_process, None
+        if process is None or process.poll() is not None:
+            continue
+        process.terminate()
+        if wait:
+            try:
+                process.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+
+
+def _exit_now(code: int) -> None:
+    """Leave after a termination signal, in seconds: send the queued run logs to Prefect (its
+    handler waits at most 5 s), end a still-open MLflow run as KILLED, stop the temporary server,
+    then ``os._exit``. A normal exit would first wait for Prefect's log and event workers to drain,
+    which never ends once their server is gone (seen: alive long after SIGTERM)."""
+    for handler in logging.getLogger("prefect.flow_runs").handlers:
+        try:
+            handler.flush()
+        except Exception:  # best effort: the logs also stay on the console
+            pass
+    mlflow = sys.modules.get("mlflow")
+    if mlflow is not None:
+        try:
+            while mlflow.active_run() is not None:
+                mlflow.end_run(status="KILLED")
+        except Exception:
+            pass
+    _stop_prefect_servers()
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except Exception:
+            pass
+    os._exit(code)
+
+
+@contextmanager
+def _clean_termination():
+    """Install the termination handlers for one command; an ignored signal (nohup) stays ignored."""
+    installed = {}
+    for sig in (signal.SIGTERM, signal.SIGHUP):
+        try:
+            if signal.getsignal(sig) is signal.SIG_DFL:
+                installed[sig] = signal.signal(sig, _on_termination_signal)
+        except ValueError:  # not the main thread: leave signals alone
+            pass
+    try:
+        yield
+    except Terminated as exc:
+        try:
+            print(f"terminated (signal {exc.code - 128}); finished steps and `_resume` states are kept, "
+                  "re-run the command to continue", file=sys.stderr, flush=True)
+        except OSError:  # stderr already gone
+            pass
+        _exit_now(exc.code)
+    finally:
+        for sig, previous in installed.items():
+            signal.signal(sig, previous)
+
+
+class ExitflowApp(typer.Typer):
+    """The typer app; calling it (the ``exitflow`` entry point) runs under ``_clean_termination``."""
+
+    def __call__(self, *args, **kwargs):
+        # registered before Prefect registers its own stop, so it runs after it at exit and stops
+        # a server that one left running (see _stop_prefect_servers)
+        atexit.register(_stop_prefect_servers)
+        with _clean_termination():
+            return super().__call__(*args, **kwargs)
+
+
+app = ExitflowApp(help=HELP, no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False)
 
 ParamsOpt = typer.Option(Path("params.yaml"), "--params", "-p", help="params file (paths inside resolve against its folder)")
 SetOpt = typer.Option(None, "--set", "-s", help="override a value, e.g. --set train.epochs=3 (repeatable)")
 
 
+@app.callback()
+def _global_options(verbose: bool = typer.Option(False, "--verbose", "-v",
+                                                 help=f"show tracebacks of user errors too (or set {VERBOSE_ENV}=1)")):
+    if verbose:
+        os.environ[VERBOSE_ENV] = "1"
+
+
+# ---- user errors: one clean line, no traceback on the console ------------------------------------
+
+_FAILED_STATE = re.compile(r"Finished in state Failed\('(?:Task|Flow) run encountered an exception:? (\w+):")
+
+
+def _subclass_names(classes) -> set[str]:
+    names, todo = set(), list(classes)
+    while todo:
+        cls = todo.pop()
+        if cls.__name__ not in names:
+            names.add(cls.__name__)
+            todo.extend(cls.__subclasses__())
+    return names
+
+
+class _ConsoleFilter(logging.Filter):
+    """On console handlers: drops Prefect's report of a user error (the traceback Prefect's flow and
+    task engines log with ``exc_info``, and the ``Finished in state Failed(...)`` line naming it),
+    unless verbose. The API handler is left alone, so the Prefect run log keeps everything.
+    Remembers the last user error it saw, so ``_fail`` does not print that traceback twice."""
+
+    def __init__(self):
+        super().__init__()
+        self.last_seen: BaseException | None = None
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        exc = record.exc_info[1] if isinstance(record.exc_info, tuple) else None
+        if exc is not None:
+            if not isinstance(exc, _user_errors()):
+                return True  # a bug: keep its traceback
+            self.last_seen = exc
+            return _verbose()
+        if _verbose() or not isinstance(record.msg, str) or "Finished in state Failed" not in record.msg:
+            return True
+        match = _FAILED_STATE.search(record.getMessage())
+        return match is None or match.group(1) not in _subclass_names(_user_errors())
+
+
+_CONSOLE_FILTER = _ConsoleFilter()
+
+
+def _filter_console_logs() -> None:
+    """Add ``_CONSOLE_FILTER`` to every console handler Prefect's logging set up (idempotent)."""
+    from prefect.logging.handlers import APILogHandler
+
+    loggers = [logging.getLogger()] + [logger for name, logger in list(logging.root.manager.loggerDict.items())
+                                       if name.startswith("prefect") and isinstance(logger, logging.Logger)]
+    for logger in loggers:
+        for handler in logger.handlers:
+            if not isinstance(handler, APILogHandler) and _CONSOLE_FILTER not in handler.filters:
+                handler.addFilter(_CONSOLE_FILTER)
+
+
 def _fail(err: Exception) -> None:
+    if _verbose() and err.__traceback__ is not None and err is not _CONSOLE_FILTER.last_seen:
+        traceback.print_exception(err, file=sys.stderr)
     typer.secho(f"error: {err}", fg=typer.colors.RED, err=True)
     raise typer.Exit(code=2)
 
@@ -50,6 +252,7 @@ def _user_errors():
 
 def _run(fn, *args, **kwargs):
     errors = _user_errors()
+    _filter_console_logs()
     try:
         return fn(*args, **kwargs)
     except errors as err:

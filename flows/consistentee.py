@@ -43,6 +43,12 @@ def train_rounds(params: Params, cfg: ConsistenteeConfig, tag: str, rounds: int)
     train = consistentee_train_config(params)
     run_cached(train_multi_exit, out_dir=dirs["init"], train=train, backbone=params.backbone, strategy=INIT_OBJECTIVE,
                policy=True, dynamics_evals_per_epoch=cfg.forgetting_evals_per_epoch, **shared)
+    done = 0  # rounds an earlier (interrupted) run finished; run_cached reuses them while their inputs match
+    while done < rounds and (dirs[f"round-{done + 1}"] / "result.json").exists():
+        done += 1
+    if done:
+        print(f"[consistentee {tag}] resuming after round {done}: {f'rounds 1-{done}' if done > 1 else 'round 1'} "
+              f"finished earlier (outputs in {dirs['round-1'].parent.parent}), reused while their inputs are unchanged")
     ckpt, best, best_round, results = dirs["init"] / "checkpoint", None, 0, []
     for r in range(1, rounds + 1):
         with mlflow.start_run(run_name=f"{tag}/round-{r}", nested=True):

@@ -122,6 +122,10 @@ def train_multi_exit(
         start_stage, start_epoch = resumed["stage"], resumed["epoch"] + 1
         if start_epoch > train.epochs:
             start_stage, start_epoch = start_stage + 1, 1
+        next_step = (f"continuing at stage {start_stage} epoch {start_epoch}" if start_stage <= stages[-1]
+                     else "all epochs done, selecting the checkpoint")
+        tqdm.write(f"[{strategy}] resuming {train.task} training from {resume_path.parent}: stage {resumed['stage']} "
+                   f"epoch {resumed['epoch']}/{train.epochs} finished earlier, {next_step}")
 
     for stage in stages:
         if stage < start_stage:

@@ -1,0 +1,201 @@
+"""The command line as a user meets it: clean user errors, and termination by signal.
+
+The CLI runs in a subprocess, as a user runs it, because Prefect's console handler writes to
+the process's real stderr (an in-process runner would not see it).
+"""
+
+import logging
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def cli_env(**extra) -> dict:
+    env = {k: v for k, v in os.environ.items() if k not in ("PREFECT_API_URL", "EXITFLOW_VERBOSE")}
+    env["PYTHONPATH"] = str(ROOT)
+    env.update(extra)
+    return env
+
+
+def bad_data_project(root: Path) -> Path:
+    """A project whose dev split has a label outside the task's classes: a DataError inside a task."""
+    from tests.flows.conftest import make_sst2
+
+    make_sst2(root / "src")
+    (root / "src/sst2/dev.tsv").write_text("sentence\tlabel\nthe movie was good\t7\n")
+    (root / "params.yaml").write_text(yaml.safe_dump({"data": {"source_dir": "src", "tasks": ["sst2"]}}))
+    return root / "params.yaml"
+
+
+@pytest.mark.integration
+def test_user_error_inside_a_flow_prints_one_clean_line_and_verbose_shows_the_traceback(tmp_path, prefect_harness):
+    from prefect.settings import PREFECT_API_URL
+
+    params = bad_data_project(tmp_path)
+    env = cli_env(PREFECT_API_URL=PREFECT_API_URL.value())  # the harness's server: no temporary server per call
+
+    def exitflow(*args):
+        return subprocess.run([sys.executable, "-m", "flows.cli", *args, "prepare", "--params", str(params)],
+                              cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+
+    quiet = exitflow()
+    output = quiet.stdout + quiet.stderr
+    assert quiet.returncode == 2, output
+    assert "Traceback" not in output and "Finished in state Failed" not in output, output
+    assert f"error: {tmp_path}/src/sst2/dev.tsv:2: label 7 is outside 0..1" in output
+    assert output.count("label 7 is outside") == 1, output  # said once, by our line only
+
+    verbose = exitflow("--verbose")
+    output = verbose.stdout + verbose.stderr
+    assert verbose.returncode == 2, output
+    assert "Traceback" in output and "tasks.data.DataError" in output, output
+    assert "error: " in output
+
+
+def test_user_error_before_any_flow_is_clean_and_verbose_by_environment(tmp_path):
+    from typer.testing import CliRunner
+
+    from flows.cli import app
+
+    params = bad_data_project(tmp_path)
+    runner = CliRunner()
+    result = runner.invoke(app, ["prepare", "--params", str(params), "--set", "train.epochs=0"], env={"EXITFLOW_VERBOSE": ""})
+    assert result.exit_code == 2
+    assert "Traceback" not in result.output and "error: params.yaml: train.epochs" in result.output
+    result = runner.invoke(app, ["prepare", "--params", str(params), "--set", "train.epochs=0"], env={"EXITFLOW_VERBOSE": "1"})
+    assert result.exit_code == 2
+    assert "Traceback" in result.output and "ConfigError" in result.output
+
+
+def test_console_filter_drops_user_errors_only(monkeypatch):
+    from flows.cli import _ConsoleFilter
+    from tasks.data import DataError
+
+    monkeypatch.delenv("EXITFLOW_VERBOSE", raising=False)
+
+    def record(msg, exc=None, level=logging.ERROR):
+        exc_info = (type(exc), exc, None) if exc is not None else None
+        return logging.LogRecord("prefect.flow_runs", level, __file__, 1, msg, None, exc_info)
+
+    quiet = _ConsoleFilter()
+    user, bug = DataError("bad label"), KeyError("a bug")
+    assert not quiet.filter(record("Encountered exception during execution", user))
+    assert quiet.last_seen is user
+    assert quiet.filter(record("Encountered exception during execution", bug))  # a bug keeps its traceback
+    assert not quiet.filter(record("Finished in state Failed('Task run encountered an exception DataError: bad label')"))
+    assert not quiet.filter(record("Finished in state Failed('Flow run encountered an exception: DataError: x')", level=logging.INFO))
+    assert quiet.filter(record("Finished in state Failed('Flow run encountered an exception: KeyError: x')"))
+    assert quiet.filter(record("Beginning flow run", level=logging.INFO))
+    monkeypatch.setenv("EXITFLOW_VERBOSE", "1")
+    assert quiet.filter(record("Encountered exception during execution", user))
+
+
+SLEEPY = '''
+import os
+import time
+
+from prefect import flow
+
+from flows.cli import app
+
+
+@flow
+def sleepy():
+    print("flow started", flush=True)
+    time.sleep(float(os.environ.get("SLEEP_S", "120")))
+
+
+@app.command("sleepy")
+def sleepy_command():
+    sleepy()
+    print("flow done", flush=True)
+    time.sleep(float(os.environ.get("THEN_S", "0")))
+    for i in range(100):
+        print(f"result line {i}", flush=True)
+
+
+app(prog_name="exitflow", args=["sleepy"])
+'''
+
+
+@pytest.mark.integration
+@pytest.mark.timeout(150)
+def test_sigterm_stops_the_command_and_its_temporary_server_within_seconds(tmp_path):
+    """Through the same entry point as ``exitflow``; the flow starts Prefect's temporary server."""
+    psutil = pytest.importorskip("psutil")
+    script = tmp_path / "sleepy.py"
+    script.write_text(SLEEPY)
+    env = cli_env(PREFECT_HOME=str(tmp_path / "prefect-home"))  # its own server database
+    proc = subprocess.Popen([sys.executable, str(script)], cwd=tmp_path, env=env, text=True,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    lines, started = [], threading.Event()
+
+    def read():
+        for line in proc.stdout:
+            lines.append(line)
+            if "flow started" in line:
+                started.set()
+
+    threading.Thread(target=read, daemon=True).start()
+    children = []
+    try:
+        assert started.wait(120), "".join(lines)
+        children = psutil.Process(proc.pid).children(recursive=True)
+        assert any("uvicorn" in " ".join(c.cmdline()) for c in children), "no temporary server started"
+        sent = time.monotonic()
+        proc.send_signal(signal.SIGTERM)
+        code = proc.wait(timeout=10)
+        elapsed = time.monotonic() - sent
+        gone, alive = psutil.wait_procs(children, timeout=5)
+        assert not alive, f"left running: {[' '.join(p.cmdline()) for p in alive]}"
+        assert code == 128 + signal.SIGTERM, "".join(lines)
+        assert elapsed < 10
+        assert "terminated (signal 15)" in "".join(lines)
+    finally:
+        for p in [proc, *children]:
+            try:
+                p.kill()
+            except (ProcessLookupError, psutil.NoSuchProcess):
+                pass
+
+
+@pytest.mark.integration
+@pytest.mark.timeout(150)
+def test_a_closed_output_pipe_does_not_leave_the_temporary_server_running(tmp_path):
+    """``exitflow prepare 2>&1 | head -5``: the command's last output hit the closed pipe, typer exited,
+    and Prefect's own stop logged first: its console handler turned the broken pipe into SystemExit
+    before the server was stopped, so the server outlived the command."""
+    psutil = pytest.importorskip("psutil")
+    script = tmp_path / "sleepy.py"
+    script.write_text(SLEEPY)
+    env = cli_env(PREFECT_HOME=str(tmp_path / "prefect-home"), SLEEP_S="0", THEN_S="2")
+    proc = subprocess.Popen([sys.executable, str(script)], cwd=tmp_path, env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT)
+    children, output = [], b""
+    try:
+        while b"flow done" not in output:
+            line = proc.stdout.readline()
+            assert line, output.decode()
+            output += line
+            children = children or [c for c in psutil.Process(proc.pid).children(recursive=True)
+                                    if "uvicorn" in " ".join(c.cmdline())]
+        assert children, "no temporary server started"
+        proc.stdout.close()  # the reader goes away before the command prints its result, like `| head`
+        proc.wait(timeout=60)
+        gone, alive = psutil.wait_procs(children, timeout=5)
+        assert not alive, f"left running: {[' '.join(p.cmdline()) for p in alive]}"
+    finally:
+        for p in [proc, *children]:
+            try:
+                p.kill()
+            except (ProcessLookupError, psutil.NoSuchProcess):
+                pass
