@@ -109,9 +109,14 @@ def main(argv=None) -> dict:
         sub = {k: v[:n] for k, v in enc.items()}
         tp = measure_throughput(list(batches(sub, bs, pad)), {n: exit_runner(model, c) for n, c in methods.items()},
                                 repeats=args.repeats)
+        timed = rec.head(n)
         for name, crit in methods.items():
             p = points.get(name) or {"quality": full_quality, "layer_speedup": 1.0, "flops_speedup": 1.0, "threshold": None}
+            # the layer speed-up of the rows actually timed, so wall/layer compares like with like
+            timed_layers = simulate(crit, timed.logits, timed.scores)[0] if crit is not None else None
+            timed_speedup = 1.0 if crit is None else model.num_layers / timed_layers.double().mean().item()
             rows.append({"method": name, "batch_size": bs, "timed_rows": n, "threshold": p["threshold"],
+                         "timed_layer_speedup": timed_speedup,
                          "quality": p["quality"], "throughput": tp[name], "wallclock_speedup": tp[name] / tp["full"],
                          "layer_speedup": p["layer_speedup"], "flops_speedup": p["flops_speedup"]})
     result = {"backbone": params.backbone.name, "task": meta["task"], "strategy": args.strategy, "split": "dev",

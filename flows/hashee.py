@@ -7,6 +7,8 @@ Artifact layout: see ``flows/layout.py``.
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import mlflow
 from prefect import flow
 
@@ -16,6 +18,7 @@ from tasks.caching import run_cached
 from tasks.config import HasheeConfig, Params, load_params
 from tasks.hashee import evaluate_hashee
 from tasks.hashing import build_hash_table
+from tasks.io import read_metrics
 from tasks.report import hashee_study_report
 from tasks.tracking import MlflowLogger
 from tasks.train import train_multi_exit
@@ -30,23 +33,26 @@ def run_hashee(params: Params, cfg: HasheeConfig, tag: str) -> dict:
     """
     dirs, shared = hashee_dirs(params, tag), common(params, stage_dirs(params))
     logger = MlflowLogger(mlflow.active_run().info.run_id)
-    mlflow.log_params({"hash_kind": cfg.kind, "buckets": cfg.buckets, "hash_layers": cfg.num_layers or "all"})
+    mlflow.log_params({"hash_kind": cfg.kind, "buckets": cfg.buckets, "hash_layers": cfg.num_layers or "all",
+                       "hash_pooling": cfg.pooling})
     table = run_cached(build_hash_table, out_dir=dirs["table"], hashee=cfg, train=params.train, backbone=params.backbone,
-                       data_dir=shared["data_dir"], cache_dir=shared["cache_dir"])
+                       data_dir=shared["data_dir"], cache_dir=shared["cache_dir"], seed=params.seed)
     mlflow.log_artifact(table["plot"], "hash_table")
     mlflow.log_artifact(table["table"], "hash_table")
     mlflow.log_artifact(str(dirs["table"] / "token_share.csv"), "hash_table")
     mlflow.log_metrics({f"token_share_layer_{k}": s for k, s in enumerate(table["info"]["occurrence_share_per_layer"], 1)})
-    single = params.train.model_copy(update={"lte": False})
+    single = params.train.model_copy(update={"lte": False})  # the reference: the spine's single-exit full model
     run_cached(train_multi_exit, out_dir=dirs["full"], train=single, backbone=params.backbone, strategy=FULL_MODEL, **shared)
-    run_cached(train_multi_exit, out_dir=dirs["train"], train=single, backbone=params.backbone, strategy=FULL_MODEL,
+    hashee_train = single.model_copy(update={"pooling": cfg.pooling})  # HashEE's own pooling ([CLS] by default)
+    run_cached(train_multi_exit, out_dir=dirs["train"], train=hashee_train, backbone=params.backbone, strategy=FULL_MODEL,
                logger=logger, num_layers=cfg.num_layers, hash_table_dir=dirs["table"], **shared)
     evaluated = run_cached(evaluate_hashee, out_dir=dirs["evaluate"], hashee=cfg, evaluate=params.evaluate, train=single,
                            backbone=params.backbone, ckpt_dir=dirs["train"] / "checkpoint",
                            full_ckpt_dir=dirs["full"] / "checkpoint", table_dir=dirs["table"],
                            data_dir=shared["data_dir"], cache_dir=shared["cache_dir"], seed=params.seed)
-    mlflow.log_metrics({k: v for k, v in evaluated["summary"].items() if isinstance(v, float)})
-    return evaluated["summary"]
+    summary = read_metrics(Path(evaluated["metrics"]).parent)  # metrics.json + timing.json's wall-clock numbers
+    mlflow.log_metrics({k: v for k, v in summary.items() if isinstance(v, float)})
+    return summary
 
 
 @flow(name="hashee_pipeline", log_prints=True)

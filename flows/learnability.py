@@ -103,6 +103,7 @@ def learnability(params_path: str = "params.yaml", overrides: list[str] | None =
                                    annotator_dir=annotator, seed=params.seed, device=params.device)
                     mlflow.log_metrics({f"test_{k}": v for k, v in r["test"].items() if isinstance(v, float)})
                     mlflow.log_metrics({f"dev_{k}": v for k, v in r["dev"].items() if isinstance(v, float)})
+                    mlflow.log_metrics({k: v for k, v in r.items() if k.startswith("negative_share")})
                     for k, acc in enumerate(r["test"]["layer_accuracy"], start=1):
                         mlflow.log_metric("test_layer_accuracy", acc, step=k)
                     for h in r["history"]:

@@ -70,9 +70,23 @@ def parent_run(params: Params, run_name: str, sections: tuple[str, ...]):
         raise
 
 
+def shipped_criterion(operating_points: dict[str, dict]) -> dict:
+    """The criterion logged with the model: the operating point with the largest *dev* layer
+    speed-up (ties: higher dev quality). Test numbers never choose. ``{}`` without criteria."""
+    if not operating_points:
+        return {}
+    name, op = max(operating_points.items(), key=lambda kv: (kv[1]["dev"]["layer_speedup"], kv[1]["dev"]["quality"]))
+    return {"criterion": name, "threshold": op["threshold"]}
+
+
 def log_strategy(params: Params, strategy: str, trained: dict, evaluated: dict, register: bool = True) -> None:
     """Inside a nested strategy run: per-layer metrics, curves (nested per criterion), plots, model."""
     summary = evaluated["summary"]
+    chance = summary.get("dev_chance_check")
+    if chance is not None:
+        mlflow.set_tag("at_chance", str(chance["at_chance"]).lower())
+        mlflow.log_metrics({"dev_majority_score": chance["majority_score"], "dev_chance_loss": chance["chance_loss"],
+                            "dev_full_loss": chance["loss"]})
     for k, (dev, test) in enumerate(zip(summary["layerwise"]["dev"], summary["layerwise"]["test"]), start=1):
         mlflow.log_metrics({"layerwise_dev": dev, "layerwise_test": test}, step=k)
     mlflow.log_artifact(evaluated["plot"], "plots")
@@ -88,10 +102,7 @@ def log_strategy(params: Params, strategy: str, trained: dict, evaluated: dict, 
             for i, p in enumerate(points):
                 mlflow.log_metrics({f"curve_test_{k}": v for k, v in p["test"].items()}, step=i)
                 mlflow.log_metrics({f"curve_dev_{k}": v for k, v in p["dev"].items()}, step=i)
-    best = max(summary["operating_points"].items(), key=lambda kv: kv[1]["test"]["layer_speedup"], default=None)
-    model_config = {"max_length": params.backbone.max_length}
-    if best is not None:
-        model_config.update({"criterion": best[0], "threshold": best[1]["threshold"]})
+    model_config = {"max_length": params.backbone.max_length, **shipped_criterion(summary["operating_points"])}
     from tasks.mlflow_model import MultiExitPyfunc
 
     mlflow.pyfunc.log_model(

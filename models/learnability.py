@@ -60,21 +60,41 @@ def outcome_bits(outcome: torch.Tensor, num_layers: int) -> torch.Tensor:
     return (torch.arange(num_layers, device=outcome.device)[None, :] >= outcome[:, None]).long()
 
 
-def oversample_order(labels: np.ndarray, seed: int) -> list[int]:
-    """Row indices of the training part with the minority group (rows with any negative label vs
-    rows with none) repeated, seeded, until both groups are the same size; shuffled.
+def oversample_order(negatives: np.ndarray, pairs: np.ndarray, seed: int, max_growth: float = 1.0) -> list[int]:
+    """Row indices of predictor-train with the rows that hold a negative label repeated; shuffled.
 
+    The negative label ("exit is wrong") is the minority class over (instance, layer) pairs, so
+    its weight must rise (METHODS.md section 6): rows with at least one negative label are drawn
+    again (seeded, uniformly, with replacement) until negative and positive pairs are equally
+    frequent, or until ``max_growth`` times the part's size has been added (a row's share of
+    negatives bounds what repetition can reach). Rows without a negative label are never
+    repeated; when negatives are already the majority nothing is added.
+
+    Args:
+        negatives: ``[n]`` negative labels per row (a sentence: over its layers; token level: over
+            its words and layers).
+        pairs: ``[n]`` labels per row.
     Used on the predictor-train part only; dev and test are never resampled.
     """
-    labels = np.asarray(labels)
-    negative = np.flatnonzero((labels == 0).any(1))
-    positive = np.flatnonzero(~(labels == 0).any(1))
+    negatives, pairs = np.asarray(negatives), np.asarray(pairs)
     rng = np.random.default_rng(seed)
-    small, large = (negative, positive) if len(negative) < len(positive) else (positive, negative)
-    extra = rng.choice(small, size=len(large) - len(small), replace=True) if len(small) else np.array([], dtype=int)
-    order = np.concatenate([np.arange(len(labels)), extra]).astype(int)
+    holders = np.flatnonzero(negatives > 0)
+    extra = np.array([], dtype=int)
+    budget = int(max_growth * len(negatives))
+    if len(holders) and budget and 2 * negatives.sum() < pairs.sum():
+        draws = rng.choice(holders, size=budget, replace=True)
+        # parity after the first k draws: 2 * (negatives + added negatives) >= pairs + added pairs
+        reached = np.flatnonzero(2 * (negatives.sum() + np.cumsum(negatives[draws])) >= pairs.sum() + np.cumsum(pairs[draws]))
+        extra = draws[: reached[0] + 1 if len(reached) else budget]
+    order = np.concatenate([np.arange(len(negatives)), extra]).astype(int)
     rng.shuffle(order)
     return order.tolist()
+
+
+def negative_share(negatives: np.ndarray, pairs: np.ndarray, order: list[int] | None = None) -> float:
+    """Share of negative labels over the (instance, layer) pairs of ``order`` (default: every row once)."""
+    idx = np.arange(len(negatives)) if order is None else np.asarray(order)
+    return float(np.asarray(negatives)[idx].sum() / max(1, np.asarray(pairs)[idx].sum()))
 
 
 def masked_mean(states: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:

@@ -55,3 +55,28 @@ def prediction_is_correct(pred: torch.Tensor, labels: torch.Tensor, regression: 
     if regression:
         return (pred - labels.to(pred.dtype)).abs() < tolerance
     return pred == labels
+
+
+def chance_check(metric: str, logits: torch.Tensor, labels: torch.Tensor, regression: bool) -> dict:
+    """Is a model's exit better than knowing only the label distribution of the same rows?
+
+    ``logits [n, c]`` of one exit, ``labels [n]``. The majority-class score is ``metric`` of the
+    constant majority prediction (the mean for regression, whose correlation is undefined: 0);
+    the chance-level loss is that of the label prior: its entropy (nats) for classification,
+    the label variance (squared error of the mean) for regression. ``at_chance`` is true when
+    the score does not beat the majority class or the loss does not beat the prior's.
+    """
+    y = labels.detach().cpu()
+    logits = logits.detach().cpu().float()
+    if regression:
+        constant = torch.full((len(y), 1), float(y.float().mean()))
+        chance_loss = float(((y.float() - y.float().mean()) ** 2).mean())
+        loss = float(((logits.squeeze(-1) - y.float()) ** 2).mean())
+    else:
+        prior = torch.bincount(y, minlength=logits.shape[-1]).double() / len(y)
+        constant = torch.nn.functional.one_hot(prior.argmax().repeat(len(y)), logits.shape[-1]).float()
+        chance_loss = float(-(prior[prior > 0] * prior[prior > 0].log()).sum())
+        loss = float(torch.nn.functional.cross_entropy(logits, y))
+    score, majority = task_score(metric, logits, y, regression), task_score(metric, constant, y, regression)
+    return {"score": score, "majority_score": majority, "loss": loss, "chance_loss": chance_loss,
+            "at_chance": bool(score <= majority or loss >= chance_loss)}

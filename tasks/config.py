@@ -137,6 +137,7 @@ class HasheeConfig(Section):
     num_layers: int | None = Field(default=None, ge=1)  # None: all backbone layers
     equal_mass: bool = False
     include_dev: bool = False  # count tokens on train + dev (frequency)
+    pooling: Literal["cls", "mean"] = "cls"  # what HashEE's classifier reads after layer L; not train.pooling
     seed: int = 0
     timing_batch_sizes: list[int] = [1, 32]
     study_kinds: list[Literal["random", "random_incons", "frequency", "mi", "clustered"]] = [
@@ -146,7 +147,7 @@ class HasheeConfig(Section):
     @property
     def name(self) -> str:
         layers = f"L{self.num_layers}" if self.num_layers else "Lall"
-        return f"{self.kind}-{layers}-B{self.buckets}" + ("-mass" if self.equal_mass else "")
+        return f"{self.kind}-{layers}-B{self.buckets}" + ("-mass" if self.equal_mass else "") + f"-{self.pooling}"
 
 
 class ConsistenteeConfig(Section):

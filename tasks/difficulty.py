@@ -25,12 +25,12 @@ from tqdm.auto import tqdm
 from models.metrics import correct_predictions
 from models.token_exits import TokenMultiExitModel, token_exit_loss
 from models.training import build_optimizer, linear_schedule, record_exits
-from tasks.backbones import load_backbone, load_checkpoint, pick_device
+from tasks.backbones import load_backbone, load_checkpoint, pick_device, save_backbone
 from tasks.caching import ARTIFACT_CACHE
 from tasks.config import BackboneConfig, LearnabilityConfig
 from tasks.data import load_columns
 from tasks.features import batches
-from tasks.io import atomic_torch_save, atomic_write_json, atomic_write_text
+from tasks.io import atomic_torch_save, atomic_write_text, write_result
 from tasks.train import seed_everything
 
 PARTS = ("train", "dev", "test")
@@ -130,9 +130,7 @@ def _write_dataset(out_dir: Path, rows: list[dict], info: dict) -> dict:
     atomic_write_text(out_dir / "difficulty.jsonl", "".join(json.dumps(r, sort_keys=True) + "\n" for r in rows))
     layers = len(rows[0]["labels"]) if "words" not in rows[0] else len(rows[0]["labels"][0])
     counts = {p: sum(r["part"] == p for r in rows) for p in PARTS}
-    result = {"dataset": str(out_dir / "difficulty.jsonl"), "rows": counts, "num_layers": layers, **info}
-    atomic_write_json(out_dir / "result.json", result)
-    return result
+    return write_result(out_dir, {"dataset": out_dir / "difficulty.jsonl", "rows": counts, "num_layers": layers, **info})
 
 
 def load_difficulty(dataset_dir: Path) -> list[dict]:
@@ -151,7 +149,7 @@ def load_published_difficulty(source: Path, out_dir: Path, dev_fraction: float, 
                                   f"test labels {len(test[0]['labels'])}")
     parts = assign_parts(len(train), (1.0 - dev_fraction, dev_fraction, 0.0), seed)
     rows = [{**r, "part": p} for r, p in zip(train, parts)] + [{**r, "part": "test"} for r in test]
-    return _write_dataset(out_dir, rows, {"source": str(source), "annotator": None})
+    return _write_dataset(out_dir, rows, {"source": Path(source), "annotator": None})
 
 
 @task(name="build_sentence_difficulty", cache_policy=ARTIFACT_CACHE, persist_result=True)
@@ -175,7 +173,7 @@ def build_sentence_difficulty(annotator_dir: Path, backbone: BackboneConfig, dat
     parts = assign_parts(len(bits), fractions, seed)
     rows = [{"text_a": a, "text_b": b, "labels": bit.tolist(), "part": p}
             for a, b, bit, p in zip(cols["text_a"], cols["text_b"], bits, parts)]
-    return _write_dataset(out_dir, rows, {"source": f"{meta['task']} dev", "annotator": str(annotator_dir),
+    return _write_dataset(out_dir, rows, {"source": f"{meta['task']} dev", "annotator": Path(annotator_dir),
                                           "annotator_layer_accuracy": (100.0 * bits.float().mean(0)).tolist()})
 
 
@@ -213,12 +211,9 @@ def train_token_annotator(cfg: LearnabilityConfig, backbone: BackboneConfig, con
             scheduler.step()
             total += loss.item()
         tqdm.write(f"[token annotator] epoch {epoch}: loss {total / max(1, bar.total):.4f}")
-    model.backbone.save_pretrained(out_dir / "checkpoint" / "backbone")
-    tokenizer.save_pretrained(out_dir / "checkpoint" / "backbone")
+    save_backbone(model.backbone, tokenizer, out_dir / "checkpoint" / "backbone")
     atomic_torch_save(out_dir / "checkpoint" / "heads.pt", {"heads": model.heads.state_dict(), "tags": tag_names})
-    result = {"checkpoint": str(out_dir / "checkpoint"), "tags": tag_names, "train_sentences": len(train)}
-    atomic_write_json(out_dir / "result.json", result)
-    return result
+    return write_result(out_dir, {"checkpoint": out_dir / "checkpoint", "tags": tag_names, "train_sentences": len(train)})
 
 
 def load_token_annotator(ckpt_dir: Path, attn_implementation: str = "sdpa"):
@@ -268,6 +263,24 @@ def token_batches(enc: dict[str, list], batch_size: int, pad_id: int, shuffle: b
         yield {k: v.to(device) for k, v in batch.items()}
 
 
+def annotated_word_rows(sentences: list[dict], enc: dict[str, list], bits_per_sentence: list[list], parts: list[str]) -> list[dict]:
+    """One row per sentence holding the words that carry bits, each with its own bits.
+
+    ``bits_per_sentence[i]`` has one entry per labelled first sub-token of sentence i, in order
+    (``enc`` from ``token_batches_source``). A word that tokenises to nothing, is truncated away
+    or has an unknown tag has no labelled sub-token: it is dropped, never allowed to shift the
+    labels of the words after it. Sentences without any labelled word are left out.
+    """
+    rows = []
+    for i, (sentence, bits, part) in enumerate(zip(sentences, bits_per_sentence, parts)):
+        labelled = [w for w, tag in zip(enc["word_index"][i], enc["tags"][i]) if tag != IGNORE]
+        if len(labelled) != len(bits):
+            raise DifficultyDataError(f"sentence {i}: {len(bits)} bit rows for {len(labelled)} labelled words")
+        if labelled:
+            rows.append({"words": [sentence["words"][w] for w in labelled], "labels": bits, "part": part})
+    return rows
+
+
 @task(name="build_token_difficulty", cache_policy=ARTIFACT_CACHE, persist_result=True)
 def build_token_difficulty(annotator_dir: Path, backbone: BackboneConfig, conll_dir: Path, out_dir: Path,
                            fractions: tuple[float, float, float], seed: int = 42, device: str = "auto") -> dict:
@@ -285,13 +298,8 @@ def build_token_difficulty(annotator_dir: Path, backbone: BackboneConfig, conll_
             right = (logits.argmax(-1) == batch["tags"][None]).long().permute(1, 2, 0).cpu()  # [b, s, L]
             for row_bits, row_tags in zip(right, batch["tags"].cpu()):
                 bits_per_sentence.append(row_bits[row_tags != IGNORE].tolist())
-    parts = assign_parts(len(sentences), fractions, seed)
-    rows, kept = [], 0
-    for s, bits, p in zip(sentences, bits_per_sentence, parts):
-        if not bits:  # every word truncated away (does not happen at max_length 128)
-            continue
-        rows.append({"words": s["words"][: len(bits)], "labels": bits, "part": p})
-        kept += len(bits)
+    rows = annotated_word_rows(sentences, enc, bits_per_sentence, assign_parts(len(sentences), fractions, seed))
+    kept = sum(len(r["labels"]) for r in rows)
     flat = torch.tensor([b for r in rows for b in r["labels"]], dtype=torch.float)
-    return _write_dataset(out_dir, rows, {"source": "conll2003 dev", "annotator": str(annotator_dir), "tokens": kept,
+    return _write_dataset(out_dir, rows, {"source": "conll2003 dev", "annotator": Path(annotator_dir), "tokens": kept,
                                           "tags": tag_names, "annotator_layer_accuracy": (100.0 * flat.mean(0)).tolist()})

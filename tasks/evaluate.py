@@ -11,7 +11,10 @@
 - a check that real early exit reproduces the simulated exit layers and predictions.
 
 Outputs in ``out_dir``: ``metrics.json`` (DVC metrics), ``curves.json``, ``tradeoff.csv``
-(DVC plots), ``tradeoff.png``, ``layerwise.png``, ``result.json``.
+(DVC plots), ``tradeoff.png``, ``layerwise.png``, ``result.json``, and ``timing.json``: the
+wall-clock numbers (``full.throughput_bs<b>``; per operating point ``throughput_bs<b>`` and
+``wallclock_speedup_bs<b>``), the only output that changes from one machine or run to the next
+(``tasks.io.read_metrics`` merges it back into the summary).
 """
 
 from __future__ import annotations
@@ -25,16 +28,17 @@ from prefect import task
 
 from models.criteria import CRITERIA, make_criterion, simulate
 from models.flops import flops_per_instance, full_model_flops
-from models.metrics import layerwise_scores, predictions, task_score
+from models.metrics import chance_check, layerwise_scores, predictions, task_score
 from models.timing import exit_runner, measure_throughput
 from models.training import record_exits
 from tasks.backbones import load_checkpoint, pick_device
 from tasks.caching import ARTIFACT_CACHE
 from tasks.config import BackboneConfig, EvaluateConfig, TrainConfig
 from tasks.features import batches, encode_split
-from tasks.io import atomic_write_json, atomic_write_text
+from tasks.io import TIMING_FILE, atomic_write_json, atomic_write_text, write_result
 from tasks.plots import layerwise_plot, tradeoff_plot
 from tasks.tracking import MetricLogger, NullLogger
+from tasks.train import warn_if_at_chance
 
 
 def curve_point(model, criterion, rec, metric, regression) -> dict:
@@ -142,26 +146,31 @@ def evaluate_exits(
         same_layer = torch.cat(real_layers) == sim_layer
         same_pred = torch.as_tensor(predictions(torch.cat(real_preds), regression) == predictions(sim_logits, regression))
         mismatches[name] = int((~(same_layer & same_pred)).sum())
-    throughput = {}
+        # the timed rows' own layer speed-up: wall-clock / this compares like with like
+        operating[name]["timed_layer_speedup"] = L / sim_layer.double().mean().item()
+    # wall-clock numbers differ between machines and runs: timing.json, never metrics.json
+    timing = {"full": {}, "operating_points": {name: {} for name in operating}}
     for bs in evaluate.timing_batch_sizes:
         bl = list(batches(sub_enc, bs, pad))
         tp = measure_throughput(bl, {n: exit_runner(model, c) for n, c in methods.items()}, repeats=evaluate.timing_repeats)
-        throughput[bs] = {name: {"samples_per_s": v, "wallclock_speedup": v / tp["full"]} for name, v in tp.items()}
+        timing["full"][f"throughput_bs{bs}"] = tp["full"]
         for name, v in tp.items():
             if name in operating:
-                operating[name][f"wallclock_speedup_bs{bs}"] = v / tp["full"]
-                operating[name][f"throughput_bs{bs}"] = v
+                timing["operating_points"][name][f"wallclock_speedup_bs{bs}"] = v / tp["full"]
+                timing["operating_points"][name][f"throughput_bs{bs}"] = v
 
     summary = {
         "task": task_name, "strategy": meta["strategy"], "metric": metric, "num_layers": L,
-        "full": {"dev_quality": full["dev"], "test_quality": full["test"],
-                 **{f"throughput_bs{bs}": throughput[bs]["full"]["samples_per_s"] for bs in throughput}},
+        "full": {"dev_quality": full["dev"], "test_quality": full["test"]},
         "operating_points": operating, "fixed_points": fixed, "layerwise": layerwise, "real_vs_simulated_mismatches": mismatches,
         "timing_rows": n_time,
+        "dev_chance_check": chance_check(metric, splits["dev"][1].logits[-1], splits["dev"][1].labels, regression),
     }
+    warn_if_at_chance(summary["dev_chance_check"], f"{task_name} ({meta['strategy']})", train)
     out_dir.mkdir(parents=True, exist_ok=True)
     atomic_write_json(out_dir / "curves.json", curves)
     atomic_write_json(out_dir / "metrics.json", summary)
+    atomic_write_json(out_dir / TIMING_FILE, timing)
     buf = io.StringIO()
     w = csv.writer(buf)
     w.writerow(["criterion", "threshold", "quality", "layer_speedup", "flops_speedup", "avg_exit_layer"])
@@ -179,9 +188,8 @@ def evaluate_exits(
     for name, op in operating.items():
         flat.update({f"{name}_test_quality": op["test"]["quality"], f"{name}_layer_speedup": op["test"]["layer_speedup"],
                      f"{name}_flops_speedup": op["test"]["flops_speedup"]})
-        flat.update({f"{name}_{k}": v for k, v in op.items() if k.startswith("wallclock")})
+        flat.update({f"{name}_{k}": v for k, v in timing["operating_points"][name].items() if k.startswith("wallclock")})
     logger.log_metrics(flat)
-    result = {"metrics": str(out_dir / "metrics.json"), "curves": str(out_dir / "curves.json"),
-              "plot": str(out_dir / "tradeoff.png"), "layerwise_plot": str(out_dir / "layerwise.png"), "summary": summary}
-    atomic_write_json(out_dir / "result.json", result)
-    return result
+    return write_result(out_dir, {"metrics": out_dir / "metrics.json", "curves": out_dir / "curves.json",
+                                  "timing": out_dir / TIMING_FILE, "plot": out_dir / "tradeoff.png",
+                                  "layerwise_plot": out_dir / "layerwise.png", "summary": summary})

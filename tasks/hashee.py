@@ -4,6 +4,10 @@ Reports quality (dev, test), analytic FLOPs speed-up per instance (paper Table 1
 lengths) relative to (a) the full model of the same backbone and (b) a 12-layer model of the
 same width (the paper's tables are relative to BERT-base), and measured throughput of
 HashEE vs the full model on the same weights, timed side by side.
+
+Outputs in ``out_dir``: ``metrics.json``, ``result.json`` and ``timing.json`` (``throughput_bs<b>``,
+``full_throughput_bs<b>``, ``wallclock_speedup_bs<b>``: the only output that changes from one
+machine or run to the next; ``tasks.io.read_metrics`` merges it back).
 """
 
 from __future__ import annotations
@@ -22,7 +26,7 @@ from tasks.caching import ARTIFACT_CACHE
 from tasks.config import BackboneConfig, EvaluateConfig, HasheeConfig, TrainConfig
 from tasks.features import batches, encode_split
 from tasks.hashing import load_hash_table
-from tasks.io import atomic_write_json
+from tasks.io import TIMING_FILE, atomic_write_json, write_result
 
 
 @torch.no_grad()
@@ -66,17 +70,20 @@ def evaluate_hashee(hashee: HasheeConfig, evaluate: EvaluateConfig, train: Train
                 "flops_speedup_vs_12_layers": (bert12.sum() / method.sum()).item(),
                 "avg_token_exit_layer": exits.mean().item(),
                 "layer_speedup": full.num_layers / exits.mean().item()})
-    # wall-clock: HashEE vs the full model, same process, interleaved
+    # wall-clock: HashEE vs the full model, same process, interleaved, on the first n test rows;
+    # their own layer speed-up is reported too, so the wall/layer ratio compares like with like
     n = min(evaluate.timing_rows, len(enc["labels"]))
     sub_enc = {k: v[:n] for k, v in enc.items()}
+    timed = torch.cat([model.exit_table[torch.tensor(ids)] for ids in sub_enc["input_ids"]]).float()
+    out.update({"timing_rows": n, "timed_layer_speedup": full.num_layers / timed.mean().item()})
+    timing = {}  # differs between machines and runs: timing.json, never metrics.json
     for bs in hashee.timing_batch_sizes:
         tp = measure_throughput(list(batches(sub_enc, bs, pad)), {"full": full_model_runner(full), "hashee": exit_runner(model, None)},
                                 repeats=evaluate.timing_repeats)
-        out[f"throughput_bs{bs}"] = tp["hashee"]
-        out[f"full_throughput_bs{bs}"] = tp["full"]
-        out[f"wallclock_speedup_bs{bs}"] = tp["hashee"] / tp["full"]
+        timing[f"throughput_bs{bs}"] = tp["hashee"]
+        timing[f"full_throughput_bs{bs}"] = tp["full"]
+        timing[f"wallclock_speedup_bs{bs}"] = tp["hashee"] / tp["full"]
     atomic_write_json(out_dir / "metrics.json", out)
-    result = {"metrics": str(out_dir / "metrics.json"), "summary": out}
-    atomic_write_json(out_dir / "result.json", result)
-    return result
+    atomic_write_json(out_dir / TIMING_FILE, timing)
+    return write_result(out_dir, {"metrics": out_dir / "metrics.json", "timing": out_dir / TIMING_FILE, "summary": out})
 

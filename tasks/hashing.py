@@ -32,7 +32,7 @@ from tasks.caching import ARTIFACT_CACHE
 from tasks.config import BackboneConfig, HasheeConfig, TrainConfig
 from tasks.data import load_meta
 from tasks.features import encode_split
-from tasks.io import atomic_write_bytes, atomic_write_json, atomic_write_text
+from tasks.io import atomic_write_bytes, atomic_write_json, atomic_write_text, write_result
 from tasks.plots import bar_plot
 
 
@@ -58,18 +58,19 @@ def build_table(kind: str, cfg: HasheeConfig, tokens: list[list[int]], labels: l
 
 @task(name="build_hash_table", cache_policy=ARTIFACT_CACHE, persist_result=True)
 def build_hash_table(hashee: HasheeConfig, train: TrainConfig, backbone: BackboneConfig, data_dir: Path,
-                     out_dir: Path, cache_dir: Path | None = None) -> dict:
-    """Build the table for ``train.task`` on its (subsampled) training split."""
+                     out_dir: Path, cache_dir: Path | None = None, seed: int = 42) -> dict:
+    """Build the table for ``train.task`` on its training split, subsampled with ``seed``: the
+    same rows the HashEE model then trains on."""
     model, tokenizer = load_backbone(backbone.name, backbone.attn_implementation)
     model = truncate_layers(model, hashee.num_layers)
     num_layers = model.config.num_hidden_layers if hasattr(model.config, "num_hidden_layers") else model.config.n_layers
     meta = load_meta(data_dir, train.task)
     if "train" not in meta["rows"]:
         raise HashTableError(f"task {train.task!r} has no train split to build a hash table from")
-    enc = encode_split(data_dir, train.task, "train", tokenizer, backbone.max_length, cache_dir, train.subsample.train, 42)
+    enc = encode_split(data_dir, train.task, "train", tokenizer, backbone.max_length, cache_dir, train.subsample.train, seed)
     tokens, labels = list(enc["input_ids"]), list(enc["labels"])
     if hashee.include_dev:
-        dev = encode_split(data_dir, train.task, "dev", tokenizer, backbone.max_length, cache_dir, train.subsample.dev, 42)
+        dev = encode_split(data_dir, train.task, "dev", tokenizer, backbone.max_length, cache_dir, train.subsample.dev, seed)
         tokens += dev["input_ids"]
         labels += dev["labels"]
     special = sorted(set(tokenizer.all_special_ids))
@@ -94,9 +95,8 @@ def build_hash_table(hashee: HasheeConfig, train: TrainConfig, backbone: Backbon
                       "layer,share\n" + "".join(f"{k},{s:.6f}\n" for k, s in enumerate(share, 1)))
     bar_plot(list(range(1, num_layers + 1)), share, "exit layer", "share of training token occurrences",
              f"{hashee.kind} hash (B={hashee.buckets}) on {train.task}", out_dir / "token_share.png")
-    result = {"table": str(out_dir / "hash_table.safetensors"), "info": info, "plot": str(out_dir / "token_share.png")}
-    atomic_write_json(out_dir / "result.json", result)
-    return result
+    return write_result(out_dir, {"table": out_dir / "hash_table.safetensors", "info": info,
+                                  "plot": out_dir / "token_share.png"})
 
 
 def load_hash_table(table_dir: Path, tokenizer, num_layers: int, inference: bool = False) -> torch.Tensor:

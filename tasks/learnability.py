@@ -26,6 +26,7 @@ from models.learnability import (
     difficulty_metrics,
     exit_outcome,
     majority_bits,
+    negative_share,
     oversample_order,
 )
 from tasks.backbones import load_backbone, load_checkpoint, pick_device
@@ -41,7 +42,7 @@ from tasks.difficulty import (
     token_batches,
 )
 from tasks.features import batches
-from tasks.io import atomic_write_json
+from tasks.io import atomic_write_json, write_result
 from tasks.plots import layerwise_plot
 from tasks.train import seed_everything
 
@@ -214,7 +215,8 @@ def train_difficulty_predictor(predictor: str, cfg: LearnabilityConfig, backbone
                 idx = torch.tensor(order[start:start + size])
                 yield {"states": x[idx].transpose(0, 1).to(dev_), "labels": y[idx].to(dev_)}
 
-        order_base = oversample_order(y_train.numpy(), seed) if cfg.oversample else list(range(len(y_train)))
+        counts = ((y_train == 0).sum(1).numpy(), np.full(len(y_train), L))
+        order_base = oversample_order(*counts, seed) if cfg.oversample else list(range(len(y_train)))
         train_batches = lambda epoch: item_batches(x_train, y_train, _shuffled(order_base, seed + epoch))  # noqa: E731
         dev_batches = lambda: item_batches(x_dev, y_dev, list(range(len(y_dev))))  # noqa: E731
         epochs, lr = cfg.linear_epochs, cfg.linear_lr
@@ -235,12 +237,16 @@ def train_difficulty_predictor(predictor: str, cfg: LearnabilityConfig, backbone
         pad = tokenizer.pad_token_id or 0
         enc_train = _encode(parts.train, tokenizer, backbone.max_length)
         enc_dev = _encode(parts.dev, tokenizer, backbone.max_length)
-        order_base = oversample_order(_row_labels(parts.train), seed) if cfg.oversample else list(range(len(parts.train)))
+        counts = _label_counts(parts.train)
+        order_base = oversample_order(*counts, seed) if cfg.oversample else list(range(len(parts.train)))
         if predictor == "bert" and cfg.bert_max_train_rows is not None:
             order_base = order_base[: cfg.bert_max_train_rows]
         train_batches = lambda epoch: _sequence_batches(enc_train, cfg.batch_size, pad, dev_, _shuffled(order_base, seed + epoch))  # noqa: E731
         dev_batches = lambda: _sequence_batches(enc_dev, 64, pad, dev_)  # noqa: E731
 
+    shares = {"negative_share_train": negative_share(*counts), "negative_share_train_oversampled": negative_share(*counts, order_base)}
+    tqdm.write(f"[{predictor}] {source}: negative-label share of predictor-train {shares['negative_share_train']:.1%}"
+               f" -> {shares['negative_share_train_oversampled']:.1%} as trained (learnability.oversample: {cfg.oversample})")
     optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.01)
     best = {"score": -1.0, "state": None, "epoch": None, "dev": None}
     for epoch in range(1, epochs + 1):
@@ -270,14 +276,13 @@ def train_difficulty_predictor(predictor: str, cfg: LearnabilityConfig, backbone
     else:
         enc_test = _encode(test_rows, tokenizer, backbone.max_length)
         test = difficulty_metrics(*_predict(model, predictor, _sequence_batches(enc_test, 64, pad, dev_)))
-    return _finish(out_dir, predictor, test, best["dev"], history, best["epoch"], {})
+    return _finish(out_dir, predictor, test, best["dev"], history, best["epoch"], shares)
 
 
-def _row_labels(rows: list[dict]) -> np.ndarray:
-    """Per row, for oversampling: the instance's bits, or (token level) the AND over its words."""
-    if "words" in rows[0]:
-        return np.array([np.min(np.array(r["labels"]), axis=0) for r in rows])
-    return np.array([r["labels"] for r in rows])
+def _label_counts(rows: list[dict]) -> tuple[np.ndarray, np.ndarray]:
+    """Per row, for oversampling: ``(negative labels [n], labels [n])`` over its layers (and words)."""
+    bits = [np.asarray(r["labels"]) for r in rows]
+    return np.array([int((b == 0).sum()) for b in bits]), np.array([b.size for b in bits])
 
 
 def _shuffled(order: list[int], seed: int) -> list[int]:
@@ -337,6 +342,4 @@ def human_difficulty(cfg: LearnabilityConfig, backbone: BackboneConfig, source: 
     plot = layerwise_plot({"train": [h["train_accuracy"] for h in history], "test": [h["test_accuracy"] for h in history]},
                           "SNLI human-defined difficulty: accuracy per epoch", Path(out_dir) / "accuracy.png", xlabel="epoch",
                           ylabel="accuracy (%)")
-    result = {"history": history, "plot": str(plot), "rows": {s: len(r) for s, r in parts.items()}}
-    atomic_write_json(Path(out_dir) / "result.json", result)
-    return result
+    return write_result(out_dir, {"history": history, "plot": Path(plot), "rows": {s: len(r) for s, r in parts.items()}})

@@ -7,7 +7,7 @@ from pathlib import Path
 
 from prefect import task
 
-from tasks.io import atomic_write_json, atomic_write_text
+from tasks.io import TIMING_FILE, atomic_write_json, atomic_write_text, read_metrics
 from tasks.plots import grouped_bar_plot, layerwise_plot, tradeoff_plot
 
 
@@ -17,32 +17,36 @@ def results_table(summaries: dict[str, dict], timing_bs: list[int], hashee: dict
     if hashee is not None:
         rows.append({"strategy": "single (full model)", "criterion": "full model", "threshold": None,
                      "test_quality": hashee["full_test_quality"], "avg_exit_layer": hashee["backbone_layers"],
-                     "layer_speedup": 1.0, "flops_speedup": 1.0, **{f"wallclock_bs{b}": 1.0 for b in timing_bs}})
+                     "layer_speedup": 1.0, "flops_speedup": 1.0, "timed_layer_speedup": 1.0,
+                     **{f"wallclock_bs{b}": 1.0 for b in timing_bs}})
         rows.append({"strategy": "hashee (token-level)", "criterion": f"{hashee['kind']} hash, B={hashee['buckets']}",
                      "threshold": None, "test_quality": hashee["test_quality"],
                      "avg_exit_layer": hashee["avg_token_exit_layer"], "layer_speedup": hashee["layer_speedup"],
-                     "flops_speedup": hashee["flops_speedup"],
+                     "flops_speedup": hashee["flops_speedup"], "timed_layer_speedup": hashee.get("timed_layer_speedup"),
                      **{f"wallclock_bs{b}": hashee.get(f"wallclock_speedup_bs{b}") for b in timing_bs}})
     for strategy, s in summaries.items():
         rows.append({"strategy": strategy, "criterion": "full model", "threshold": None,
                      "test_quality": s["full"]["test_quality"], "avg_exit_layer": s["num_layers"],
-                     "layer_speedup": 1.0, "flops_speedup": 1.0, **{f"wallclock_bs{b}": 1.0 for b in timing_bs}})
+                     "layer_speedup": 1.0, "flops_speedup": 1.0, "timed_layer_speedup": 1.0,
+                     **{f"wallclock_bs{b}": 1.0 for b in timing_bs}})
         for name, op in s["operating_points"].items():
             rows.append({"strategy": strategy, "criterion": name, "threshold": op["threshold"],
                          "test_quality": op["test"]["quality"], "avg_exit_layer": op["test"]["avg_exit_layer"],
                          "layer_speedup": op["test"]["layer_speedup"], "flops_speedup": op["test"]["flops_speedup"],
+                         "timed_layer_speedup": op.get("timed_layer_speedup"),
                          **{f"wallclock_bs{b}": op.get(f"wallclock_speedup_bs{b}") for b in timing_bs}})
     return rows
 
 
 def markdown_table(rows: list[dict], timing_bs: list[int]) -> str:
-    head = ["strategy", "criterion", "threshold", "test quality", "avg exit layer", "layer speed-up", "FLOPs speed-up"]
+    head = ["strategy", "criterion", "threshold", "test quality", "avg exit layer", "layer speed-up", "FLOPs speed-up",
+            "layer speed-up (timed rows)"]
     head += [f"wall-clock speed-up bs={b}" for b in timing_bs]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     fmt = lambda v, p=2: "-" if v is None else f"{v:.{p}f}"  # noqa: E731
     for r in rows:
         cells = [r["strategy"], r["criterion"], fmt(r["threshold"], 3), fmt(r["test_quality"]), fmt(r["avg_exit_layer"]),
-                 fmt(r["layer_speedup"]), fmt(r["flops_speedup"])] + [fmt(r[f"wallclock_bs{b}"]) for b in timing_bs]
+                 fmt(r["layer_speedup"]), fmt(r["flops_speedup"]), fmt(r.get("timed_layer_speedup"))] + [fmt(r[f"wallclock_bs{b}"]) for b in timing_bs]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 
@@ -52,33 +56,46 @@ def build_report(eval_dirs: dict[str, Path], timing_bs: list[int], out_dir: Path
     """Collect every strategy's ``metrics.json``/``curves.json`` (and HashEE's) into one table and plots.
 
     HashEE rows are token-level: their "avg exit layer" is the mean token exit layer.
+    ``results.md``/``results.json`` leave the wall-clock columns out (they go to ``timing.json``),
+    so they are the same on every machine; the returned ``table`` has them.
     """
     summaries, curves = {}, {}
     for strategy, d in eval_dirs.items():
-        summaries[strategy] = json.loads((Path(d) / "metrics.json").read_text())
+        summaries[strategy] = read_metrics(d)  # with the wall-clock numbers of timing.json
         for name, points in json.loads((Path(d) / "curves.json").read_text()).items():
             curves[f"{strategy}/{name}"] = [p["test"] for p in points]
     hashee = None
     if hashee_dir is not None and (Path(hashee_dir) / "metrics.json").exists():
-        hashee = json.loads((Path(hashee_dir) / "metrics.json").read_text())
+        hashee = read_metrics(hashee_dir)
         curves[f"hashee/{hashee['kind']}"] = [{"quality": hashee["test_quality"], "flops_speedup": hashee["flops_speedup"]}]
     rows = results_table(summaries, timing_bs, hashee)
-    table = markdown_table(rows, timing_bs)
+    table = "".join(f"**WARNING: {s} is at chance level on dev** (full-depth score {c['score']:.2f} vs majority class "
+                    f"{c['majority_score']:.2f}, loss {c['loss']:.4f} vs {c['chance_loss']:.4f}): its speed-ups are "
+                    "meaningless; try another train.lr or more train.epochs.\n\n"
+                    for s, c in ((s, summ.get("dev_chance_check")) for s, summ in summaries.items()) if c and c["at_chance"])
+    untimed = table + markdown_table(rows, [])  # results.md: what any machine reproduces byte for byte
+    table += markdown_table(rows, timing_bs)
     relative = None
     if hashee is not None:  # BERxiT: layer-wise scores relative to the single-exit fine-tuned full model
         base = hashee["full_test_quality"]
         relative = {s: [100.0 * v / base for v in summ["layerwise"]["test"]] for s, summ in summaries.items()}
         L = len(next(iter(relative.values())))
-        table += (f"\nLayer-wise test score relative to the single-exit fine-tuned model ({base:.2f} = 100%):\n\n"
-                  "| strategy | " + " | ".join(f"layer {k}" for k in range(1, L + 1)) + " |\n|---|" + "---|" * L + "\n"
-                  + "".join(f"| {s} | " + " | ".join(f"{v:.1f}" for v in vals) + " |\n" for s, vals in relative.items()))
+        layer_table = (f"\nLayer-wise test score relative to the single-exit fine-tuned model ({base:.2f} = 100%):\n\n"
+                       "| strategy | " + " | ".join(f"layer {k}" for k in range(1, L + 1)) + " |\n|---|" + "---|" * L + "\n"
+                       + "".join(f"| {s} | " + " | ".join(f"{v:.1f}" for v in vals) + " |\n" for s, vals in relative.items()))
+        table, untimed = table + layer_table, untimed + layer_table
     task_name = next(iter(summaries.values()))["task"]
     best_full = max(s["full"]["test_quality"] for s in summaries.values())
     tradeoff_plot(curves, best_full, f"{task_name}: test quality vs FLOPs speed-up", out_dir / "tradeoff.png")
     layerwise_plot({s: v["layerwise"]["test"] for s, v in summaries.items()}, f"{task_name}: layer-wise test scores",
                    out_dir / "layerwise.png")
-    atomic_write_text(out_dir / "results.md", table)
-    atomic_write_json(out_dir / "results.json", {"task": task_name, "rows": rows, "relative_layerwise": relative})
+    # wall-clock columns differ between machines and runs: timing.json, not results.md / results.json
+    wall = [{"strategy": r["strategy"], "criterion": r["criterion"], **{k: v for k, v in r.items() if k.startswith("wallclock")}}
+            for r in rows]
+    atomic_write_text(out_dir / "results.md", untimed)
+    atomic_write_json(out_dir / "results.json", {"task": task_name, "relative_layerwise": relative,
+                                                 "rows": [{k: v for k, v in r.items() if not k.startswith("wallclock")} for r in rows]})
+    atomic_write_json(out_dir / TIMING_FILE, {"rows": wall})
     return {"table": table, "rows": rows, "relative_layerwise": relative, "plot": str(out_dir / "tradeoff.png"),
             "layerwise_plot": str(out_dir / "layerwise.png"), "dir": str(out_dir)}
 
@@ -210,6 +227,12 @@ def learnability_report(results: dict[str, dict[str, dict]], human: dict | None,
                          f"{'-' if gain is None else f'{gain:+.1f}'} |")
     text = "Micro-averaged precision / recall / F1 of the negative label (an exit that would be wrong), predictor-test part.\n\n"
     text += "\n".join(lines) + "\n"
+    for study, by_predictor in results.items():  # oversampling raises the negative label's weight in predictor-train
+        r = next((r for r in by_predictor.values() if "negative_share_train" in r), None)
+        if r is not None:
+            text += (f"\n{study}: negative-label share of predictor-train {100 * r['negative_share_train']:.1f}% as annotated, "
+                     f"{100 * r['negative_share_train_oversampled']:.1f}% as trained.")
+    text += "\n"
     if human is not None:
         last = human["history"][-1]
         best = max(h["test_accuracy"] for h in human["history"])

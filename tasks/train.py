@@ -14,6 +14,7 @@ the exits the objective trains is kept (``models.objectives.trained_exits``: the
 
 from __future__ import annotations
 
+import logging
 import random
 import shutil
 from pathlib import Path
@@ -26,7 +27,7 @@ from tqdm.auto import tqdm
 from models.exiting import MultiExitConfig, MultiExitModel
 from models.adapters import adapter_for
 from models.hashee import HashEEModel
-from models.metrics import layerwise_scores, predictions_tensor
+from models.metrics import chance_check, layerwise_scores, predictions_tensor
 from models.objectives import selection_score
 from models.training import build_optimizer, linear_schedule, record_exits, train_epoch
 from tasks.backbones import load_backbone, pick_device, save_checkpoint, truncate_layers
@@ -35,14 +36,31 @@ from tasks.config import BackboneConfig, TrainConfig
 from tasks.data import load_meta
 from tasks.features import batches, encode_split, num_batches, split_fingerprint
 from tasks.hashing import load_hash_table
-from tasks.io import atomic_torch_save, atomic_write_json
+from tasks.io import atomic_torch_save, atomic_write_json, portable_path, write_result
 from tasks.tracking import MetricLogger, NullLogger
+
+log = logging.getLogger(__name__)
 
 
 def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed)
     torch.manual_seed(seed)
+
+
+def at_chance_message(check: dict, what: str, train: TrainConfig) -> str:
+    """The loud line for a model whose full-depth exit did not beat the label prior on dev."""
+    return (f"WARNING: {what}: the full-depth exit is at chance level on dev (score {check['score']:.2f} vs "
+            f"majority class {check['majority_score']:.2f}; loss {check['loss']:.4f} vs chance-level loss "
+            f"{check['chance_loss']:.4f}). The model did not learn the task and its exit speed-ups are meaningless: "
+            f"try another train.lr (now {train.lr:g}) or more train.epochs (now {train.epochs}).")
+
+
+def warn_if_at_chance(check: dict, what: str, train: TrainConfig) -> None:
+    if check["at_chance"]:
+        message = at_chance_message(check, what, train)
+        tqdm.write(message)
+        log.warning(message)
 
 
 @task(name="train_multi_exit", cache_policy=ARTIFACT_CACHE, persist_result=True)
@@ -148,7 +166,8 @@ def train_multi_exit(
             mean_score = float(np.mean(scores))
             selected_by = selection_score(strategy, scores)  # untrained heads never choose the epoch
             record = {"stage": stage, "epoch": epoch, "step": global_step, "train_loss": loss,
-                      "dev_layer_scores": scores, "dev_mean_score": mean_score, "dev_selection_score": selected_by}
+                      "dev_layer_scores": scores, "dev_mean_score": mean_score, "dev_selection_score": selected_by,
+                      "dev_chance_check": chance_check(spec["metric"], rec.logits[-1], rec.labels, regression)}
             history.append(record)
             tqdm.write(f"[{strategy}] stage {stage} epoch {epoch}: loss {loss:.4f}, dev mean layer score {mean_score:.2f}, last layer {scores[-1]:.2f}")
             logger.log_metrics({"train_loss": loss, "dev_mean_layer_score": mean_score,
@@ -163,19 +182,20 @@ def train_multi_exit(
     if best["state"] is not None:
         model.load_state_dict(best["state"])
     best_record = next(r for r in history if r["stage"] == stages[-1] and r["epoch"] == best["epoch"])
+    warn_if_at_chance(best_record["dev_chance_check"], f"{train.task} ({strategy})", train)
     ckpt = save_checkpoint(model.cpu(), tokenizer, out_dir / "checkpoint", {
         "task": train.task, "strategy": strategy, "backbone": backbone.name, "metric": spec["metric"],
         "train_config": train.model_dump(mode="json"), "selected_epoch": best["epoch"], "seed": seed,
-        "hash_table_dir": str(hash_table_dir) if hash_table_dir is not None else None,
+        "hash_table_dir": portable_path(hash_table_dir, out_dir) if hash_table_dir is not None else None,
     })
     atomic_write_json(out_dir / "history.json", history)
     if dynamics:
         atomic_torch_save(out_dir / "train_dynamics.pt", {
             "steps": [s for s, _ in dynamics], "predictions": torch.stack([p for _, p in dynamics]),
             "labels": torch.tensor(enc_train["labels"]), "fingerprint": split_fingerprint(enc_train)})
-    result = {"checkpoint": str(ckpt), "strategy": strategy, "task": train.task,
+    result = {"checkpoint": Path(ckpt), "strategy": strategy, "task": train.task,
               "dev_layer_scores": best_record["dev_layer_scores"], "dev_mean_score": best_record["dev_mean_score"],
-              "selected_epoch": best["epoch"], "train_rows": len(enc_train["labels"])}
-    atomic_write_json(out_dir / "result.json", result)
+              "selected_epoch": best["epoch"], "dev_chance_check": best_record["dev_chance_check"], "train_rows": len(enc_train["labels"])}
+    result = write_result(out_dir, result)
     shutil.rmtree(out_dir / "_resume", ignore_errors=True)
     return result

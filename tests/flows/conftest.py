@@ -52,7 +52,7 @@ def project(tmp_path):
     params = {
         "data": {"source_dir": "src", "tasks": ["sst2"]},
         "backbone": {"name": str(tmp_path / "backbone"), "attn_implementation": "eager", "max_length": 16},
-        "train": {"epochs": 1, "batch_size": 8, "lr": 1e-3},
+        "train": {"epochs": 1, "batch_size": 8, "lr": 1e-3, "pooling": "mean"},
         "hashee": {"buckets": 3},
         "evaluate": {"sweep_points": 5, "timing_rows": 8, "timing_repeats": 1, "timing_batch_sizes": [1, 4]},
         "mlflow": {"tracking_uri": "sqlite:///mlflow.db", "experiment": "test-spine", "registered_model": "tiny-exits"},

@@ -1,5 +1,6 @@
 """The default pipeline end to end on a tiny backbone and tiny data (integration)."""
 
+import json
 from pathlib import Path
 
 import pytest
@@ -56,13 +57,20 @@ def test_pipeline_writes_mlflow_runs_dvc_outputs_and_reruns_from_cache(project, 
     assert len(parents) == 1
     children = [r for r in runs if r.data.tags.get("mlflow.parentRunId") == parents[0].info.run_id]
     assert sorted(r.info.run_name for r in children) == ["alternating", "consistentee-hardness-a0.1",
-                                                         "hashee-frequency-Lall-B3", "joint"]
+                                                         "hashee-frequency-Lall-B3-cls", "joint"]
     joint = next(r for r in children if r.info.run_name == "joint")
     assert "full_test_quality" in joint.data.metrics and "dev_layer_3" in joint.data.metrics
     grandchildren = [r for r in runs if r.data.tags.get("mlflow.parentRunId") == joint.info.run_id]
     assert len(grandchildren) == 5
     assert len(client.get_metric_history(joint.info.run_id, "layerwise_test")) == 3
     assert len(client.search_model_versions("name='tiny-exits'")) == 2
+
+    # HashEE's classifier reads [CLS] (hashee.pooling), the single-exit reference keeps train.pooling
+    def pooling(ckpt):
+        return json.loads((project / ckpt / "exitflow.json").read_text())["exits"]["pooling"]
+
+    assert pooling("artifacts/hashee/default/train/checkpoint") == "cls"
+    assert pooling("artifacts/train/single/checkpoint") == "mean"
 
     # cached re-run: no training, no evaluation
     weights = project / "artifacts/train/joint/checkpoint/exits.safetensors"
@@ -119,8 +127,23 @@ def test_hashee_study_trains_every_configuration_once_and_reports(project, prefe
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
     report = hashee_study(str(project / "params.yaml"), ["hashee.study_kinds=[frequency, mi]",
                                                         "hashee.study_grid=[[3, 3], [2, 2]]"])
-    assert [r["hash"] for r in report["rows"]] == ["frequency-Lall-B3", "mi-Lall-B3", "frequency-L3-B3", "frequency-L2-B2"]
-    assert all(0.0 <= r["quality"] <= 100.0 and r["flops_speedup"] > 1.0 for r in report["rows"])
-    two_layer = next(r for r in report["rows"] if r["hash"] == "frequency-L2-B2")
+    assert [r["hash"] for r in report["rows"]] == ["frequency-Lall-B3-cls", "mi-Lall-B3-cls", "frequency-L3-B3-cls",
+                                                   "frequency-L2-B2-cls"]
+    assert all(r["flops_speedup"] > 1.0 for r in report["rows"])
+    # the reported quality is the saved HashEE model's real test accuracy, recomputed here
+    import torch
+
+    from tasks.backbones import load_checkpoint
+    from tasks.config import load_params
+    from tasks.features import encode_split
+    from tasks.hashee import predict
+
+    params = load_params(project / "params.yaml")
+    for row in report["rows"][:2]:
+        model, tok, _ = load_checkpoint(project / f"artifacts/hashee/study/{row['hash']}/train/checkpoint", "eager")
+        enc = encode_split(project / "data", "sst2", "test", tok, params.backbone.max_length, None, None, 0)
+        accuracy = 100.0 * (predict(model, enc, 4, 0).argmax(-1) == torch.tensor(enc["labels"])).double().mean().item()
+        assert row["quality"] == pytest.approx(accuracy)
+    two_layer = next(r for r in report["rows"] if r["hash"] == "frequency-L2-B2-cls")
     assert two_layer["flops_speedup"] > 1.5  # a 2-layer model of a 3-layer backbone saves at least a third
     assert (project / "artifacts/hashee/study/results.md").exists()

@@ -10,6 +10,7 @@ from models.learnability import (
     exit_outcome,
     majority_bits,
     outcome_bits,
+    negative_share,
     oversample_order,
 )
 
@@ -49,15 +50,27 @@ def test_exit_outcome_is_first_layer_of_the_trailing_correct_run_and_round_trips
     assert outcome_bits(outcome, 3).tolist() == [[1, 1, 1], [0, 1, 1], [0, 0, 1], [0, 0, 0], [0, 0, 0]]
 
 
-def test_oversampling_balances_rows_with_and_without_a_wrong_exit():
-    labels = np.array([[1, 1]] * 8 + [[0, 1]] * 2)  # 2 rows with a negative label, 8 without
-    order = oversample_order(labels, seed=0)
-    assert sorted(set(order)) == list(range(10)) and max(order) < len(labels)  # only these rows, every row kept
-    negative = sum(1 for i in order if (labels[i] == 0).any())
-    assert negative == 8 and len(order) == 16  # minority repeated up to the majority's 8
-    assert oversample_order(labels, seed=0) == order  # seeded
-    balanced = np.array([[0, 1], [1, 1]])
-    assert sorted(oversample_order(balanced, seed=1)) == [0, 1]  # already balanced: unchanged
+def test_oversampling_raises_the_negative_label_share():
+    # the published-set shape: most rows hold a wrong exit, yet negatives are the minority of pairs
+    labels = np.array([[0, 1, 1, 1]] * 7 + [[1, 1, 1, 1]] * 3)  # 7 of 10 rows hold a negative; 7 of 40 pairs
+    neg, pairs = (labels == 0).sum(1), np.full(10, 4)
+    order = oversample_order(neg, pairs, seed=0)
+    assert sorted(set(order)) == list(range(10))  # every row kept
+    assert all(order.count(i) == 1 for i in range(7, 10))  # all-correct rows are never repeated
+    assert negative_share(neg, pairs) == pytest.approx(7 / 40)
+    assert negative_share(neg, pairs, order) > 7 / 40
+    assert len(order) == 20  # parity is out of reach (1 negative in 4 per row): capped at doubling
+    assert oversample_order(neg, pairs, seed=0) == order  # seeded
+
+
+def test_oversampling_stops_at_parity_and_leaves_negative_majorities_alone():
+    labels = np.array([[0, 0, 0, 1]] * 2 + [[1, 1, 1, 1]] * 8)  # 6 of 40 pairs negative, 3 per holder
+    neg, pairs = (labels == 0).sum(1), np.full(10, 4)
+    order = oversample_order(neg, pairs, seed=3, max_growth=10)
+    assert len(order) == 10 + 14  # first k with 2 * (6 + 3k) >= 40 + 4k: k = 14
+    assert negative_share(neg, pairs, order) == pytest.approx(0.5)
+    mostly_wrong = np.array([3, 3]), np.array([4, 4])
+    assert sorted(oversample_order(*mostly_wrong, seed=1)) == [0, 1]
 
 
 def test_bilstm_ignores_padding():

@@ -6,6 +6,7 @@ from transformers import BertTokenizer
 from tasks.difficulty import (
     IGNORE,
     DifficultyDataError,
+    annotated_word_rows,
     assign_parts,
     encode_words,
     read_conll,
@@ -95,3 +96,14 @@ def test_batches_follow_an_oversampled_order_to_its_end():
     got = list(batches(enc, 2, pad_id=0, order=order))
     assert [b["labels"].tolist() for b in got] == [[[1, 1], [1, 0]], [[1, 1], [0, 0]], [[1, 1]]]
     assert got[1]["input_ids"].tolist() == [[2, 8, 0], [2, 6, 7]] and got[1]["attention_mask"].tolist() == [[1, 1, 0], [1, 1, 1]]
+
+
+def test_a_word_that_tokenises_to_nothing_does_not_shift_later_labels():
+    tok = _tokenizer()
+    sentence = {"words": ["the", "\u200b", "cat", "sat"], "tags": ["O", "O", "B-X", "O"]}  # zero-width space: no sub-token
+    enc = token_batches_source(tok, [sentence], ["B-X", "I-X", "O"], 16)
+    bits = [[[1, 1], [0, 1], [1, 0]]]  # one bit row per labelled first sub-token: the, cat, sat
+    rows = annotated_word_rows([sentence], enc, bits, ["train"])
+    assert rows == [{"words": ["the", "cat", "sat"], "labels": [[1, 1], [0, 1], [1, 0]], "part": "train"}]
+    with pytest.raises(DifficultyDataError, match="sentence 0"):
+        annotated_word_rows([sentence], enc, [bits[0][:2]], ["train"])
