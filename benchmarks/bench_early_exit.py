@@ -25,6 +25,7 @@ sys.path.insert(0, str(ROOT))
 
 import torch  # noqa: E402
 
+from flows.layout import Layout  # noqa: E402
 from models.criteria import make_criterion, simulate  # noqa: E402
 from models.flops import flops_per_instance, full_model_flops  # noqa: E402
 from models.metrics import task_score  # noqa: E402
@@ -77,7 +78,8 @@ def operating_point(model, rec, name, metric, regression, full_quality, toleranc
 def main(argv=None) -> dict:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--params", default=str(ROOT / "params.yaml"))
-    ap.add_argument("--strategy", default="alternating", help="which trained checkpoint under artifacts/train/")
+    ap.add_argument("--strategy", default="alternating",
+                    help="which trained checkpoint under artifacts/<task>/seed-<seed>/train/")
     ap.add_argument("--criteria", nargs="+", default=["entropy", "lte"])
     ap.add_argument("--batch-sizes", nargs="+", type=int, default=[1, 32])
     ap.add_argument("--rows", type=int, default=None, help="dev rows to time (default: all)")
@@ -88,14 +90,15 @@ def main(argv=None) -> dict:
     args = ap.parse_args(argv)
 
     params = load_params(args.params)
-    ckpt = params.path(params.artifacts_dir) / "train" / args.strategy / "checkpoint"
+    layout = Layout.from_params(params)
+    ckpt = layout.train(args.strategy) / "checkpoint"
     if not (ckpt / "exitflow.json").exists():
         ap.error(f"no checkpoint at {ckpt}; run `exitflow run` (or `exitflow train --strategy {args.strategy}`) first")
     torch.manual_seed(params.seed)
     model, tokenizer, meta = load_checkpoint(ckpt, params.backbone.attn_implementation)
     metric, regression = meta["metric"], model.config.regression
-    enc = encode_split(params.path(params.data.out_dir), meta["task"], "dev", tokenizer, params.backbone.max_length,
-                       params.path(params.artifacts_dir) / "cache" / "tokens", args.rows, params.seed)
+    enc = encode_split(layout.data, meta["task"], "dev", tokenizer, params.backbone.max_length, layout.token_cache,
+                       args.rows, params.seed)
     pad = tokenizer.pad_token_id or 0
     rec = record_exits(model, batches(enc, 64, pad))
     full_quality = task_score(metric, rec.logits[-1], rec.labels, regression)

@@ -61,7 +61,7 @@ def test_learnability_flow_runs_every_study_and_logs_one_run_per_predictor(study
     assert list(results["conll2003"]) == ["majority", "linear_b", "bilstm", "bert"]  # Linear-M: sentence level only
 
     # Majority equals the per-layer prior of predictor-train, scored on predictor-test
-    rows = [json.loads(line) for line in (project / "artifacts/learnability/datasets/snli_model/difficulty.jsonl").read_text().splitlines()]
+    rows = [json.loads(line) for line in (project / "artifacts/learnability/seed-42/datasets/snli_model/difficulty.jsonl").read_text().splitlines()]
     train = torch.tensor([r["labels"] for r in rows if r["part"] == "train"]).float()
     assert results["snli_model"]["majority"]["prior"] == (train.mean(0) >= 0.5).long().tolist()
     assert sum(r["part"] == "test" for r in rows) == 30  # the published test file is the test part
@@ -74,7 +74,7 @@ def test_learnability_flow_runs_every_study_and_logs_one_run_per_predictor(study
     assert len(names) == 4 + 5 + 4 + 1 and "human/BERT" in names and "conll2003/Linear-B" in names
     parent = next(r for r in runs if "mlflow.parentRunId" not in r.data.tags)
     assert {a.path for a in client.list_artifacts(parent.info.run_id, "report")} == {"report/f1.png", "report/results.md"}
-    assert (project / "artifacts/learnability/report/results.md").read_text().count("| conll2003 |") == 4
+    assert (project / "artifacts/sst2/seed-42/learnability/report/results.md").read_text().count("| conll2003 |") == 4
 
 
 def test_sentence_annotation_bits_are_per_layer_argmax_equals_gold(project, prefect_harness):
