@@ -11,12 +11,11 @@ from typing import Sequence
 
 import torch
 
+from models.adapters.attention import prefix_attention
 from models.adapters.base import EncoderAdapter, LayerFn
 
 
 def _prefix_attention(layer_attention, q, k, v, hidden, m, num_heads, key_bias):
-    from models.hashee import prefix_attention
-
     dropout = layer_attention.dropout.p if layer_attention.training else 0.0
     eager = layer_attention.config._attn_implementation == "eager"
     return prefix_attention(q, k, v, hidden, m, num_heads, key_bias, dropout, eager)
