@@ -29,8 +29,9 @@ INIT_OBJECTIVE = "weighted"
 
 
 def consistentee_train_config(params: Params):
-    """The spine's training config without BERxiT's LTE (ConsistentEE brings its own policy)."""
-    return params.train.model_copy(update={"lte": False})
+    """The spine's training config with ConsistentEE's policy networks as the exit scorer
+    (untrained at init: the weighted objective adds no term for them)."""
+    return params.train.model_copy(update={"exit_scorer": "policy"})
 
 
 def train_rounds(params: Params, cfg: ConsistenteeConfig, tag: str, rounds: int) -> dict:
@@ -43,7 +44,7 @@ def train_rounds(params: Params, cfg: ConsistenteeConfig, tag: str, rounds: int)
     shared = common(params)
     train = consistentee_train_config(params)
     run_cached(train_multi_exit, out_dir=dirs.init, train=train, backbone=params.backbone, strategy=INIT_OBJECTIVE,
-               policy=True, dynamics_evals_per_epoch=cfg.forgetting_evals_per_epoch, **shared)
+               dynamics_evals_per_epoch=cfg.forgetting_evals_per_epoch, **shared)
     done = 0  # rounds an earlier (interrupted) run finished; run_cached reuses them while their inputs match
     while done < rounds and (dirs.train(done + 1) / "result.json").exists():
         done += 1

@@ -42,7 +42,7 @@ def run_hashee(params: Params, cfg: HasheeConfig, tag: str) -> dict:
     mlflow.log_artifact(table["table"], "hash_table")
     mlflow.log_artifact(str(dirs.table / "token_share.csv"), "hash_table")
     mlflow.log_metrics({f"token_share_layer_{k}": s for k, s in enumerate(table["info"]["occurrence_share_per_layer"], 1)})
-    single = params.train.model_copy(update={"lte": False})  # the reference: the spine's single-exit full model
+    single = params.train.model_copy(update={"exit_scorer": None})  # the reference: the spine's single-exit full model
     run_cached(train_multi_exit, out_dir=layout.reference, train=single, backbone=params.backbone, strategy=FULL_MODEL,
                **shared)
     hashee_train = single.model_copy(update={"pooling": cfg.pooling})  # HashEE's own pooling ([CLS] by default)

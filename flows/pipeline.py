@@ -30,7 +30,7 @@ def train_and_evaluate(params: Params, strategy: str, register: bool = True) -> 
     """One strategy: train (cached), evaluate (cached), log to the active nested MLflow run."""
     layout = Layout.from_params(params)
     logger = MlflowLogger(mlflow.active_run().info.run_id)
-    mlflow.log_params({"strategy": strategy, "task": params.train.task, "head": params.train.head, "lte": params.train.lte})
+    mlflow.log_params({"strategy": strategy, "task": params.train.task, "head": params.train.head, "exit_scorer": params.train.exit_scorer})
     run_cached(train_multi_exit, out_dir=layout.train(strategy), train=params.train, backbone=params.backbone,
                strategy=strategy, logger=logger, **common(params))
     return evaluate_and_log(params, strategy, register)

@@ -13,6 +13,13 @@ Paper map:
 | Eqs. (1)-(5): q from remaining tokens, K/V from all, Copy | ``HashEEModel.forward`` (prefix path) |
 | Table 10 saved MACs                     | ``hashee_layer_flops``                          |
 
+HashEE keeps its own token-level loop (``HashEEModel._sorted_layers``) instead of the core's
+``MultiExitModel.forward`` / ``early_exit``: it sorts tokens once and runs each layer on a
+prefix through ``adapter.prefix_layer`` (queries on the running tokens, keys/values on all),
+which has no counterpart in sequence-level exiting; threading it through the core loop would
+add a token-level branch to every step there. ``masked_token_exit_forward`` is the reference
+path the prefix loop is tested against, on purpose written independently.
+
 Shape notation: b = batch, n = sequence length, m = running tokens (prefix), d = hidden,
 V = vocabulary, L = layers, B = buckets.
 
@@ -32,7 +39,6 @@ from typing import Iterable, Sequence
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from models.exiting import EarlyExitOutput, MultiExitConfig, MultiExitModel, MultiExitOutput
@@ -294,23 +300,3 @@ def masked_token_exit_forward(model: MultiExitModel, input_ids, attention_mask, 
     for k, layer in enumerate(model.adapter.layers, start=1):
         hidden = torch.where((exits >= k)[..., None], layer(hidden, mask), hidden)
     return hidden
-
-
-def prefix_attention(q_proj, k_proj, v_proj, hidden: torch.Tensor, m: int, num_heads: int, key_bias: torch.Tensor,
-                     dropout: float, eager: bool = False) -> torch.Tensor:
-    """Multi-head attention with queries from the first ``m`` tokens and keys/values from all n.
-
-    ``hidden [b, n, d]`` -> context ``[b, m, d]`` (before the output projection). ``eager`` uses
-    explicit matmuls (what ``FlopCounterMode`` can count), otherwise fused SDPA.
-    """
-    b, n, d = hidden.shape
-    hs = d // num_heads
-    q = q_proj(hidden[:, :m]).view(b, m, num_heads, hs).transpose(1, 2)  # [b, h, m, hs]
-    k = k_proj(hidden).view(b, n, num_heads, hs).transpose(1, 2)  # [b, h, n, hs]
-    v = v_proj(hidden).view(b, n, num_heads, hs).transpose(1, 2)
-    if eager:
-        weights = (q @ k.transpose(-1, -2) / math.sqrt(hs) + key_bias).softmax(-1)  # [b, h, m, n]
-        ctx = F.dropout(weights, dropout, training=dropout > 0) @ v
-    else:
-        ctx = F.scaled_dot_product_attention(q, k, v, attn_mask=key_bias, dropout_p=dropout)
-    return ctx.transpose(1, 2).reshape(b, m, d)
