@@ -27,13 +27,12 @@ import torch  # noqa: E402
 
 from flows.layout import Layout  # noqa: E402
 from models.criteria import make_criterion, simulate  # noqa: E402
-from models.flops import flops_per_instance, full_model_flops  # noqa: E402
 from models.metrics import task_score  # noqa: E402
+from models.operating import fastest_within, sweep, usable_criteria  # noqa: E402
 from models.timing import exit_runner, measure_throughput  # noqa: E402
 from models.training import record_exits  # noqa: E402
 from tasks.backbones import load_checkpoint  # noqa: E402
 from tasks.config import load_params  # noqa: E402
-from tasks.evaluate import usable_criteria  # noqa: E402
 from tasks.features import batches, encode_split  # noqa: E402
 from tasks.io import atomic_write_json  # noqa: E402
 
@@ -57,22 +56,10 @@ def print_rows(result: dict, ratio_to: str = "layer_speedup") -> None:
 
 
 def operating_point(model, rec, name, metric, regression, full_quality, tolerance, points=60):
-    from models.criteria import CRITERIA
-
-    logits, labels, lengths = rec.logits, rec.labels, rec.lengths
-    best = None
-    for tau in CRITERIA[name].sweep(logits, rec.scores, points):
-        crit = make_criterion(name, tau)
-        layer, out = simulate(crit, logits, rec.scores)
-        quality = task_score(metric, out, labels, regression)
-        if quality < full_quality - tolerance:
-            continue
-        avg = layer.double().mean().item()
-        point = {"threshold": tau, "quality": quality, "layer_speedup": model.num_layers / avg,
-                 "flops_speedup": (full_model_flops(model, lengths).sum() / flops_per_instance(model, lengths, layer).sum()).item()}
-        if best is None or point["layer_speedup"] > best["layer_speedup"]:
-            best = point
-    return best
+    """The fastest dev threshold of ``name`` whose dev quality stays within ``tolerance`` points."""
+    curve = sweep(model, name, {"dev": rec}, metric, regression, points)
+    best = fastest_within(curve, full_quality - tolerance)
+    return best and best["dev"]
 
 
 def main(argv=None) -> dict:

@@ -110,9 +110,13 @@ def test_selection_reads_only_dev_and_the_test_part_once_afterwards(study, monke
     params = load_params(project / "params.yaml", overrides)
     load_published_difficulty.fn(source=project / "difficulty/snli_model", out_dir=project / "ds", dev_fraction=0.2, seed=0)
     events = []
-    original_open, original_predict = tl.DifficultyParts.open_test, tl._predict
+    import models.learnability as ml
+
+    original_open, original_predict = tl.DifficultyParts.open_test, ml.predict_bits
+    spy = lambda *a, **k: (events.append("predict"), original_predict(*a, **k))[1]  # noqa: E731
     monkeypatch.setattr(tl.DifficultyParts, "open_test", lambda self: (events.append("open_test"), original_open(self))[1])
-    monkeypatch.setattr(tl, "_predict", lambda *a, **k: (events.append("predict"), original_predict(*a, **k))[1])
+    monkeypatch.setattr(ml, "predict_bits", spy)  # dev predictions inside fit_predictor
+    monkeypatch.setattr(tl, "predict_bits", spy)  # the test prediction in the task
     result = tl.train_difficulty_predictor.fn("bilstm", params.learnability, params.backbone, project / "ds", project / "out")
     assert events == ["predict", "predict", "open_test", "predict"]  # 2 dev epochs, then the test part once
     assert result["selected_epoch"] in (1, 2)
