@@ -67,11 +67,12 @@ def oversample_order(negatives: np.ndarray, pairs: np.ndarray, seed: int, max_gr
     """Row indices of predictor-train with the rows that hold a negative label repeated; shuffled.
 
     The negative label ("exit is wrong") is the minority class over (instance, layer) pairs, so
-    its weight must rise (METHODS.md section 6): rows with at least one negative label are drawn
-    again (seeded, uniformly, with replacement) until negative and positive pairs are equally
-    frequent, or until ``max_growth`` times the part's size has been added (a row's share of
-    negatives bounds what repetition can reach). Rows without a negative label are never
-    repeated; when negatives are already the majority nothing is added.
+    its weight must rise (METHODS.md section 6). Each extra draw picks one negative (instance,
+    layer) pair uniformly (seeded, with replacement) and repeats the row that holds it, so a row
+    is drawn in proportion to its number of negative labels; draws stop when negative and
+    positive pairs are equally frequent, or when ``max_growth`` times the part's size has been
+    added. Rows without a negative label are never repeated; when negatives are already the
+    majority nothing is added.
 
     Args:
         negatives: ``[n]`` negative labels per row (a sentence: over its layers; token level: over
@@ -81,11 +82,10 @@ def oversample_order(negatives: np.ndarray, pairs: np.ndarray, seed: int, max_gr
     """
     negatives, pairs = np.asarray(negatives), np.asarray(pairs)
     rng = np.random.default_rng(seed)
-    holders = np.flatnonzero(negatives > 0)
     extra = np.array([], dtype=int)
     budget = int(max_growth * len(negatives))
-    if len(holders) and budget and 2 * negatives.sum() < pairs.sum():
-        draws = rng.choice(holders, size=budget, replace=True)
+    if negatives.sum() and budget and 2 * negatives.sum() < pairs.sum():
+        draws = rng.choice(len(negatives), size=budget, replace=True, p=negatives / negatives.sum())
         # parity after the first k draws: 2 * (negatives + added negatives) >= pairs + added pairs
         reached = np.flatnonzero(2 * (negatives.sum() + np.cumsum(negatives[draws])) >= pairs.sum() + np.cumsum(pairs[draws]))
         extra = draws[: reached[0] + 1 if len(reached) else budget]

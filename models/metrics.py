@@ -57,14 +57,16 @@ def prediction_is_correct(pred: torch.Tensor, labels: torch.Tensor, regression: 
     return pred == labels
 
 
-def chance_check(metric: str, logits: torch.Tensor, labels: torch.Tensor, regression: bool) -> dict:
+def chance_check(metric: str, logits: torch.Tensor, labels: torch.Tensor, regression: bool, margin: float = 5.0) -> dict:
     """Is a model's exit better than knowing only the label distribution of the same rows?
 
     ``logits [n, c]`` of one exit, ``labels [n]``. The majority-class score is ``metric`` of the
     constant majority prediction (the mean for regression, whose correlation is undefined: 0);
     the chance-level loss is that of the label prior: its entropy (nats) for classification,
     the label variance (squared error of the mean) for regression. ``at_chance`` is true when
-    the score does not beat the majority class or the loss does not beat the prior's.
+    the score does not beat the majority class, or when it beats it by less than ``margin``
+    points while the loss does not beat the prior's (a model that learned but is overconfident
+    can have a loss above the prior's; it is not flagged).
     """
     y = labels.detach().cpu()
     logits = logits.detach().cpu().float()
@@ -79,4 +81,4 @@ def chance_check(metric: str, logits: torch.Tensor, labels: torch.Tensor, regres
         loss = float(torch.nn.functional.cross_entropy(logits, y))
     score, majority = task_score(metric, logits, y, regression), task_score(metric, constant, y, regression)
     return {"score": score, "majority_score": majority, "loss": loss, "chance_loss": chance_loss,
-            "at_chance": bool(score <= majority or loss >= chance_loss)}
+            "at_chance": bool(score <= majority or (loss >= chance_loss and score < majority + margin))}

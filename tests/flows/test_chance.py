@@ -5,7 +5,7 @@ import pytest
 pytestmark = pytest.mark.integration
 
 
-def test_untrained_model_is_flagged_at_chance_in_log_result_and_report(project, capsys):
+def test_untrained_model_is_flagged_at_chance_in_log_result_and_report(project, prefect_harness, capsys):
     from tasks.config import load_params
     from tasks.data import prepare_task
     from tasks.evaluate import evaluate_exits

@@ -22,6 +22,7 @@ ROOT = Path(__file__).resolve().parents[2]
 def cli_env(**extra) -> dict:
     env = {k: v for k, v in os.environ.items() if k not in ("PREFECT_API_URL", "EXITFLOW_VERBOSE")}
     env["PYTHONPATH"] = str(ROOT)
+    env["PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS"] = "180"  # a loaded 2-core machine starts it slowly
     env.update(extra)
     return env
 

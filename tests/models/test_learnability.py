@@ -63,6 +63,14 @@ def test_oversampling_raises_the_negative_label_share():
     assert oversample_order(neg, pairs, seed=0) == order  # seeded
 
 
+def test_oversampling_draws_rows_in_proportion_to_their_negative_labels():
+    neg, pairs = np.array([2, 1, 0]), np.array([8, 8, 8])  # parity is out of reach: the whole budget is drawn
+    order = oversample_order(neg, pairs, seed=0, max_growth=1000)
+    extra = [order.count(i) - 1 for i in range(3)]
+    assert sum(extra) == 3000 and extra[2] == 0
+    assert extra[0] / extra[1] == pytest.approx(2, rel=0.1)  # twice the negatives, twice the draws
+
+
 def test_oversampling_stops_at_parity_and_leaves_negative_majorities_alone():
     labels = np.array([[0, 0, 0, 1]] * 2 + [[1, 1, 1, 1]] * 8)  # 6 of 40 pairs negative, 3 per holder
     neg, pairs = (labels == 0).sum(1), np.full(10, 4)

@@ -29,3 +29,14 @@ def test_regression_chance_is_the_label_variance():
     assert good["chance_loss"] == pytest.approx(1.25) and good["majority_score"] == 0.0 and not good["at_chance"]
     flat = chance_check("pearson_spearman", torch.full((4, 1), 2.5), labels, regression=True)
     assert flat["at_chance"]
+
+
+def test_an_overconfident_model_that_learned_is_not_flagged_but_a_near_majority_one_is():
+    labels = torch.tensor([0] * 10 + [1] * 10)
+    confident = torch.tensor([[9.0, 0.0]] * 10 + [[0.0, 9.0]] * 8 + [[9.0, 0.0]] * 2)  # 90% right, very sure when wrong
+    check = chance_check("accuracy", confident, labels, regression=False)
+    assert check["loss"] > check["chance_loss"] and not check["at_chance"]
+    labels = torch.tensor([0] * 20 + [1] * 20)
+    barely = torch.tensor([[0.2, 0.0]] * 20 + [[0.0, 0.3]] * 1 + [[3.0, 0.0]] * 19)  # 52.5% vs 50%, loss above the prior's
+    check = chance_check("accuracy", barely, labels, regression=False)
+    assert check["score"] > check["majority_score"] and check["loss"] > check["chance_loss"] and check["at_chance"]
