@@ -27,6 +27,15 @@ def cli_env(**extra) -> dict:
     return env
 
 
+def kill_all(processes, psutil) -> None:
+    """Test cleanup: kill whatever is still running."""
+    for p in processes:
+        try:
+            p.kill()
+        except (ProcessLookupError, psutil.NoSuchProcess):
+            pass
+
+
 def bad_data_project(root: Path) -> Path:
     """A project whose dev split has a label outside the task's classes: a DataError inside a task."""
     from tests.flows.conftest import make_sst2
@@ -162,11 +171,7 @@ def test_sigterm_stops_the_command_and_its_temporary_server_within_seconds(tmp_p
         assert elapsed < 10
         assert "terminated (signal 15)" in "".join(lines)
     finally:
-        for p in [proc, *children]:
-            try:
-                p.kill()
-            except (ProcessLookupError, psutil.NoSuchProcess):
-                pass
+        kill_all([proc, *children], psutil)
 
 
 @pytest.mark.integration
@@ -195,8 +200,4 @@ def test_a_closed_output_pipe_does_not_leave_the_temporary_server_running(tmp_pa
         gone, alive = psutil.wait_procs(children, timeout=5)
         assert not alive, f"left running: {[' '.join(p.cmdline()) for p in alive]}"
     finally:
-        for p in [proc, *children]:
-            try:
-                p.kill()
-            except (ProcessLookupError, psutil.NoSuchProcess):
-                pass
+        kill_all([proc, *children], psutil)
