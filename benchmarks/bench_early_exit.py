@@ -25,14 +25,14 @@ sys.path.insert(0, str(ROOT))
 
 import torch  # noqa: E402
 
+from flows.layout import Layout  # noqa: E402
 from models.criteria import make_criterion, simulate  # noqa: E402
-from models.flops import flops_per_instance, full_model_flops  # noqa: E402
 from models.metrics import task_score  # noqa: E402
+from models.operating import fastest_within, sweep, usable_criteria  # noqa: E402
 from models.timing import exit_runner, measure_throughput  # noqa: E402
 from models.training import record_exits  # noqa: E402
 from tasks.backbones import load_checkpoint  # noqa: E402
 from tasks.config import load_params  # noqa: E402
-from tasks.evaluate import usable_criteria  # noqa: E402
 from tasks.features import batches, encode_split  # noqa: E402
 from tasks.io import atomic_write_json  # noqa: E402
 
@@ -56,28 +56,17 @@ def print_rows(result: dict, ratio_to: str = "layer_speedup") -> None:
 
 
 def operating_point(model, rec, name, metric, regression, full_quality, tolerance, points=60):
-    from models.criteria import CRITERIA
-
-    logits, labels, lengths = rec.logits, rec.labels, rec.lengths
-    best = None
-    for tau in CRITERIA[name].sweep(logits, rec.scores, points):
-        crit = make_criterion(name, tau)
-        layer, out = simulate(crit, logits, rec.scores)
-        quality = task_score(metric, out, labels, regression)
-        if quality < full_quality - tolerance:
-            continue
-        avg = layer.double().mean().item()
-        point = {"threshold": tau, "quality": quality, "layer_speedup": model.num_layers / avg,
-                 "flops_speedup": (full_model_flops(model, lengths).sum() / flops_per_instance(model, lengths, layer).sum()).item()}
-        if best is None or point["layer_speedup"] > best["layer_speedup"]:
-            best = point
-    return best
+    """The fastest dev threshold of ``name`` whose dev quality stays within ``tolerance`` points."""
+    curve = sweep(model, name, {"dev": rec}, metric, regression, points)
+    best = fastest_within(curve, full_quality - tolerance)
+    return best and best["dev"]
 
 
 def main(argv=None) -> dict:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--params", default=str(ROOT / "params.yaml"))
-    ap.add_argument("--strategy", default="alternating", help="which trained checkpoint under artifacts/train/")
+    ap.add_argument("--strategy", default="alternating",
+                    help="which trained checkpoint under artifacts/<task>/seed-<seed>/train/")
     ap.add_argument("--criteria", nargs="+", default=["entropy", "lte"])
     ap.add_argument("--batch-sizes", nargs="+", type=int, default=[1, 32])
     ap.add_argument("--rows", type=int, default=None, help="dev rows to time (default: all)")
@@ -88,14 +77,15 @@ def main(argv=None) -> dict:
     args = ap.parse_args(argv)
 
     params = load_params(args.params)
-    ckpt = params.path(params.artifacts_dir) / "train" / args.strategy / "checkpoint"
+    layout = Layout.from_params(params)
+    ckpt = layout.train(args.strategy) / "checkpoint"
     if not (ckpt / "exitflow.json").exists():
         ap.error(f"no checkpoint at {ckpt}; run `exitflow run` (or `exitflow train --strategy {args.strategy}`) first")
     torch.manual_seed(params.seed)
     model, tokenizer, meta = load_checkpoint(ckpt, params.backbone.attn_implementation)
     metric, regression = meta["metric"], model.config.regression
-    enc = encode_split(params.path(params.data.out_dir), meta["task"], "dev", tokenizer, params.backbone.max_length,
-                       params.path(params.artifacts_dir) / "cache" / "tokens", args.rows, params.seed)
+    enc = encode_split(layout.data, meta["task"], "dev", tokenizer, params.backbone.max_length, layout.token_cache,
+                       args.rows, params.seed)
     pad = tokenizer.pad_token_id or 0
     rec = record_exits(model, batches(enc, 64, pad))
     full_quality = task_score(metric, rec.logits[-1], rec.labels, regression)

@@ -3,8 +3,9 @@
 All methods are timed in one process, interleaved per repeat, medians over repeats, on the
 task's dev split:
 
-- ``full``: the single-exit fine-tuned backbone (``artifacts/train/single``), all layers;
-- ``hashee-<kind>``: the pipeline's HashEE model (``artifacts/hashee/default``);
+- ``full``: the single-exit fine-tuned backbone (``reference/single-exit`` in the task's
+  artifact folder, ``flows/layout.py``), all layers;
+- ``hashee-<kind>``: the pipeline's HashEE model (``hashee/default``);
 - ``entropy`` / ``patience``: the spine's multi-exit model (``--strategy``, default
   alternating) with batched compaction, at the fastest dev threshold whose accuracy stays
   within ``--tolerance`` points of the full model.
@@ -28,6 +29,7 @@ sys.path.insert(0, str(ROOT))
 import torch  # noqa: E402
 
 from bench_early_exit import machine, operating_point, print_rows  # noqa: E402
+from flows.layout import Layout  # noqa: E402
 from models.criteria import make_criterion  # noqa: E402
 from models.flops import full_model_flops  # noqa: E402
 from models.hashee import hashee_instance_flops  # noqa: E402
@@ -53,9 +55,9 @@ def main(argv=None) -> dict:
     args = ap.parse_args(argv)
 
     params = load_params(args.params)
-    art = params.path(params.artifacts_dir)
-    paths = {"full": art / "train" / "single" / "checkpoint", "hashee": art / "hashee" / "default" / "train" / "checkpoint",
-             "multi": art / "train" / args.strategy / "checkpoint"}
+    layout = Layout.from_params(params)
+    paths = {"full": layout.reference / "checkpoint", "hashee": layout.hashee("default").train / "checkpoint",
+             "multi": layout.train(args.strategy) / "checkpoint"}
     for name, p in paths.items():
         if not (p / "exitflow.json").exists():
             ap.error(f"missing {name} checkpoint at {p}; run `exitflow run` first")
@@ -65,8 +67,8 @@ def main(argv=None) -> dict:
     hashee, _, _ = load_checkpoint(paths["hashee"], attn)
     multi, _, _ = load_checkpoint(paths["multi"], attn)
     metric, regression, pad = meta["metric"], full.config.regression, tokenizer.pad_token_id or 0
-    enc = encode_split(params.path(params.data.out_dir), meta["task"], "dev", tokenizer, params.backbone.max_length,
-                       art / "cache" / "tokens", None, params.seed)
+    enc = encode_split(layout.data, meta["task"], "dev", tokenizer, params.backbone.max_length, layout.token_cache,
+                       None, params.seed)
     labels = torch.tensor(enc["labels"])
 
     def quality(model):

@@ -279,7 +279,8 @@ def prepare(params: Path = ParamsOpt, set_: Optional[list[str]] = SetOpt):
 @app.command()
 def train(strategy: str = typer.Option(..., help="joint | weighted | two_stage | alternating"),
           params: Path = ParamsOpt, set_: Optional[list[str]] = SetOpt):
-    """Train a multi-exit model with one objective (artifacts/train/<strategy>/); resumes if interrupted."""
+    """Train a multi-exit model with one objective
+    (artifacts/<task>/seed-<seed>/train/<strategy>/); resumes if interrupted."""
     from flows.pipeline import exitflow_stage
     from models.objectives import OBJECTIVES
 
@@ -293,7 +294,8 @@ def train(strategy: str = typer.Option(..., help="joint | weighted | two_stage |
 @app.command()
 def evaluate(strategy: str = typer.Option(..., help="which trained strategy to evaluate"),
              params: Path = ParamsOpt, set_: Optional[list[str]] = SetOpt):
-    """Sweep every exit criterion, pick dev operating points, time real early exit (artifacts/evaluate/<strategy>/)."""
+    """Sweep every exit criterion, pick dev operating points, time real early exit
+    (artifacts/<task>/seed-<seed>/evaluate/<strategy>/)."""
     from flows.pipeline import exitflow_stage
 
     _check(params, set_)
@@ -303,7 +305,7 @@ def evaluate(strategy: str = typer.Option(..., help="which trained strategy to e
 
 @app.command()
 def report(params: Path = ParamsOpt, set_: Optional[list[str]] = SetOpt):
-    """Build the comparison table and plot from the evaluated strategies (artifacts/report/)."""
+    """Build the comparison table and plot from the evaluated strategies (artifacts/<task>/seed-<seed>/report/)."""
     from flows.pipeline import exitflow_stage
 
     _check(params, set_)
@@ -324,7 +326,8 @@ def run(params: Path = ParamsOpt, set_: Optional[list[str]] = SetOpt,
 @app.command()
 def hashee(params: Path = ParamsOpt, set_: Optional[list[str]] = SetOpt):
     """HashEE with the configured hash (hashee.kind, default frequency, B = hashee.buckets): build the
-    table, fine-tune with token-level exits, evaluate vs the full model (artifacts/hashee/default/)."""
+    table, fine-tune with token-level exits, evaluate vs the full model
+    (artifacts/<task>/seed-<seed>/hashee/default/)."""
     from flows.hashee import hashee_pipeline
 
     _check(params, set_)
@@ -345,7 +348,8 @@ def hashee_study(params: Path = ParamsOpt, set_: Optional[list[str]] = SetOpt):
 def consistentee_cmd(params: Path = ParamsOpt, set_: Optional[list[str]] = SetOpt):
     """ConsistentEE: weighted init, then up to consistentee.rounds rounds of memorized layer -> policy
     step (REINFORCE) -> heads step; Spearman table; evaluation vs entropy/patience/LTE
-    (artifacts/consistentee/; MLflow experiment exitflow-consistentee). Resumes from the last finished round."""
+    (artifacts/<task>/seed-<seed>/consistentee/; MLflow experiment exitflow-consistentee).
+    Resumes from the last finished round."""
     from flows.consistentee import consistentee_pipeline
 
     _check(params, set_)
@@ -367,7 +371,8 @@ def learnability_cmd(params: Path = ParamsOpt, set_: Optional[list[str]] = SetOp
     """Can instance difficulty be learned? Builds the difficulty datasets (published snli_model,
     train.task dev annotated by the joint model, CoNLL-2003 dev annotated by a multi-exit tagger),
     trains Majority / Linear-M / Linear-B / BiLSTM / BERT predictors, runs the human-difficulty
-    classifier; table and F1 chart in MLflow experiment `learnability` (artifacts/learnability/)."""
+    classifier; table and F1 chart in MLflow experiment `learnability` (artifacts/<task>/seed-<seed>/learnability/,
+    and artifacts/learnability/seed-<seed>/ for the studies that do not read train.task)."""
     from flows.learnability import learnability
 
     _check(params, set_)

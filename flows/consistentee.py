@@ -15,7 +15,7 @@ from __future__ import annotations
 import mlflow
 from prefect import flow
 
-from flows.layout import common, consistentee_dirs, prepare_task_data, stage_dirs
+from flows.layout import Layout, common, prepare_task_data
 from flows.tracking import log_strategy, parent_run, use_experiment
 from tasks.caching import run_cached
 from tasks.config import ConsistenteeConfig, Params, load_params
@@ -29,39 +29,41 @@ INIT_OBJECTIVE = "weighted"
 
 
 def consistentee_train_config(params: Params):
-    """The spine's training config without BERxiT's LTE (ConsistentEE brings its own policy)."""
-    return params.train.model_copy(update={"lte": False})
+    """The spine's training config with ConsistentEE's policy networks as the exit scorer
+    (untrained at init: the weighted objective adds no term for them)."""
+    return params.train.model_copy(update={"exit_scorer": "policy"})
 
 
 def train_rounds(params: Params, cfg: ConsistenteeConfig, tag: str, rounds: int) -> dict:
     """Init (cached, shared) then up to ``rounds`` rounds, each a nested MLflow run.
 
-    Returns ``{"checkpoint": best round's checkpoint, "best_round", "rounds": [round results], "dirs"}``.
+    Returns ``{"checkpoint": best round's checkpoint, "best_round", "rounds": [round results], "dirs"}``
+    (``dirs``: the run's ``ConsistenteeDirs``).
     """
-    dirs = consistentee_dirs(params, tag, rounds)
-    shared = common(params, stage_dirs(params))
+    dirs = Layout.from_params(params).consistentee(tag)
+    shared = common(params)
     train = consistentee_train_config(params)
-    run_cached(train_multi_exit, out_dir=dirs["init"], train=train, backbone=params.backbone, strategy=INIT_OBJECTIVE,
-               policy=True, dynamics_evals_per_epoch=cfg.forgetting_evals_per_epoch, **shared)
+    run_cached(train_multi_exit, out_dir=dirs.init, train=train, backbone=params.backbone, strategy=INIT_OBJECTIVE,
+               dynamics_evals_per_epoch=cfg.forgetting_evals_per_epoch, **shared)
     done = 0  # rounds an earlier (interrupted) run finished; run_cached reuses them while their inputs match
-    while done < rounds and (dirs[f"round-{done + 1}"] / "result.json").exists():
+    while done < rounds and (dirs.train(done + 1) / "result.json").exists():
         done += 1
     if done:
         print(f"[consistentee {tag}] resuming after round {done}: {f'rounds 1-{done}' if done > 1 else 'round 1'} "
-              f"finished earlier (outputs in {dirs['round-1'].parent.parent}), reused while their inputs are unchanged")
-    ckpt, best, best_round, results = dirs["init"] / "checkpoint", None, 0, []
+              f"finished earlier (outputs in {dirs.rounds}), reused while their inputs are unchanged")
+    ckpt, best, best_round, results = dirs.init / "checkpoint", None, 0, []
     for r in range(1, rounds + 1):
         with mlflow.start_run(run_name=f"{tag}/round-{r}", nested=True):
             mlflow.log_params({"round": r, "reward": cfg.reward, "alpha": cfg.alpha})
-            memorized = run_cached(compute_memorized_layer, out_dir=dirs[f"memorized-{r}"], train=train,
+            memorized = run_cached(compute_memorized_layer, out_dir=dirs.memorized(r), train=train,
                                    backbone=params.backbone, ckpt_dir=ckpt, tolerance=cfg.regression_tolerance,
                                    title=f"(round {r} input)", **shared)
             mlflow.log_artifact(memorized["plot"], "memorized_layer")
             for k, count in enumerate(memorized["histogram"], start=1):
                 mlflow.log_metric("memorized_layer_count", count, step=k)
             mlflow.log_metric("memorized_layer_mean", memorized["mean"])
-            result = run_cached(consistentee_round, out_dir=dirs[f"round-{r}"], consistentee=cfg, train=train,
-                                backbone=params.backbone, ckpt_dir=ckpt, memorized_dir=dirs[f"memorized-{r}"],
+            result = run_cached(consistentee_round, out_dir=dirs.train(r), consistentee=cfg, train=train,
+                                backbone=params.backbone, ckpt_dir=ckpt, memorized_dir=dirs.memorized(r),
                                 round_index=r, logger=MlflowLogger(mlflow.active_run().info.run_id), **shared)
         results.append(result)
         # round 1 always counts (the init model's policy is untrained); later rounds must beat the best so far
@@ -71,7 +73,7 @@ def train_rounds(params: Params, cfg: ConsistenteeConfig, tag: str, rounds: int)
               f"({'improved' if improved else 'not improved'})")
         if improved or not cfg.early_stop:
             best = result["dev"]["objective"] if best is None else max(best, result["dev"]["objective"])
-            best_round, ckpt = r, dirs[f"round-{r}"] / "checkpoint"
+            best_round, ckpt = r, dirs.train(r) / "checkpoint"
         if not improved and cfg.early_stop:
             break
     return {"checkpoint": ckpt, "best_round": best_round, "rounds": results, "dirs": dirs}
@@ -80,24 +82,24 @@ def train_rounds(params: Params, cfg: ConsistenteeConfig, tag: str, rounds: int)
 def run_consistentee(params: Params, tag: str = "default", baselines: dict | None = None) -> dict:
     """The whole method inside the active MLflow run: rounds, Table 1, evaluation, report."""
     cfg = params.consistentee
-    shared = common(params, stage_dirs(params))
+    shared = common(params)
     mlflow.log_params({"reward": cfg.reward, "alpha": cfg.alpha, "copies": cfg.copies, "tau": cfg.tau,
                        "max_rounds": cfg.rounds})
     trained = train_rounds(params, cfg, tag, cfg.rounds)
     dirs = trained["dirs"]
     mlflow.log_metric("best_round", trained["best_round"])
-    if (dirs["init"] / "train_dynamics.pt").exists():
-        hardness = run_cached(hardness_analysis, out_dir=dirs["hardness"], dynamics_path=dirs["init"] / "train_dynamics.pt",
-                              memorized_dir=dirs["memorized-1"], tolerance=cfg.regression_tolerance)
+    if (dirs.init / "train_dynamics.pt").exists():
+        hardness = run_cached(hardness_analysis, out_dir=dirs.hardness, dynamics_path=dirs.init / "train_dynamics.pt",
+                              memorized_dir=dirs.memorized(1), tolerance=cfg.regression_tolerance)
         mlflow.log_metrics({k: v for k, v in hardness["table"].items() if isinstance(v, float)})
         mlflow.log_artifact(hardness["markdown"], "hardness")
         mlflow.log_table({k: [v] for k, v in hardness["table"].items()}, "hardness/spearman.json")
     criteria = [c for c in params.evaluate.criteria if c != "lte"] + ["policy"]
-    evaluated = run_cached(evaluate_exits, out_dir=dirs["evaluate"], evaluate=params.evaluate.model_copy(update={"criteria": criteria}),
+    evaluated = run_cached(evaluate_exits, out_dir=dirs.evaluate, evaluate=params.evaluate.model_copy(update={"criteria": criteria}),
                            backbone=params.backbone, train=consistentee_train_config(params), ckpt_dir=trained["checkpoint"],
                            logger=MlflowLogger(mlflow.active_run().info.run_id), fixed_thresholds={"policy": cfg.tau}, **shared)
     log_strategy(params, f"consistentee-{tag}", {"checkpoint": str(trained["checkpoint"])}, evaluated, register=False)
-    report = consistentee_report(dirs["evaluate"], baselines or {}, dirs["report"], tau=cfg.tau)
+    report = consistentee_report(dirs.evaluate, baselines or {}, dirs.report, tau=cfg.tau)
     mlflow.log_artifact(report["plot"], "report")
     mlflow.log_text(report["table"], "report/results.md")
     return {"report": report, "evaluated": evaluated["summary"], "best_round": trained["best_round"]}
@@ -105,7 +107,8 @@ def run_consistentee(params: Params, tag: str = "default", baselines: dict | Non
 
 def spine_baselines(params: Params) -> dict:
     """The spine's evaluation folders (joint, alternating, ...) that exist, for the comparison."""
-    return {s: stage_dirs(params, s)["evaluate"] for s in params.train.strategies}
+    layout = Layout.from_params(params)
+    return {s: layout.evaluate(s) for s in params.train.strategies}
 
 
 @flow(name="consistentee", log_prints=True)
@@ -126,7 +129,7 @@ def consistentee_ablation(params_path: str = "params.yaml", overrides: list[str]
     (``ablation_rounds`` rounds each, from the shared init); test quality vs layer speed-up at tau."""
     params = load_params(params_path, overrides or [])
     base = params.consistentee
-    shared = common(params, stage_dirs(params))
+    shared = common(params)
     use_experiment(params, "exitflow-consistentee-ablation")
     points: dict[str, list[dict]] = {"vanilla": [], "hardness": []}
     full = None
@@ -139,14 +142,14 @@ def consistentee_ablation(params_path: str = "params.yaml", overrides: list[str]
                 with mlflow.start_run(run_name=cfg.name, nested=True):
                     trained = train_rounds(params, cfg, tag, cfg.rounds)
                     evaluate = params.evaluate.model_copy(update={"criteria": ["policy"], "timing_batch_sizes": []})
-                    evaluated = run_cached(evaluate_exits, out_dir=trained["dirs"]["evaluate"], evaluate=evaluate,
+                    evaluated = run_cached(evaluate_exits, out_dir=trained["dirs"].evaluate, evaluate=evaluate,
                                            backbone=params.backbone, train=consistentee_train_config(params),
                                            ckpt_dir=trained["checkpoint"], fixed_thresholds={"policy": cfg.tau}, **shared)
                     at_tau = evaluated["summary"]["fixed_points"]["policy"]["test"]
                     mlflow.log_metrics({"test_quality": at_tau["quality"], "test_layer_speedup": at_tau["layer_speedup"]})
                     full = evaluated["summary"]["full"]["test_quality"]
                 points[reward].append({"alpha": alpha, "quality": at_tau["quality"], "layer_speedup": at_tau["layer_speedup"]})
-        out_dir = params.path(params.artifacts_dir) / "consistentee" / "ablation"
+        out_dir = Layout.from_params(params).consistentee_ablation
         report = ablation_report(points, full, out_dir)
         mlflow.log_artifact(report["plot"], "ablation")
         mlflow.log_text(report["table"], "ablation/results.md")

@@ -12,7 +12,7 @@ from pathlib import Path
 import mlflow
 from prefect import flow
 
-from flows.layout import common, hashee_dirs, prepare_task_data, stage_dirs
+from flows.layout import Layout, common, prepare_task_data
 from flows.tracking import parent_run, use_experiment
 from tasks.caching import run_cached
 from tasks.config import HasheeConfig, Params, load_params
@@ -29,26 +29,28 @@ FULL_MODEL = "single"
 def run_hashee(params: Params, cfg: HasheeConfig, tag: str) -> dict:
     """Table -> HashEE training -> evaluation vs the full model, logged to the active MLflow run.
 
-    Artifacts go to ``artifacts/hashee/<tag>/``; the full model to ``artifacts/train/single/``.
+    Artifacts go to ``Layout.hashee(tag)``; the full model to ``Layout.reference``, shared by every tag.
     """
-    dirs, shared = hashee_dirs(params, tag), common(params, stage_dirs(params))
+    layout, shared = Layout.from_params(params), common(params)
+    dirs = layout.hashee(tag)
     logger = MlflowLogger(mlflow.active_run().info.run_id)
     mlflow.log_params({"hash_kind": cfg.kind, "buckets": cfg.buckets, "hash_layers": cfg.num_layers or "all",
                        "hash_pooling": cfg.pooling})
-    table = run_cached(build_hash_table, out_dir=dirs["table"], hashee=cfg, train=params.train, backbone=params.backbone,
+    table = run_cached(build_hash_table, out_dir=dirs.table, hashee=cfg, train=params.train, backbone=params.backbone,
                        data_dir=shared["data_dir"], cache_dir=shared["cache_dir"], seed=params.seed)
     mlflow.log_artifact(table["plot"], "hash_table")
     mlflow.log_artifact(table["table"], "hash_table")
-    mlflow.log_artifact(str(dirs["table"] / "token_share.csv"), "hash_table")
+    mlflow.log_artifact(str(dirs.table / "token_share.csv"), "hash_table")
     mlflow.log_metrics({f"token_share_layer_{k}": s for k, s in enumerate(table["info"]["occurrence_share_per_layer"], 1)})
-    single = params.train.model_copy(update={"lte": False})  # the reference: the spine's single-exit full model
-    run_cached(train_multi_exit, out_dir=dirs["full"], train=single, backbone=params.backbone, strategy=FULL_MODEL, **shared)
+    single = params.train.model_copy(update={"exit_scorer": None})  # the reference: the spine's single-exit full model
+    run_cached(train_multi_exit, out_dir=layout.reference, train=single, backbone=params.backbone, strategy=FULL_MODEL,
+               **shared)
     hashee_train = single.model_copy(update={"pooling": cfg.pooling})  # HashEE's own pooling ([CLS] by default)
-    run_cached(train_multi_exit, out_dir=dirs["train"], train=hashee_train, backbone=params.backbone, strategy=FULL_MODEL,
-               logger=logger, num_layers=cfg.num_layers, hash_table_dir=dirs["table"], **shared)
-    evaluated = run_cached(evaluate_hashee, out_dir=dirs["evaluate"], hashee=cfg, evaluate=params.evaluate, train=single,
-                           backbone=params.backbone, ckpt_dir=dirs["train"] / "checkpoint",
-                           full_ckpt_dir=dirs["full"] / "checkpoint", table_dir=dirs["table"],
+    run_cached(train_multi_exit, out_dir=dirs.train, train=hashee_train, backbone=params.backbone, strategy=FULL_MODEL,
+               logger=logger, num_layers=cfg.num_layers, hash_table_dir=dirs.table, **shared)
+    evaluated = run_cached(evaluate_hashee, out_dir=dirs.evaluate, hashee=cfg, evaluate=params.evaluate, train=single,
+                           backbone=params.backbone, ckpt_dir=dirs.train / "checkpoint",
+                           full_ckpt_dir=layout.reference / "checkpoint", table_dir=dirs.table,
                            data_dir=shared["data_dir"], cache_dir=shared["cache_dir"], seed=params.seed)
     summary = read_metrics(Path(evaluated["metrics"]).parent)  # metrics.json + timing.json's wall-clock numbers
     mlflow.log_metrics({k: v for k, v in summary.items() if isinstance(v, float)})
@@ -81,7 +83,7 @@ def hashee_study(params_path: str = "params.yaml", overrides: list[str] | None =
         for cfg in {c.name: c for c in configs}.values():  # de-duplicated by name, in order
             with mlflow.start_run(run_name=cfg.name, nested=True):
                 rows[cfg.name] = run_hashee(params, cfg, f"study/{cfg.name}")
-        report = hashee_study_report(rows, params.path(params.artifacts_dir) / "hashee" / "study")
+        report = hashee_study_report(rows, Layout.from_params(params).hashee_study)
         mlflow.log_artifact(report["plot"], "study")
         mlflow.log_text(report["table"], "study/results.md")
     print(report["table"])

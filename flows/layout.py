@@ -1,47 +1,199 @@
-"""Where each step's artifacts live (also the ``dvc.yaml`` outs), and the data step every flow starts with::
+"""Where every artifact lives (also the ``dvc.yaml`` paths), and the data step every flow starts with.
 
-    artifacts/train/<strategy>/   artifacts/evaluate/<strategy>/   artifacts/report/
-    artifacts/hashee/<tag>/{table,train,evaluate}/   (tag: ``default`` in the pipeline, the config name in the study)
-    artifacts/consistentee/init/   (weighted init with policy networks; shared by every ConsistentEE run)
-    artifacts/consistentee/<tag>/rounds/round-<r>/{memorized,train}/   artifacts/consistentee/<tag>/{hardness,evaluate,report}/
+One ``Layout``, built from ``params.yaml``, names every folder; flows and benchmarks ask it
+instead of joining paths themselves. Everything a run derives from ``train.task`` is keyed by
+task and seed, so a second task (``--set train.task=mrpc``) or seed writes beside the first::
+
+    data/<task>/                                  validated splits (data.out_dir, pinned by data.dvc)
+    artifacts/cache/tokens/                       token cache (not an output; its files are keyed by
+                                                  task, split and content, so every run shares it)
+    artifacts/<task>/seed-<seed>/
+        train/<strategy>/   evaluate/<strategy>/   report/
+        reference/single-exit/                    HashEE's single-exit full model (no strategy name reaches it)
+        hashee/<tag>/{table,train,evaluate}/      tag: default (pipeline) or study/<config name> (study)
+        hashee/study/                             the study's table and plot
+        consistentee/init/                        weighted init with policy networks, shared by every tag
+        consistentee/<tag>/rounds/round-<r>/{memorized,train}/
+        consistentee/<tag>/{hardness,evaluate,report}/     tag: default or ablation/<config name>
+        consistentee/ablation/                    the ablation's plot and table
+        learnability/datasets/sentence/           train.task dev annotated by train/joint
+        learnability/predictors/sentence/<predictor>/
+        learnability/report/                      every study's table and F1 chart
+    artifacts/learnability/seed-<seed>/           the learnability studies that never read train.task
+        datasets/{snli_model,conll2003}/   predictors/{snli_model,conll2003}/<predictor>/
+        annotators/token/   human/
+
+The learnability studies on the published ``snli_model`` set, on CoNLL-2003 (token) and on
+human-defined difficulty read no ``train.task`` data, so they sit outside the task folders,
+keyed by seed only, and every task's report reuses them.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 
 from tasks.config import Params
 from tasks.data import prepare_data
 
-
-def stage_dirs(params: Params, strategy: str | None = None) -> dict[str, Path]:
-    art = params.path(params.artifacts_dir)
-    dirs = {"data": params.path(params.data.out_dir), "cache": art / "cache" / "tokens", "report": art / "report"}
-    if strategy is not None:
-        dirs.update(train=art / "train" / strategy, evaluate=art / "evaluate" / strategy)
-    return dirs
+REFERENCE = ("reference", "single-exit")  # beside train/, so no strategy name can reach it
+# learnability.studies name -> (bound to train.task, folder name)
+LEARNABILITY_STUDIES = {"snli_model": (False, "snli_model"), "token": (False, "conll2003"), "sentence": (True, "sentence")}
 
 
-def hashee_dirs(params: Params, tag: str) -> dict[str, Path]:
-    base = params.path(params.artifacts_dir) / "hashee" / tag
-    return {"table": base / "table", "train": base / "train", "evaluate": base / "evaluate",
-            "full": stage_dirs(params, "single")["train"]}
+@dataclass(frozen=True)
+class HasheeDirs:
+    """One HashEE run: hash table, token-level fine-tuning, evaluation against the reference."""
+
+    table: Path
+    train: Path
+    evaluate: Path
 
 
-def consistentee_dirs(params: Params, tag: str, rounds: int) -> dict[str, Path]:
-    base = params.path(params.artifacts_dir) / "consistentee"
-    dirs = {"init": base / "init", "hardness": base / tag / "hardness", "evaluate": base / tag / "evaluate",
-            "report": base / tag / "report"}
-    for r in range(1, rounds + 1):
-        dirs[f"memorized-{r}"] = base / tag / "rounds" / f"round-{r}" / "memorized"
-        dirs[f"round-{r}"] = base / tag / "rounds" / f"round-{r}" / "train"
-    return dirs
+@dataclass(frozen=True)
+class ConsistenteeDirs:
+    """One ConsistentEE run (a tag): the shared init, then its rounds, analysis and evaluation."""
+
+    init: Path
+    base: Path
+
+    @property
+    def rounds(self) -> Path:
+        return self.base / "rounds"
+
+    def memorized(self, r: int) -> Path:
+        """Round ``r``'s memorized layer (computed on round ``r``'s input model)."""
+        return self.rounds / f"round-{r}" / "memorized"
+
+    def train(self, r: int) -> Path:
+        """Round ``r``'s policy and heads steps (its checkpoint)."""
+        return self.rounds / f"round-{r}" / "train"
+
+    @property
+    def hardness(self) -> Path:
+        return self.base / "hardness"
+
+    @property
+    def evaluate(self) -> Path:
+        return self.base / "evaluate"
+
+    @property
+    def report(self) -> Path:
+        return self.base / "report"
 
 
-def common(params: Params, dirs: dict[str, Path]) -> dict:
-    return {"data_dir": dirs["data"], "cache_dir": dirs["cache"], "seed": params.seed, "device": params.device}
+@dataclass(frozen=True)
+class Layout:
+    """Every artifact folder of one (task, seed); absolute paths when built by ``from_params``."""
+
+    artifacts: Path
+    data: Path
+    task: str
+    seed: int
+
+    @classmethod
+    def from_params(cls, params: Params) -> Layout:
+        return cls(artifacts=params.path(params.artifacts_dir), data=params.path(params.data.out_dir),
+                   task=params.train.task, seed=params.seed)
+
+    @property
+    def base(self) -> Path:
+        """``artifacts/<task>/seed-<seed>``: every folder derived from ``train.task`` is under it."""
+        return self.artifacts / self.task / f"seed-{self.seed}"
+
+    @property
+    def task_data(self) -> Path:
+        return self.data / self.task
+
+    @property
+    def token_cache(self) -> Path:
+        return self.artifacts / "cache" / "tokens"
+
+    # the spine: one multi-exit model per strategy, its evaluation, the comparison report
+    def train(self, strategy: str) -> Path:
+        return self.base / "train" / strategy
+
+    @property
+    def evaluations(self) -> Path:
+        """The folder holding every strategy's ``evaluate(strategy)``."""
+        return self.base / "evaluate"
+
+    def evaluate(self, strategy: str) -> Path:
+        return self.evaluations / strategy
+
+    @property
+    def report(self) -> Path:
+        return self.base / "report"
+
+    # HashEE
+    @property
+    def reference(self) -> Path:
+        """The single-exit fine-tuned full model HashEE is compared with (shared by every tag)."""
+        return self.base.joinpath(*REFERENCE)
+
+    def hashee(self, tag: str) -> HasheeDirs:
+        base = self.base / "hashee" / tag
+        return HasheeDirs(table=base / "table", train=base / "train", evaluate=base / "evaluate")
+
+    @property
+    def hashee_study(self) -> Path:
+        """The study's table and plot; its runs use tags ``study/<config name>``."""
+        return self.base / "hashee" / "study"
+
+    # ConsistentEE
+    @property
+    def consistentee_init(self) -> Path:
+        return self.base / "consistentee" / "init"
+
+    def consistentee(self, tag: str) -> ConsistenteeDirs:
+        return ConsistenteeDirs(init=self.consistentee_init, base=self.base / "consistentee" / tag)
+
+    @property
+    def consistentee_ablation(self) -> Path:
+        """The ablation's plot and table; its runs use tags ``ablation/<config name>``."""
+        return self.base / "consistentee" / "ablation"
+
+    # learnability (HashEE paper section 2)
+    @property
+    def learnability_shared(self) -> Path:
+        """``artifacts/learnability/seed-<seed>``: the studies that read no ``train.task`` data."""
+        return self.artifacts / "learnability" / f"seed-{self.seed}"
+
+    def _study(self, study: str) -> tuple[Path, str]:
+        if study not in LEARNABILITY_STUDIES:
+            raise ValueError(f"no dataset for learnability study {study!r}; one of {', '.join(LEARNABILITY_STUDIES)}")
+        task_bound, folder = LEARNABILITY_STUDIES[study]
+        return (self.base / "learnability" if task_bound else self.learnability_shared), folder
+
+    def learnability_dataset(self, study: str) -> Path:
+        """``study``: ``snli_model``, ``sentence`` or ``token`` (as in ``learnability.studies``)."""
+        root, folder = self._study(study)
+        return root / "datasets" / folder
+
+    def learnability_predictor(self, study: str, predictor: str) -> Path:
+        root, folder = self._study(study)
+        return root / "predictors" / folder / predictor
+
+    @property
+    def token_annotator(self) -> Path:
+        """The multi-exit CoNLL-2003 tagger that annotates the token-level study."""
+        return self.learnability_shared / "annotators" / "token"
+
+    @property
+    def human_difficulty(self) -> Path:
+        return self.learnability_shared / "human"
+
+    @property
+    def learnability_report(self) -> Path:
+        return self.base / "learnability" / "report"
+
+
+def common(params: Params) -> dict:
+    """The arguments every training and evaluation task takes."""
+    layout = Layout.from_params(params)
+    return {"data_dir": layout.data, "cache_dir": layout.token_cache, "seed": params.seed, "device": params.device}
 
 
 def prepare_task_data(params: Params) -> dict:
     """The data step every flow starts with: validated Parquet splits under ``data.out_dir``."""
-    return prepare_data(params.data, params.path(params.data.source_dir), stage_dirs(params)["data"], params.seed)
+    return prepare_data(params.data, params.path(params.data.source_dir), Layout.from_params(params).data, params.seed)

@@ -5,8 +5,10 @@
 multi-exit token classifier) -> train every predictor on each -> human-defined difficulty ->
 one table (paper Table 1) and one F1 bar chart in the MLflow experiment ``learnability``.
 
-Artifacts: ``artifacts/learnability/{datasets/<study>, annotators/token, predictors/<study>/<predictor>,
-human, report}``; the datasets are DVC outputs of the ``learnability`` stage.
+Artifacts (``flows/layout.py``): the sentence study and the report under the task's folder
+(``artifacts/<task>/seed-<seed>/learnability/``); the studies that read no ``train.task`` data
+(snli_model, CoNLL-2003, human) under ``artifacts/learnability/seed-<seed>/``. The datasets are DVC
+outputs of the ``learnability`` stage.
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ from pathlib import Path
 import mlflow
 from prefect import flow
 
-from flows.layout import common, prepare_task_data, stage_dirs
+from flows.layout import Layout, common, prepare_task_data
 from flows.tracking import parent_run, use_experiment
 from tasks.caching import run_cached
 from tasks.config import Params, load_params
@@ -35,40 +37,38 @@ from tasks.versioning import record_pipeline_outputs
 ANNOTATOR_STRATEGY = "joint"
 
 
-def learnability_dirs(params: Params) -> dict[str, Path]:
-    base = params.path(params.artifacts_dir) / "learnability"
-    return {"datasets": base / "datasets", "annotators": base / "annotators", "predictors": base / "predictors",
-            "human": base / "human", "report": base / "report"}
-
-
-def build_datasets(params: Params) -> dict[str, tuple[Path, Path | None]]:
-    """``{study: (dataset_dir, annotator_dir or None)}`` for the configured model-defined studies."""
-    cfg, dirs = params.learnability, learnability_dirs(params)
-    shared = common(params, stage_dirs(params))
+def build_datasets(params: Params) -> dict[str, tuple[Path, Path | None, str]]:
+    """``{name: (dataset_dir, annotator_dir or None, study)}`` for the configured model-defined
+    studies; ``study`` is the ``learnability.studies`` entry, the sentence study is named after
+    ``train.task``."""
+    cfg, layout = params.learnability, Layout.from_params(params)
+    shared = common(params)
     out = {}
     if "snli_model" in cfg.studies:
-        run_cached(load_published_difficulty, out_dir=dirs["datasets"] / "snli_model",
+        dataset = layout.learnability_dataset("snli_model")
+        run_cached(load_published_difficulty, out_dir=dataset,
                    source=params.path(cfg.difficulty_dir) / "snli_model", dev_fraction=cfg.published_dev_fraction,
                    seed=params.seed)
-        out["snli_model"] = (dirs["datasets"] / "snli_model", None)
+        out["snli_model"] = (dataset, None, "snli_model")
     if "sentence" in cfg.studies:
-        spine = stage_dirs(params, ANNOTATOR_STRATEGY)
+        spine = layout.train(ANNOTATOR_STRATEGY)
         # the same arguments as the default pipeline's call (a logger included: argument names are
         # part of the cache key), so the pipeline's joint model is reused instead of retrained
-        run_cached(train_multi_exit, out_dir=spine["train"], train=params.train, backbone=params.backbone,
+        run_cached(train_multi_exit, out_dir=spine, train=params.train, backbone=params.backbone,
                    strategy=ANNOTATOR_STRATEGY, logger=NullLogger(), **shared)
-        name = params.train.task
-        run_cached(build_sentence_difficulty, out_dir=dirs["datasets"] / name, annotator_dir=spine["train"] / "checkpoint",
+        dataset = layout.learnability_dataset("sentence")
+        run_cached(build_sentence_difficulty, out_dir=dataset, annotator_dir=spine / "checkpoint",
                    backbone=params.backbone, data_dir=shared["data_dir"], fractions=cfg.parts, seed=params.seed,
                    device=params.device)
-        out[name] = (dirs["datasets"] / name, spine["train"] / "checkpoint")
+        out[params.train.task] = (dataset, spine / "checkpoint", "sentence")
     if "token" in cfg.studies:
-        annotator = run_cached(train_token_annotator, out_dir=dirs["annotators"] / "token", cfg=cfg, backbone=params.backbone,
+        annotator = run_cached(train_token_annotator, out_dir=layout.token_annotator, cfg=cfg, backbone=params.backbone,
                                conll_dir=params.path(cfg.conll_dir), seed=params.seed, device=params.device)
-        run_cached(build_token_difficulty, out_dir=dirs["datasets"] / "conll2003", annotator_dir=Path(annotator["checkpoint"]),
+        dataset = layout.learnability_dataset("token")
+        run_cached(build_token_difficulty, out_dir=dataset, annotator_dir=Path(annotator["checkpoint"]),
                    backbone=params.backbone, conll_dir=params.path(cfg.conll_dir), fractions=cfg.parts, seed=params.seed,
                    device=params.device)
-        out["conll2003"] = (dirs["datasets"] / "conll2003", Path(annotator["checkpoint"]))
+        out["conll2003"] = (dataset, Path(annotator["checkpoint"]), "token")
     return out
 
 
@@ -83,13 +83,13 @@ def applicable(predictor: str, study: str, annotator: Path | None) -> bool:
 def learnability(params_path: str = "params.yaml", overrides: list[str] | None = None) -> dict:
     """Every configured study and predictor; one nested MLflow run per (study, predictor)."""
     params = load_params(params_path, overrides or [])
-    cfg, dirs = params.learnability, learnability_dirs(params)
+    cfg, layout = params.learnability, Layout.from_params(params)
     use_experiment(params, "learnability")
     results: dict[str, dict[str, dict]] = {}
     human = None
     with parent_run(params, "learnability", ("seed", "backbone", "learnability")):
         prepare_task_data(params)
-        for study, (dataset, annotator) in build_datasets(params).items():
+        for study, (dataset, annotator, kind) in build_datasets(params).items():
             mlflow.log_artifact(str(dataset / "result.json"), f"datasets/{study}")
             results[study] = {}
             for predictor in cfg.predictors:
@@ -98,7 +98,7 @@ def learnability(params_path: str = "params.yaml", overrides: list[str] | None =
                     continue
                 with mlflow.start_run(run_name=f"{study}/{PREDICTOR_NAMES[predictor]}", nested=True):
                     mlflow.log_params({"study": study, "predictor": predictor})
-                    r = run_cached(train_difficulty_predictor, out_dir=dirs["predictors"] / study / predictor,
+                    r = run_cached(train_difficulty_predictor, out_dir=layout.learnability_predictor(kind, predictor),
                                    predictor=predictor, cfg=cfg, backbone=params.backbone, dataset_dir=dataset,
                                    annotator_dir=annotator, seed=params.seed, device=params.device)
                     mlflow.log_metrics({f"test_{k}": v for k, v in r["test"].items() if isinstance(v, float)})
@@ -114,14 +114,14 @@ def learnability(params_path: str = "params.yaml", overrides: list[str] | None =
                       f"F1 {'-' if f1 is None else f'{f1:.1f}'}")
         if "human" in cfg.studies:
             with mlflow.start_run(run_name="human/BERT", nested=True):
-                human = run_cached(human_difficulty, out_dir=dirs["human"], cfg=cfg, backbone=params.backbone,
+                human = run_cached(human_difficulty, out_dir=layout.human_difficulty, cfg=cfg, backbone=params.backbone,
                                    source=params.path(cfg.difficulty_dir) / "snli_human", seed=params.seed,
                                    device=params.device)
                 for h in human["history"]:
                     mlflow.log_metrics({"train_accuracy": h["train_accuracy"], "test_accuracy": h["test_accuracy"]},
                                        step=h["epoch"])
                 mlflow.log_artifact(human["plot"], "plots")
-        report = learnability_report(results, human, dirs["report"])
+        report = learnability_report(results, human, layout.learnability_report)
         mlflow.log_artifact(report["plot"], "report")
         mlflow.log_text(report["table"], "report/results.md")
     if not overrides and set(cfg.studies) == {"human", "snli_model", "sentence", "token"}:

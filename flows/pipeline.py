@@ -4,9 +4,7 @@
 multi-exit model, evaluate every criterion) -> HashEE -> ConsistentEE -> comparison report ->
 record outputs in DVC.
 Each step is a cached Prefect task; MLflow gets one parent run with a nested run per strategy
-and per criterion. Artifact paths (also the ``dvc.yaml`` outs)::
-
-    see flows/layout.py
+and per criterion. Artifact paths (also the ``dvc.yaml`` outs): ``flows/layout.py``.
 """
 
 from __future__ import annotations
@@ -17,7 +15,7 @@ from prefect import flow
 
 from flows.consistentee import run_consistentee, spine_baselines
 from flows.hashee import run_hashee
-from flows.layout import common, consistentee_dirs, hashee_dirs, prepare_task_data, stage_dirs
+from flows.layout import Layout, common, prepare_task_data
 from flows.tracking import log_strategy, parent_run, use_experiment
 from tasks.caching import run_cached
 from tasks.config import Params, load_params
@@ -30,28 +28,30 @@ from tasks.versioning import record_pipeline_outputs, snapshot_data
 
 def train_and_evaluate(params: Params, strategy: str, register: bool = True) -> dict:
     """One strategy: train (cached), evaluate (cached), log to the active nested MLflow run."""
-    dirs = stage_dirs(params, strategy)
+    layout = Layout.from_params(params)
     logger = MlflowLogger(mlflow.active_run().info.run_id)
-    mlflow.log_params({"strategy": strategy, "task": params.train.task, "head": params.train.head, "lte": params.train.lte})
-    run_cached(train_multi_exit, out_dir=dirs["train"], train=params.train, backbone=params.backbone,
-               strategy=strategy, logger=logger, **common(params, dirs))
+    mlflow.log_params({"strategy": strategy, "task": params.train.task, "head": params.train.head, "exit_scorer": params.train.exit_scorer})
+    run_cached(train_multi_exit, out_dir=layout.train(strategy), train=params.train, backbone=params.backbone,
+               strategy=strategy, logger=logger, **common(params))
     return evaluate_and_log(params, strategy, register)
 
 
 def evaluate_and_log(params: Params, strategy: str, register: bool = True) -> dict:
     """Evaluate the strategy's checkpoint (cached) and log it to the active MLflow run."""
-    dirs = stage_dirs(params, strategy)
-    evaluated = run_cached(evaluate_exits, out_dir=dirs["evaluate"], evaluate=params.evaluate, backbone=params.backbone,
-                           train=params.train, ckpt_dir=dirs["train"] / "checkpoint",
-                           logger=MlflowLogger(mlflow.active_run().info.run_id), **common(params, dirs))
-    log_strategy(params, strategy, {"checkpoint": str(dirs["train"] / "checkpoint")}, evaluated, register)
+    layout = Layout.from_params(params)
+    checkpoint = layout.train(strategy) / "checkpoint"
+    evaluated = run_cached(evaluate_exits, out_dir=layout.evaluate(strategy), evaluate=params.evaluate,
+                           backbone=params.backbone, train=params.train, ckpt_dir=checkpoint,
+                           logger=MlflowLogger(mlflow.active_run().info.run_id), **common(params))
+    log_strategy(params, strategy, {"checkpoint": str(checkpoint)}, evaluated, register)
     return evaluated
 
 
 def report_inputs(params: Params) -> dict:
     """Evaluation folders in the comparison report: every strategy, then ConsistentEE when evaluated."""
-    dirs = {s: stage_dirs(params, s)["evaluate"] for s in params.train.strategies}
-    cee = consistentee_dirs(params, "default", params.consistentee.rounds)["evaluate"]
+    layout = Layout.from_params(params)
+    dirs = {s: layout.evaluate(s) for s in params.train.strategies}
+    cee = layout.consistentee("default").evaluate
     if (cee / "metrics.json").exists():
         dirs["consistentee"] = cee
     return dirs
@@ -61,11 +61,11 @@ def report_inputs(params: Params) -> dict:
 def exitflow_pipeline(params_path: str = "params.yaml", overrides: list[str] | None = None, profile: str | None = None) -> dict:
     """Default pipeline: prepare -> train + evaluate each strategy -> HashEE -> ConsistentEE -> report -> DVC record."""
     params = load_params(params_path, overrides or [], profile)
-    dirs = stage_dirs(params)
+    layout = Layout.from_params(params)
     use_experiment(params, params.mlflow.experiment)
     with parent_run(params, f"pipeline-{params.train.task}", ("seed", "backbone", "train", "evaluate")):
         prepare_task_data(params)
-        snapshot_data(params.root, dirs["data"])
+        snapshot_data(params.root, layout.data)
         evaluations = {}
         for strategy in params.train.strategies:
             with mlflow.start_run(run_name=strategy, nested=True):
@@ -74,8 +74,8 @@ def exitflow_pipeline(params_path: str = "params.yaml", overrides: list[str] | N
             run_hashee(params, params.hashee, "default")
         with mlflow.start_run(run_name=f"consistentee-{params.consistentee.name}", nested=True):
             run_consistentee(params, "default", spine_baselines(params))
-        report = build_report(report_inputs(params), params.evaluate.timing_batch_sizes, dirs["report"],
-                              hashee_dirs(params, "default")["evaluate"])
+        report = build_report(report_inputs(params), params.evaluate.timing_batch_sizes, layout.report,
+                              layout.hashee("default").evaluate)
         mlflow.log_artifact(report["plot"], "report")
         mlflow.log_artifact(report["layerwise_plot"], "report")
         mlflow.log_text(report["table"], "report/results.md")
@@ -90,15 +90,15 @@ def exitflow_stage(stage: str, params_path: str = "params.yaml", strategy: str |
                    overrides: list[str] | None = None) -> dict:
     """One pipeline stage (``prepare``, ``train``, ``evaluate``, ``report``), as DVC stages run them."""
     params = load_params(params_path, overrides or [])
-    dirs = stage_dirs(params, strategy)
+    layout = Layout.from_params(params)
     if stage == "prepare":
         return prepare_task_data(params)
     if stage == "report":
-        return build_report(report_inputs(params), params.evaluate.timing_batch_sizes, dirs["report"],
-                            hashee_dirs(params, "default")["evaluate"])
+        return build_report(report_inputs(params), params.evaluate.timing_batch_sizes, layout.report,
+                            layout.hashee("default").evaluate)
     use_experiment(params, params.mlflow.experiment)
     with parent_run(params, f"{stage}-{strategy}", ("seed", "backbone", "train", "evaluate")):
         if stage == "train":
-            return run_cached(train_multi_exit, out_dir=dirs["train"], train=params.train, backbone=params.backbone,
-                              strategy=strategy, logger=MlflowLogger(mlflow.active_run().info.run_id), **common(params, dirs))
+            return run_cached(train_multi_exit, out_dir=layout.train(strategy), train=params.train, backbone=params.backbone,
+                              strategy=strategy, logger=MlflowLogger(mlflow.active_run().info.run_id), **common(params))
         return evaluate_and_log(params, strategy)

@@ -23,18 +23,23 @@ no log-prob term).
 
 from __future__ import annotations
 
-from typing import Iterable
+from typing import ClassVar, Iterable
 
 import torch
 from torch import nn
 
-from models.criteria import PolicyExit, simulate
+from models.criteria import ScoreThreshold, register_criterion, simulate
 from models.exit_heads import task_loss
 from models.metrics import correct_predictions
+from models.registry import ExitScorer, register_scorer
 
 
-class PolicyNetworks(nn.Module):
-    """One ``Linear(d, 32) -> GELU -> Linear(32, 1) -> sigmoid`` per layer 1..L-1: pi(exit | s_k)."""
+@register_scorer("policy")
+class PolicyNetworks(ExitScorer):
+    """One ``Linear(d, 32) -> GELU -> Linear(32, 1) -> sigmoid`` per layer 1..L-1: pi(exit | s_k).
+
+    Trained only by REINFORCE (``policy_step_loss``): no term in the multi-exit objectives.
+    """
 
     def __init__(self, hidden_size: int, num_layers: int, inner: int = 32):
         super().__init__()
@@ -48,13 +53,23 @@ class PolicyNetworks(nn.Module):
             return torch.ones(state.shape[0], dtype=state.dtype, device=state.device)
         return torch.sigmoid(self.nets[layer - 1](state)).squeeze(-1)
 
-    def all_layers(self, states: torch.Tensor) -> torch.Tensor:
-        """``states [L, b, d]`` -> exit probabilities ``[L, b]`` (last row 1)."""
-        return torch.stack([self(k, s) for k, s in enumerate(states, start=1)])
-
-    def flops(self) -> int:
+    def flops_at(self, layer: int, num_layers: int) -> int:
+        if layer >= num_layers:
+            return 0  # no decision (and no policy net) at the last layer
         first, second = self.nets[0][0], self.nets[0][2]
         return 2 * (first.in_features * first.out_features + second.in_features * second.out_features)
+
+
+@register_criterion
+class PolicyExit(ScoreThreshold):
+    """ConsistentEE: exit when the policy's exit probability ``pi_k > tau`` (default tau = 0.5)."""
+
+    name: ClassVar[str] = "policy"
+    module: ClassVar[str] = "policy"
+    requirement: ClassVar[str] = "a ConsistentEE model (policy networks)"
+
+    def fires(self, certainty):
+        return certainty > self.threshold
 
 
 def memorized_layer(correct: torch.Tensor) -> torch.Tensor:
@@ -153,8 +168,8 @@ def policy_step_loss(model, batch: dict, copies: int, alpha: float, epsilon: flo
 
     Returns ``(loss, info)`` with the mean reward and mean sampled exit layer.
     """
-    if model.policy is None:
-        raise ValueError("policy_step_loss needs a model with policy networks (MultiExitConfig(policy=True))")
+    if model.config.scorer != "policy":
+        raise ValueError("policy_step_loss needs a model with policy networks (MultiExitConfig(scorer=\"policy\"))")
     with torch.no_grad():  # frozen backbone and heads: states and logits are constants
         out = model(batch["input_ids"], batch["attention_mask"], batch.get("token_type_ids"))
     logits, states = out.logits, out.states  # [L, b, c], [L, b, d]

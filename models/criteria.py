@@ -150,20 +150,21 @@ class Patience(ExitCriterion):
 
 
 @dataclass(frozen=True)
-class LearnedExit(ExitCriterion):
-    """BERxiT learning-to-exit: exit when the learned certainty ``u_k >= tau``."""
+class ScoreThreshold(ExitCriterion):
+    """Base of learned criteria: exit when the score of exit scorer ``module`` passes ``tau``.
 
-    name: ClassVar[str] = "lte"
+    Subclasses (registered by their method modules) set ``name``, ``module``, ``requirement``
+    and ``fires``.
+    """
+
     needs_certainty: ClassVar[bool] = True
-    module: ClassVar[str] = "lte"  # the MultiExitModel attribute that produces the certainty
-    requirement: ClassVar[str] = "a model trained with the LTE module (train.lte: true)"
 
     @staticmethod
     def score(logits, certainty):
         return certainty
 
     def fires(self, certainty: torch.Tensor) -> torch.Tensor:
-        return certainty >= self.threshold
+        raise NotImplementedError
 
     def step(self, layer, logits, certainty, state):
         if certainty is None:
@@ -171,21 +172,13 @@ class LearnedExit(ExitCriterion):
         return self.fires(certainty), state
 
 
-@dataclass(frozen=True)
-class PolicyExit(LearnedExit):
-    """ConsistentEE: exit when the policy's exit probability ``pi_k > tau`` (default tau = 0.5)."""
-
-    name: ClassVar[str] = "policy"
-    module: ClassVar[str] = "policy"
-    requirement: ClassVar[str] = "a ConsistentEE model (policy networks)"
-
-    def fires(self, certainty):
-        return certainty > self.threshold
+CRITERIA: dict[str, type[ExitCriterion]] = {c.name: c for c in (Static, MaxProb, Entropy, Patience)}
 
 
-CRITERIA: dict[str, type[ExitCriterion]] = {
-    c.name: c for c in (Static, MaxProb, Entropy, Patience, LearnedExit, PolicyExit)
-}
+def register_criterion(cls: type[ExitCriterion]) -> type[ExitCriterion]:
+    """Class decorator: make ``cls`` available by its ``name`` (``make_criterion``, configs)."""
+    CRITERIA[cls.name] = cls
+    return cls
 
 
 def make_criterion(name: str, threshold: float, **options) -> ExitCriterion:

@@ -23,7 +23,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-HEAD_KINDS = ("linear", "pooler", "mha")
+from models.registry import HEADS, choices, register_head
+
 POOLINGS = ("cls", "mean")
 
 
@@ -37,6 +38,8 @@ def pool_tokens(hidden: torch.Tensor, padding_mask: torch.Tensor, pooling: str) 
 
 class LinearHead(nn.Module):
     """``dropout -> Linear(d, c)`` on the pooled ([CLS] or mean) state."""
+
+    reads_past = False
 
     def __init__(self, hidden_size: int, num_outputs: int, dropout: float = 0.1, pooling: str = "cls"):
         super().__init__()
@@ -74,6 +77,8 @@ class MHAHead(nn.Module):
     The state handed to learned exit modules is the layer's raw [CLS] hidden state ``[b, d]``.
     """
 
+    reads_past = False
+
     def __init__(self, hidden_size, num_outputs, dropout=0.1, inner_size: int = 64, num_heads: int = 4):
         super().__init__()
         self.down = nn.Linear(hidden_size, inner_size)
@@ -102,6 +107,21 @@ class MHAHead(nn.Module):
         return 2 * n * d * e + 2 * n * e * 3 * e + 2 * 2 * n * n * e + 2 * n * e * e + 2 * e * c
 
 
+@register_head("linear")
+def _linear(hidden_size, num_outputs, dropout, pretrained_pooler, pooling):
+    return LinearHead(hidden_size, num_outputs, dropout, pooling)
+
+
+@register_head("pooler")
+def _pooler(hidden_size, num_outputs, dropout, pretrained_pooler, pooling):
+    return PoolerHead(hidden_size, num_outputs, dropout, pretrained_pooler, pooling)
+
+
+@register_head("mha")
+def _mha(hidden_size, num_outputs, dropout, pretrained_pooler, pooling):
+    return MHAHead(hidden_size, num_outputs, dropout)  # pools [CLS] after its own attention
+
+
 def build_exit_heads(
     kind: str,
     num_layers: int,
@@ -111,18 +131,12 @@ def build_exit_heads(
     pretrained_pooler: nn.Linear | None = None,
     pooling: str = "cls",
 ) -> nn.ModuleList:
-    """Build L exit heads of one kind (``linear``, ``pooler`` or ``mha``; ``mha`` pools [CLS] after its own attention)."""
+    """Build L exit heads of one registered kind (``linear``, ``pooler``, ``mha``, ...)."""
     if pooling not in POOLINGS:
         raise ValueError(f"unknown pooling {pooling!r}; choose one of {', '.join(POOLINGS)}")
-    if kind == "linear":
-        make = lambda: LinearHead(hidden_size, num_outputs, dropout, pooling)  # noqa: E731
-    elif kind == "pooler":
-        make = lambda: PoolerHead(hidden_size, num_outputs, dropout, pretrained_pooler, pooling)  # noqa: E731
-    elif kind == "mha":
-        make = lambda: MHAHead(hidden_size, num_outputs, dropout)  # noqa: E731
-    else:
-        raise ValueError(f"unknown exit head kind {kind!r}; choose one of {', '.join(HEAD_KINDS)}")
-    return nn.ModuleList(make() for _ in range(num_layers))
+    if kind not in HEADS:
+        raise ValueError(f"unknown exit head kind {kind!r}; registered: {choices(HEADS)}")
+    return nn.ModuleList(HEADS[kind](hidden_size, num_outputs, dropout, pretrained_pooler, pooling) for _ in range(num_layers))
 
 
 def task_loss(logits: torch.Tensor, labels: torch.Tensor, regression: bool) -> torch.Tensor:

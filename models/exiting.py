@@ -7,6 +7,10 @@ head k after layer k has run". The hidden state the heads read after layer k equ
 Shape notation: L = layers (= exits), b = batch, s = sequence length, d = hidden size,
 c = outputs (classes, or 1 for regression).
 
+Exit modules plug in by name (``models/registry.py``): the heads (``MultiExitConfig.head``),
+an optional exit scorer (``MultiExitConfig.scorer``, e.g. BERxiT's ``lte`` or ConsistentEE's
+``policy``) and the criterion passed to ``early_exit``. This file imports none of the methods.
+
 Two forward paths share the same adapter, heads and criteria:
 
 - ``forward``: runs every layer and records every head (training, offline simulation);
@@ -23,10 +27,9 @@ import torch
 from torch import nn
 
 from models.adapters import EncoderAdapter, adapter_for
-from models.berxit import LearningToExit
-from models.consistentee import PolicyNetworks
 from models.criteria import ExitCriterion, Static, select_rows
 from models.exit_heads import build_exit_heads
+from models.registry import ExitScorer, build_scorer
 
 
 @dataclass(frozen=True)
@@ -37,12 +40,21 @@ class MultiExitConfig:
     regression: bool = False
     head: str = "linear"
     head_dropout: float = 0.1
-    lte: bool = False
     pooling: str = "cls"
-    policy: bool = False  # ConsistentEE per-layer policy networks
+    scorer: str | None = None  # a registered exit scorer: "lte" (BERxiT), "policy" (ConsistentEE), or none
 
     def to_dict(self) -> dict:
         return asdict(self)
+
+    @classmethod
+    def from_dict(cls, saved: dict) -> "MultiExitConfig":
+        """Read a saved config; checkpoints written before scorers had names carry
+        ``lte`` / ``policy`` booleans instead of ``scorer``."""
+        saved = dict(saved)
+        legacy = [name for name in ("lte", "policy") if saved.pop(name, False)]
+        if legacy and "scorer" not in saved:
+            saved["scorer"] = legacy[0]
+        return cls(**saved)
 
 
 @dataclass
@@ -77,7 +89,10 @@ class EarlyExitOutput:
 
 
 class MultiExitModel(nn.Module):
-    """An HF encoder with one exit head per layer (and optionally BERxiT's LTE module).
+    """An HF encoder with one exit head per layer and an optional exit scorer.
+
+    The scorer is registered as a submodule under its own name (``model.lte``,
+    ``model.policy``), so parameter names say which method a parameter belongs to.
 
     Args:
         backbone: HF base model from ``AutoModel`` (BERT, RoBERTa, ALBERT, DistilBERT, ELECTRA).
@@ -98,19 +113,27 @@ class MultiExitModel(nn.Module):
             self.adapter.pretrained_pooler,
             config.pooling,
         )
-        if config.lte and config.policy:
-            raise ValueError("choose one learned exit module: lte (BERxiT) or policy (ConsistentEE), not both")
-        self.lte = LearningToExit(self.adapter.hidden_size) if config.lte else None
-        self.policy = PolicyNetworks(self.adapter.hidden_size, self.num_layers) if config.policy else None
+        if config.scorer is not None:
+            self.add_module(config.scorer, build_scorer(config.scorer, self.adapter.hidden_size, self.num_layers))
+        self.reads_past = any(getattr(head, "reads_past", False) for head in self.heads)
+
+    @property
+    def scorer(self) -> ExitScorer | None:
+        return getattr(self, self.config.scorer) if self.config.scorer is not None else None
 
     def exit_score(self, module: str | None, layer: int, state: torch.Tensor) -> torch.Tensor | None:
-        """Learned exit module ``module``'s score at 1-based ``layer`` for ``state [b, d]``:
-        ``"lte"`` -> u_k, ``"policy"`` -> pi_k; None for criteria without a learned module."""
-        if module == "lte":
-            return self.lte(state)
-        if module == "policy":
-            return self.policy(layer, state)
-        return None
+        """Exit scorer ``module``'s score at 1-based ``layer`` for ``state [b, d]``; None for
+        criteria that read no scorer."""
+        if module is None:
+            return None
+        if module != self.config.scorer:
+            raise ValueError(f"this model's exit scorer is {self.config.scorer!r}, the criterion needs {module!r}")
+        return self.scorer(layer, state)
+
+    def run_head(self, k: int, hidden: torch.Tensor, padding: torch.Tensor, past: list[torch.Tensor]):
+        """Head k (1-based) on ``hidden [b, s, d]``; a head that reads past states gets layers 1..k-1's."""
+        head = self.heads[k - 1]
+        return head(hidden, padding, past=past) if getattr(head, "reads_past", False) else head(hidden, padding)
 
     @property
     def num_layers(self) -> int:
@@ -126,17 +149,13 @@ class MultiExitModel(nn.Module):
         hidden = self.adapter.embed(input_ids, token_type_ids)
         mask = self.adapter.attention_mask(attention_mask, hidden)
         logits, states = [], []
-        for layer, head in zip(self.adapter.layers, self.heads):
+        for k, layer in enumerate(self.adapter.layers, start=1):
             hidden = layer(hidden, mask)
-            out, state = head(hidden, attention_mask)
+            out, state = self.run_head(k, hidden, attention_mask, states)
             logits.append(out)
             states.append(state)
         states_t = torch.stack(states)  # [L, b, d]
-        scores = {}
-        if self.lte is not None:
-            scores["lte"] = self.lte(states_t)
-        if self.policy is not None:
-            scores["policy"] = self.policy.all_layers(states_t)
+        scores = {self.config.scorer: self.scorer.all_layers(states_t)} if self.scorer is not None else {}
         return MultiExitOutput(torch.stack(logits), states_t, scores)
 
     @torch.no_grad()
@@ -152,7 +171,7 @@ class MultiExitModel(nn.Module):
         ``criterion=None`` runs the full model: all L layers and only the last head.
         """
         criterion = criterion if criterion is not None else Static(self.num_layers)
-        if criterion.needs_certainty and getattr(self, criterion.module) is None:
+        if criterion.needs_certainty and criterion.module != self.config.scorer:
             raise ValueError(f"criterion {criterion.name!r} needs {criterion.requirement}")
         batch, device = input_ids.shape[0], input_ids.device
         right_padded = bool((attention_mask[:, 1:] <= attention_mask[:, :-1]).all())
@@ -163,12 +182,15 @@ class MultiExitModel(nn.Module):
         state = criterion.init_state(batch, device)
         out_logits = torch.empty(batch, self.config.num_outputs, device=device)
         exit_layer = torch.full((batch,), self.num_layers, dtype=torch.long, device=device)
+        past: list[torch.Tensor] = []  # states of earlier layers, kept only for heads that read them
 
-        for k, (layer, head) in enumerate(zip(self.adapter.layers, self.heads), start=1):
+        for k, layer in enumerate(self.adapter.layers, start=1):
             hidden = layer(hidden, mask)
-            if k < self.num_layers and not criterion.needs_head(k):
+            if k < self.num_layers and not (self.reads_past or criterion.needs_head(k)):
                 continue
-            logits, head_state = head(hidden, padding)
+            logits, head_state = self.run_head(k, hidden, padding, past)
+            if self.reads_past:
+                past.append(head_state)
             score = self.exit_score(criterion.module, k, head_state)
             fire, state = criterion.step(k, logits, score, state)
             if k == self.num_layers:
@@ -183,6 +205,7 @@ class MultiExitModel(nn.Module):
             # compaction: later layers only compute still-active rows
             hidden, padding, rows = hidden[keep], padding[keep], rows[keep]
             state = select_rows(state, keep)
+            past = [s[keep] for s in past]
             if right_padded:
                 length = int(padding.sum(1).max())
                 hidden, padding = hidden[:, :length], padding[:, :length]

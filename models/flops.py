@@ -8,7 +8,7 @@ nanoGPT/PaLM-style estimates. For one encoder layer on n tokens with hidden d an
     scores and weighted sum  2 * 2 n^2 d
     FFN                      2 * 2 n d d_ff
 
-Exit heads, and LTE when present, are counted at every layer a row passes through
+Exit heads, and the exit scorer when present (LTE, policy), are counted at every layer a row passes through
 (they run there to make the exit decision); the full model counts only the last head.
 """
 
@@ -36,10 +36,8 @@ def instance_flops(model: MultiExitModel, n_tokens: int, exit_layer: int, every_
     heads = range(exit_layer) if every_head else [exit_layer - 1]
     for k in heads:
         total += model.heads[k].flops(n_tokens)
-        if model.lte is not None and every_head:
-            total += model.lte.flops()
-        if model.policy is not None and every_head and k < model.num_layers - 1:
-            total += model.policy.flops()  # no decision (and no policy net) at the last layer
+        if model.scorer is not None and every_head:
+            total += model.scorer.flops_at(k + 1, model.num_layers)
     return total
 
 

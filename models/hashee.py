@@ -13,6 +13,13 @@ Paper map:
 | Eqs. (1)-(5): q from remaining tokens, K/V from all, Copy | ``HashEEModel.forward`` (prefix path) |
 | Table 10 saved MACs                     | ``hashee_layer_flops``                          |
 
+HashEE keeps its own token-level loop (``HashEEModel._sorted_layers``) instead of the core's
+``MultiExitModel.forward`` / ``early_exit``: it sorts tokens once and runs each layer on a
+prefix through ``adapter.prefix_layer`` (queries on the running tokens, keys/values on all),
+which has no counterpart in sequence-level exiting; threading it through the core loop would
+add a token-level branch to every step there. ``masked_token_exit_forward`` is the reference
+path the prefix loop is tested against, on purpose written independently.
+
 Shape notation: b = batch, n = sequence length, m = running tokens (prefix), d = hidden,
 V = vocabulary, L = layers, B = buckets.
 

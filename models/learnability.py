@@ -19,8 +19,11 @@ Shapes: n instances (or tokens), L layers, b batch, s sequence, d hidden.
 
 from __future__ import annotations
 
+from typing import Callable, Iterable
+
 import numpy as np
 import torch
+import torch.nn.functional as F
 from sklearn.metrics import accuracy_score, precision_recall_fscore_support
 from torch import nn
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
@@ -165,10 +168,82 @@ class EncoderPredictor(nn.Module):
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, token_type_ids: torch.Tensor | None = None,
                 **_) -> torch.Tensor:
-        hidden = self.adapter.embed(input_ids, token_type_ids)
-        mask = self.adapter.attention_mask(attention_mask, hidden)
-        for layer in self.adapter.layers:
-            hidden = layer(hidden, mask)
+        hidden = self.adapter.encode(input_ids, attention_mask, token_type_ids)
         if self.token_level:
             return self.out(self.dropout(hidden))
         return self.out(self.dropout(masked_mean(hidden, attention_mask)))
+
+
+IGNORE = -100  # label of sub-tokens that carry none (continuations, specials, padding)
+
+
+def predictor_loss(predictor: str, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """Linear-M: CE over exit outcomes; every other predictor: multi-label BCE on labelled positions."""
+    if predictor == "linear_m":  # multinomial over exit outcomes
+        return F.cross_entropy(logits, exit_outcome(labels))
+    mask = labels != IGNORE
+    return F.binary_cross_entropy_with_logits(logits[mask], labels[mask].float())
+
+
+def predicted_bits(predictor: str, logits: torch.Tensor) -> torch.Tensor:
+    return LinearM.to_bits(logits) if predictor == "linear_m" else (logits >= 0).long()
+
+
+@torch.no_grad()
+def predict_bits(model: nn.Module, predictor: str, batches: Iterable[dict]) -> tuple[np.ndarray, np.ndarray]:
+    """``(gold, predicted)`` bits ``[items, L]`` over ``batches``; token level keeps first sub-tokens."""
+    model.eval()
+    gold, pred = [], []
+    for batch in batches:
+        logits = model(**{k: v for k, v in batch.items() if k != "labels"})
+        labels, bits = batch["labels"], predicted_bits(predictor, logits)
+        if labels.dim() == 3:  # token level: keep first sub-tokens
+            keep = labels[..., 0] != IGNORE
+            labels, bits = labels[keep], bits[keep]
+        gold.append(labels.cpu())
+        pred.append(bits.cpu())
+    return torch.cat(gold).numpy(), torch.cat(pred).numpy()
+
+
+def fit_predictor(model: nn.Module, predictor: str, train_batches: Callable[[int], Iterable[dict]],
+                  dev_batches: Callable[[], Iterable[dict]], epochs: int, lr: float,
+                  progress: Callable[[Iterable, int], Iterable] = lambda batches, epoch: batches) -> tuple[list[dict], dict]:
+    """Train a difficulty predictor (AdamW, weight decay 0.01, grad-norm clip 1.0) and keep the
+    epoch with the best negative-label F1 on predictor-dev (undefined F1 counts as 0).
+
+    ``train_batches(epoch)`` yields that epoch's (oversampled, shuffled) batches. The model ends
+    with the selected epoch's weights. Returns ``(history, best)``: one record per epoch, and
+    ``{"epoch", "dev"}`` of the selected one.
+    """
+    optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.01)
+    history: list[dict] = []
+    best = {"score": -1.0, "state": None, "epoch": None, "dev": None}
+    for epoch in range(1, epochs + 1):
+        model.train()
+        total, count = 0.0, 0
+        for batch in progress(train_batches(epoch), epoch):
+            logits = model(**{k: v for k, v in batch.items() if k != "labels"})
+            loss = predictor_loss(predictor, logits, batch["labels"])
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+            optimizer.step()
+            total, count = total + loss.item(), count + 1
+        dev = difficulty_metrics(*predict_bits(model, predictor, dev_batches()))
+        history.append({"epoch": epoch, "train_loss": total / max(1, count), "dev_f1": dev["f1"],
+                        "dev_precision": dev["precision"], "dev_recall": dev["recall"], "dev_accuracy": dev["accuracy"]})
+        score = dev["f1"] if dev["f1"] is not None else 0.0
+        if score > best["score"]:
+            best = {"score": score, "epoch": epoch, "dev": dev,
+                    "state": {k: v.detach().clone() for k, v in model.state_dict().items()}}
+    model.load_state_dict(best["state"])
+    return history, {"epoch": best["epoch"], "dev": best["dev"]}
+
+
+def train_classifier_epoch(model: nn.Module, batches: Iterable[dict], optimizer: torch.optim.Optimizer) -> None:
+    """One pass of cross-entropy on ``labels`` (the human-difficulty classifier, paper Figure 1)."""
+    for batch in batches:
+        loss = F.cross_entropy(model(batch["input_ids"], batch["attention_mask"], batch.get("token_type_ids")), batch["labels"])
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()

@@ -10,16 +10,18 @@ Shape notation: L = exits, b = batch.
 | ``alternating`` | odd global steps: L_L (Eq. 6); even steps: sum_i L_i (Eq. 7) |
 | ``single``    | L_L only: the single-exit fine-tuned full model; HashEE's objective |
 
-With LTE, L_i is replaced by L_i + J_i in whichever objective runs (BERxiT section 4.2).
+A model's exit scorer may add a term to every L_i (``ExitScorer.objective_term``): BERxiT's
+LTE replaces L_i by L_i + J_i in whichever objective runs (section 4.2); ConsistentEE's policy
+adds nothing (it has its own training step).
 """
 
 from __future__ import annotations
 
 import torch
 
-from models.berxit import lte_loss
 from models.exit_heads import task_loss
 from models.exiting import MultiExitModel, MultiExitOutput
+from models.registry import SCORERS
 
 OBJECTIVES = ("joint", "weighted", "two_stage", "alternating", "single")
 
@@ -52,14 +54,12 @@ def selection_score(objective: str, layer_scores: list[float]) -> float:
 
 
 def per_exit_losses(output: MultiExitOutput, labels: torch.Tensor, regression: bool) -> torch.Tensor:
-    """``L_i (+ J_i)`` averaged over the batch, ``[L]``.
-
-    ``J_i`` (BERxiT's LTE loss) is added only for a model with the LTE module; other learned
-    exit modules (ConsistentEE's policy) have their own training steps and never enter here.
-    """
+    """``L_i`` plus each exit scorer's objective term (LTE: ``J_i``), averaged over the batch, ``[L]``."""
     losses = task_loss(output.logits, labels, regression)  # [L, b]
-    if "lte" in output.scores:
-        losses = losses + lte_loss(output.scores["lte"], output.logits, labels, regression)
+    for name, score in output.scores.items():
+        term = SCORERS[name].objective_term(score, output.logits, labels, regression)
+        if term is not None:
+            losses = losses + term
     return losses.mean(-1)
 
 

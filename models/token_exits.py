@@ -1,5 +1,11 @@
 """A multi-exit token classifier: one tag head per encoder layer (the token-level annotator of
-the learnability study). Shapes: L layers, b batch, s sub-tokens, c tags, d hidden."""
+the learnability study). Shapes: L layers, b batch, s sub-tokens, c tags, d hidden.
+
+It keeps its own four-line layer loop over the same adapter instead of going through
+``MultiExitModel``: its heads predict per token (``[b, s, c]``) and it never exits, while the
+core's heads, scorers and criteria all work on one decision per sequence; folding it in would
+put per-token cases into every one of them.
+"""
 
 from __future__ import annotations
 
@@ -42,3 +48,20 @@ def token_exit_loss(logits: torch.Tensor, tags: torch.Tensor, ignore_index: int 
     flat = logits.reshape(num_layers, -1, num_tags)
     return torch.stack([F.cross_entropy(flat[k], tags.reshape(-1), ignore_index=ignore_index)
                         for k in range(num_layers)]).mean()
+
+
+def train_token_epoch(model: TokenMultiExitModel, batches, optimizer: torch.optim.Optimizer, scheduler,
+                      max_grad_norm: float = 1.0) -> float:
+    """One pass of ``token_exit_loss`` over ``batches`` (``input_ids``, ``attention_mask``, ``tags``);
+    returns the summed loss."""
+    total = 0.0
+    for batch in batches:
+        logits, _ = model(batch["input_ids"], batch["attention_mask"])
+        loss = token_exit_loss(logits, batch["tags"])
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), max_grad_norm)
+        optimizer.step()
+        scheduler.step()
+        total += loss.item()
+    return total

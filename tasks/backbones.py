@@ -95,10 +95,9 @@ def save_checkpoint(model: MultiExitModel, tokenizer, out_dir: Path, meta: dict)
     with atomic_dir(out_dir) as tmp:
         save_backbone(model.backbone, tokenizer, tmp / "backbone")
         exits = {f"heads.{k}": v.contiguous() for k, v in model.heads.state_dict().items()}
-        if model.lte is not None:
-            exits.update({f"lte.{k}": v.contiguous() for k, v in model.lte.state_dict().items()})
-        if model.policy is not None:
-            exits.update({f"policy.{k}": v.contiguous() for k, v in model.policy.state_dict().items()})
+        if model.scorer is not None:  # saved under the scorer's name, e.g. lte.linear.weight
+            name = model.config.scorer
+            exits.update({f"{name}.{k}": v.contiguous() for k, v in model.scorer.state_dict().items()})
         if isinstance(model, HashEEModel):
             exits["exit_table"] = model.exit_table.contiguous()
         save_file(exits, str(tmp / "exits.safetensors"))
@@ -116,16 +115,15 @@ def load_checkpoint(ckpt_dir: Path, attn_implementation: str = "sdpa"):
     backbone = AutoModel.from_pretrained(ckpt_dir / "backbone", attn_implementation=attn_implementation)
     tokenizer = AutoTokenizer.from_pretrained(ckpt_dir / "backbone")
     state = load_file(str(ckpt_dir / "exits.safetensors"))
-    config = MultiExitConfig(**meta["exits"])
+    config = MultiExitConfig.from_dict(meta["exits"])
     if "exit_table" in state:
         model = HashEEModel(backbone, config, state["exit_table"])
     else:
         model = MultiExitModel(backbone, config)
     model.heads.load_state_dict({k[len("heads."):]: v for k, v in state.items() if k.startswith("heads.")})
-    for name in ("lte", "policy"):
-        module = getattr(model, name)
-        if module is not None:
-            module.load_state_dict({k[len(name) + 1:]: v for k, v in state.items() if k.startswith(name + ".")})
+    if model.scorer is not None:
+        name = model.config.scorer
+        model.scorer.load_state_dict({k[len(name) + 1:]: v for k, v in state.items() if k.startswith(name + ".")})
     return model.eval(), tokenizer, meta
 
 

@@ -1,9 +1,13 @@
-"""Cross-run task caching whose key sees everything that matters (STYLE.md rule 9).
+"""Cross-run task caching whose key sees everything that matters, and only that (STYLE.md rule 9).
 
-Prefect's ``TASK_SOURCE`` hashes only the task's own lines; exitflow's key also covers the
-config sections passed in, the content of every input artifact (``Path`` arguments other than
-``out_dir`` / ``cache_dir``), and the source of the ``models/`` and ``tasks/`` packages. A
-re-run with unchanged inputs is served from the cache. ``run_cached`` forces a refresh instead
+Prefect's ``TASK_SOURCE`` hashes only the task's own lines; exitflow's key covers the task's
+arguments, bound to its signature (a default keys the same as passing it), with config sections
+by value, input artifacts (``Path`` arguments) by content, ``out_dir`` by location, and
+``NOT_HASHED`` ones (``logger``, ``cache_dir``: they never change what a task computes) not at
+all; plus the source of the task's module and of every ``models``/``tasks`` module it imports,
+transitively (``source_closure``), so editing the report does not retrain a model.
+
+A re-run with unchanged inputs is served from the cache. ``run_cached`` forces a refresh instead
 of a stale hit when the task's output stamp (``out_dir/result.json``) is gone, or when
 ``out_dir`` was last written by a call with other inputs (its ``.inputs-key`` differs): a cached
 result must describe the files that are actually on disk.
@@ -16,22 +20,82 @@ copied elsewhere must not be served results that point into the original.
 
 from __future__ import annotations
 
+import ast
+import functools
 import hashlib
+import inspect
+import sys
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 from prefect.cache_policies import CachePolicy
 from pydantic import BaseModel
 
-from tasks.io import RESULT_FILE, atomic_write_text, portable_path, tree_hash
+from tasks.io import RESULT_FILE, atomic_write_text, file_hash, portable_path, tree_hash
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
-NOT_HASHED = {"logger", "out_dir", "cache_dir"}
+PACKAGES = ("models", "tasks")  # the project packages whose source enters a key
+NOT_HASHED = {"logger", "cache_dir"}  # cache_dir only holds features keyed by their own source hash
 
 
-def code_hash() -> str:
-    """Hash of the Python source of the packages tasks run."""
-    return hashlib.sha256("".join(tree_hash(REPO_ROOT / pkg, (".py",)) for pkg in ("models", "tasks")).encode()).hexdigest()
+def _module_file(module: str, root: Path) -> Path | None:
+    base = root.joinpath(*module.split("."))
+    for path in (base.parent / f"{base.name}.py", base / "__init__.py"):
+        if path.is_file():
+            return path
+    return None
+
+
+def _project_imports(path: Path, module: str) -> set[str]:
+    """Dotted names of the project modules ``path`` imports anywhere (function bodies too), with
+    their parent packages, whose ``__init__`` the import runs. ``from models.x import fn`` also
+    yields ``models.x.fn`` (it could be a submodule); the caller drops names with no file."""
+    names = set()
+    package = module.split(".") if path.name == "__init__.py" else module.split(".")[:-1]
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"), str(path))):
+        if isinstance(node, ast.Import):
+            names.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom):
+            parts = package[:len(package) - node.level + 1] if node.level else []
+            base = ".".join(parts + ([node.module] if node.module else []))
+            names.add(base)
+            names.update(f"{base}.{alias.name}" for alias in node.names)  # from pkg import submodule
+    return {prefix for name in names if name.split(".")[0] in PACKAGES for prefix in _prefixes(name.split("."))}
+
+
+def _prefixes(parts: list[str]) -> list[str]:
+    return [".".join(parts[:i]) for i in range(1, len(parts) + 1)]
+
+
+@functools.cache
+def _closure(module: str, root: Path) -> tuple[tuple[str, Path], ...]:
+    start = _module_file(module, root)
+    if start is None and getattr(sys.modules.get(module), "__file__", None):
+        start = Path(sys.modules[module].__file__)  # a task defined outside the project packages
+    parents = module.split(".")[:-1]  # importing the module runs its packages' __init__ first
+    found, todo = {}, [(module, start), *((m, _module_file(m, root)) for m in _prefixes(parents))]
+    while todo:
+        name, path = todo.pop()
+        if path is None or name in found:
+            continue
+        found[name] = path
+        todo.extend((m, _module_file(m, root)) for m in _project_imports(path, name) if m not in found)
+    return tuple(sorted(found.items()))
+
+
+def source_closure(module: str) -> dict[str, Path]:
+    """``module``'s file and those of the ``models``/``tasks`` modules it imports, transitively,
+    resolved statically with ``ast``. Computed once per module per process (edit a file's imports
+    and a running process keeps the old closure; contents are re-read on every key)."""
+    return dict(_closure(module, REPO_ROOT))
+
+
+def code_hash(module: str) -> str:
+    """Hash of the source of ``source_closure(module)``."""
+    h = hashlib.sha256()
+    for name, path in source_closure(module).items():
+        h.update(f"{name}:{file_hash(path)}\n".encode())
+    return h.hexdigest()
 
 
 def _value_key(value: Any, anchor: Path) -> str:
@@ -45,31 +109,43 @@ def _value_key(value: Any, anchor: Path) -> str:
     return repr(value)
 
 
-def inputs_key(task_name: str, inputs: dict[str, Any]) -> str:
-    """Task name + config + input-artifact content hashes + code hash.
+def inputs_key(task: Any, inputs: dict[str, Any]) -> str:
+    """Key of a call of ``task`` (a Prefect task or its function) with ``inputs`` (argument name
+    -> value): its name, its hashed arguments after binding defaults, and ``code_hash`` of its
+    module. A bare name as ``task`` keys ``inputs`` as given, without code.
 
     Paths enter as ``portable_path`` relative to the project holding ``out_dir`` (the working
     directory when there is none), so the key does not change when the project moves.
     """
+    fn: Callable | None = None
+    if isinstance(task, str):
+        name = task
+    else:
+        fn = inspect.unwrap(getattr(task, "fn", task))
+        name = getattr(task, "name", fn.__name__)
+        bound = inspect.signature(fn).bind_partial(**inputs)
+        bound.apply_defaults()
+        inputs = bound.arguments
     anchor = Path(inputs.get("out_dir") or ".")
-    h = hashlib.sha256(task_name.encode())
-    for name in sorted(inputs):
-        h.update(name.encode())
-        value = inputs[name]
-        if name in ("out_dir", "cache_dir"):
-            h.update((portable_path(value, anchor) if value is not None else "None").encode())
-        elif name not in NOT_HASHED:
-            h.update(_value_key(value, anchor).encode())
-    h.update(code_hash().encode())
+    h = hashlib.sha256(f"{name}\n".encode())
+    for arg in sorted(set(inputs) - NOT_HASHED):
+        value = inputs[arg]
+        if arg == "out_dir":
+            key = portable_path(value, anchor) if value is not None else "None"
+        else:
+            key = _value_key(value, anchor)
+        h.update(f"{arg}={key}\n".encode())
+    if fn is not None:
+        h.update(code_hash(fn.__module__).encode())
     return h.hexdigest()
 
 
 class ArtifactCachePolicy(CachePolicy):
-    """Key = ``inputs_key`` of the task's name and arguments, plus the absolute ``out_dir``."""
+    """Key = ``inputs_key`` of the task and its arguments, plus the absolute ``out_dir``."""
 
     def compute_key(self, task_ctx, inputs: dict[str, Any], flow_parameters: dict[str, Any], **kwargs) -> str:
         where = str(Path(inputs["out_dir"]).absolute()) if inputs.get("out_dir") is not None else ""
-        return hashlib.sha256(f"{inputs_key(task_ctx.task.name, inputs)}|{where}".encode()).hexdigest()
+        return hashlib.sha256(f"{inputs_key(task_ctx.task, inputs)}|{where}".encode()).hexdigest()
 
 
 ARTIFACT_CACHE = ArtifactCachePolicy()
@@ -79,7 +155,7 @@ STAMP = ".inputs-key"
 def run_cached(task, out_dir: Path, **kwargs):
     """Call a Prefect task; refresh its cache when ``out_dir`` does not hold this call's outputs."""
     out_dir = Path(out_dir)
-    key = inputs_key(task.name, {"out_dir": out_dir, **kwargs})
+    key = inputs_key(task, {"out_dir": out_dir, **kwargs})
     stamp = out_dir / STAMP
     stale = not (out_dir / RESULT_FILE).exists() or not stamp.exists() or stamp.read_text() != key
     result = task.with_options(refresh_cache=stale)(out_dir=out_dir, **kwargs)

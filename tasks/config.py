@@ -17,7 +17,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from models.criteria import CRITERIA
-from models.exit_heads import HEAD_KINDS
+from models.registry import HEADS, SCORERS, choices
 from models.metrics import METRICS
 from models.objectives import OBJECTIVES
 
@@ -85,7 +85,7 @@ class TrainConfig(Section):
     head: str = "linear"
     head_dropout: float = Field(default=0.1, ge=0.0, lt=1.0)
     pooling: Literal["cls", "mean"] = "cls"
-    lte: bool = True
+    exit_scorer: str | None = "lte"  # a registered exit scorer trained with the exits (BERxiT LTE), or null
     epochs: int = Field(default=2, ge=1)
     batch_size: int = Field(default=32, ge=1)
     lr: float = Field(default=1e-4, gt=0.0)
@@ -105,8 +105,15 @@ class TrainConfig(Section):
     @field_validator("head")
     @classmethod
     def _head(cls, value):
-        if value not in HEAD_KINDS:
-            raise ValueError(f"unknown head {value!r}; choose one of {', '.join(HEAD_KINDS)}")
+        if value not in HEADS:
+            raise ValueError(f"unknown head {value!r}; choose one of {choices(HEADS)}")
+        return value
+
+    @field_validator("exit_scorer")
+    @classmethod
+    def _exit_scorer(cls, value):
+        if value is not None and value not in SCORERS:
+            raise ValueError(f"unknown exit scorer {value!r}; choose one of {choices(SCORERS)} or null")
         return value
 
 

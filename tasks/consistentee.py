@@ -21,6 +21,7 @@ from scipy.stats import spearmanr
 from tqdm.auto import tqdm
 
 from models.consistentee import (
+    PolicyExit,
     epsilon_at,
     forgetting_events,
     memorized_layer,
@@ -28,7 +29,7 @@ from models.consistentee import (
     train_heads_epoch,
     train_policy_epoch,
 )
-from models.criteria import PolicyExit, simulate
+from models.criteria import simulate
 from models.exit_heads import task_loss
 from models.metrics import correct_predictions, layerwise_scores, prediction_is_correct, task_score
 from models.training import build_optimizer, linear_schedule, record_exits
@@ -122,7 +123,7 @@ def consistentee_round(consistentee: ConsistenteeConfig, train: TrainConfig, bac
     dev_ = pick_device(device)
     seed_everything(seed + round_index)
     model, tokenizer, meta = load_checkpoint(ckpt_dir, backbone.attn_implementation)
-    if model.policy is None:
+    if model.config.scorer != "policy":
         raise ValueError(f"{ckpt_dir}: not a ConsistentEE checkpoint (no policy networks)")
     model.to(dev_)
     pad = tokenizer.pad_token_id or 0

@@ -22,8 +22,9 @@ import torch
 from prefect import task
 from tqdm.auto import tqdm
 
+from models.learnability import IGNORE
 from models.metrics import correct_predictions
-from models.token_exits import TokenMultiExitModel, token_exit_loss
+from models.token_exits import TokenMultiExitModel, train_token_epoch
 from models.training import build_optimizer, linear_schedule, record_exits
 from tasks.backbones import load_backbone, load_checkpoint, pick_device, save_backbone
 from tasks.caching import ARTIFACT_CACHE
@@ -34,7 +35,6 @@ from tasks.io import atomic_torch_save, atomic_write_text, write_result
 from tasks.train import seed_everything
 
 PARTS = ("train", "dev", "test")
-IGNORE = -100
 
 
 class DifficultyDataError(ValueError):
@@ -197,19 +197,10 @@ def train_token_annotator(cfg: LearnabilityConfig, backbone: BackboneConfig, con
     scheduler = linear_schedule(optimizer, int(0.1 * steps), steps)
     model.train()
     for epoch in range(1, cfg.token_epochs + 1):
-        total = 0.0
         bar = tqdm(token_batches(enc, cfg.batch_size, tokenizer.pad_token_id or 0, shuffle=True, seed=seed + epoch, device=dev_),
                    total=(len(train) + cfg.batch_size - 1) // cfg.batch_size, disable=None, leave=False,
                    desc=f"token annotator epoch {epoch}/{cfg.token_epochs}")
-        for batch in bar:
-            logits, _ = model(batch["input_ids"], batch["attention_mask"])
-            loss = token_exit_loss(logits, batch["tags"])
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-            optimizer.step()
-            scheduler.step()
-            total += loss.item()
+        total = train_token_epoch(model, bar, optimizer, scheduler)
         tqdm.write(f"[token annotator] epoch {epoch}: loss {total / max(1, bar.total):.4f}")
     save_backbone(model.backbone, tokenizer, out_dir / "checkpoint" / "backbone")
     atomic_torch_save(out_dir / "checkpoint" / "heads.pt", {"heads": model.heads.state_dict(), "tags": tag_names})

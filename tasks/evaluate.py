@@ -26,9 +26,9 @@ from pathlib import Path
 import torch
 from prefect import task
 
-from models.criteria import CRITERIA, make_criterion, simulate
-from models.flops import flops_per_instance, full_model_flops
+from models.criteria import make_criterion, simulate
 from models.metrics import chance_check, layerwise_scores, predictions, task_score
+from models.operating import curve_point, fastest_within, sweep, usable_criteria
 from models.timing import exit_runner, measure_throughput
 from models.training import record_exits
 from tasks.backbones import load_checkpoint, pick_device
@@ -41,34 +41,8 @@ from tasks.tracking import MetricLogger, NullLogger
 from tasks.train import warn_if_at_chance
 
 
-def curve_point(model, criterion, rec, metric, regression) -> dict:
-    """Quality and efficiency of one criterion setting on one recorded split."""
-    logits, labels, lengths = rec.logits, rec.labels, rec.lengths
-    exit_layer, exit_logits = simulate(criterion, logits, rec.scores)
-    L = logits.shape[0]
-    avg = exit_layer.double().mean().item()
-    flops = flops_per_instance(model, lengths, exit_layer).sum().item()
-    full = full_model_flops(model, lengths).sum().item()
-    return {"threshold": criterion.threshold, "quality": task_score(metric, exit_logits, labels, regression),
-            "avg_exit_layer": avg, "saved_layers": 1 - avg / L, "layer_speedup": L / avg,
-            "flops_speedup": full / flops}
-
-
 def criterion_options(name: str, evaluate: EvaluateConfig) -> dict:
     return {"delta": evaluate.patience_delta} if name == "patience" else {}
-
-
-def usable_criteria(names: list[str], model) -> list[str]:
-    """The configured criteria this model supports (learned criteria need their module)."""
-    out = []
-    for name in names:
-        cls = CRITERIA[name]
-        if cls.classification_only and model.config.regression:
-            continue
-        if cls.needs_certainty and getattr(model, cls.module, None) is None:
-            continue
-        out.append(name)
-    return out
 
 
 @task(name="evaluate_exits", cache_policy=ARTIFACT_CACHE, persist_result=True)
@@ -107,19 +81,13 @@ def evaluate_exits(
     layerwise = {s: layerwise_scores(metric, rec.logits, rec.labels, regression) for s, (_, rec) in splits.items()}
 
     names = usable_criteria(evaluate.criteria, model)
+    recordings = {s: rec for s, (_, rec) in splits.items()}
     curves, operating = {}, {}
     for name in names:
-        opts = criterion_options(name, evaluate)
-        dev_rec = splits["dev"][1]
-        grid = CRITERIA[name].sweep(dev_rec.logits, dev_rec.scores, evaluate.sweep_points)
-        points = []
-        for tau in grid:
-            crit = make_criterion(name, tau, **opts)
-            points.append({"dev": curve_point(model, crit, dev_rec, metric, regression),
-                           "test": curve_point(model, crit, splits["test"][1], metric, regression)})
-        curves[name] = points
-        ok = [p for p in points if p["dev"]["quality"] >= full["dev"] - evaluate.quality_tolerance]
-        chosen = max(ok, key=lambda p: (p["dev"]["layer_speedup"], p["dev"]["quality"])) if ok else max(points, key=lambda p: p["dev"]["quality"])
+        points = curves[name] = sweep(model, name, recordings, metric, regression, evaluate.sweep_points,
+                                      criterion_options(name, evaluate))
+        chosen = (fastest_within(points, full["dev"] - evaluate.quality_tolerance)
+                  or max(points, key=lambda p: p["dev"]["quality"]))  # nothing within tolerance: the best on dev
         operating[name] = {"threshold": chosen["dev"]["threshold"], "dev": chosen["dev"], "test": chosen["test"]}
 
     fixed = {name: {"threshold": tau,

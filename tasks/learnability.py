@@ -14,7 +14,6 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from prefect import task
 from tqdm.auto import tqdm
 
@@ -24,10 +23,12 @@ from models.learnability import (
     LinearB,
     LinearM,
     difficulty_metrics,
-    exit_outcome,
+    fit_predictor,
     majority_bits,
     negative_share,
     oversample_order,
+    predict_bits,
+    train_classifier_epoch,
 )
 from tasks.backbones import load_backbone, load_checkpoint, pick_device
 from tasks.caching import ARTIFACT_CACHE
@@ -148,36 +149,6 @@ def _annotator_states(annotator_dir: Path, rows: list[dict], backbone: BackboneC
     return torch.cat(out), model.num_layers
 
 
-def _loss(predictor: str, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-    if predictor == "linear_m":  # multinomial over exit outcomes
-        return F.cross_entropy(logits, exit_outcome(labels))
-    mask = labels != IGNORE
-    return F.binary_cross_entropy_with_logits(logits[mask], labels[mask].float())
-
-
-def _bits(predictor: str, logits: torch.Tensor) -> torch.Tensor:
-    return LinearM.to_bits(logits) if predictor == "linear_m" else (logits >= 0).long()
-
-
-@torch.no_grad()
-def _predict(model, predictor: str, batches) -> tuple[np.ndarray, np.ndarray]:
-    model.eval()
-    gold, pred = [], []
-    for batch in batches:
-        logits = model(**{k: v for k, v in batch.items() if k != "labels"})
-        labels, bits = batch["labels"], _bits(predictor, logits)
-        if labels.dim() == 3:  # token level: keep first sub-tokens
-            keep = labels[..., 0] != IGNORE
-            labels, bits = labels[keep], bits[keep]
-        gold.append(labels.cpu())
-        pred.append(bits.cpu())
-    return torch.cat(gold).numpy(), torch.cat(pred).numpy()
-
-
-def _selection_score(m: dict) -> float:
-    return m["f1"] if m["f1"] is not None else 0.0
-
-
 @task(name="train_difficulty_predictor", cache_policy=ARTIFACT_CACHE, persist_result=True)
 def train_difficulty_predictor(predictor: str, cfg: LearnabilityConfig, backbone: BackboneConfig, dataset_dir: Path,
                                out_dir: Path, annotator_dir: Path | None = None, seed: int = 42,
@@ -247,35 +218,18 @@ def train_difficulty_predictor(predictor: str, cfg: LearnabilityConfig, backbone
     shares = {"negative_share_train": negative_share(*counts), "negative_share_train_oversampled": negative_share(*counts, order_base)}
     tqdm.write(f"[{predictor}] {source}: negative-label share of predictor-train {shares['negative_share_train']:.1%}"
                f" -> {shares['negative_share_train_oversampled']:.1%} as trained (learnability.oversample: {cfg.oversample})")
-    optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.01)
-    best = {"score": -1.0, "state": None, "epoch": None, "dev": None}
-    for epoch in range(1, epochs + 1):
-        model.train()
-        total, count = 0.0, 0
-        for batch in tqdm(train_batches(epoch), disable=None, leave=False, desc=f"{predictor} epoch {epoch}/{epochs}"):
-            logits = model(**{k: v for k, v in batch.items() if k != "labels"})
-            loss = _loss(predictor, logits, batch["labels"])
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-            optimizer.step()
-            total, count = total + loss.item(), count + 1
-        dev = difficulty_metrics(*_predict(model, predictor, dev_batches()))
-        history.append({"epoch": epoch, "train_loss": total / max(1, count), "dev_f1": dev["f1"],
-                        "dev_precision": dev["precision"], "dev_recall": dev["recall"], "dev_accuracy": dev["accuracy"]})
-        if _selection_score(dev) > best["score"]:
-            best = {"score": _selection_score(dev), "epoch": epoch, "dev": dev,
-                    "state": {k: v.detach().clone() for k, v in model.state_dict().items()}}
-    model.load_state_dict(best["state"])
+    history, best = fit_predictor(model, predictor, train_batches, dev_batches, epochs, lr,
+                                  progress=lambda batches, epoch: tqdm(batches, disable=None, leave=False,
+                                                                       desc=f"{predictor} epoch {epoch}/{epochs}"))
 
     test_rows = parts.open_test()  # selection is over: the test part is read once, here
     if predictor == "linear_b":
         x_test, _ = _annotator_states(annotator_dir, test_rows, backbone, dev_)
         y_test = torch.tensor(_item_labels(test_rows))
-        test = difficulty_metrics(*_predict(model, predictor, item_batches(x_test, y_test, list(range(len(y_test))))))
+        test = difficulty_metrics(*predict_bits(model, predictor, item_batches(x_test, y_test, list(range(len(y_test))))))
     else:
         enc_test = _encode(test_rows, tokenizer, backbone.max_length)
-        test = difficulty_metrics(*_predict(model, predictor, _sequence_batches(enc_test, 64, pad, dev_)))
+        test = difficulty_metrics(*predict_bits(model, predictor, _sequence_batches(enc_test, 64, pad, dev_)))
     return _finish(out_dir, predictor, test, best["dev"], history, best["epoch"], shares)
 
 
@@ -329,13 +283,8 @@ def human_difficulty(cfg: LearnabilityConfig, backbone: BackboneConfig, source: 
     for epoch in range(1, cfg.human_epochs + 1):
         model.train()
         order = _shuffled(list(range(len(enc["train"]["labels"]))), seed + epoch)
-        for batch in tqdm(_sequence_batches(enc["train"], cfg.batch_size, pad, dev_, order), disable=None, leave=False,
-                          desc=f"human difficulty epoch {epoch}/{cfg.human_epochs}"):
-            loss = F.cross_entropy(model(batch["input_ids"], batch["attention_mask"], batch.get("token_type_ids")),
-                                   batch["labels"])
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
+        train_classifier_epoch(model, tqdm(_sequence_batches(enc["train"], cfg.batch_size, pad, dev_, order), disable=None,
+                                           leave=False, desc=f"human difficulty epoch {epoch}/{cfg.human_epochs}"), optimizer)
         history.append({"epoch": epoch, "train_accuracy": accuracy("train"), "test_accuracy": accuracy("test")})
         tqdm.write(f"[human difficulty] epoch {epoch}: train {history[-1]['train_accuracy']:.1f}, "
                    f"test {history[-1]['test_accuracy']:.1f}")

@@ -7,6 +7,7 @@ from pathlib import Path
 
 from prefect import task
 
+from models.operating import fastest_within
 from tasks.io import TIMING_FILE, atomic_write_json, atomic_write_text, read_metrics
 from tasks.plots import grouped_bar_plot, layerwise_plot, tradeoff_plot
 
@@ -124,13 +125,6 @@ def hashee_study_report(summaries: dict[str, dict], out_dir: Path) -> dict:
     return {"table": table, "rows": rows, "plot": str(out_dir / "tradeoff.png")}
 
 
-def fastest_within(points: list[dict], dev_full: float, relative_loss: float) -> dict | None:
-    """The sweep point with the largest dev layer speed-up whose dev quality is at least
-    ``(1 - relative_loss)`` of the full model's (None if no point qualifies)."""
-    ok = [p for p in points if p["dev"]["quality"] >= (1.0 - relative_loss) * dev_full]
-    return max(ok, key=lambda p: (p["dev"]["layer_speedup"], p["dev"]["quality"])) if ok else None
-
-
 def consistentee_report(cee_dir: Path, baseline_dirs: dict[str, Path], out_dir: Path, relative_loss: float = 0.01,
                         tau: float = 0.5) -> dict:
     """ConsistentEE vs the spine's criteria (paper claim: at <= 1% relative accuracy loss it saves
@@ -150,7 +144,7 @@ def consistentee_report(cee_dir: Path, baseline_dirs: dict[str, Path], out_dir: 
             if name == "static":
                 continue
             curves[f"{label}/{name}"] = [p["test"] for p in points]
-            best = fastest_within(points, full_dev, relative_loss)
+            best = fastest_within(points, (1.0 - relative_loss) * full_dev)  # fastest within the relative loss on dev
             if best is None:
                 continue
             rows.append({"model": label, "criterion": name, "threshold": best["dev"]["threshold"],

@@ -76,14 +76,13 @@ def train_multi_exit(
     logger: MetricLogger | None = None,
     num_layers: int | None = None,
     hash_table_dir: Path | None = None,
-    policy: bool = False,
     dynamics_evals_per_epoch: int = 0,
 ) -> dict:
     """Fine-tune backbone + exits on ``train.task`` with objective ``strategy``.
 
     ``num_layers`` keeps only the backbone's first layers; ``hash_table_dir`` makes it a HashEE
     model (token-level exits from that table, which must match the tokenizer and depth).
-    ``policy`` adds ConsistentEE's (untrained) policy networks instead of LTE.
+    ``train.exit_scorer`` names the exit scorer built on the exits (LTE, ConsistentEE's policy, none).
     ``dynamics_evals_per_epoch > 0`` records every exit's predictions on the training rows
     that many times per epoch, evenly spaced (``train_dynamics.pt``: ``predictions [E, L, n]``,
     ``labels [n]``, ``steps [E]``, ``fingerprint``), for forgetting events.
@@ -104,8 +103,7 @@ def train_multi_exit(
     backbone_model, tokenizer = load_backbone(backbone.name, backbone.attn_implementation)
     backbone_model = truncate_layers(backbone_model, num_layers)
     config = MultiExitConfig(num_outputs=num_outputs, regression=regression, head=train.head,
-                             head_dropout=train.head_dropout, lte=train.lte and hash_table_dir is None and not policy,
-                             pooling=train.pooling, policy=policy)
+                             head_dropout=train.head_dropout, pooling=train.pooling, scorer=train.exit_scorer)
     if hash_table_dir is not None:
         layers = adapter_for(backbone_model).num_layers
         model = HashEEModel(backbone_model, config, load_hash_table(hash_table_dir, tokenizer, layers))

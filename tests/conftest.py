@@ -49,7 +49,7 @@ def tiny_model(family="bert", layers=3, num_outputs=3, head="linear", lte=False,
     backbone = tiny_backbone(family, layers, attn, seed)
     torch.manual_seed(seed + 1)
     config = MultiExitConfig(num_outputs=1 if regression else num_outputs, regression=regression, head=head,
-                             head_dropout=0.0, lte=lte)
+                             head_dropout=0.0, scorer="lte" if lte else None)
     return MultiExitModel(backbone, config).eval()
 
 

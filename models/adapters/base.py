@@ -60,6 +60,15 @@ class EncoderAdapter:
         """``[b, s]`` ids -> ``[b, s, d]`` input of layer 1 (HF ``hidden_states[0]``)."""
         raise NotImplementedError
 
+    def encode(self, input_ids: torch.Tensor, padding_mask: torch.Tensor,
+               token_type_ids: torch.Tensor | None = None) -> torch.Tensor:
+        """All L layers, no exits: ``[b, s]`` ids -> last hidden states ``[b, s, d]``."""
+        hidden = self.embed(input_ids, token_type_ids)
+        mask = self.attention_mask(padding_mask, hidden)
+        for layer in self.layers:
+            hidden = layer(hidden, mask)
+        return hidden
+
     def attention_mask(self, padding_mask: torch.Tensor, hidden: torch.Tensor) -> Any:
         """``[b, s]`` 1/0 padding mask -> the mask object the layers take."""
         return create_bidirectional_mask(

@@ -18,7 +18,7 @@ def test_two_rounds_log_histograms_spearman_and_compare_with_baselines(project, 
 
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
     out = consistentee_pipeline(str(project / "params.yaml"), TINY)
-    base = project / "artifacts/consistentee"
+    base = project / "artifacts/sst2/seed-42/consistentee"
     assert out["best_round"] == 2  # no early stop: the last round is the model
     for r in (1, 2):
         mem = json.loads((base / f"default/rounds/round-{r}/memorized/result.json").read_text())
@@ -78,10 +78,10 @@ def test_interrupted_run_resumes_from_the_last_finished_round(project, prefect_h
     monkeypatch.setattr("tasks.consistentee.train_heads_epoch", crash_in_round_two)
     with pytest.raises(KeyboardInterrupt):
         consistentee_pipeline(str(project / "params.yaml"), TINY)
-    round1 = project / "artifacts/consistentee/default/rounds/round-1/train/checkpoint/exits.safetensors"
-    init = project / "artifacts/consistentee/init/checkpoint/exits.safetensors"
+    round1 = project / "artifacts/sst2/seed-42/consistentee/default/rounds/round-1/train/checkpoint/exits.safetensors"
+    init = project / "artifacts/sst2/seed-42/consistentee/init/checkpoint/exits.safetensors"
     stamps = (init.stat().st_mtime_ns, round1.stat().st_mtime_ns)
-    assert not (project / "artifacts/consistentee/default/rounds/round-2/train/result.json").exists()
+    assert not (project / "artifacts/sst2/seed-42/consistentee/default/rounds/round-2/train/result.json").exists()
 
     calls.clear()
     monkeypatch.setattr("tasks.consistentee.train_heads_epoch", lambda *a, **k: (calls.append(1), original(*a, **k))[1])

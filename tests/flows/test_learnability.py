@@ -61,7 +61,7 @@ def test_learnability_flow_runs_every_study_and_logs_one_run_per_predictor(study
     assert list(results["conll2003"]) == ["majority", "linear_b", "bilstm", "bert"]  # Linear-M: sentence level only
 
     # Majority equals the per-layer prior of predictor-train, scored on predictor-test
-    rows = [json.loads(line) for line in (project / "artifacts/learnability/datasets/snli_model/difficulty.jsonl").read_text().splitlines()]
+    rows = [json.loads(line) for line in (project / "artifacts/learnability/seed-42/datasets/snli_model/difficulty.jsonl").read_text().splitlines()]
     train = torch.tensor([r["labels"] for r in rows if r["part"] == "train"]).float()
     assert results["snli_model"]["majority"]["prior"] == (train.mean(0) >= 0.5).long().tolist()
     assert sum(r["part"] == "test" for r in rows) == 30  # the published test file is the test part
@@ -74,7 +74,7 @@ def test_learnability_flow_runs_every_study_and_logs_one_run_per_predictor(study
     assert len(names) == 4 + 5 + 4 + 1 and "human/BERT" in names and "conll2003/Linear-B" in names
     parent = next(r for r in runs if "mlflow.parentRunId" not in r.data.tags)
     assert {a.path for a in client.list_artifacts(parent.info.run_id, "report")} == {"report/f1.png", "report/results.md"}
-    assert (project / "artifacts/learnability/report/results.md").read_text().count("| conll2003 |") == 4
+    assert (project / "artifacts/sst2/seed-42/learnability/report/results.md").read_text().count("| conll2003 |") == 4
 
 
 def test_sentence_annotation_bits_are_per_layer_argmax_equals_gold(project, prefect_harness):
@@ -110,9 +110,13 @@ def test_selection_reads_only_dev_and_the_test_part_once_afterwards(study, monke
     params = load_params(project / "params.yaml", overrides)
     load_published_difficulty.fn(source=project / "difficulty/snli_model", out_dir=project / "ds", dev_fraction=0.2, seed=0)
     events = []
-    original_open, original_predict = tl.DifficultyParts.open_test, tl._predict
+    import models.learnability as ml
+
+    original_open, original_predict = tl.DifficultyParts.open_test, ml.predict_bits
+    spy = lambda *a, **k: (events.append("predict"), original_predict(*a, **k))[1]  # noqa: E731
     monkeypatch.setattr(tl.DifficultyParts, "open_test", lambda self: (events.append("open_test"), original_open(self))[1])
-    monkeypatch.setattr(tl, "_predict", lambda *a, **k: (events.append("predict"), original_predict(*a, **k))[1])
+    monkeypatch.setattr(ml, "predict_bits", spy)  # dev predictions inside fit_predictor
+    monkeypatch.setattr(tl, "predict_bits", spy)  # the test prediction in the task
     result = tl.train_difficulty_predictor.fn("bilstm", params.learnability, params.backbone, project / "ds", project / "out")
     assert events == ["predict", "predict", "open_test", "predict"]  # 2 dev epochs, then the test part once
     assert result["selected_epoch"] in (1, 2)

@@ -7,9 +7,10 @@ import pytest
 import yaml
 
 ROOT = Path(__file__).resolve().parents[2]
+RUN = "artifacts/sst2/seed-42"  # the tiny project's task and seed (flows/layout.py)
 pytestmark = pytest.mark.integration
 
-def declared_outputs(root: Path, strategies, task):
+def declared_outputs(root: Path, strategies, task, seed=42):
     """Every path the repository's dvc.yaml declares as an output of a default-pipeline stage."""
     from tasks.versioning import DEFAULT_STAGES
 
@@ -23,7 +24,7 @@ def declared_outputs(root: Path, strategies, task):
         for item in items:
             for entry in body.get("outs", []) + body.get("metrics", []) + body.get("plots", []):
                 path = entry if isinstance(entry, str) else next(iter(entry))
-                path = path.replace("${item}", str(item)).replace("${train.task}", task)
+                path = path.replace("${item}", str(item)).replace("${train.task}", task).replace("${seed}", str(seed))
                 outs.append(root / path)
     return outs
 
@@ -69,18 +70,18 @@ def test_pipeline_writes_mlflow_runs_dvc_outputs_and_reruns_from_cache(project, 
     def pooling(ckpt):
         return json.loads((project / ckpt / "exitflow.json").read_text())["exits"]["pooling"]
 
-    assert pooling("artifacts/hashee/default/train/checkpoint") == "cls"
-    assert pooling("artifacts/train/single/checkpoint") == "mean"
+    assert pooling(f"{RUN}/hashee/default/train/checkpoint") == "cls"
+    assert pooling(f"{RUN}/reference/single-exit/checkpoint") == "mean"
 
     # cached re-run: no training, no evaluation
-    weights = project / "artifacts/train/joint/checkpoint/exits.safetensors"
-    metrics = project / "artifacts/evaluate/joint/metrics.json"
+    weights = project / RUN / "train/joint/checkpoint/exits.safetensors"
+    metrics = project / RUN / "evaluate/joint/metrics.json"
     stamps = (weights.stat().st_mtime_ns, metrics.stat().st_mtime_ns)
     exitflow_pipeline(str(project / "params.yaml"))
     assert (weights.stat().st_mtime_ns, metrics.stat().st_mtime_ns) == stamps
 
     # a deleted output is rebuilt instead of served stale from the cache; training stays cached
-    (project / "artifacts/evaluate/joint/result.json").unlink()
+    (project / RUN / "evaluate/joint/result.json").unlink()
     exitflow_pipeline(str(project / "params.yaml"))
     assert weights.stat().st_mtime_ns == stamps[0]
     assert metrics.stat().st_mtime_ns != stamps[1]
@@ -140,10 +141,10 @@ def test_hashee_study_trains_every_configuration_once_and_reports(project, prefe
 
     params = load_params(project / "params.yaml")
     for row in report["rows"][:2]:
-        model, tok, _ = load_checkpoint(project / f"artifacts/hashee/study/{row['hash']}/train/checkpoint", "eager")
+        model, tok, _ = load_checkpoint(project / RUN / f"hashee/study/{row['hash']}/train/checkpoint", "eager")
         enc = encode_split(project / "data", "sst2", "test", tok, params.backbone.max_length, None, None, 0)
         accuracy = 100.0 * (predict(model, enc, 4, 0).argmax(-1) == torch.tensor(enc["labels"])).double().mean().item()
         assert row["quality"] == pytest.approx(accuracy)
     two_layer = next(r for r in report["rows"] if r["hash"] == "frequency-L2-B2-cls")
     assert two_layer["flops_speedup"] > 1.5  # a 2-layer model of a 3-layer backbone saves at least a third
-    assert (project / "artifacts/hashee/study/results.md").exists()
+    assert (project / RUN / "hashee/study/results.md").exists()

@@ -77,10 +77,14 @@ def test_two_folders_write_identical_artifacts_except_timings(tmp_path, prefect_
     timing_files = {f for f in hashes[0] if Path(f).name == "timing.json"}
     differ = sorted(f for f in hashes[0] if f not in timing_files and hashes[0][f] != hashes[1][f])
     assert differ == []
-    assert timing_files == {"artifacts/evaluate/joint/timing.json", "artifacts/hashee/default/evaluate/timing.json"}
-    assert {"artifacts/evaluate/${item}/timing.json", "artifacts/hashee/default/evaluate/timing.json"} <= timing_outputs()
+    assert timing_files == {"artifacts/sst2/seed-42/evaluate/joint/timing.json",
+                            "artifacts/sst2/seed-42/hashee/default/evaluate/timing.json"}
+    assert {"artifacts/${train.task}/seed-${seed}/evaluate/${item}/timing.json",
+            "artifacts/${train.task}/seed-${seed}/hashee/default/evaluate/timing.json"} <= timing_outputs()
     # the checks above would pass on empty folders: the artifacts that matter are there
-    for f in ("artifacts/train/joint/checkpoint/backbone/tokenizer.json", "artifacts/train/joint/result.json",
-              "artifacts/evaluate/joint/metrics.json", "artifacts/hashee/default/train/checkpoint/exitflow.json",
-              "artifacts/hashee/default/table/.inputs-key", "data/sst2/meta.json"):
+    run = "artifacts/sst2/seed-42"
+    for f in (f"{run}/train/joint/checkpoint/backbone/tokenizer.json", f"{run}/train/joint/result.json",
+              f"{run}/evaluate/joint/metrics.json", f"{run}/hashee/default/train/checkpoint/exitflow.json",
+              f"{run}/reference/single-exit/checkpoint/exitflow.json", f"{run}/hashee/default/table/.inputs-key",
+              "data/sst2/meta.json"):
         assert f in hashes[0]

@@ -56,13 +56,13 @@ def test_resumed_training_says_where_it_continues(tiny, monkeypatch, capsys):
 def test_consistentee_says_which_round_it_resumes_after(tiny, monkeypatch, capsys):
     """Round 1 finished before the kill (its result.json is there); round 2 did not."""
     import flows.consistentee as cee
-    from flows.layout import consistentee_dirs
+    from flows.layout import Layout
     from tasks.config import load_params
 
     params = load_params(tiny / "params.yaml", ["consistentee.rounds=3", "consistentee.early_stop=false"])
-    dirs = consistentee_dirs(params, "default", 3)
-    dirs["round-1"].mkdir(parents=True)
-    (dirs["round-1"] / "result.json").write_text("{}")
+    dirs = Layout.from_params(params).consistentee("default")
+    dirs.train(1).mkdir(parents=True)
+    (dirs.train(1) / "result.json").write_text("{}")
     plot = tiny / "histogram.png"
     plot.write_bytes(b"")
 
@@ -87,8 +87,8 @@ def test_consistentee_says_which_round_it_resumes_after(tiny, monkeypatch, capsy
     assert out.index("resuming after round 1") < out.index("round 1: dev quality")
 
     for r in (2, 3):
-        dirs[f"round-{r}"].mkdir(parents=True)
-        (dirs[f"round-{r}"] / "result.json").write_text(json.dumps({}))
-    (dirs["round-2"] / "result.json").unlink()  # only the finished prefix counts
+        dirs.train(r).mkdir(parents=True)
+        (dirs.train(r) / "result.json").write_text(json.dumps({}))
+    (dirs.train(2) / "result.json").unlink()  # only the finished prefix counts
     cee.train_rounds(params, params.consistentee, "default", 3)
     assert "resuming after round 1: round 1 finished" in capsys.readouterr().out

@@ -83,7 +83,7 @@ def test_policy_networks_shape_and_forced_last_exit():
     nets = PolicyNetworks(hidden_size=8, num_layers=3)
     probs = nets.all_layers(torch.randn(3, 5, 8))
     assert probs.shape == (3, 5) and torch.all(probs[-1] == 1) and torch.all((probs[:-1] > 0) & (probs[:-1] < 1))
-    assert nets.flops() == 2 * (8 * 32 + 32 * 1)
+    assert nets.flops_at(1, 4) == 2 * (8 * 32 + 32 * 1) and nets.flops_at(4, 4) == 0  # no net at the last layer
 
 
 def _policy_model(layers=4, seed=0):
@@ -91,7 +91,7 @@ def _policy_model(layers=4, seed=0):
     from models.exiting import MultiExitConfig, MultiExitModel
 
     torch.manual_seed(seed)
-    return MultiExitModel(tiny_backbone("bert", layers), MultiExitConfig(num_outputs=3, head_dropout=0.0, policy=True)).eval()
+    return MultiExitModel(tiny_backbone("bert", layers), MultiExitConfig(num_outputs=3, head_dropout=0.0, scorer="policy")).eval()
 
 
 def _force_exit_at(model, k):
@@ -103,7 +103,8 @@ def _force_exit_at(model, k):
 
 @pytest.mark.parametrize("k", [1, 2, 3, 4])
 def test_policy_forced_to_exit_at_k_exits_every_row_at_k(k):
-    from models.criteria import PolicyExit, simulate
+    from models.consistentee import PolicyExit
+    from models.criteria import simulate
     from tests.conftest import tiny_batch
 
     model = _policy_model()
@@ -118,7 +119,8 @@ def test_policy_forced_to_exit_at_k_exits_every_row_at_k(k):
 def test_policy_real_early_exit_equals_simulation_and_flops_count_policy():
     import torch.utils.flop_counter as fc
 
-    from models.criteria import PolicyExit, simulate
+    from models.consistentee import PolicyExit
+    from models.criteria import simulate
     from models.flops import instance_flops
     from tests.conftest import tiny_batch
 

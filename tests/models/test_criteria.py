@@ -5,7 +5,8 @@ import math
 import pytest
 import torch
 
-from models.criteria import Entropy, LearnedExit, MaxProb, Patience, Static, make_criterion, simulate
+from models.berxit import LearnedExit
+from models.criteria import Entropy, MaxProb, Patience, Static, make_criterion, simulate
 
 
 def logits_from_probs(*rows):

@@ -4,7 +4,8 @@ import pytest
 import torch
 from torch.testing import assert_close
 
-from models.criteria import CRITERIA, Entropy, LearnedExit, MaxProb, Patience, Static, simulate
+from models.berxit import LearnedExit
+from models.criteria import CRITERIA, Entropy, MaxProb, Patience, Static, simulate
 from tests.conftest import tiny_batch, tiny_model
 
 

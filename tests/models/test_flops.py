@@ -32,7 +32,7 @@ def test_early_exit_flops_include_every_passed_head_and_lte(head):
     # static exit at 2 runs only head 2; a criterion that needs every head runs heads 1..k and LTE
     counted_static = _counted(lambda: model.early_exit(ids["input_ids"], ids["attention_mask"], criterion=Static(2)))
     assert instance_flops(model, 10, 2, every_head=False) == pytest.approx(counted_static, rel=0.02)
-    from models.criteria import LearnedExit
+    from models.berxit import LearnedExit
 
     out = model.early_exit(ids["input_ids"], ids["attention_mask"], criterion=LearnedExit(2.0))  # never fires early
     counted = _counted(lambda: model.early_exit(ids["input_ids"], ids["attention_mask"], criterion=LearnedExit(2.0)))

@@ -115,7 +115,7 @@ def test_policy_model_init_loss_is_the_weighted_ce_alone():
     from tests.conftest import tiny_backbone
 
     torch.manual_seed(1)
-    model = MultiExitModel(tiny_backbone("bert", 3), MultiExitConfig(num_outputs=3, head_dropout=0.0, policy=True)).eval()
+    model = MultiExitModel(tiny_backbone("bert", 3), MultiExitConfig(num_outputs=3, head_dropout=0.0, scorer="policy")).eval()
     b = tiny_batch(batch=8)
     out = model(b["input_ids"], b["attention_mask"])
     ce = task_loss(out.logits, b["labels"], False).mean(-1)  # [L]

@@ -18,7 +18,7 @@ def test_checkpoint_round_trip_gives_identical_outputs(tmp_path, kind):
         model = HashEEModel(backbone, MultiExitConfig(num_outputs=2, head_dropout=0.0),
                             build_random_hash(VOCAB, 3, 3, [0, 1, 2], seed=4))
     else:
-        model = MultiExitModel(backbone, MultiExitConfig(num_outputs=2, head_dropout=0.0, **{kind: True}))
+        model = MultiExitModel(backbone, MultiExitConfig(num_outputs=2, head_dropout=0.0, scorer=kind))
     tok = BertTokenizer(vocab={w: i for i, w in enumerate(["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "a"])})
     save_checkpoint(model.eval(), tok, tmp_path / "ckpt", {"task": "t"})
     loaded, _, meta = load_checkpoint(tmp_path / "ckpt", "eager")

@@ -1,0 +1,61 @@
+"""Threshold sweeps and operating points: pure functions over recorded passes.
+
+A *curve point* is one criterion setting's quality and efficiency on one recorded split
+(``models.training.Recording``); a *sweep* scores every threshold of a criterion's grid on dev
+and test from the same recordings; an *operating point* is the sweep point chosen on dev (the
+fastest whose dev quality stays above a floor). Test never chooses anything.
+
+Shared by the evaluation task, the ConsistentEE comparison report and the benchmarks.
+"""
+
+from __future__ import annotations
+
+from typing import Callable
+
+from models.criteria import CRITERIA, ExitCriterion, make_criterion, simulate
+from models.flops import flops_per_instance, full_model_flops
+from models.metrics import task_score
+from models.training import Recording
+
+
+def usable_criteria(names: list[str], model) -> list[str]:
+    """The named criteria this model supports (learned criteria need their exit scorer)."""
+    out = []
+    for name in names:
+        cls = CRITERIA[name]
+        if cls.classification_only and model.config.regression:
+            continue
+        if cls.needs_certainty and cls.module != model.config.scorer:
+            continue
+        out.append(name)
+    return out
+
+
+def curve_point(model, criterion: ExitCriterion, rec: Recording, metric: str, regression: bool) -> dict:
+    """Quality and efficiency of one criterion setting on one recorded split."""
+    exit_layer, exit_logits = simulate(criterion, rec.logits, rec.scores)
+    L = rec.logits.shape[0]
+    avg = exit_layer.double().mean().item()
+    flops = flops_per_instance(model, rec.lengths, exit_layer).sum().item()
+    full = full_model_flops(model, rec.lengths).sum().item()
+    return {"threshold": criterion.threshold, "quality": task_score(metric, exit_logits, rec.labels, regression),
+            "avg_exit_layer": avg, "saved_layers": 1 - avg / L, "layer_speedup": L / avg, "flops_speedup": full / flops}
+
+
+def sweep(model, name: str, recordings: dict[str, Recording], metric: str, regression: bool, points: int,
+          options: dict | None = None, grid_split: str = "dev") -> list[dict]:
+    """Every threshold of criterion ``name``'s grid (quantiles of its score on ``grid_split``),
+    scored on every recorded split: ``[{split: curve point, ...}, ...]``."""
+    grid = CRITERIA[name].sweep(recordings[grid_split].logits, recordings[grid_split].scores, points)
+    out = []
+    for tau in grid:
+        crit = make_criterion(name, tau, **(options or {}))
+        out.append({split: curve_point(model, crit, rec, metric, regression) for split, rec in recordings.items()})
+    return out
+
+
+def fastest_within(points: list[dict], floor: float, view: Callable[[dict], dict] = lambda p: p["dev"]) -> dict | None:
+    """The point with the largest ``view(p)`` layer speed-up (ties: higher quality) whose
+    ``view(p)`` quality is at least ``floor``; None when none is."""
+    ok = [p for p in points if view(p)["quality"] >= floor]
+    return max(ok, key=lambda p: (view(p)["layer_speedup"], view(p)["quality"])) if ok else None

@@ -1,0 +1,89 @@
+"""Registries of exit modules: what sits on a layer's output, by name.
+
+The core (``models/exiting.py``, ``models/objectives.py``, ``models/flops.py``) knows these
+interfaces, never the methods. A method registers its modules in its own file with the
+decorators below; ``models/__init__.py`` imports each method module once (one line per
+method), so every registry is complete as soon as anything under ``models`` is imported.
+
+| kind      | registry    | interface                                                          |
+| --------- | ----------- | ------------------------------------------------------------------ |
+| head      | ``HEADS``   | ``factory(d, c, dropout, pretrained_pooler, pooling) -> ExitHead`` |
+| scorer    | ``SCORERS`` | ``ExitScorer`` subclass, built as ``cls(d, L)``                    |
+| criterion | ``models.criteria.CRITERIA`` (``register_criterion``)           | ``ExitCriterion`` subclass |
+
+An exit head maps a layer's hidden states ``[b, s, d]`` (and padding mask ``[b, s]``) to
+``(logits [b, c], state [b, d])``; ``state`` is what scorers read. A head that sets
+``reads_past = True`` also receives ``past``: the states of layers 1..k-1 of the same rows
+(``list`` of ``[b, d]``), recorded by the loop; the loop then runs every layer's head.
+
+An exit scorer turns a layer's state into a per-row score in [0, 1] that a learned criterion
+thresholds (BERxiT's certainty u_k, ConsistentEE's exit probability pi_k). Its
+``objective_term`` says whether the multi-exit objectives train it (LTE: yes, J_k is added to
+L_k) or not (a policy trained by its own method: None).
+
+Shape notation: L = layers (= exits), b = batch, s = sequence, d = hidden, c = outputs.
+"""
+
+from __future__ import annotations
+
+from typing import Callable, ClassVar
+
+import torch
+from torch import nn
+
+HEADS: dict[str, Callable[..., nn.Module]] = {}
+SCORERS: dict[str, type["ExitScorer"]] = {}
+
+
+def register_head(name: str):
+    """Class or factory decorator: ``@register_head("linear")``."""
+
+    def add(factory):
+        HEADS[name] = factory
+        return factory
+
+    return add
+
+
+def register_scorer(name: str):
+    """Class decorator: ``@register_scorer("lte")``; sets the class's ``name``."""
+
+    def add(cls):
+        cls.name = name
+        SCORERS[name] = cls
+        return cls
+
+    return add
+
+
+class ExitScorer(nn.Module):
+    """A learned per-layer exit score. Subclasses implement ``forward`` and ``flops_at``."""
+
+    name: ClassVar[str] = "base"
+
+    def forward(self, layer: int, state: torch.Tensor) -> torch.Tensor:
+        """Score at 1-based ``layer`` for ``state [b, d]`` -> ``[b]``."""
+        raise NotImplementedError
+
+    def all_layers(self, states: torch.Tensor) -> torch.Tensor:
+        """``states [L, b, d]`` -> ``[L, b]``."""
+        return torch.stack([self(k, s) for k, s in enumerate(states, start=1)])
+
+    def flops_at(self, layer: int, num_layers: int) -> int:
+        """Matmul FLOPs of scoring one row at 1-based ``layer``."""
+        raise NotImplementedError
+
+    @staticmethod
+    def objective_term(score: torch.Tensor, logits: torch.Tensor, labels: torch.Tensor, regression: bool):
+        """Per-exit, per-row term ``[L, b]`` added to L_i in the multi-exit objectives, or None."""
+        return None
+
+
+def choices(registry: dict) -> str:
+    return ", ".join(sorted(registry))
+
+
+def build_scorer(name: str, hidden_size: int, num_layers: int) -> ExitScorer:
+    if name not in SCORERS:
+        raise ValueError(f"unknown exit scorer {name!r}; registered: {choices(SCORERS)}")
+    return SCORERS[name](hidden_size, num_layers)
