@@ -366,6 +366,21 @@ def consistentee_ablation_cmd(params: Path = ParamsOpt, set_: Optional[list[str]
     _run(consistentee_ablation, str(params), set_ or [])
 
 
+@app.command("past-future")
+def past_future_cmd(params: Path = ParamsOpt, set_: Optional[list[str]] = SetOpt,
+                    task: Optional[list[str]] = typer.Option(None, "--task",
+                                                             help="only these tasks (default: past_future.tasks)")):
+    """Global Past-Future: each past strategy (past_future.strategies) without and with the imitated
+    future, the naive vote / ensemble and local joint / weighted exits with train's budget; a table
+    at past_future.speedups (chosen on dev, reported on test), a plot and the claim check
+    (artifacts/<task>/seed-<seed>/past_future/; MLflow experiment exitflow-past-future).
+    Finished models are reused."""
+    from flows.past_future import past_future_pipeline
+
+    _check(params, set_)
+    _run(past_future_pipeline, str(params), set_ or [], task or None)
+
+
 @app.command("learnability")
 def learnability_cmd(params: Path = ParamsOpt, set_: Optional[list[str]] = SetOpt):
     """Can instance difficulty be learned? Builds the difficulty datasets (published snli_model,
