@@ -21,6 +21,7 @@ task and seed, so a second task (``--set train.task=mrpc``) or seed writes besid
         learnability/report/                      every study's table and F1 chart
         past_future/models/<setting>/{train,evaluate}/   setting: <past>, <past>-future or local-<strategy>
         past_future/report/                       the comparison table, curves and claim check
+        past_future/default/{train,evaluate}/     the one Past-Future model `exitflow run` adds
     artifacts/learnability/seed-<seed>/           the learnability studies that never read train.task
         datasets/{snli_model,conll2003}/   predictors/{snli_model,conll2003}/<predictor>/
         annotators/token/   human/
@@ -167,6 +168,12 @@ class Layout:
     def past_future(self, setting: str) -> TrainedDirs:
         """``setting``: ``tasks.config.setting_name`` (``concat``, ``concat-future``) or ``local-<strategy>``."""
         base = self.base / "past_future" / "models" / setting
+        return TrainedDirs(train=base / "train", evaluate=base / "evaluate")
+
+    @property
+    def past_future_default(self) -> TrainedDirs:
+        """The default run's Past-Future model (``past_future.in_default_run``), beside the study's."""
+        base = self.base / "past_future" / "default"
         return TrainedDirs(train=base / "train", evaluate=base / "evaluate")
 
     @property

@@ -15,7 +15,7 @@ from __future__ import annotations
 import mlflow
 from prefect import flow
 
-from flows.layout import Layout, common, prepare_task_data
+from flows.layout import Layout, TrainedDirs, common, prepare_task_data
 from flows.tracking import log_strategy, parent_run, use_experiment
 from tasks.caching import run_cached
 from tasks.config import Params, TrainConfig, load_params, setting_name
@@ -41,19 +41,34 @@ def with_task(params: Params, task: str) -> Params:
     return params.model_copy(update={"train": params.train.model_copy(update={"task": task})})
 
 
-def train_evaluate_log(params: Params, setting: str, train: TrainConfig, objective: str, criteria: list[str]) -> dict:
-    """One setting inside its nested MLflow run: train, evaluate ``criteria`` (no timing), log."""
-    dirs = Layout.from_params(params).past_future(setting)
+def train_evaluate_log(params: Params, setting: str, train: TrainConfig, objective: str, criteria: list[str],
+                       dirs: TrainedDirs | None = None, timed: bool = False) -> dict:
+    """One setting inside its nested MLflow run: train, evaluate ``criteria`` (wall-clock only
+    when ``timed``), log. ``dirs`` defaults to the study's folder for ``setting``."""
+    dirs = dirs or Layout.from_params(params).past_future(setting)
     shared = common(params)
     logger = MlflowLogger(mlflow.active_run().info.run_id)
     trained = run_cached(train_multi_exit, out_dir=dirs.train, train=train, backbone=params.backbone, strategy=objective,
                          logger=logger, **shared)
-    evaluate = params.evaluate.model_copy(update={"criteria": criteria, "timing_batch_sizes": [],
-                                                  "sweep_points": max(params.evaluate.sweep_points, MIN_SWEEP_POINTS)})
+    evaluate = params.evaluate.model_copy(update={"criteria": criteria,
+                                                  "sweep_points": max(params.evaluate.sweep_points, MIN_SWEEP_POINTS),
+                                                  **({} if timed else {"timing_batch_sizes": []})})
     evaluated = run_cached(evaluate_exits, out_dir=dirs.evaluate, evaluate=evaluate, backbone=params.backbone, train=train,
                            ckpt_dir=trained["checkpoint"], logger=logger, **shared)
     log_strategy(params, f"past-future/{setting}", trained, evaluated, register=False)
     return {"trained": trained, "evaluated": evaluated, "dirs": dirs}
+
+
+def run_default_past_future(params: Params) -> dict | None:
+    """What ``exitflow run`` adds: ``past_future.in_default_run`` with the imitated future on
+    ``train.task``, timed like the spine's models, in its own folder (None when unset)."""
+    past = params.past_future.in_default_run
+    if past is None:
+        return None
+    name = setting_name(past, True)
+    mlflow.log_params({"past": past, "future": True, "gate": params.past_future.gate, "task": params.train.task})
+    return train_evaluate_log(params, name, past_future_train_config(params, past, True), params.past_future.objective,
+                              ["entropy"], dirs=Layout.from_params(params).past_future_default, timed=True)
 
 
 def run_past_future(params: Params, settings: list[tuple[str, bool]] | None = None,

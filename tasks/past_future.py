@@ -25,10 +25,29 @@ from prefect import task
 
 from models.operating import nearest_speedup
 from models.past_future import NAIVE
+from tasks.config import setting_name
 from tasks.io import atomic_write_json, atomic_write_text
 from tasks.plots import tradeoff_plot
 
 LOCAL_PREFIX = "local-"
+
+
+def check_setting(ckpt_dir: Path, setting: str) -> None:
+    """Fail unless the checkpoint in ``ckpt_dir`` was trained as ``setting`` (``concat-future``,
+    ``vote``, ``local-weighted``, ...); the message names the file and what it holds."""
+    meta_path = Path(ckpt_dir) / "exitflow.json"
+    if not meta_path.exists():
+        raise FileNotFoundError(f"{meta_path}: no exitflow checkpoint for setting {setting!r}; run `exitflow past-future` first")
+    meta = json.loads(meta_path.read_text())
+    exits = meta.get("exits", {})
+    if exits.get("head") == "past_future":
+        options = exits.get("head_options", {})
+        held = setting_name(options.get("past"), bool(options.get("future")))
+    else:
+        held = f"{LOCAL_PREFIX}{meta.get('strategy')}"
+    if held != setting:
+        raise ValueError(f"{meta_path}: this checkpoint was trained as {held!r} (exits.head={exits.get('head')!r}, "
+                         f"head_options={exits.get('head_options', {})}), not as {setting!r}")
 
 
 def row_kind(setting: str) -> str:

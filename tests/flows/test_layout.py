@@ -51,7 +51,10 @@ def stage_folders(layout: Layout, stage: str) -> dict[str, list[Path]]:
         "train": {"deps": [layout.task_data], "outs": [layout.train(item)]},
         "evaluate": {"deps": [layout.task_data, layout.train(item)], "outs": [layout.evaluate(item)]},
         "hashee": {"deps": [layout.task_data], "outs": [hashee.table, hashee.train, hashee.evaluate, layout.reference]},
-        "report": {"deps": [layout.evaluations, hashee.evaluate, cee.evaluate], "outs": [layout.report]},
+        "report": {"deps": [layout.evaluations, hashee.evaluate, cee.evaluate, layout.past_future_default.evaluate],
+                   "outs": [layout.report]},
+        "past_future_default": {"deps": [layout.task_data],
+                                "outs": [layout.past_future_default.train, layout.past_future_default.evaluate]},
         "consistentee": {"deps": [layout.task_data, layout.evaluations],
                          "outs": [cee.init, cee.rounds, cee.hardness, cee.evaluate, cee.report]},
         "learnability": {"deps": [layout.task_data, layout.train("joint")],
@@ -75,7 +78,7 @@ def test_every_dvc_path_is_a_layout_folder_and_every_stage_folder_is_declared(pa
     layout = Layout.from_params(params)
     stages = dvc_stages(params)
     assert {s.partition("@")[0] for s in stages} == {"train", "evaluate", "hashee", "report", "consistentee", "learnability",
-                                                     "past_future"}
+                                                     "past_future", "past_future_default"}
     assert sum(s.startswith("past_future@") for s in stages) == len(params.past_future.tasks) > 0
     assert sum(s.startswith("train@") for s in stages) == len(params.train.strategies) > 0
     artifact_roots = (layout.artifacts, layout.data)
@@ -115,7 +118,8 @@ def task_folders(layout: Layout) -> list[Path]:
             cee.init, cee.memorized(1), cee.train(1), cee.hardness, cee.evaluate, cee.report, ablation.train(1),
             ablation.evaluate, layout.consistentee_ablation, layout.learnability_dataset("sentence"),
             layout.learnability_predictor("sentence", "bert"), layout.learnability_report,
-            layout.past_future("concat-future").train, layout.past_future("local-joint").evaluate, layout.past_future_report]
+            layout.past_future("concat-future").train, layout.past_future("local-joint").evaluate, layout.past_future_report,
+            layout.past_future_default.train, layout.past_future_default.evaluate]
 
 
 def shared_folders(layout: Layout) -> list[Path]:

@@ -58,6 +58,19 @@ def test_settings_train_exit_and_compare_at_dev_chosen_speedups(project, prefect
     parent = next(r for r in runs if r.info.run_name == "past-future-sst2")
     assert parent.data.metrics["claim_margin"] == pytest.approx(claim["margin"])
 
+    # the benchmark times the same models in one process, in the spine's row format
+    from benchmarks.bench_past_future import main as bench
+
+    out = bench(["--params", str(project / "params.yaml"), "--task", "sst2", "--settings", "concat-future",
+                 "--speedups", "1.5", "--batch-sizes", "1", "4", "--repeats", "1", "--rows-bs1", "4", "--sweep-points", "10"])
+    methods = {(r["method"], r["batch_size"]) for r in out["rows"]}
+    assert methods == {(m, bs) for bs in (1, 4) for m in ("full", "concat-future/entropy@1.5x",
+                                                           "local-weighted/entropy@1.5x", "local-weighted/patience@1.5x")}
+    for r in out["rows"]:
+        assert r["throughput"] > 0 and r["wallclock_speedup"] > 0 and r["flops_speedup"] > 0
+    with pytest.raises(SystemExit):  # max was never trained: a clear usage error, not a traceback
+        bench(["--params", str(project / "params.yaml"), "--task", "sst2", "--settings", "max"])
+
 
 def test_bad_settings_fail_naming_the_key(project, prefect_harness, monkeypatch):
     from flows.past_future import past_future_pipeline
