@@ -6,7 +6,9 @@ local exits trained with the same budget, compared at fixed layer speed-ups (pap
 (cached, offline sweep + real-exit check) -> a nested MLflow run with the curve, plots and
 model; then one comparison table, plot and claim check per task. Every model uses
 ``train``'s budget (epochs, subsample, lr, batch size) and seed; the Past-Future models use
-``past_future.objective`` (weighted, as the paper), ``pooling``, ``gate`` and ``freeze_layers``.
+``past_future.objective`` (weighted, as the paper), ``pooling``, ``gate`` and ``freeze_layers``;
+the local baselines use ``train``'s objectives with per-layer pooler heads on the same pooled
+state and no exit scorer (``local_train_config``).
 Wall-clock numbers come from ``benchmarks/bench_past_future.py``, not from this flow.
 """
 
@@ -18,6 +20,7 @@ from prefect import flow
 from flows.layout import Layout, TrainedDirs, common, prepare_task_data
 from flows.tracking import log_strategy, parent_run, use_experiment
 from tasks.caching import run_cached
+from tasks.data import load_meta
 from tasks.config import Params, TrainConfig, load_params, setting_name
 from tasks.evaluate import evaluate_exits
 from tasks.past_future import LOCAL_PREFIX, compare_past_future
@@ -35,6 +38,19 @@ def past_future_train_config(params: Params, past: str, future: bool) -> TrainCo
     return params.train.model_copy(update={"head": "past_future", "head_options": cfg.exits(past, future),
                                            "pooling": cfg.pooling, "exit_scorer": None,
                                            "freeze_layers": cfg.freeze_layers})
+
+
+def local_train_config(params: Params) -> TrainConfig:
+    """The local-exit baselines: ``train``'s budget and objective, with the same per-layer state
+    as Past-Future (a pooler head on ``past_future.pooling``) and no exit scorer, so a row
+    differs from a Past-Future row only in reading one layer instead of all (and no future)."""
+    return params.train.model_copy(update={"head": "pooler", "pooling": params.past_future.pooling, "exit_scorer": None})
+
+
+def past_future_criteria(params: Params) -> list[str]:
+    """Entropy exits (paper Eq. 14); patience for regression, where entropy does not apply."""
+    spec = load_meta(Layout.from_params(params).data, params.train.task)["spec"]
+    return ["patience"] if spec["label_type"] == "float" else ["entropy"]
 
 
 def with_task(params: Params, task: str) -> Params:
@@ -68,7 +84,7 @@ def run_default_past_future(params: Params) -> dict | None:
     name = setting_name(past, True)
     mlflow.log_params({"past": past, "future": True, "gate": params.past_future.gate, "task": params.train.task})
     return train_evaluate_log(params, name, past_future_train_config(params, past, True), params.past_future.objective,
-                              ["entropy"], dirs=Layout.from_params(params).past_future_default, timed=True)
+                              past_future_criteria(params), dirs=Layout.from_params(params).past_future_default, timed=True)
 
 
 def run_past_future(params: Params, settings: list[tuple[str, bool]] | None = None,
@@ -78,6 +94,7 @@ def run_past_future(params: Params, settings: list[tuple[str, bool]] | None = No
     cfg = params.past_future
     settings = cfg.settings() if settings is None else settings
     local = cfg.local if local is None else local
+    criteria = past_future_criteria(params)
     eval_dirs = {}
     for past, future in settings:
         name = setting_name(past, future)
@@ -85,12 +102,12 @@ def run_past_future(params: Params, settings: list[tuple[str, bool]] | None = No
             mlflow.log_params({"past": past, "future": future, "gate": cfg.gate, "freeze_layers": cfg.freeze_layers,
                                "pooling": cfg.pooling, "objective": cfg.objective, "task": params.train.task})
             eval_dirs[name] = train_evaluate_log(params, name, past_future_train_config(params, past, future),
-                                                 cfg.objective, ["entropy"])["dirs"].evaluate
+                                                 cfg.objective, criteria)["dirs"].evaluate
     for strategy in local:
         name = f"{LOCAL_PREFIX}{strategy}"
         with mlflow.start_run(run_name=name, nested=True):
-            mlflow.log_params({"strategy": strategy, "head": params.train.head, "task": params.train.task})
-            eval_dirs[name] = train_evaluate_log(params, name, params.train, strategy,
+            mlflow.log_params({"strategy": strategy, "head": "pooler", "task": params.train.task})
+            eval_dirs[name] = train_evaluate_log(params, name, local_train_config(params), strategy,
                                                  ["entropy", "patience"])["dirs"].evaluate
     layout = Layout.from_params(params)
     report = compare_past_future(eval_dirs, cfg.speedups, layout.past_future_report, params.train.task, params.seed)

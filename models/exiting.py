@@ -166,8 +166,8 @@ class MultiExitModel(nn.Module):
             states.append(state)
         states_t, logits_t = torch.stack(states), torch.stack(logits)  # [L, b, d], [L, b, c]
         scores = {self.config.scorer: self.scorer.all_layers(states_t)} if self.scorer is not None else {}
-        return MultiExitOutput(logits_t, states_t, scores, self.heads.trained_logits(states_t, logits_t),
-                               self.heads.auxiliary_loss(states_t))
+        auxiliary = self.heads.auxiliary_loss(states_t) if torch.is_grad_enabled() else None  # no loss when recording
+        return MultiExitOutput(logits_t, states_t, scores, self.heads.trained_logits(states_t, logits_t), auxiliary)
 
     @torch.no_grad()
     def early_exit(

@@ -35,8 +35,14 @@ Choices the paper leaves open (stated in the README too):
 - The pooler reads ``pooling`` (``cls`` in the paper; ``mean`` for MiniLM, whose early [CLS]
   states are constant, see ``models/exit_heads.py``), initialised from the backbone's
   pretrained pooler where it has one.
-- ``vote`` returns log vote shares (floored at 1e-6) as logits so the entropy criterion reads
-  the vote distribution; ties go to the lowest class index. ``vote`` needs classes.
+- ``vote`` returns the log of add-one smoothed vote shares, (n_c + 1) / (k + C), as logits, so
+  the entropy criterion reads how many layers agree: a unanimous vote at layer 1 is less sure
+  than one at layer 3 (raw shares would make every layer-1 vote unanimous and leave entropy
+  only the 1x and L x operating points). The argmax is the majority label (ties: lowest
+  class index). ``vote`` needs classes. ``ensemble`` returns log mean probabilities (floored).
+- Each exit has its own classifier; learners start from PyTorch's default Linear init
+  (Kaiming uniform), the reference code from N(0, 0.02); L = L_ce + L_cos with no factor
+  (METHODS.md; the reference code halves the sum).
 - Layer freezing (section 3.4) is ``models.training.stochastic_freeze`` (bottom K layers, p
   decaying 1 -> 0 over optimizer steps, as METHODS.md fixes it; the paper's text decays p over
   depth instead).
@@ -60,7 +66,7 @@ from models.registry import ExitStack, register_exit_stack
 PAST_STRATEGIES = ("max", "avg", "attn", "concat", "lstm", "vote", "ensemble")
 NAIVE = ("vote", "ensemble")
 GATES = ("scalar", "vector")
-VOTE_FLOOR = 1e-6
+PROBABILITY_FLOOR = 1e-12
 
 
 def attend(query: torch.Tensor, states: torch.Tensor) -> torch.Tensor:
@@ -206,10 +212,10 @@ class PastFutureExits(ExitStack):
     def combine_votes(self, memory: dict, layer: int) -> torch.Tensor:
         """Naive baselines: the vote shares or mean probabilities of layers 1..layer as logits."""
         if self.past == "vote":
-            return (memory["sum"] / layer).clamp_min(VOTE_FLOOR).log()
+            return ((memory["sum"] + 1) / (layer + self.num_outputs)).log()
         if self.num_outputs == 1:
             return memory["sum"] / layer
-        return (memory["sum"] / layer).log()
+        return (memory["sum"] / layer).clamp_min(PROBABILITY_FLOOR).log()
 
     # ---- ExitStack ----------------------------------------------------------------------------
 

@@ -49,8 +49,10 @@ def stochastic_freeze(bottom: int, step: int, total_steps: int, seed: int) -> fr
 
     Each is drawn independently with probability p = 1 - (step - 1) / total_steps, decaying
     linearly from 1 at the first step to 0 (Global Past-Future section 3.4 as METHODS.md
-    section 4 fixes it; the reference code draws the same p). A detached layer k gets no
-    gradient, nor do the layers below it. Draws depend only on ``(seed, step)``, so a resumed
+    section 4 fixes it; the reference code draws the same p). Detaching layer k's output cuts
+    the gradient path through layer k: layer k's own parameters get none, the layers below it
+    only what reaches them through their own (and, for exits reading past states, later) exits;
+    detaching layer 1 also freezes the embeddings. Draws depend only on ``(seed, step)``, so a resumed
     run draws what the uninterrupted one would.
     """
     if bottom <= 0:

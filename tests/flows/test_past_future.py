@@ -40,10 +40,16 @@ def test_settings_train_exit_and_compare_at_dev_chosen_speedups(project, prefect
             assert abs(chosen["dev_layer_speedup"] - target) == pytest.approx(best)
             assert chosen["test_quality"] == nearest_speedup(curve, target)["test"]["quality"]
     claim = comparison["claim"]
-    assert claim["past_future"] == "concat-future (entropy)" and claim["local"].startswith("local-weighted")
-    assert claim["margin"] == pytest.approx(claim["past_future_test_quality"] - claim["local_test_quality"])
+    on_target = {r["kind"] for r in comparison["rows"] if r["at"]["2x"]["on_target"]}
+    # 16 dev rows give coarse speed-ups: the claim is checked exactly when both kinds reach about 2x on dev
+    assert (claim is not None) == ({"past-future", "local"} <= on_target)
+    if claim is None:
+        assert "Claim not checked" in reports["sst2"]["table"]
+    else:
+        assert claim["past_future"] == "concat-future (entropy)" and claim["local"].startswith("local-weighted")
+        assert claim["margin"] == pytest.approx(claim["past_future_test_quality"] - claim["local_test_quality"])
+        assert "Claim (Past-Future above" in reports["sst2"]["table"]
     assert (base / "report/curves.png").stat().st_size > 0
-    assert "Claim" in reports["sst2"]["table"]
 
     mlflow.set_tracking_uri(f"sqlite:///{project / 'mlflow.db'}")
     client = MlflowClient()
@@ -56,7 +62,10 @@ def test_settings_train_exit_and_compare_at_dev_chosen_speedups(project, prefect
     logged = mlflow.search_logged_models(experiment_ids=[exp.experiment_id], output_format="list")
     assert nested.info.run_id in {m.source_run_id for m in logged}  # the model is logged with its run
     parent = next(r for r in runs if r.info.run_name == "past-future-sst2")
-    assert parent.data.metrics["claim_margin"] == pytest.approx(claim["margin"])
+    if claim is not None:
+        assert parent.data.metrics["claim_margin"] == pytest.approx(claim["margin"])
+    saved_local = json.loads((base / "models/local-weighted/train/checkpoint/exitflow.json").read_text())["exits"]
+    assert (saved_local["head"], saved_local["pooling"], saved_local["scorer"]) == ("pooler", "mean", None)
 
     # the benchmark times the same models in one process, in the spine's row format
     from benchmarks.bench_past_future import main as bench

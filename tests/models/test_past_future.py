@@ -163,9 +163,15 @@ def test_naive_baselines_train_their_layer_heads_and_exit_on_the_combination(pas
     if past == "ensemble":
         torch.testing.assert_close(out.logits[2].exp(), local.softmax(-1).mean(0))
     else:
-        votes = F.one_hot(local.argmax(-1), 3).float().mean(0)
-        assert out.logits[2].argmax(-1).tolist() == votes.argmax(-1).tolist()
-        torch.testing.assert_close(out.logits[2].exp(), votes.clamp_min(1e-6))
+        counts = F.one_hot(local.argmax(-1), 3).float().sum(0)  # [b, c] votes of layers 1-3
+        assert out.logits[2].argmax(-1).tolist() == counts.argmax(-1).tolist()
+        torch.testing.assert_close(out.logits[2].exp(), (counts + 1) / (3 + 3))  # add-one smoothed shares
+        # more agreeing layers, lower entropy: a unanimous vote at layer 1 is less sure than at layer 3
+        first = F.one_hot(local[0].argmax(-1), 3).float()
+        unanimous = (counts.amax(-1) == 3)
+        if unanimous.any():
+            assert (Entropy.score(out.logits[2], None)[unanimous] < Entropy.score(out.logits[0], None)[unanimous]).all()
+        torch.testing.assert_close(out.logits[0].exp(), (first + 1) / (1 + 3))
     assert out.auxiliary_loss is None
 
 

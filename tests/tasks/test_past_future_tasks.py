@@ -25,10 +25,16 @@ def test_rows_read_the_dev_point_nearest_each_speedup_and_report_its_test_number
     assert by["concat-future (entropy)"]["at"]["3x"]["test_quality"] == 60
     assert by["local-weighted (patience)"]["at"]["3x"]["dev_layer_speedup"] == 2.5  # the only point
     assert [r["kind"] for r in rows] == ["past-future", "local", "local"]
+    assert by["local-weighted (patience)"]["at"]["3x"]["on_target"] is False  # 2.5x is not about 3x
+    assert by["concat-future (entropy)"]["at"]["3x"]["on_target"] is True  # 2.9x is within 4%
     claim = claim_check(rows, "3x")
-    # local rows at 3x: entropy dev 70 / test 55, patience dev 78 / test 74: dev picks patience
-    assert claim["local"] == "local-weighted (patience)" and claim["margin"] == pytest.approx(60 - 74)
-    assert claim["holds"] is False
+    # patience (dev 78 at 2.5x) would win on dev but is off target: entropy (dev 70 / test 55 at 3.0x) is compared
+    assert claim["local"] == "local-weighted (entropy)" and claim["margin"] == pytest.approx(60 - 55)
+    assert claim["holds"] is True and claim["local_dev_speedup"] == 3.0
+    # a past-future row that cannot reach the target leaves the claim unchecked
+    slow = comparison_rows({"concat-future": {"entropy": curve((2.0, 80, 70))},
+                            "local-joint": {"entropy": curve((3.0, 70, 60))}}, [3.0])
+    assert claim_check(slow, "3x") is None
 
 
 def save(tmp_path, exits, strategy="weighted"):
