@@ -366,6 +366,28 @@ def consistentee_ablation_cmd(params: Path = ParamsOpt, set_: Optional[list[str]
     _run(consistentee_ablation, str(params), set_ or [])
 
 
+@app.command("past-future")
+def past_future_cmd(params: Path = ParamsOpt, set_: Optional[list[str]] = SetOpt,
+                    task: Optional[list[str]] = typer.Option(None, "--task",
+                                                             help="only these tasks (default: past_future.tasks)"),
+                    default_run: bool = typer.Option(False, "--default-run",
+                                                     help="only the model `exitflow run` adds: past_future.in_default_run "
+                                                          "with the future on train.task (artifacts/.../past_future/default/)")):
+    """Global Past-Future: each past strategy (past_future.strategies) without and with the imitated
+    future, the naive vote / ensemble and local joint / weighted exits with train's budget; a table
+    at past_future.speedups (chosen on dev, reported on test), a plot and the claim check
+    (artifacts/<task>/seed-<seed>/past_future/; MLflow experiment exitflow-past-future).
+    Finished models are reused."""
+    from flows.past_future import past_future_pipeline
+    from flows.pipeline import exitflow_stage
+
+    _check(params, set_)
+    if default_run:
+        _run(exitflow_stage, "past_future_default", str(params), overrides=set_)
+        return
+    _run(past_future_pipeline, str(params), set_ or [], task or None)
+
+
 @app.command("learnability")
 def learnability_cmd(params: Path = ParamsOpt, set_: Optional[list[str]] = SetOpt):
     """Can instance difficulty be learned? Builds the difficulty datasets (published snli_model,

@@ -19,6 +19,9 @@ task and seed, so a second task (``--set train.task=mrpc``) or seed writes besid
         learnability/datasets/sentence/           train.task dev annotated by train/joint
         learnability/predictors/sentence/<predictor>/
         learnability/report/                      every study's table and F1 chart
+        past_future/models/<setting>/{train,evaluate}/   setting: <past>, <past>-future or local-<strategy>
+        past_future/report/                       the comparison table, curves and claim check
+        past_future/default/{train,evaluate}/     the one Past-Future model `exitflow run` adds
     artifacts/learnability/seed-<seed>/           the learnability studies that never read train.task
         datasets/{snli_model,conll2003}/   predictors/{snli_model,conll2003}/<predictor>/
         annotators/token/   human/
@@ -80,6 +83,14 @@ class ConsistenteeDirs:
     @property
     def report(self) -> Path:
         return self.base / "report"
+
+
+@dataclass(frozen=True)
+class TrainedDirs:
+    """One model trained and evaluated by a method's flow."""
+
+    train: Path
+    evaluate: Path
 
 
 @dataclass(frozen=True)
@@ -152,6 +163,26 @@ class Layout:
     def consistentee_ablation(self) -> Path:
         """The ablation's plot and table; its runs use tags ``ablation/<config name>``."""
         return self.base / "consistentee" / "ablation"
+
+    # Global Past-Future
+    def past_future(self, setting: str) -> TrainedDirs:
+        """``setting``: ``tasks.config.setting_name`` (``concat``, ``concat-future``) or ``local-<strategy>``."""
+        base = self.base / "past_future" / "models" / setting
+        return TrainedDirs(train=base / "train", evaluate=base / "evaluate")
+
+    @property
+    def past_future_default(self) -> TrainedDirs:
+        """The default run's Past-Future model (``past_future.in_default_run``), beside the study's."""
+        base = self.base / "past_future" / "default"
+        return TrainedDirs(train=base / "train", evaluate=base / "evaluate")
+
+    @property
+    def past_future_models(self) -> Path:
+        return self.base / "past_future" / "models"
+
+    @property
+    def past_future_report(self) -> Path:
+        return self.base / "past_future" / "report"
 
     # learnability (HashEE paper section 2)
     @property

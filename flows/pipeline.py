@@ -16,6 +16,7 @@ from prefect import flow
 from flows.consistentee import run_consistentee, spine_baselines
 from flows.hashee import run_hashee
 from flows.layout import Layout, common, prepare_task_data
+from flows.past_future import run_default_past_future
 from flows.tracking import log_strategy, parent_run, use_experiment
 from tasks.caching import run_cached
 from tasks.config import Params, load_params
@@ -23,7 +24,7 @@ from tasks.evaluate import evaluate_exits
 from tasks.report import build_report
 from tasks.tracking import MlflowLogger
 from tasks.train import train_multi_exit
-from tasks.versioning import record_pipeline_outputs, snapshot_data
+from tasks.versioning import DEFAULT_STAGES, record_pipeline_outputs, snapshot_data
 
 
 def train_and_evaluate(params: Params, strategy: str, register: bool = True) -> dict:
@@ -48,12 +49,16 @@ def evaluate_and_log(params: Params, strategy: str, register: bool = True) -> di
 
 
 def report_inputs(params: Params) -> dict:
-    """Evaluation folders in the comparison report: every strategy, then ConsistentEE when evaluated."""
+    """Evaluation folders in the comparison report: every strategy, then ConsistentEE and the
+    default run's Past-Future model when evaluated."""
     layout = Layout.from_params(params)
     dirs = {s: layout.evaluate(s) for s in params.train.strategies}
     cee = layout.consistentee("default").evaluate
     if (cee / "metrics.json").exists():
         dirs["consistentee"] = cee
+    past_future = layout.past_future_default.evaluate
+    if params.past_future.in_default_run is not None and (past_future / "metrics.json").exists():
+        dirs[f"past-future ({params.past_future.in_default_run})"] = past_future
     return dirs
 
 
@@ -74,13 +79,17 @@ def exitflow_pipeline(params_path: str = "params.yaml", overrides: list[str] | N
             run_hashee(params, params.hashee, "default")
         with mlflow.start_run(run_name=f"consistentee-{params.consistentee.name}", nested=True):
             run_consistentee(params, "default", spine_baselines(params))
+        if params.past_future.in_default_run is not None:
+            with mlflow.start_run(run_name=f"past-future-{params.past_future.in_default_run}", nested=True):
+                run_default_past_future(params)
         report = build_report(report_inputs(params), params.evaluate.timing_batch_sizes, layout.report,
                               layout.hashee("default").evaluate)
         mlflow.log_artifact(report["plot"], "report")
         mlflow.log_artifact(report["layerwise_plot"], "report")
         mlflow.log_text(report["table"], "report/results.md")
     if not overrides and profile is None:  # dvc.lock must describe params.yaml as written
-        record_pipeline_outputs(params.root)
+        record_pipeline_outputs(params.root, [s for s in DEFAULT_STAGES
+                                              if s != "past_future_default" or params.past_future.in_default_run])
     print(report["table"])
     return report
 
@@ -88,7 +97,8 @@ def exitflow_pipeline(params_path: str = "params.yaml", overrides: list[str] | N
 @flow(name="exitflow_stage")
 def exitflow_stage(stage: str, params_path: str = "params.yaml", strategy: str | None = None,
                    overrides: list[str] | None = None) -> dict:
-    """One pipeline stage (``prepare``, ``train``, ``evaluate``, ``report``), as DVC stages run them."""
+    """One pipeline stage (``prepare``, ``train``, ``evaluate``, ``report``, ``past_future_default``),
+    as DVC stages run them."""
     params = load_params(params_path, overrides or [])
     layout = Layout.from_params(params)
     if stage == "prepare":
@@ -98,6 +108,8 @@ def exitflow_stage(stage: str, params_path: str = "params.yaml", strategy: str |
                             layout.hashee("default").evaluate)
     use_experiment(params, params.mlflow.experiment)
     with parent_run(params, f"{stage}-{strategy}", ("seed", "backbone", "train", "evaluate")):
+        if stage == "past_future_default":
+            return run_default_past_future(params)
         if stage == "train":
             return run_cached(train_multi_exit, out_dir=layout.train(strategy), train=params.train, backbone=params.backbone,
                               strategy=strategy, logger=MlflowLogger(mlflow.active_run().info.run_id), **common(params))

@@ -23,7 +23,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from models.registry import HEADS, choices, register_head
+from models.registry import EXIT_STACKS, HEADS, ExitStack, choices, register_head
 
 POOLINGS = ("cls", "mean")
 
@@ -38,8 +38,6 @@ def pool_tokens(hidden: torch.Tensor, padding_mask: torch.Tensor, pooling: str) 
 
 class LinearHead(nn.Module):
     """``dropout -> Linear(d, c)`` on the pooled ([CLS] or mean) state."""
-
-    reads_past = False
 
     def __init__(self, hidden_size: int, num_outputs: int, dropout: float = 0.1, pooling: str = "cls"):
         super().__init__()
@@ -76,8 +74,6 @@ class MHAHead(nn.Module):
 
     The state handed to learned exit modules is the layer's raw [CLS] hidden state ``[b, d]``.
     """
-
-    reads_past = False
 
     def __init__(self, hidden_size, num_outputs, dropout=0.1, inner_size: int = 64, num_heads: int = 4):
         super().__init__()
@@ -122,6 +118,20 @@ def _mha(hidden_size, num_outputs, dropout, pretrained_pooler, pooling):
     return MHAHead(hidden_size, num_outputs, dropout)  # pools [CLS] after its own attention
 
 
+class LocalExits(ExitStack, nn.ModuleList):
+    """L independent per-layer heads (``heads[k - 1]`` is exit k): each reads only its own layer."""
+
+    def step(self, layer, hidden, padding, memory, decide=True):
+        logits, state = self[layer - 1](hidden, padding)
+        return logits, state, memory
+
+    def flops(self, layer, n_tokens, decide=True):
+        return self[layer - 1].flops(n_tokens) if decide else 0
+
+    def exit_parameters(self, layer):
+        return self[layer - 1].parameters()
+
+
 def build_exit_heads(
     kind: str,
     num_layers: int,
@@ -130,13 +140,19 @@ def build_exit_heads(
     dropout: float = 0.1,
     pretrained_pooler: nn.Linear | None = None,
     pooling: str = "cls",
-) -> nn.ModuleList:
-    """Build L exit heads of one registered kind (``linear``, ``pooler``, ``mha``, ...)."""
+    options: dict | None = None,
+) -> ExitStack:
+    """The L exits of a registered head kind (``linear``, ``pooler``, ``mha``: one head per layer)
+    or exit stack (``past_future``), with the stack's ``options``."""
     if pooling not in POOLINGS:
         raise ValueError(f"unknown pooling {pooling!r}; choose one of {', '.join(POOLINGS)}")
+    if kind in EXIT_STACKS:
+        return EXIT_STACKS[kind](num_layers, hidden_size, num_outputs, dropout, pretrained_pooler, pooling, **(options or {}))
     if kind not in HEADS:
-        raise ValueError(f"unknown exit head kind {kind!r}; registered: {choices(HEADS)}")
-    return nn.ModuleList(HEADS[kind](hidden_size, num_outputs, dropout, pretrained_pooler, pooling) for _ in range(num_layers))
+        raise ValueError(f"unknown exit head kind {kind!r}; registered: {choices({**HEADS, **EXIT_STACKS})}")
+    if options:
+        raise ValueError(f"exit head kind {kind!r} takes no options; got {', '.join(sorted(options))}")
+    return LocalExits(HEADS[kind](hidden_size, num_outputs, dropout, pretrained_pooler, pooling) for _ in range(num_layers))
 
 
 def task_loss(logits: torch.Tensor, labels: torch.Tensor, regression: bool) -> torch.Tensor:

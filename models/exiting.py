@@ -7,16 +7,21 @@ head k after layer k has run". The hidden state the heads read after layer k equ
 Shape notation: L = layers (= exits), b = batch, s = sequence length, d = hidden size,
 c = outputs (classes, or 1 for regression).
 
-Exit modules plug in by name (``models/registry.py``): the heads (``MultiExitConfig.head``),
-an optional exit scorer (``MultiExitConfig.scorer``, e.g. BERxiT's ``lte`` or ConsistentEE's
+Exit modules plug in by name (``models/registry.py``): the exits (``MultiExitConfig.head``, a
+per-layer head kind or a whole exit stack, with ``head_options``), an optional exit scorer (``MultiExitConfig.scorer``, e.g. BERxiT's ``lte`` or ConsistentEE's
 ``policy``) and the criterion passed to ``early_exit``. This file imports none of the methods.
 
 Two forward paths share the same adapter, heads and criteria:
 
-- ``forward``: runs every layer and records every head (training, offline simulation);
+- ``forward``: runs every layer and records every exit (training, offline simulation);
 - ``early_exit``: real inference; after each layer the rows that exited are removed from the
   running batch (``index_select``) and the padded tail no remaining row needs is trimmed, so
   later layers only compute still-active rows.
+
+Exits that read earlier layers (Global Past-Future) do so through the stack's per-row memory,
+which both loops thread from layer to layer and ``early_exit`` compacts with the batch.
+``detached_layers`` (training only) detaches the named layers' outputs: stochastic freezing of
+the bottom layers (``models.training.stochastic_freeze``).
 """
 
 from __future__ import annotations
@@ -29,7 +34,7 @@ from torch import nn
 from models.adapters import EncoderAdapter, adapter_for
 from models.criteria import ExitCriterion, Static, select_rows
 from models.exit_heads import build_exit_heads
-from models.registry import ExitScorer, build_scorer
+from models.registry import ExitScorer, ExitStack, build_scorer
 
 
 @dataclass(frozen=True)
@@ -39,6 +44,7 @@ class MultiExitConfig:
     num_outputs: int
     regression: bool = False
     head: str = "linear"
+    head_options: dict = field(default_factory=dict)  # a registered exit stack's options (Past-Future: past, future, gate)
     head_dropout: float = 0.1
     pooling: str = "cls"
     scorer: str | None = None  # a registered exit scorer: "lte" (BERxiT), "policy" (ConsistentEE), or none
@@ -62,7 +68,11 @@ class MultiExitOutput:
     """Every exit's output from one full pass.
 
     Attributes:
-        logits: ``[L, b, c]`` head k's output at index k - 1.
+        logits: ``[L, b, c]`` exit k's output at index k - 1.
+        trained_logits: ``[L, b, c]`` what the objectives train: ``logits`` unless the exits
+            combine votes (then each layer's local prediction; ``ExitStack.trained_logits``).
+        auxiliary_loss: a scalar the exits add to every objective (Past-Future's imitation
+            loss), or None.
         states: ``[L, b, d]`` the states learned exit modules read.
         scores: each learned exit module's output ``[L, b]`` under its own name: ``"lte"``
             (BERxiT certainty u_k, trained by the LTE loss) or ``"policy"`` (ConsistentEE
@@ -73,6 +83,8 @@ class MultiExitOutput:
     logits: torch.Tensor
     states: torch.Tensor
     scores: dict[str, torch.Tensor] = field(default_factory=dict)
+    trained_logits: torch.Tensor | None = None
+    auxiliary_loss: torch.Tensor | None = None
 
 
 @dataclass
@@ -104,7 +116,7 @@ class MultiExitModel(nn.Module):
         self.backbone = backbone
         self.config = config
         self.adapter: EncoderAdapter = adapter_for(backbone)
-        self.heads = build_exit_heads(
+        self.heads: ExitStack = build_exit_heads(
             config.head,
             self.num_layers,
             self.adapter.hidden_size,
@@ -112,10 +124,11 @@ class MultiExitModel(nn.Module):
             config.head_dropout,
             self.adapter.pretrained_pooler,
             config.pooling,
+            config.head_options,
         )
         if config.scorer is not None:
             self.add_module(config.scorer, build_scorer(config.scorer, self.adapter.hidden_size, self.num_layers))
-        self.reads_past = any(getattr(head, "reads_past", False) for head in self.heads)
+        self.detached_layers: frozenset[int] = frozenset()
 
     @property
     def scorer(self) -> ExitScorer | None:
@@ -130,11 +143,6 @@ class MultiExitModel(nn.Module):
             raise ValueError(f"this model's exit scorer is {self.config.scorer!r}, the criterion needs {module!r}")
         return self.scorer(layer, state)
 
-    def run_head(self, k: int, hidden: torch.Tensor, padding: torch.Tensor, past: list[torch.Tensor]):
-        """Head k (1-based) on ``hidden [b, s, d]``; a head that reads past states gets layers 1..k-1's."""
-        head = self.heads[k - 1]
-        return head(hidden, padding, past=past) if getattr(head, "reads_past", False) else head(hidden, padding)
-
     @property
     def num_layers(self) -> int:
         return self.adapter.num_layers
@@ -148,15 +156,18 @@ class MultiExitModel(nn.Module):
         """Run all L layers and every exit head. Inputs are ``[b, s]``."""
         hidden = self.adapter.embed(input_ids, token_type_ids)
         mask = self.adapter.attention_mask(attention_mask, hidden)
-        logits, states = [], []
+        logits, states, memory = [], [], None
         for k, layer in enumerate(self.adapter.layers, start=1):
             hidden = layer(hidden, mask)
-            out, state = self.run_head(k, hidden, attention_mask, states)
+            if k in self.detached_layers:
+                hidden = hidden.detach()
+            out, state, memory = self.heads.step(k, hidden, attention_mask, memory)
             logits.append(out)
             states.append(state)
-        states_t = torch.stack(states)  # [L, b, d]
+        states_t, logits_t = torch.stack(states), torch.stack(logits)  # [L, b, d], [L, b, c]
         scores = {self.config.scorer: self.scorer.all_layers(states_t)} if self.scorer is not None else {}
-        return MultiExitOutput(torch.stack(logits), states_t, scores)
+        auxiliary = self.heads.auxiliary_loss(states_t) if torch.is_grad_enabled() else None  # no loss when recording
+        return MultiExitOutput(logits_t, states_t, scores, self.heads.trained_logits(states_t, logits_t), auxiliary)
 
     @torch.no_grad()
     def early_exit(
@@ -182,15 +193,16 @@ class MultiExitModel(nn.Module):
         state = criterion.init_state(batch, device)
         out_logits = torch.empty(batch, self.config.num_outputs, device=device)
         exit_layer = torch.full((batch,), self.num_layers, dtype=torch.long, device=device)
-        past: list[torch.Tensor] = []  # states of earlier layers, kept only for heads that read them
+        memory = None  # the exit stack's per-row memory of earlier layers (None for per-layer heads)
 
         for k, layer in enumerate(self.adapter.layers, start=1):
             hidden = layer(hidden, mask)
-            if k < self.num_layers and not (self.reads_past or criterion.needs_head(k)):
+            decide = k == self.num_layers or criterion.needs_head(k)
+            if not (decide or self.heads.carries_memory):
                 continue
-            logits, head_state = self.run_head(k, hidden, padding, past)
-            if self.reads_past:
-                past.append(head_state)
+            logits, head_state, memory = self.heads.step(k, hidden, padding, memory, decide)
+            if not decide:
+                continue
             score = self.exit_score(criterion.module, k, head_state)
             fire, state = criterion.step(k, logits, score, state)
             if k == self.num_layers:
@@ -205,7 +217,7 @@ class MultiExitModel(nn.Module):
             # compaction: later layers only compute still-active rows
             hidden, padding, rows = hidden[keep], padding[keep], rows[keep]
             state = select_rows(state, keep)
-            past = [s[keep] for s in past]
+            memory = select_rows(memory, keep) if memory is not None else None
             if right_padded:
                 length = int(padding.sum(1).max())
                 hidden, padding = hidden[:, :length], padding[:, :length]

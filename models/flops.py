@@ -9,7 +9,8 @@ nanoGPT/PaLM-style estimates. For one encoder layer on n tokens with hidden d an
     FFN                      2 * 2 n d d_ff
 
 Exit heads, and the exit scorer when present (LTE, policy), are counted at every layer a row passes through
-(they run there to make the exit decision); the full model counts only the last head.
+(they run there to make the exit decision); the full model counts only the last head, plus
+what an exit stack with memory (Past-Future) must update at every layer to build it.
 """
 
 from __future__ import annotations
@@ -33,11 +34,10 @@ def instance_flops(model: MultiExitModel, n_tokens: int, exit_layer: int, every_
     adapter = model.adapter
     total = adapter.embedding_flops(n_tokens)
     total += exit_layer * layer_flops(n_tokens, adapter.hidden_size, adapter.intermediate_size)
-    heads = range(exit_layer) if every_head else [exit_layer - 1]
-    for k in heads:
-        total += model.heads[k].flops(n_tokens)
+    for k in range(1, exit_layer + 1):
+        total += model.heads.flops(k, n_tokens, decide=every_head or k == exit_layer)
         if model.scorer is not None and every_head:
-            total += model.scorer.flops_at(k + 1, model.num_layers)
+            total += model.scorer.flops_at(k, model.num_layers)
     return total
 
 

@@ -55,9 +55,10 @@ def selection_score(objective: str, layer_scores: list[float]) -> float:
 
 def per_exit_losses(output: MultiExitOutput, labels: torch.Tensor, regression: bool) -> torch.Tensor:
     """``L_i`` plus each exit scorer's objective term (LTE: ``J_i``), averaged over the batch, ``[L]``."""
-    losses = task_loss(output.logits, labels, regression)  # [L, b]
+    logits = output.trained_logits if output.trained_logits is not None else output.logits
+    losses = task_loss(logits, labels, regression)  # [L, b]
     for name, score in output.scores.items():
-        term = SCORERS[name].objective_term(score, output.logits, labels, regression)
+        term = SCORERS[name].objective_term(score, logits, labels, regression)
         if term is not None:
             losses = losses + term
     return losses.mean(-1)
@@ -66,29 +67,35 @@ def per_exit_losses(output: MultiExitOutput, labels: torch.Tensor, regression: b
 def objective_loss(
     objective: str, output: MultiExitOutput, labels: torch.Tensor, regression: bool, step: int, stage: int = 1
 ) -> torch.Tensor:
-    """The scalar loss of ``objective`` at global optimizer ``step`` (1-based)."""
+    """The scalar loss of ``objective`` at global optimizer ``step`` (1-based), plus the exits'
+    auxiliary loss when they have one (Past-Future Eq. 13: L = L_ce + L_cos)."""
     losses = per_exit_losses(output, labels, regression)
     exits = active_exits(objective, losses.shape[0], step, stage)
     chosen = losses[torch.tensor(exits) - 1]
     if objective == "weighted":
         weights = torch.tensor(exits, dtype=chosen.dtype, device=chosen.device)
-        return (weights * chosen).sum() / weights.sum()
-    return chosen.sum()
+        loss = (weights * chosen).sum() / weights.sum()
+    else:
+        loss = chosen.sum()
+    return loss + output.auxiliary_loss if output.auxiliary_loss is not None else loss
 
 
 def freeze_for_stage(model: MultiExitModel, objective: str, stage: int) -> None:
     """``two_stage`` stage 2: freeze backbone (eval mode) and the last head; else unfreeze all."""
     frozen = objective == "two_stage" and stage == 2
     model.backbone.requires_grad_(not frozen)
-    model.heads[-1].requires_grad_(not frozen)
     if frozen:
+        for p in model.heads.exit_parameters(model.num_layers):
+            p.requires_grad_(False)
         model.backbone.eval()
+    else:
+        model.heads.requires_grad_(True)
 
 
 def release_inactive_grads(model: MultiExitModel, objective: str, step: int, stage: int = 1) -> None:
     """Set the grads of heads outside the current objective to None so AdamW cannot step them."""
     active = set(active_exits(objective, model.num_layers, step, stage))
-    for k, head in enumerate(model.heads, start=1):
+    for k in range(1, model.num_layers + 1):
         if k not in active:
-            for p in head.parameters():
+            for p in model.heads.exit_parameters(k):
                 p.grad = None

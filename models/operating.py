@@ -59,3 +59,11 @@ def fastest_within(points: list[dict], floor: float, view: Callable[[dict], dict
     ``view(p)`` quality is at least ``floor``; None when none is."""
     ok = [p for p in points if view(p)["quality"] >= floor]
     return max(ok, key=lambda p: (view(p)["layer_speedup"], view(p)["quality"])) if ok else None
+
+
+def nearest_speedup(points: list[dict], target: float, view: Callable[[dict], dict] = lambda p: p["dev"]) -> dict | None:
+    """The point whose ``view(p)`` layer speed-up is closest to ``target`` (ties: higher quality);
+    None without points. Tables "at about 2x / 3x" (Global Past-Future Tables 1-2) read it on dev."""
+    if not points:
+        return None
+    return min(points, key=lambda p: (abs(view(p)["layer_speedup"] - target), -view(p)["quality"]))

@@ -8,13 +8,17 @@ method), so every registry is complete as soon as anything under ``models`` is i
 | kind      | registry    | interface                                                          |
 | --------- | ----------- | ------------------------------------------------------------------ |
 | head      | ``HEADS``   | ``factory(d, c, dropout, pretrained_pooler, pooling) -> ExitHead`` |
+| exit stack | ``EXIT_STACKS`` | ``factory(L, d, c, dropout, pretrained_pooler, pooling, **options) -> ExitStack`` |
 | scorer    | ``SCORERS`` | ``ExitScorer`` subclass, built as ``cls(d, L)``                    |
 | criterion | ``models.criteria.CRITERIA`` (``register_criterion``)           | ``ExitCriterion`` subclass |
 
 An exit head maps a layer's hidden states ``[b, s, d]`` (and padding mask ``[b, s]``) to
-``(logits [b, c], state [b, d])``; ``state`` is what scorers read. A head that sets
-``reads_past = True`` also receives ``past``: the states of layers 1..k-1 of the same rows
-(``list`` of ``[b, d]``), recorded by the loop; the loop then runs every layer's head.
+``(logits [b, c], state [b, d])``; ``state`` is what scorers read. The model holds its L exits
+as one ``ExitStack``: per-layer heads of a ``HEADS`` kind are wrapped in
+``models.exit_heads.LocalExits``; a method whose exits share modules or read earlier layers
+(Global Past-Future) registers a whole stack in ``EXIT_STACKS``. A stack may carry a per-row
+*memory* from layer to layer (a dict of ``[b, ...]`` tensors, row-selected with the batch when
+the loop compacts it), so an exit reading every past layer costs one update per layer.
 
 An exit scorer turns a layer's state into a per-row score in [0, 1] that a learned criterion
 thresholds (BERxiT's certainty u_k, ConsistentEE's exit probability pi_k). Its
@@ -32,6 +36,7 @@ import torch
 from torch import nn
 
 HEADS: dict[str, Callable[..., nn.Module]] = {}
+EXIT_STACKS: dict[str, Callable[..., "ExitStack"]] = {}
 SCORERS: dict[str, type["ExitScorer"]] = {}
 
 
@@ -43,6 +48,53 @@ def register_head(name: str):
         return factory
 
     return add
+
+
+def register_exit_stack(name: str):
+    """Factory decorator: ``@register_exit_stack("past_future")``."""
+
+    def add(factory):
+        EXIT_STACKS[name] = factory
+        return factory
+
+    return add
+
+
+Memory = dict[str, torch.Tensor] | None
+
+
+class ExitStack(nn.Module):
+    """All L exits of a model, stepped once per layer by the model's loop.
+
+    ``carries_memory``: the stack must see every layer (its memory needs each layer's state),
+    even where the criterion takes no decision (static exits).
+    """
+
+    carries_memory: ClassVar[bool] = False
+
+    def step(self, layer: int, hidden: torch.Tensor, padding: torch.Tensor, memory: Memory, decide: bool = True):
+        """Exit ``layer`` (1-based) on ``hidden [b, s, d]`` -> ``(logits [b, c] or None when not
+        ``decide``, state [b, d], memory)``."""
+        raise NotImplementedError
+
+    def flops(self, layer: int, n_tokens: int, decide: bool = True) -> int:
+        """Matmul FLOPs of ``step`` for one row of ``n_tokens`` tokens (0 when a memory-less stack
+        does not decide: the loop then skips it)."""
+        raise NotImplementedError
+
+    def exit_parameters(self, layer: int):
+        """Parameters only exit ``layer`` uses (objectives that train a subset of the exits)."""
+        raise NotImplementedError
+
+    def trained_logits(self, states: torch.Tensor, logits: torch.Tensor) -> torch.Tensor:
+        """What the objectives train, ``[L, b, c]``, from the recorded ``states [L, b, d]`` and
+        exit outputs ``logits [L, b, c]``: the exit outputs unless the exits combine untrainable
+        votes (then their local predictions)."""
+        return logits
+
+    def auxiliary_loss(self, states: torch.Tensor) -> torch.Tensor | None:
+        """A scalar added to every objective (Past-Future's imitation loss), or None."""
+        return None
 
 
 def register_scorer(name: str):

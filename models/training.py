@@ -44,6 +44,24 @@ def linear_schedule(optimizer, warmup_steps: int, total_steps: int) -> torch.opt
     return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
 
 
+def stochastic_freeze(bottom: int, step: int, total_steps: int, seed: int) -> frozenset[int]:
+    """Layers among 1..``bottom`` whose output is detached at optimizer ``step`` (1-based).
+
+    Each is drawn independently with probability p = 1 - (step - 1) / total_steps, decaying
+    linearly from 1 at the first step to 0 (Global Past-Future section 3.4 as METHODS.md
+    section 4 fixes it; the reference code draws the same p). Detaching layer k's output cuts
+    the gradient path through layer k: layer k's own parameters get none, the layers below it
+    only what reaches them through their own (and, for exits reading past states, later) exits;
+    detaching layer 1 also freezes the embeddings. Draws depend only on ``(seed, step)``, so a resumed
+    run draws what the uninterrupted one would.
+    """
+    if bottom <= 0:
+        return frozenset()
+    p = max(0.0, 1.0 - (step - 1) / max(1, total_steps))
+    draws = torch.rand(bottom, generator=torch.Generator().manual_seed(seed * 1_000_003 + step))
+    return frozenset(k for k in range(1, bottom + 1) if draws[k - 1] < p)
+
+
 def train_epoch(
     model: MultiExitModel,
     batches: Iterable[dict[str, torch.Tensor]],
@@ -54,11 +72,13 @@ def train_epoch(
     stage: int = 1,
     max_grad_norm: float = 1.0,
     on_step: Callable[[int, float], None] | None = None,
+    before_step: Callable[[int], None] | None = None,
 ) -> tuple[int, float]:
     """One pass over ``batches``; returns ``(global_step, mean loss)``.
 
     ``global_step`` counts optimizer steps (1-based inside the loop), which is what
-    ``alternating`` alternates on.
+    ``alternating`` alternates on. ``before_step(step)`` runs before each forward pass (e.g.
+    setting ``model.detached_layers`` from ``stochastic_freeze``); they are cleared afterwards.
 
     Raises:
         NonFiniteLossError: a loss was NaN/inf (nothing is stepped with it).
@@ -69,6 +89,8 @@ def train_epoch(
     total, count = 0.0, 0
     for batch in batches:
         step = global_step + 1
+        if before_step is not None:
+            before_step(step)
         output = model(batch["input_ids"], batch["attention_mask"], batch.get("token_type_ids"))
         loss = objective_loss(objective, output, batch["labels"], regression, step, stage)
         if not torch.isfinite(loss):
@@ -84,6 +106,7 @@ def train_epoch(
         count += 1
         if on_step is not None:
             on_step(step, loss.item())
+    model.detached_layers = frozenset()
     return global_step, total / max(1, count)
 
 

@@ -17,7 +17,8 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from models.criteria import CRITERIA
-from models.registry import HEADS, SCORERS, choices
+from models.past_future import NAIVE, PAST_STRATEGIES
+from models.registry import EXIT_STACKS, HEADS, SCORERS, choices
 from models.metrics import METRICS
 from models.objectives import OBJECTIVES
 
@@ -102,11 +103,14 @@ class TrainConfig(Section):
             raise ValueError(f"unknown strategy {bad}; choose from {', '.join(OBJECTIVES)}")
         return value
 
+    head_options: dict = {}  # a registered exit stack's options (set by the Past-Future flow)
+    freeze_layers: int = Field(default=0, ge=0)  # stochastic freezing of the bottom K layers (Past-Future 3.4)
+
     @field_validator("head")
     @classmethod
     def _head(cls, value):
-        if value not in HEADS:
-            raise ValueError(f"unknown head {value!r}; choose one of {choices(HEADS)}")
+        if value not in HEADS and value not in EXIT_STACKS:
+            raise ValueError(f"unknown head {value!r}; choose one of {choices({**HEADS, **EXIT_STACKS})}")
         return value
 
     @field_validator("exit_scorer")
@@ -236,6 +240,59 @@ class ScheduleConfig(Section):
     deployment: str = "nightly-comparison"
 
 
+class PastFutureConfig(Section):
+    """Global Past-Future (``exitflow past-future``): one model per past strategy, each without
+    and with the imitated future, next to local exits trained with the same budget (``train``)."""
+
+    tasks: list[str] = ["sst2", "mrpc"]
+    strategies: list[str] = list(PAST_STRATEGIES)
+    future: list[bool] = [False, True]  # vote / ensemble have no future part and run past-only
+    gate: Literal["scalar", "vector"] = "scalar"
+    freeze_layers: int = Field(default=0, ge=0)  # K: bottom layers frozen with p decaying 1 -> 0 over steps
+    pooling: Literal["cls", "mean"] = "mean"
+    objective: Literal["weighted", "joint"] = "weighted"
+    local: list[str] = ["joint", "weighted"]  # local-exit baselines (entropy; weighted with patience is PABEE)
+    speedups: list[float] = [2.0, 3.0]  # layer speed-ups the comparison table reads (chosen on dev)
+    in_default_run: str | None = "concat"  # the strategy (with future) `exitflow run` adds on train.task, or null
+
+    @field_validator("strategies")
+    @classmethod
+    def _strategies(cls, value):
+        bad = [s for s in value if s not in PAST_STRATEGIES]
+        if bad or not value:
+            raise ValueError(f"unknown past strategy {bad}; choose from {', '.join(PAST_STRATEGIES)}")
+        return value
+
+    @field_validator("local")
+    @classmethod
+    def _local(cls, value):
+        bad = [s for s in value if s not in OBJECTIVES]
+        if bad:
+            raise ValueError(f"unknown strategy {bad}; choose from {', '.join(OBJECTIVES)}")
+        return value
+
+    @field_validator("in_default_run")
+    @classmethod
+    def _in_default_run(cls, value):
+        if value is not None and (value not in PAST_STRATEGIES or value in NAIVE):
+            choices_ = [s for s in PAST_STRATEGIES if s not in NAIVE]
+            raise ValueError(f"unknown past strategy {value!r} for the default run; choose one of {', '.join(choices_)} or null")
+        return value
+
+    def settings(self) -> list[tuple[str, bool]]:
+        """``(past strategy, future)`` pairs to train, in order."""
+        return [(s, f) for s in self.strategies for f in self.future if not (f and s in NAIVE)]
+
+    def exits(self, past: str, future: bool) -> dict:
+        """The exit stack options of one setting."""
+        return {"past": past, "future": future, "gate": self.gate}
+
+
+def setting_name(past: str, future: bool) -> str:
+    """Folder and run name of one Past-Future setting: ``concat`` (past only), ``concat-future``."""
+    return f"{past}-future" if future else past
+
+
 class Params(Section):
     """The whole ``params.yaml``."""
 
@@ -249,6 +306,7 @@ class Params(Section):
     hashee: HasheeConfig = HasheeConfig()
     consistentee: ConsistenteeConfig = ConsistenteeConfig()
     learnability: LearnabilityConfig = LearnabilityConfig()
+    past_future: PastFutureConfig = PastFutureConfig()
     mlflow: MlflowConfig = MlflowConfig()
     schedule: ScheduleConfig = ScheduleConfig()
     profiles: dict[str, dict] = {}

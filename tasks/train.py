@@ -29,7 +29,7 @@ from models.adapters import adapter_for
 from models.hashee import HashEEModel
 from models.metrics import chance_check, layerwise_scores, predictions_tensor
 from models.objectives import selection_score
-from models.training import build_optimizer, linear_schedule, record_exits, train_epoch
+from models.training import build_optimizer, linear_schedule, record_exits, stochastic_freeze, train_epoch
 from tasks.backbones import load_backbone, pick_device, save_checkpoint, truncate_layers
 from tasks.caching import ARTIFACT_CACHE
 from tasks.config import BackboneConfig, TrainConfig
@@ -103,13 +103,17 @@ def train_multi_exit(
     backbone_model, tokenizer = load_backbone(backbone.name, backbone.attn_implementation)
     backbone_model = truncate_layers(backbone_model, num_layers)
     config = MultiExitConfig(num_outputs=num_outputs, regression=regression, head=train.head,
-                             head_dropout=train.head_dropout, pooling=train.pooling, scorer=train.exit_scorer)
+                             head_options=dict(train.head_options), head_dropout=train.head_dropout,
+                             pooling=train.pooling, scorer=train.exit_scorer)
     if hash_table_dir is not None:
         layers = adapter_for(backbone_model).num_layers
         model = HashEEModel(backbone_model, config, load_hash_table(hash_table_dir, tokenizer, layers))
     else:
         model = MultiExitModel(backbone_model, config)
     model = model.to(dev_)
+    if not 0 <= train.freeze_layers < model.num_layers:
+        raise ValueError(f"freeze_layers (the bottom layers frozen during fine-tuning) is {train.freeze_layers}; expected "
+                         f"0..{model.num_layers - 1} for this {model.num_layers}-layer backbone")
     enc_train = encode_split(data_dir, train.task, "train", tokenizer, backbone.max_length, cache_dir, train.subsample.train, seed)
     enc_dev = encode_split(data_dir, train.task, "dev", tokenizer, backbone.max_length, cache_dir, train.subsample.dev, seed)
     pad = tokenizer.pad_token_id or 0
@@ -126,6 +130,9 @@ def train_multi_exit(
             logits = record_exits(model, batches(enc_train, 64, pad, device=dev_)).logits.cpu()
             dynamics.append((step, predictions_tensor(logits, config.regression)))
             model.train()
+
+    def freeze(step: int) -> None:  # Past-Future section 3.4: bottom layers frozen with p decaying 1 -> 0
+        model.detached_layers = stochastic_freeze(train.freeze_layers, step, steps_per_epoch * train.epochs * len(stages), seed)
 
     best = {"score": -float("inf"), "state": None, "epoch": None}
     start_stage, start_epoch, global_step = 1, 1, 0
@@ -158,7 +165,8 @@ def train_multi_exit(
             bar = tqdm(batches(enc_train, train.batch_size, pad, shuffle=True, seed=seed + 1000 * stage + epoch, device=dev_),
                        total=steps_per_epoch, disable=None, desc=f"{strategy} stage {stage} epoch {epoch}/{train.epochs}", leave=False)
             global_step, loss = train_epoch(model, bar, optimizer, scheduler, strategy, global_step, stage, train.max_grad_norm,
-                                            on_step=record_dynamics if dynamics_evals_per_epoch else None)
+                                            on_step=record_dynamics if dynamics_evals_per_epoch else None,
+                                            before_step=freeze if train.freeze_layers else None)
             rec = record_exits(model, batches(enc_dev, 64, pad, device=dev_)).cpu()
             scores = layerwise_scores(spec["metric"], rec.logits, rec.labels, regression)
             mean_score = float(np.mean(scores))

@@ -17,7 +17,7 @@ class VersioningError(RuntimeError):
 
 
 # dvc.yaml stages the default pipeline (`exitflow run`) produces; `learnability` runs on demand
-DEFAULT_STAGES = ("train", "evaluate", "hashee", "consistentee", "report")
+DEFAULT_STAGES = ("train", "evaluate", "hashee", "consistentee", "past_future_default", "report")
 
 
 def _dvc(root: Path, *args: str) -> str:

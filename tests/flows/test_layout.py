@@ -18,6 +18,7 @@ STUDIES = ("snli_model", "sentence", "token")
 def expand(text: str, params, item) -> str:
     """DVC's templating for the variables ``dvc.yaml`` uses; any other variable fails the test."""
     values = {"train.task": params.train.task, "seed": str(params.seed), "item": str(item)}
+    values["past_future.tasks"] = str(params.past_future.tasks)
     return re.sub(r"\$\{([^}]+)\}", lambda m: values[m.group(1)], text)
 
 
@@ -28,8 +29,9 @@ def dvc_stages(params) -> dict[str, dict[str, list[Path]]]:
     expanded = {}
     for name, stage in stages.items():
         if "foreach" in stage:
-            assert stage["foreach"] == "${train.strategies}"
-            body, items = stage["do"], params.train.strategies
+            lists = {"${train.strategies}": params.train.strategies, "${past_future.tasks}": params.past_future.tasks}
+            assert stage["foreach"] in lists
+            body, items = stage["do"], lists[stage["foreach"]]
         else:
             body, items = stage, [None]
         for item in items:
@@ -44,16 +46,21 @@ def stage_folders(layout: Layout, stage: str) -> dict[str, list[Path]]:
     """The ``Layout`` folders each stage's flow reads (``deps``) and writes (``outs``)."""
     name, _, item = stage.partition("@")
     hashee, cee = layout.hashee("default"), layout.consistentee("default")
+    item_task = Layout(layout.artifacts, layout.data, item, layout.seed)  # past_future runs per task
     return {
         "train": {"deps": [layout.task_data], "outs": [layout.train(item)]},
         "evaluate": {"deps": [layout.task_data, layout.train(item)], "outs": [layout.evaluate(item)]},
         "hashee": {"deps": [layout.task_data], "outs": [hashee.table, hashee.train, hashee.evaluate, layout.reference]},
-        "report": {"deps": [layout.evaluations, hashee.evaluate, cee.evaluate], "outs": [layout.report]},
+        "report": {"deps": [layout.evaluations, hashee.evaluate, cee.evaluate, layout.past_future_default.evaluate],
+                   "outs": [layout.report]},
+        "past_future_default": {"deps": [layout.task_data],
+                                "outs": [layout.past_future_default.train, layout.past_future_default.evaluate]},
         "consistentee": {"deps": [layout.task_data, layout.evaluations],
                          "outs": [cee.init, cee.rounds, cee.hardness, cee.evaluate, cee.report]},
         "learnability": {"deps": [layout.task_data, layout.train("joint")],
                          "outs": [*(layout.learnability_dataset(s) for s in STUDIES), layout.token_annotator,
                                   layout.human_difficulty, layout.learnability_report]},
+        "past_future": {"deps": [item_task.task_data], "outs": [item_task.past_future_models, item_task.past_future_report]},
     }[name]
 
 
@@ -70,7 +77,9 @@ def params():
 def test_every_dvc_path_is_a_layout_folder_and_every_stage_folder_is_declared(params):
     layout = Layout.from_params(params)
     stages = dvc_stages(params)
-    assert {s.partition("@")[0] for s in stages} == {"train", "evaluate", "hashee", "report", "consistentee", "learnability"}
+    assert {s.partition("@")[0] for s in stages} == {"train", "evaluate", "hashee", "report", "consistentee", "learnability",
+                                                     "past_future", "past_future_default"}
+    assert sum(s.startswith("past_future@") for s in stages) == len(params.past_future.tasks) > 0
     assert sum(s.startswith("train@") for s in stages) == len(params.train.strategies) > 0
     artifact_roots = (layout.artifacts, layout.data)
     for stage, declared in stages.items():
@@ -108,7 +117,9 @@ def task_folders(layout: Layout) -> list[Path]:
             hashee.table, hashee.train, hashee.evaluate, study.table, study.train, study.evaluate, layout.hashee_study,
             cee.init, cee.memorized(1), cee.train(1), cee.hardness, cee.evaluate, cee.report, ablation.train(1),
             ablation.evaluate, layout.consistentee_ablation, layout.learnability_dataset("sentence"),
-            layout.learnability_predictor("sentence", "bert"), layout.learnability_report]
+            layout.learnability_predictor("sentence", "bert"), layout.learnability_report,
+            layout.past_future("concat-future").train, layout.past_future("local-joint").evaluate, layout.past_future_report,
+            layout.past_future_default.train, layout.past_future_default.evaluate]
 
 
 def shared_folders(layout: Layout) -> list[Path]:

@@ -15,7 +15,7 @@ def declared_outputs(root: Path, strategies, task, seed=42):
     from tasks.versioning import DEFAULT_STAGES
 
     stages = yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"]
-    assert set(stages) == set(DEFAULT_STAGES) | {"learnability"}  # a new stage must be classified on purpose
+    assert set(stages) == set(DEFAULT_STAGES) | {"learnability", "past_future"}  # a new stage must be classified on purpose
     outs = []
     for name, stage in stages.items():
         if name not in DEFAULT_STAGES:
@@ -44,8 +44,11 @@ def test_pipeline_writes_mlflow_runs_dvc_outputs_and_reruns_from_cache(project, 
     assert missing == []
 
     # report: full model + 5 criteria per strategy, the single-exit full model and HashEE, then
-    # ConsistentEE (full model + 4 spine criteria + its policy)
-    assert len(report["rows"]) == 2 * 6 + 2 + 6
+    # ConsistentEE (full model + 4 spine criteria + its policy), then Past-Future (full model + entropy)
+    assert len(report["rows"]) == 2 * 6 + 2 + 6 + 2
+    past_future = [r for r in report["rows"] if r["strategy"] == "past-future (concat)"]
+    assert [r["criterion"] for r in past_future] == ["full model", "entropy"]
+    assert past_future[1]["layer_speedup"] > 1.0 and past_future[1].get("wallclock_bs4") is not None
     assert {r["criterion"] for r in report["rows"]} == {"full model", "static", "maxprob", "entropy", "patience", "lte",
                                                         "frequency hash, B=3", "policy"}
 
@@ -58,7 +61,7 @@ def test_pipeline_writes_mlflow_runs_dvc_outputs_and_reruns_from_cache(project, 
     assert len(parents) == 1
     children = [r for r in runs if r.data.tags.get("mlflow.parentRunId") == parents[0].info.run_id]
     assert sorted(r.info.run_name for r in children) == ["alternating", "consistentee-hardness-a0.1",
-                                                         "hashee-frequency-Lall-B3-cls", "joint"]
+                                                         "hashee-frequency-Lall-B3-cls", "joint", "past-future-concat"]
     joint = next(r for r in children if r.info.run_name == "joint")
     assert "full_test_quality" in joint.data.metrics and "dev_layer_3" in joint.data.metrics
     grandchildren = [r for r in runs if r.data.tags.get("mlflow.parentRunId") == joint.info.run_id]

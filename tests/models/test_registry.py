@@ -11,44 +11,48 @@ from torch import nn
 from models.criteria import Entropy, simulate
 from models.exit_heads import pool_tokens
 from models.exiting import MultiExitConfig, MultiExitModel
-from models.registry import HEADS, SCORERS, build_scorer, register_head
+from models.registry import EXIT_STACKS, SCORERS, ExitStack, build_scorer, register_exit_stack
 from tests.conftest import tiny_backbone, tiny_batch
 
 ROOT = Path(__file__).resolve().parents[2]
 
 
-class PastMeanHead(nn.Module):
-    """Test head: a Linear on the mean of this layer's and every earlier layer's mean-pooled state."""
+class PastMeanExits(ExitStack):
+    """Test exit stack: exit k is a Linear on the mean of layers 1..k's mean-pooled states,
+    kept as a running sum in the stack's memory."""
 
-    reads_past = True
+    carries_memory = True
 
-    def __init__(self, hidden_size, num_outputs):
+    def __init__(self, num_layers, hidden_size, num_outputs):
         super().__init__()
-        self.classifier = nn.Linear(hidden_size, num_outputs)
+        self.classifiers = nn.ModuleList(nn.Linear(hidden_size, num_outputs) for _ in range(num_layers))
 
-    def forward(self, hidden, padding_mask, past):
-        state = pool_tokens(hidden, padding_mask, "mean")
-        together = torch.stack([*past, state]).mean(0)  # [b, d]
-        return self.classifier(together), state
+    def step(self, layer, hidden, padding, memory, decide=True):
+        state = pool_tokens(hidden, padding, "mean")
+        memory = {"sum": state if memory is None else memory["sum"] + state}
+        return (self.classifiers[layer - 1](memory["sum"] / layer) if decide else None), state, memory
 
-    def flops(self, n_tokens):
-        return 2 * self.classifier.in_features * self.classifier.out_features
+    def flops(self, layer, n_tokens, decide=True):
+        return 2 * self.classifiers[0].in_features * self.classifiers[0].out_features if decide else 0
+
+    def exit_parameters(self, layer):
+        return self.classifiers[layer - 1].parameters()
 
 
 @pytest.fixture()
-def past_mean_head():
-    register_head("test_past_mean")(lambda d, c, dropout, pooler, pooling: PastMeanHead(d, c))
+def past_mean_exits():
+    register_exit_stack("test_past_mean")(lambda L, d, c, dropout, pooler, pooling: PastMeanExits(L, d, c))
     yield "test_past_mean"
-    del HEADS["test_past_mean"]
+    del EXIT_STACKS["test_past_mean"]
 
 
-def test_a_registered_head_reading_past_states_exits_for_real_as_simulated(past_mean_head):
+def test_a_registered_exit_stack_reading_past_states_exits_for_real_as_simulated(past_mean_exits):
     torch.manual_seed(0)
-    model = MultiExitModel(tiny_backbone("bert", 4), MultiExitConfig(num_outputs=3, head=past_mean_head)).eval()
+    model = MultiExitModel(tiny_backbone("bert", 4), MultiExitConfig(num_outputs=3, head=past_mean_exits)).eval()
     b = tiny_batch(batch=12, max_len=9, seed=3)
     rec = model(b["input_ids"], b["attention_mask"])
-    # layer 3's head saw the states of layers 1-3
-    manual = model.heads[2].classifier(rec.states[:3].mean(0))
+    # layer 3's exit saw the states of layers 1-3
+    manual = model.heads.classifiers[2](rec.states[:3].mean(0))
     torch.testing.assert_close(rec.logits[2], manual)
     tau = float(Entropy.score(rec.logits[:-1].detach(), None).median())
     sim_layer, sim_logits = simulate(Entropy(tau), rec.logits)
@@ -76,7 +80,7 @@ def test_the_core_imports_no_method_and_models_has_no_import_circle():
                 deps.add(node.module)
         graph[name] = deps
     core = {"models.exiting", "models.objectives", "models.flops", "models.criteria", "models.registry", "models.exit_heads"}
-    methods = {"models.berxit", "models.consistentee", "models.hashee"}
+    methods = {"models.berxit", "models.consistentee", "models.hashee", "models.past_future"}
     for module in core:
         assert not graph[module] & methods, f"{module} imports a method module"
 

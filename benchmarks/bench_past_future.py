@@ -1,0 +1,119 @@
+"""Benchmark: Global Past-Future vs local exits vs the full model, side by side in one process.
+
+Loads the ``exitflow past-future`` models of the named settings (default: ``concat-future``,
+``local-weighted``) for one task, picks each (setting, criterion)'s threshold on dev at the
+layer speed-up nearest each ``--speedups`` target, and times real early exit (batch
+compaction; a Past-Future row also pays its poolers, learners, gate and past aggregate) at
+each batch size against the full model: the ``local-weighted`` backbone with its last head
+only, interleaved per repeat, medians over repeats.
+
+    python benchmarks/bench_past_future.py --task sst2 --out bench_past_future.json
+
+Writes the row format of ``bench_early_exit.py``; ``method`` reads ``<setting>/<criterion>@<target>x``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+import torch  # noqa: E402
+
+from benchmarks.bench_early_exit import machine, print_rows  # noqa: E402
+from flows.layout import Layout  # noqa: E402
+from models.criteria import make_criterion, simulate  # noqa: E402
+from models.metrics import task_score  # noqa: E402
+from models.operating import nearest_speedup, sweep  # noqa: E402
+from models.timing import exit_runner, full_model_runner, measure_throughput  # noqa: E402
+from models.training import record_exits  # noqa: E402
+from tasks.backbones import load_checkpoint  # noqa: E402
+from tasks.config import load_params  # noqa: E402
+from tasks.features import batches, encode_split  # noqa: E402
+from tasks.io import atomic_write_json  # noqa: E402
+from tasks.past_future import LOCAL_PREFIX, check_setting  # noqa: E402
+
+FULL_FROM = f"{LOCAL_PREFIX}weighted"
+
+
+def main(argv=None) -> dict:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--params", default=str(ROOT / "params.yaml"))
+    ap.add_argument("--task", default="sst2", help="a task of past_future.tasks")
+    ap.add_argument("--settings", nargs="+", default=["concat-future", FULL_FROM],
+                    help="Past-Future settings (concat, concat-future, vote, ...) or local-<strategy>")
+    ap.add_argument("--speedups", nargs="+", type=float, default=[2.0, 3.0], help="layer speed-up targets (chosen on dev)")
+    ap.add_argument("--batch-sizes", nargs="+", type=int, default=[1, 32])
+    ap.add_argument("--rows", type=int, default=None, help="dev rows to time (default: all)")
+    ap.add_argument("--rows-bs1", type=int, default=300, help="dev rows to time at batch size 1")
+    ap.add_argument("--repeats", type=int, default=5)
+    ap.add_argument("--sweep-points", type=int, default=60)
+    ap.add_argument("--out", type=Path, default=None, help="write results as JSON here")
+    args = ap.parse_args(argv)
+
+    params = load_params(args.params, [f"train.task={args.task}"])
+    layout = Layout.from_params(params)
+    if FULL_FROM not in args.settings:
+        args.settings.append(FULL_FROM)  # its backbone + last head is the full model every row is timed against
+    models = {}
+    for setting in args.settings:
+        ckpt = layout.past_future(setting).train / "checkpoint"
+        try:
+            check_setting(ckpt, setting)
+        except (FileNotFoundError, ValueError) as err:
+            ap.error(str(err))
+        models[setting] = load_checkpoint(ckpt, params.backbone.attn_implementation)
+    torch.manual_seed(params.seed)
+    _, tokenizer, meta = models[FULL_FROM]
+    enc = encode_split(layout.data, args.task, "dev", tokenizer, params.backbone.max_length, layout.token_cache,
+                       args.rows, params.seed)
+    pad = tokenizer.pad_token_id or 0
+    metric = meta["metric"]
+
+    methods, chosen, records = {"full": full_model_runner(models[FULL_FROM][0])}, {}, {}
+    full_quality = None
+    for setting, (model, _, _) in models.items():
+        regression = model.config.regression
+        rec = records[setting] = record_exits(model, batches(enc, 64, pad))
+        if setting == FULL_FROM:
+            full_quality = task_score(metric, rec.logits[-1], rec.labels, regression)
+        criteria = ["entropy", "patience"] if setting.startswith(LOCAL_PREFIX) else ["entropy"]
+        for name in criteria:
+            curve = sweep(model, name, {"dev": rec}, metric, regression, args.sweep_points)
+            for target in args.speedups:
+                point = nearest_speedup(curve, target)["dev"]
+                label = f"{setting}/{name}@{target:g}x"
+                chosen[label] = (setting, make_criterion(name, point["threshold"]), point)
+                methods[label] = exit_runner(model, chosen[label][1])
+
+    rows = []
+    for bs in args.batch_sizes:
+        n = len(enc["labels"]) if bs > 1 else min(args.rows_bs1, len(enc["labels"]))
+        sub = {k: v[:n] for k, v in enc.items()}
+        tp = measure_throughput(list(batches(sub, bs, pad)), methods, repeats=args.repeats)
+        rows.append({"method": "full", "batch_size": bs, "timed_rows": n, "threshold": None, "timed_layer_speedup": 1.0,
+                     "quality": full_quality, "throughput": tp["full"], "wallclock_speedup": 1.0,
+                     "layer_speedup": 1.0, "flops_speedup": 1.0})
+        for label, (setting, crit, point) in chosen.items():
+            model = models[setting][0]
+            timed = records[setting].head(n)
+            timed_layers = simulate(crit, timed.logits, timed.scores)[0]
+            rows.append({"method": label, "batch_size": bs, "timed_rows": n, "threshold": point["threshold"],
+                         "timed_layer_speedup": model.num_layers / timed_layers.double().mean().item(),
+                         "quality": point["quality"], "throughput": tp[label], "wallclock_speedup": tp[label] / tp["full"],
+                         "layer_speedup": point["layer_speedup"], "flops_speedup": point["flops_speedup"]})
+    result = {"backbone": params.backbone.name, "task": args.task, "settings": args.settings, "split": "dev",
+              "machine": machine(), "repeats": args.repeats, "rows": rows}
+    print_rows(result, ratio_to="timed_layer_speedup")
+    if args.out is not None:
+        atomic_write_json(args.out, result)
+    return result
+
+
+if __name__ == "__main__":
+    main()

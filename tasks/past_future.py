@@ -1,0 +1,156 @@
+"""Task: the Global Past-Future comparison (paper Tables 1-3 shape) from evaluated models.
+
+Every row is one trained model with one criterion: the local exits (``local-joint``,
+``local-weighted`` with entropy, and ``local-weighted`` with patience = PABEE), the naive
+global baselines (``vote``, ``ensemble``), each past strategy alone and with the imitated
+future. For each target layer speed-up (``past_future.speedups``) the row's threshold is the
+one whose *dev* layer speed-up is closest to the target; its test numbers are reported.
+
+A row whose dev speed-up misses the target by more than 4% (the paper's tolerance; e.g.
+patience cannot go past L/2 = 3x with L = 6) is marked off target in the table and cannot take
+part in the claim check (paper sections 4.3-4.4: Past-Future beats local exits, most at high
+speed-ups): at the largest target, the on-target past-future row with the best dev quality
+against the on-target local row with the best dev quality; the margin is their test difference.
+
+Outputs in ``out_dir``: ``comparison.json`` (DVC metrics), ``comparison.md``, ``curves.csv``
+(DVC plots), ``curves.png`` (test quality vs layer speed-up, every row).
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+from pathlib import Path
+
+from prefect import task
+
+from models.operating import nearest_speedup
+from models.past_future import NAIVE
+from tasks.config import setting_name
+from tasks.io import atomic_write_json, atomic_write_text
+from tasks.plots import tradeoff_plot
+
+LOCAL_PREFIX = "local-"
+SPEEDUP_TOLERANCE = 0.04  # relative: "about 2x" = within 4% on dev (paper Tables 3, 5)
+
+
+def check_setting(ckpt_dir: Path, setting: str) -> None:
+    """Fail unless the checkpoint in ``ckpt_dir`` was trained as ``setting`` (``concat-future``,
+    ``vote``, ``local-weighted``, ...); the message names the file and what it holds."""
+    meta_path = Path(ckpt_dir) / "exitflow.json"
+    if not meta_path.exists():
+        raise FileNotFoundError(f"{meta_path}: no exitflow checkpoint for setting {setting!r}; run `exitflow past-future` first")
+    meta = json.loads(meta_path.read_text())
+    exits = meta.get("exits", {})
+    if exits.get("head") == "past_future":
+        options = exits.get("head_options", {})
+        held = setting_name(options.get("past"), bool(options.get("future")))
+    else:
+        held = f"{LOCAL_PREFIX}{meta.get('strategy')}"
+    if held != setting:
+        raise ValueError(f"{meta_path}: this checkpoint was trained as {held!r} (exits.head={exits.get('head')!r}, "
+                         f"head_options={exits.get('head_options', {})}), not as {setting!r}")
+
+
+def row_kind(setting: str) -> str:
+    """``local``, ``naive``, ``past`` or ``past-future`` for a setting name."""
+    if setting.startswith(LOCAL_PREFIX):
+        return "local"
+    if setting in NAIVE:
+        return "naive"
+    return "past-future" if setting.endswith("-future") else "past"
+
+
+def comparison_rows(curves: dict[str, dict[str, list[dict]]], speedups: list[float]) -> list[dict]:
+    """``curves[setting][criterion]`` = sweep points (``{"dev": point, "test": point}``) -> rows."""
+    rows = []
+    for setting, by_criterion in curves.items():
+        for criterion, points in by_criterion.items():
+            at = {}
+            for target in speedups:
+                p = nearest_speedup(points, target)
+                at[f"{target:g}x"] = {"threshold": p["dev"]["threshold"], "dev_quality": p["dev"]["quality"],
+                                      "on_target": abs(p["dev"]["layer_speedup"] / target - 1) <= SPEEDUP_TOLERANCE,
+                                      "dev_layer_speedup": p["dev"]["layer_speedup"], "test_quality": p["test"]["quality"],
+                                      "test_layer_speedup": p["test"]["layer_speedup"],
+                                      "test_flops_speedup": p["test"]["flops_speedup"]}
+            rows.append({"method": f"{setting} ({criterion})", "setting": setting, "criterion": criterion,
+                         "kind": row_kind(setting), "at": at})
+    return rows
+
+
+def claim_check(rows: list[dict], target: str) -> dict | None:
+    """Best on-target past-future row vs best on-target local row at ``target`` (both chosen by
+    dev quality); None when either kind has no row within the tolerance."""
+    def best(kind):
+        candidates = [r for r in rows if r["kind"] == kind and r["at"][target]["on_target"]]
+        return max(candidates, key=lambda r: r["at"][target]["dev_quality"]) if candidates else None
+
+    pf, local = best("past-future"), best("local")
+    if pf is None or local is None:
+        return None
+    a, b = pf["at"][target], local["at"][target]
+    margin = a["test_quality"] - b["test_quality"]
+    return {"at": target, "past_future": pf["method"], "local": local["method"],
+            "past_future_test_quality": a["test_quality"], "local_test_quality": b["test_quality"],
+            "past_future_dev_speedup": a["dev_layer_speedup"], "local_dev_speedup": b["dev_layer_speedup"],
+            "margin": margin, "holds": margin > 0}
+
+
+def comparison_markdown(rows: list[dict], speedups: list[float], claim: dict | None, full: dict[str, float]) -> str:
+    targets = [f"{t:g}x" for t in speedups]
+    head = ["method", "kind"] + [f"{t}: test quality (layer / FLOPs speed-up)" for t in targets]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for r in rows:
+        cells = [r["method"], r["kind"]]
+        for t in targets:
+            a = r["at"][t]
+            mark = "" if a["on_target"] else " (off target)"
+            cells.append(f"{a['test_quality']:.2f} ({a['test_layer_speedup']:.2f}x / {a['test_flops_speedup']:.2f}x){mark}")
+        lines.append("| " + " | ".join(cells) + " |")
+    full_line = ", ".join(f"{k} {v:.2f}" for k, v in sorted(full.items()))
+    text = "\n".join(lines) + f"\n\nFull models (test): {full_line}\n"
+    text += ("\nThresholds are chosen on dev at the layer speed-up nearest each target; 'off target' marks a "
+             f"dev speed-up more than {SPEEDUP_TOLERANCE:.0%} away from it.\n")
+    if claim is not None:
+        verdict = "holds" if claim["holds"] else "does not hold"
+        text += (f"\nClaim (Past-Future above the best local exit at {claim['at']}, rows chosen on dev): {verdict}: "
+                 f"{claim['past_future']} {claim['past_future_test_quality']:.2f} (dev {claim['past_future_dev_speedup']:.2f}x) "
+                 f"vs {claim['local']} {claim['local_test_quality']:.2f} (dev {claim['local_dev_speedup']:.2f}x), "
+                 f"margin {claim['margin']:+.2f} points (one seed).\n")
+    else:
+        text += "\nClaim not checked: no past-future or no local row reached the largest target within the tolerance.\n"
+    return text
+
+
+@task(name="compare_past_future")
+def compare_past_future(eval_dirs: dict[str, Path], speedups: list[float], out_dir: Path, task_name: str,
+                        seed: int) -> dict:
+    """Read every setting's ``curves.json`` and ``metrics.json``; write the comparison."""
+    out_dir = Path(out_dir)
+    curves = {s: json.loads((Path(d) / "curves.json").read_text()) for s, d in eval_dirs.items()}
+    full = {s: json.loads((Path(d) / "metrics.json").read_text())["full"]["test_quality"] for s, d in eval_dirs.items()}
+    rows = comparison_rows(curves, speedups)
+    claim = claim_check(rows, f"{max(speedups):g}x") if speedups else None
+    result = {"task": task_name, "seeds": [seed], "speedups": speedups, "rows": rows, "full_test_quality": full,
+              "claim": claim}
+    atomic_write_json(out_dir / "comparison.json", result)
+    table = comparison_markdown(rows, speedups, claim, full)
+    atomic_write_text(out_dir / "comparison.md", table)
+    buf = io.StringIO()
+    w = csv.writer(buf)
+    w.writerow(["method", "threshold", "quality", "layer_speedup", "flops_speedup"])
+    plotted = {}
+    for setting, by_criterion in curves.items():
+        for criterion, points in by_criterion.items():
+            name = f"{setting} ({criterion})"
+            plotted[name] = [p["test"] for p in points]
+            for p in points:
+                t = p["test"]
+                w.writerow([name, t["threshold"], round(t["quality"], 4), round(t["layer_speedup"], 4), round(t["flops_speedup"], 4)])
+    atomic_write_text(out_dir / "curves.csv", buf.getvalue())
+    reference = max(full.values()) if full else 0.0
+    plot = tradeoff_plot(plotted, reference, f"{task_name}: Global Past-Future vs local exits (test)", out_dir / "curves.png",
+                         x="layer_speedup")
+    return {"table": table, "comparison": out_dir / "comparison.json", "plot": plot, "claim": claim, "rows": rows}
