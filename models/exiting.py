@@ -50,7 +50,12 @@ class MultiExitConfig:
     scorer: str | None = None  # a registered exit scorer: "lte" (BERxiT), "policy" (ConsistentEE), or none
 
     def to_dict(self) -> dict:
-        return asdict(self)
+        """The saved form; ``head_options`` only when set, so checkpoints of per-layer heads read
+        as they did before exit stacks existed (``from_dict`` restores the default)."""
+        saved = asdict(self)
+        if not saved["head_options"]:
+            del saved["head_options"]
+        return saved
 
     @classmethod
     def from_dict(cls, saved: dict) -> "MultiExitConfig":

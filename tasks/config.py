@@ -94,6 +94,17 @@ class TrainConfig(Section):
     warmup_ratio: float = Field(default=0.1, ge=0.0, le=1.0)
     max_grad_norm: float = Field(default=1.0, gt=0.0)
     subsample: SubsampleConfig = SubsampleConfig()
+    head_options: dict = {}  # a registered exit stack's options (set by the Past-Future flow)
+    freeze_layers: int = Field(default=0, ge=0)  # stochastic freezing of the bottom K layers (Past-Future 3.4)
+
+    def record(self) -> dict:
+        """The config as checkpoints store it: the exit-stack fields only when set, so models
+        that use none read as they did before those fields existed."""
+        saved = self.model_dump(mode="json")
+        for key in ("head_options", "freeze_layers"):
+            if saved[key] == type(self).model_fields[key].default:
+                del saved[key]
+        return saved
 
     @field_validator("strategies")
     @classmethod
@@ -103,8 +114,6 @@ class TrainConfig(Section):
             raise ValueError(f"unknown strategy {bad}; choose from {', '.join(OBJECTIVES)}")
         return value
 
-    head_options: dict = {}  # a registered exit stack's options (set by the Past-Future flow)
-    freeze_layers: int = Field(default=0, ge=0)  # stochastic freezing of the bottom K layers (Past-Future 3.4)
 
     @field_validator("head")
     @classmethod

@@ -191,7 +191,7 @@ def train_multi_exit(
     warn_if_at_chance(best_record["dev_chance_check"], f"{train.task} ({strategy})", train)
     ckpt = save_checkpoint(model.cpu(), tokenizer, out_dir / "checkpoint", {
         "task": train.task, "strategy": strategy, "backbone": backbone.name, "metric": spec["metric"],
-        "train_config": train.model_dump(mode="json"), "selected_epoch": best["epoch"], "seed": seed,
+        "train_config": train.record(), "selected_epoch": best["epoch"], "seed": seed,
         "hash_table_dir": portable_path(hash_table_dir, out_dir) if hash_table_dir is not None else None,
     })
     atomic_write_json(out_dir / "history.json", history)

@@ -29,3 +29,16 @@ def test_checkpoint_round_trip_gives_identical_outputs(tmp_path, kind):
     assert a.scores.keys() == c.scores.keys() == ({kind} - {"hashee"})
     for name in a.scores:
         torch.testing.assert_close(a.scores[name], c.scores[name])
+
+
+def test_checkpoints_of_per_layer_heads_carry_no_exit_stack_fields():
+    """Exit-stack settings are saved only when set: the spine's checkpoints read as before them."""
+    from models.exiting import MultiExitConfig
+    from tasks.config import TrainConfig
+
+    assert "head_options" not in MultiExitConfig(num_outputs=2).to_dict()
+    stack = MultiExitConfig(num_outputs=2, head="past_future", head_options={"past": "max"})
+    assert MultiExitConfig.from_dict(stack.to_dict()) == stack
+    assert MultiExitConfig.from_dict(MultiExitConfig(num_outputs=2).to_dict()).head_options == {}
+    assert not {"head_options", "freeze_layers"} & set(TrainConfig().record())
+    assert TrainConfig(head="past_future", head_options={"past": "max"}, freeze_layers=2).record()["freeze_layers"] == 2
