@@ -18,9 +18,10 @@ softmax-weighted sum of all its candidates ``sum_o softmax(alpha)_o * o(x)`` wit
   projections), ``skip`` (identity), ``null`` (zeros).
 - Pooling ops: ``cls`` (position 0), ``avg`` / ``max`` (over real tokens), ``sa``
   (self-attention pooling: ``softmax_t(w . x_t + b)``-weighted sum over real tokens).
-- Padding is masked everywhere: convolutions read and write zeros at padded positions,
-  attention never attends to them, pooling ignores them; a padded row gives the same exit
-  output as the same row unpadded (tested).
+- Padding: convolutions read and write zeros at padded positions, attention never attends
+  to them, pooling ignores them (``skip`` and the activations pass whatever is there; pooling
+  drops it); a padded row gives the same exit output as the same row unpadded (tested).
+  ``cls`` pools position 0, which is [CLS] with right padding (every exitflow batch).
 
 **Decisions the paper leaves open** (also in the README):
 
@@ -32,9 +33,18 @@ softmax-weighted sum of all its candidates ``sum_o softmax(alpha)_o * o(x)`` wit
 - The state handed to exit scorers (LTE) is the layer's token summary under the model's
   ``pooling`` (mean for MiniLM), as for the linear heads; not the cell's pooled vector.
 - The search alternates one D2 batch (architecture step) and one D1 batch (weight step),
-  architecture first, as first-order DARTS does; the weights' lr follows a linear
-  warmup/decay, the architecture's lr is constant.
+  architecture first, as first-order DARTS does (a lone trailing D2 batch is dropped); the
+  weights' lr follows a linear warmup/decay, the architecture's lr is constant. The
+  architecture step detaches every layer's output: the alphas live in the exits only, so
+  their gradient is the same and the backbone's backward pass is skipped.
+- Budget (``params.yaml`` ``leco:``): 2 search epochs on the spine's 4,000-row SST-2 subsample
+  (the paper: 30 epochs on the full split), weights at ``train.lr`` 3e-4 and the architecture
+  at 3e-3, the paper's 10x ratio (2e-5 / 2e-4 for ALBERT). Retraining keeps the spine's LTE
+  scorer (L_i + J_i, BERxiT), as do the JT / ALT / 2ST baselines; Past-Future has none.
 - COBEE at regression: not defined (k* needs classes); the criterion is classification-only.
+  COBEE sweeps tau at a fixed patience t (``leco.cobee_patience``, 1): the counter is 0 at
+  layer 1, so no row exits before layer t + 1 and the layer speed-up is at most L / (t + 1)
+  (3x on the 6-layer MiniLM; at that end every row exits at layer 2).
 """
 
 from __future__ import annotations
@@ -328,10 +338,12 @@ def search_epoch(model, d1_batches: Iterable[dict], d2_batches: Iterable[dict], 
     model.train()
     regression = model.config.regression
     totals, count = [0.0, 0.0], 0
+    every_layer = frozenset(range(1, model.num_layers + 1))
     for d2, d1 in zip(d2_batches, d1_batches):
         losses = []
         for batch, optimizer in ((d2, architecture_optimizer), (d1, weight_optimizer)):
             model.zero_grad(set_to_none=True)
+            model.detached_layers = every_layer if optimizer is architecture_optimizer else frozenset()
             output = model(batch["input_ids"], batch["attention_mask"], batch.get("token_type_ids"))
             loss = objective_loss("joint", output, batch["labels"], regression, global_step + 1)
             if not torch.isfinite(loss):
@@ -343,6 +355,7 @@ def search_epoch(model, d1_batches: Iterable[dict], d2_batches: Iterable[dict], 
             optimizer.step()
             losses.append(loss.item())
         model.zero_grad(set_to_none=True)
+        model.detached_layers = frozenset()
         scheduler.step()
         global_step += 1
         totals[0] += losses[1]

@@ -231,7 +231,7 @@ def exiting_claim(rows: list[dict], speedups: list[float], ours: str = "cobee") 
 
 
 def leco_markdown(training: list[dict], claim: dict | None, exiting_table: str, exiting: list[dict], seed: int) -> str:
-    lines = ["| method | test AVG | test BEST (layer) | dev AVG |", "|---|---|---|---|"]
+    lines = ["| method | test AVG | test BEST (layer; chosen on test, as the paper) | dev AVG |", "|---|---|---|---|"]
     lines += [f"| {r['method']} | {r['test_avg']:.2f} | {r['test_best']:.2f} ({r['best_layer']}) | {r['dev_avg']:.2f} |"
               for r in training]
     text = "\n".join(lines) + "\n"
@@ -247,6 +247,12 @@ def leco_markdown(training: list[dict], claim: dict | None, exiting_table: str, 
                      f"{c['best_other_test_quality']:.2f} ({c['margin']:+.2f})")
         else:
             text += f"\n- {c['at']}: not checked (no on-target COBEE row or no other on-target row)"
+    checked = [c for c in exiting if c["checked"]]
+    if len(checked) >= 2:
+        first, last = checked[0], checked[-1]
+        trend = "grows" if last["margin"] > first["margin"] else "does not grow"
+        text += (f"\n\nCOBEE's margin {trend} with the speed-up: {first['margin']:+.2f} at {first['at']} -> "
+                 f"{last['margin']:+.2f} at {last['at']} (the paper: COBEE best, most at large speed-ups).")
     return text + "\n"
 
 

@@ -1,15 +1,19 @@
 """LECO (models/leco.py) on tiny models: the mixed op, the DARTS alternation, derivation with
 ``null``, padding, FLOPs, and COBEE (equations, real exit == simulated exit)."""
 
+import copy
+
 import pytest
 import torch
+import torch.nn.functional as F
 from torch.utils.flop_counter import FlopCounterMode
 
 from models.criteria import simulate
 from models.exiting import MultiExitConfig, MultiExitModel
 from models.flops import instance_flops
-from models.leco import (ENCODER_OPS, POOLING_OPS, SEARCH_SPACE, Choice, Cobee, LecoExit, check_architecture,
-                         derive_architecture, search_epoch, split_halves)
+from models.objectives import objective_loss
+from models.leco import (ENCODER_OPS, POOLING_OPS, SEARCH_SPACE, Choice, Cobee, LecoExit, Pooling, SelfAttention,
+                         check_architecture, derive_architecture, search_epoch, split_halves)
 from models.training import build_optimizer, linear_schedule
 from tests.conftest import tiny_backbone, tiny_batch
 
@@ -69,10 +73,28 @@ def test_a_search_step_moves_the_architecture_only_on_d2_and_the_weights_only_on
     seen, steps = [], []
     model.register_forward_pre_hook(lambda module, args: seen.append(args[0]))
 
+    def gradients_of(batch, params):
+        """The gradient of the joint loss of ``batch`` alone, for ``params`` (a fresh copy of the model)."""
+        twin = copy.deepcopy(model)
+        twin.zero_grad(set_to_none=True)
+        out = twin(batch["input_ids"], batch["attention_mask"])
+        objective_loss("joint", out, batch["labels"], False, 1).backward()
+        named = dict(twin.named_parameters())
+        return {name: named[name].grad for name in params}
+
     def watch(optimizer, name):
         step = optimizer.step
 
         def watched(*args, **kwargs):
+            batch = next(b for b in d1 + d2 if seen[-1] is b["input_ids"])
+            mine = [n for n, p in model.named_parameters() if any(p is q for g in optimizer.param_groups for q in g["params"])]
+            expected = gradients_of(batch, mine)
+            grads = dict(model.named_parameters())
+            for n in mine:  # the step sees its own batch's gradient only (the weights' are clipped at norm 1)
+                if expected[n] is not None and grads[n].grad is not None:
+                    scale = 1.0 if name == "architecture" else min(1.0, 1.0 / torch.linalg.vector_norm(
+                        torch.stack([torch.linalg.vector_norm(g) for g in expected.values() if g is not None])).item())
+                    torch.testing.assert_close(grads[n].grad, expected[n] * scale, atol=1e-6, rtol=1e-4)
             before = [p.detach().clone() for p in model.parameters()]
             out = step(*args, **kwargs)
             moved = {id(p) for p, b in zip(model.parameters(), before) if not torch.equal(p, b)}
@@ -213,3 +235,57 @@ def test_bad_architectures_name_the_layer_and_key(bad, message):
 def test_an_inner_size_that_does_not_divide_by_the_head_count_is_refused():
     with pytest.raises(ValueError, match=r"inner_size \(d_e\) 12 does not divide into mha_8's 8 heads"):
         LecoExit(32, 2, 0.0, {k: [v] for k, v in DERIVED[3].items()}, 12, "mean")
+
+
+def test_every_layer_has_its_own_architecture_weights():
+    model = leco_model(layers=3)
+    per_layer = [[c.alpha for c in exit_.choices().values()] for exit_ in model.heads]
+    assert len({id(a) for layer in per_layer for a in layer}) == 3 * len(SEARCH_SPACE)
+    with torch.no_grad():
+        per_layer[0][0][0] += 5.0
+    weights = model.heads.architecture_weights()
+    assert weights[0]["activation_1"]["relu"] > 0.9 and weights[1]["activation_1"]["relu"] == pytest.approx(1 / 6)
+
+
+@pytest.mark.parametrize("heads", [2, 4, 8])
+def test_mha_k_splits_d_e_into_k_heads_of_size_d_e_over_k(heads):
+    torch.manual_seed(0)
+    op = SelfAttention(16, heads)
+    x, padding = torch.randn(2, 5, 16), torch.tensor([[1, 1, 1, 1, 1], [1, 1, 1, 0, 0]])
+    q, k, v = op.qkv(x).chunk(3, -1)
+    split = [t.view(2, 5, heads, 16 // heads).transpose(1, 2) for t in (q, k, v)]
+    keep = padding[:, None, None, :].bool()
+    attended = F.scaled_dot_product_attention(*split, attn_mask=keep).transpose(1, 2).reshape(2, 5, 16)
+    expected = op.out(attended) * padding.unsqueeze(-1)
+    torch.testing.assert_close(op(x, padding), expected, atol=1e-5, rtol=1e-4)
+
+
+def test_each_pooling_op_pools_what_its_name_says():
+    torch.manual_seed(0)
+    x, padding = torch.randn(2, 4, 8), torch.tensor([[1, 1, 1, 1], [1, 1, 0, 0]])
+    real = [x[0], x[1, :2]]
+    pooled = {kind: Pooling(8, kind) for kind in POOLING_OPS}
+    torch.testing.assert_close(pooled["cls"](x, padding), x[:, 0])
+    torch.testing.assert_close(pooled["avg"](x, padding), torch.stack([r.mean(0) for r in real]))
+    torch.testing.assert_close(pooled["max"](x, padding), torch.stack([r.amax(0) for r in real]))
+    sa = pooled["sa"]
+    expected = torch.stack([(sa.score(r).softmax(0) * r).sum(0) for r in real])
+    torch.testing.assert_close(sa(x, padding), expected)
+
+
+def test_cobee_needs_a_disagreement_strictly_below_tau():
+    logits = torch.tensor([[[0.3, -0.2]], [[1.1, -0.4]], [[0.2, 0.5]]])  # [L, 1, c]
+    probs = logits.softmax(-1)
+    tau = float(Cobee.disagreement(probs[1], probs[0]))
+    _, state = Cobee(tau).step(1, logits[0], None, Cobee(tau).init_state(1, "cpu"))
+    fire, state = Cobee(tau).step(2, logits[1], None, state)
+    assert not fire.item() and state["count"].item() == 0  # di == tau is not calm
+    fire, _ = Cobee(tau * 1.0001).step(2, logits[1], None, {"count": torch.zeros(1, dtype=torch.long), "previous": probs[0]})
+    assert fire.item()
+
+
+def test_cobee_sweep_reads_the_layers_that_can_exit_early():
+    # layer L disagrees wildly with layer L-1; only layers 2..L-1 can exit before the forced last exit
+    probs = torch.tensor([[0.6, 0.4], [0.62, 0.38], [0.65, 0.35], [0.01, 0.99]]).unsqueeze(1).repeat(1, 3, 1)
+    grid = Cobee.sweep(probs.log(), {}, 11)
+    assert max(grid) == pytest.approx(0.03 + 1e-6, abs=1e-6)
