@@ -127,12 +127,15 @@ def search_exits(
     return result
 
 
-def architecture_table(architecture: list[dict[str, str]]) -> str:
-    """The paper's Table 6 shape: one row per layer."""
+def architecture_table(architecture: list[dict[str, str]], weights: list[dict[str, dict[str, float]]] | None = None) -> str:
+    """The paper's Table 6 shape: one row per layer; with ``weights``, each op's final weight
+    beside it (uniform is 1/6 for activations, 1/8 for encoder ops, 1/4 for pooling)."""
     head = ["layer", "activation 1", "activation 2", "pooler", "encoder op 1", "encoder op 2"]
     keys = ["activation_1", "activation_2", "pooling", *ENCODER_SLOTS]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
-    lines += ["| " + " | ".join([str(k), *(cell[key] for key in keys)]) + " |" for k, cell in enumerate(architecture, 1)]
+    for k, cell in enumerate(architecture, 1):
+        shown = [cell[key] if weights is None else f"{cell[key]} ({weights[k - 1][key][cell[key]]:.3f})" for key in keys]
+        lines.append("| " + " | ".join([str(k), *shown]) + " |")
     return "\n".join(lines) + "\n"
 
 
@@ -145,7 +148,7 @@ def derive_exits(architecture_weights: Path, out_dir: Path) -> dict:
     architecture = derive_architecture(searched["epochs"][-1])
     path = atomic_write_json(out_dir / ARCHITECTURE_FILE, {"task": searched["task"], "seed": searched["seed"],
                                                            "inner_size": searched["inner_size"], "layers": architecture})
-    table = architecture_table(architecture)
+    table = architecture_table(architecture, searched["epochs"][-1])
     atomic_write_text(out_dir / "architecture.md", table)
     return write_result(out_dir, {"architecture": path, "table": table, "layers": architecture})
 
