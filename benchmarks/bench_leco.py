@@ -26,7 +26,7 @@ sys.path.insert(0, str(ROOT))
 import torch  # noqa: E402
 
 from benchmarks.bench_early_exit import machine, print_rows  # noqa: E402
-from benchmarks.targets import rows_at_targets  # noqa: E402
+from benchmarks.targets import add_timing_arguments, rows_at_targets  # noqa: E402
 from flows.layout import Layout  # noqa: E402
 from tasks.backbones import load_checkpoint  # noqa: E402
 from tasks.config import load_params  # noqa: E402
@@ -42,13 +42,7 @@ def main(argv=None) -> dict:
     ap.add_argument("--params", default=str(ROOT / "params.yaml"))
     ap.add_argument("--task", default="sst2", help="a task of leco.tasks")
     ap.add_argument("--criteria", nargs="+", default=None, help="criteria on the LECO model (default: leco.criteria)")
-    ap.add_argument("--speedups", nargs="+", type=float, default=[2.0, 3.0], help="layer speed-up targets (chosen on dev)")
-    ap.add_argument("--batch-sizes", nargs="+", type=int, default=[1, 32])
-    ap.add_argument("--rows", type=int, default=None, help="dev rows to time (default: all)")
-    ap.add_argument("--rows-bs1", type=int, default=300, help="dev rows to time at batch size 1")
-    ap.add_argument("--repeats", type=int, default=5)
-    ap.add_argument("--sweep-points", type=int, default=60)
-    ap.add_argument("--out", type=Path, default=None, help="write results as JSON here")
+    add_timing_arguments(ap)
     args = ap.parse_args(argv)
 
     params = load_params(args.params, [f"train.task={args.task}"])

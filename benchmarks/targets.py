@@ -4,6 +4,7 @@ speed-up targets against one full model, interleaved per repeat, in ``bench_earl
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
 from models.criteria import make_criterion, simulate
 from models.metrics import task_score
@@ -11,6 +12,17 @@ from models.operating import nearest_speedup, sweep
 from models.timing import exit_runner, full_model_runner, measure_throughput
 from models.training import record_exits
 from tasks.features import batches
+
+
+def add_timing_arguments(ap: argparse.ArgumentParser) -> None:
+    """The options every target-speed-up benchmark takes (what ``rows_at_targets`` reads, and ``--out``)."""
+    ap.add_argument("--speedups", nargs="+", type=float, default=[2.0, 3.0], help="layer speed-up targets (chosen on dev)")
+    ap.add_argument("--batch-sizes", nargs="+", type=int, default=[1, 32])
+    ap.add_argument("--rows", type=int, default=None, help="dev rows to time (default: all)")
+    ap.add_argument("--rows-bs1", type=int, default=300, help="dev rows to time at batch size 1")
+    ap.add_argument("--repeats", type=int, default=5)
+    ap.add_argument("--sweep-points", type=int, default=60)
+    ap.add_argument("--out", type=Path, default=None, help="write results as JSON here")
 
 
 def rows_at_targets(models: dict, criteria: dict[str, list[str]], full_from: str, enc: dict, pad: int, metric: str,

@@ -27,6 +27,14 @@ from models.objectives import OBJECTIVES
 SPLITS = ("train", "dev", "test")
 
 
+def known_names(value: list[str], allowed, what: str, required: bool = False) -> list[str]:
+    """A validator's body: every name in ``value`` is one of ``allowed`` (and, when ``required``, there is one)."""
+    bad = [name for name in value if name not in allowed]
+    if bad or (required and not value):
+        raise ValueError(f"unknown {what} {bad}; choose from {', '.join(allowed)}")
+    return value
+
+
 class ConfigError(ValueError):
     """A params file or override is invalid; the message names the key."""
 
@@ -111,10 +119,7 @@ class TrainConfig(Section):
     @field_validator("strategies")
     @classmethod
     def _strategies(cls, value):
-        bad = [s for s in value if s not in OBJECTIVES]
-        if bad or not value:
-            raise ValueError(f"unknown strategy {bad}; choose from {', '.join(OBJECTIVES)}")
-        return value
+        return known_names(value, OBJECTIVES, "strategy", required=True)
 
 
     @field_validator("head")
@@ -146,10 +151,7 @@ class EvaluateConfig(Section):
     @field_validator("criteria")
     @classmethod
     def _criteria(cls, value):
-        bad = [c for c in value if c not in CRITERIA]
-        if bad:
-            raise ValueError(f"unknown criterion {bad}; choose from {', '.join(CRITERIA)}")
-        return value
+        return known_names(value, CRITERIA, "criterion")
 
 
 class HasheeConfig(Section):
@@ -270,18 +272,12 @@ class PastFutureConfig(Section):
     @field_validator("strategies")
     @classmethod
     def _strategies(cls, value):
-        bad = [s for s in value if s not in PAST_STRATEGIES]
-        if bad or not value:
-            raise ValueError(f"unknown past strategy {bad}; choose from {', '.join(PAST_STRATEGIES)}")
-        return value
+        return known_names(value, PAST_STRATEGIES, "past strategy", required=True)
 
     @field_validator("local")
     @classmethod
     def _local(cls, value):
-        bad = [s for s in value if s not in OBJECTIVES]
-        if bad:
-            raise ValueError(f"unknown strategy {bad}; choose from {', '.join(OBJECTIVES)}")
-        return value
+        return known_names(value, OBJECTIVES, "strategy")
 
     @field_validator("in_default_run")
     @classmethod
@@ -336,18 +332,12 @@ class LecoConfig(Section):
     @field_validator("baselines")
     @classmethod
     def _baselines(cls, value):
-        bad = [b for b in value if b not in LECO_BASELINES]
-        if bad:
-            raise ValueError(f"unknown baseline {bad}; choose from {', '.join(LECO_BASELINES)}")
-        return value
+        return known_names(value, LECO_BASELINES, "baseline")
 
     @field_validator("criteria")
     @classmethod
     def _criteria(cls, value):
-        bad = [c for c in value if c not in CRITERIA]
-        if bad:
-            raise ValueError(f"unknown criterion {bad}; choose from {', '.join(CRITERIA)}")
-        return value
+        return known_names(value, CRITERIA, "criterion")
 
     @model_validator(mode="after")
     def _heads_divide(self):
