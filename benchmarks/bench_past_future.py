@@ -26,15 +26,11 @@ sys.path.insert(0, str(ROOT))
 import torch  # noqa: E402
 
 from benchmarks.bench_early_exit import machine, print_rows  # noqa: E402
+from benchmarks.targets import add_timing_arguments, rows_at_targets  # noqa: E402
 from flows.layout import Layout  # noqa: E402
-from models.criteria import make_criterion, simulate  # noqa: E402
-from models.metrics import task_score  # noqa: E402
-from models.operating import nearest_speedup, sweep  # noqa: E402
-from models.timing import exit_runner, full_model_runner, measure_throughput  # noqa: E402
-from models.training import record_exits  # noqa: E402
 from tasks.backbones import load_checkpoint  # noqa: E402
 from tasks.config import load_params  # noqa: E402
-from tasks.features import batches, encode_split  # noqa: E402
+from tasks.features import encode_split  # noqa: E402
 from tasks.io import atomic_write_json  # noqa: E402
 from tasks.past_future import LOCAL_PREFIX, check_setting  # noqa: E402
 
@@ -47,13 +43,7 @@ def main(argv=None) -> dict:
     ap.add_argument("--task", default="sst2", help="a task of past_future.tasks")
     ap.add_argument("--settings", nargs="+", default=["concat-future", FULL_FROM],
                     help="Past-Future settings (concat, concat-future, vote, ...) or local-<strategy>")
-    ap.add_argument("--speedups", nargs="+", type=float, default=[2.0, 3.0], help="layer speed-up targets (chosen on dev)")
-    ap.add_argument("--batch-sizes", nargs="+", type=int, default=[1, 32])
-    ap.add_argument("--rows", type=int, default=None, help="dev rows to time (default: all)")
-    ap.add_argument("--rows-bs1", type=int, default=300, help="dev rows to time at batch size 1")
-    ap.add_argument("--repeats", type=int, default=5)
-    ap.add_argument("--sweep-points", type=int, default=60)
-    ap.add_argument("--out", type=Path, default=None, help="write results as JSON here")
+    add_timing_arguments(ap)
     args = ap.parse_args(argv)
 
     params = load_params(args.params, [f"train.task={args.task}"])
@@ -73,40 +63,9 @@ def main(argv=None) -> dict:
     enc = encode_split(layout.data, args.task, "dev", tokenizer, params.backbone.max_length, layout.token_cache,
                        args.rows, params.seed)
     pad = tokenizer.pad_token_id or 0
-    metric = meta["metric"]
 
-    methods, chosen, records = {"full": full_model_runner(models[FULL_FROM][0])}, {}, {}
-    full_quality = None
-    for setting, (model, _, _) in models.items():
-        regression = model.config.regression
-        rec = records[setting] = record_exits(model, batches(enc, 64, pad))
-        if setting == FULL_FROM:
-            full_quality = task_score(metric, rec.logits[-1], rec.labels, regression)
-        criteria = ["entropy", "patience"] if setting.startswith(LOCAL_PREFIX) else ["entropy"]
-        for name in criteria:
-            curve = sweep(model, name, {"dev": rec}, metric, regression, args.sweep_points)
-            for target in args.speedups:
-                point = nearest_speedup(curve, target)["dev"]
-                label = f"{setting}/{name}@{target:g}x"
-                chosen[label] = (setting, make_criterion(name, point["threshold"]), point)
-                methods[label] = exit_runner(model, chosen[label][1])
-
-    rows = []
-    for bs in args.batch_sizes:
-        n = len(enc["labels"]) if bs > 1 else min(args.rows_bs1, len(enc["labels"]))
-        sub = {k: v[:n] for k, v in enc.items()}
-        tp = measure_throughput(list(batches(sub, bs, pad)), methods, repeats=args.repeats)
-        rows.append({"method": "full", "batch_size": bs, "timed_rows": n, "threshold": None, "timed_layer_speedup": 1.0,
-                     "quality": full_quality, "throughput": tp["full"], "wallclock_speedup": 1.0,
-                     "layer_speedup": 1.0, "flops_speedup": 1.0})
-        for label, (setting, crit, point) in chosen.items():
-            model = models[setting][0]
-            timed = records[setting].head(n)
-            timed_layers = simulate(crit, timed.logits, timed.scores)[0]
-            rows.append({"method": label, "batch_size": bs, "timed_rows": n, "threshold": point["threshold"],
-                         "timed_layer_speedup": model.num_layers / timed_layers.double().mean().item(),
-                         "quality": point["quality"], "throughput": tp[label], "wallclock_speedup": tp[label] / tp["full"],
-                         "layer_speedup": point["layer_speedup"], "flops_speedup": point["flops_speedup"]})
+    criteria = {setting: ["entropy", "patience"] if setting.startswith(LOCAL_PREFIX) else ["entropy"] for setting in models}
+    rows = rows_at_targets({s: m for s, (m, _, _) in models.items()}, criteria, FULL_FROM, enc, pad, meta["metric"], args)
     result = {"backbone": params.backbone.name, "task": args.task, "settings": args.settings, "split": "dev",
               "machine": machine(), "repeats": args.repeats, "rows": rows}
     print_rows(result, ratio_to="timed_layer_speedup")

@@ -388,6 +388,24 @@ def past_future_cmd(params: Path = ParamsOpt, set_: Optional[list[str]] = SetOpt
     _run(past_future_pipeline, str(params), set_ or [], task or None)
 
 
+@app.command("leco")
+def leco_cmd(params: Path = ParamsOpt, set_: Optional[list[str]] = SetOpt,
+             task: Optional[list[str]] = typer.Option(None, "--task", help="only these tasks (default: leco.tasks)"),
+             until: str = typer.Option("compare", "--until",
+                                       help="the last step to run: search | derive | train | compare (earlier steps are reused)")):
+    """LECO: search one exit architecture per layer (first-order DARTS over leco.search_space,
+    leco.search_epochs), derive it (argmax per choice, null included: leco/derive/architecture.json),
+    retrain the derived exits from the pretrained backbone with train's budget, then compare: AVG / BEST
+    layer-wise test scores against leco.baselines, and COBEE against entropy, patience and LTE at
+    leco.speedups (artifacts/<task>/seed-<seed>/leco/; MLflow experiment exitflow-leco). Finished steps are reused."""
+    from flows.leco import STEPS, leco_pipeline
+
+    _check(params, set_)
+    if until not in STEPS:
+        _fail(ValueError(f"--until {until!r} is not a LECO step; choose one of {', '.join(STEPS)}"))
+    _run(leco_pipeline, str(params), set_ or [], task or None, until)
+
+
 @app.command("learnability")
 def learnability_cmd(params: Path = ParamsOpt, set_: Optional[list[str]] = SetOpt):
     """Can instance difficulty be learned? Builds the difficulty datasets (published snli_model,

@@ -22,6 +22,11 @@ task and seed, so a second task (``--set train.task=mrpc``) or seed writes besid
         past_future/models/<setting>/{train,evaluate}/   setting: <past>, <past>-future or local-<strategy>
         past_future/report/                       the comparison table, curves and claim check
         past_future/default/{train,evaluate}/     the one Past-Future model `exitflow run` adds
+        leco/search/                              the supernet search: architecture weights per epoch
+        leco/derive/                              architecture.json (per layer), architecture.md
+        leco/model/{train,evaluate}/              the derived exits, retrained
+        leco/baselines/<name>/{train,evaluate}/   name: jt-linear, jt-mha, alt, 2st-mha, past-future
+        leco/report/                              both comparisons and their claim checks
     artifacts/learnability/seed-<seed>/           the learnability studies that never read train.task
         datasets/{snli_model,conll2003}/   predictors/{snli_model,conll2003}/<predictor>/
         annotators/token/   human/
@@ -183,6 +188,34 @@ class Layout:
     @property
     def past_future_report(self) -> Path:
         return self.base / "past_future" / "report"
+
+    # LECO
+    @property
+    def leco_search(self) -> Path:
+        return self.base / "leco" / "search"
+
+    @property
+    def leco_derive(self) -> Path:
+        return self.base / "leco" / "derive"
+
+    @property
+    def leco_model(self) -> TrainedDirs:
+        """The derived exits, retrained from the pretrained backbone."""
+        base = self.base / "leco" / "model"
+        return TrainedDirs(train=base / "train", evaluate=base / "evaluate")
+
+    def leco_baseline(self, name: str) -> TrainedDirs:
+        """``name``: one of ``leco.baselines``."""
+        base = self.leco_baselines / name
+        return TrainedDirs(train=base / "train", evaluate=base / "evaluate")
+
+    @property
+    def leco_baselines(self) -> Path:
+        return self.base / "leco" / "baselines"
+
+    @property
+    def leco_report(self) -> Path:
+        return self.base / "leco" / "report"
 
     # learnability (HashEE paper section 2)
     @property

@@ -19,14 +19,17 @@ class NonFiniteLossError(RuntimeError):
     """The loss became NaN or infinite; training stops and keeps the last good checkpoint."""
 
 
-def build_optimizer(model: nn.Module, lr: float, weight_decay: float, exclude: str | None = None) -> torch.optim.AdamW:
+def build_optimizer(model: nn.Module, lr: float, weight_decay: float, exclude: str | None = None,
+                    leave_out: Iterable[nn.Parameter] = ()) -> torch.optim.AdamW:
     """AdamW with no decay on biases and LayerNorm weights (1-d parameters).
 
-    ``exclude``: leave out parameters whose name starts with this prefix (e.g. ``"policy."``).
+    ``exclude``: leave out parameters whose name starts with this prefix (e.g. ``"policy."``);
+    ``leave_out``: leave out these parameters (e.g. LECO's architecture weights).
     """
+    left_out = {id(p) for p in leave_out}
     decay, no_decay = [], []
     for name, p in model.named_parameters():
-        if exclude is not None and name.startswith(exclude):
+        if (exclude is not None and name.startswith(exclude)) or id(p) in left_out:
             continue
         (no_decay if p.ndim < 2 or "LayerNorm" in name or "layer_norm" in name else decay).append(p)
     groups = [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]

@@ -21,7 +21,7 @@ from pathlib import Path
 
 import torch
 from safetensors.torch import load_file, save_file
-from transformers import AutoModel, AutoTokenizer
+from transformers import AutoConfig, AutoModel, AutoTokenizer
 
 from models.exiting import MultiExitConfig, MultiExitModel
 from models.hashee import HashEEModel
@@ -63,6 +63,16 @@ def load_backbone(name: str, attn_implementation: str = "sdpa"):
     except OSError as err:
         raise BackboneError(f"cannot load backbone {name!r} from {path}: {err}") from None
     return model, tokenizer
+
+
+def backbone_num_layers(name: str) -> int:
+    """The number of encoder layers of backbone ``name`` (from its config; no weights are read)."""
+    path = resolve_backbone(name)
+    try:
+        config = AutoConfig.from_pretrained(path)
+    except OSError as err:
+        raise BackboneError(f"cannot read the config of backbone {name!r} from {path}: {err}") from None
+    return int(getattr(config, "num_hidden_layers", None) or config.n_layers)
 
 
 # tokenizer_config.json entries that describe how the tokenizer was loaded, not what it is

@@ -10,19 +10,29 @@ Errors name the offending key: ``params.yaml: train.epochs: Input should be grea
 from __future__ import annotations
 
 import copy
+import math
 from pathlib import Path
 from typing import Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from models.criteria import CRITERIA
+from models.leco import SEARCH_SPACE, check_architecture
 from models.past_future import NAIVE, PAST_STRATEGIES
 from models.registry import EXIT_STACKS, HEADS, SCORERS, choices
 from models.metrics import METRICS
 from models.objectives import OBJECTIVES
 
 SPLITS = ("train", "dev", "test")
+
+
+def known_names(value: list[str], allowed, what: str, required: bool = False) -> list[str]:
+    """A validator's body: every name in ``value`` is one of ``allowed`` (and, when ``required``, there is one)."""
+    bad = [name for name in value if name not in allowed]
+    if bad or (required and not value):
+        raise ValueError(f"unknown {what} {bad}; choose from {', '.join(allowed)}")
+    return value
 
 
 class ConfigError(ValueError):
@@ -109,10 +119,7 @@ class TrainConfig(Section):
     @field_validator("strategies")
     @classmethod
     def _strategies(cls, value):
-        bad = [s for s in value if s not in OBJECTIVES]
-        if bad or not value:
-            raise ValueError(f"unknown strategy {bad}; choose from {', '.join(OBJECTIVES)}")
-        return value
+        return known_names(value, OBJECTIVES, "strategy", required=True)
 
 
     @field_validator("head")
@@ -139,14 +146,12 @@ class EvaluateConfig(Section):
     timing_batch_sizes: list[int] = [1, 32]
     timing_repeats: int = Field(default=3, ge=1)
     timing_rows: int = Field(default=256, ge=1)
+    cobee_patience: int = Field(default=1, ge=1)  # COBEE's t (LECO Eq. 7); the LECO flow sets it from leco.cobee_patience
 
     @field_validator("criteria")
     @classmethod
     def _criteria(cls, value):
-        bad = [c for c in value if c not in CRITERIA]
-        if bad:
-            raise ValueError(f"unknown criterion {bad}; choose from {', '.join(CRITERIA)}")
-        return value
+        return known_names(value, CRITERIA, "criterion")
 
 
 class HasheeConfig(Section):
@@ -267,18 +272,12 @@ class PastFutureConfig(Section):
     @field_validator("strategies")
     @classmethod
     def _strategies(cls, value):
-        bad = [s for s in value if s not in PAST_STRATEGIES]
-        if bad or not value:
-            raise ValueError(f"unknown past strategy {bad}; choose from {', '.join(PAST_STRATEGIES)}")
-        return value
+        return known_names(value, PAST_STRATEGIES, "past strategy", required=True)
 
     @field_validator("local")
     @classmethod
     def _local(cls, value):
-        bad = [s for s in value if s not in OBJECTIVES]
-        if bad:
-            raise ValueError(f"unknown strategy {bad}; choose from {', '.join(OBJECTIVES)}")
-        return value
+        return known_names(value, OBJECTIVES, "strategy")
 
     @field_validator("in_default_run")
     @classmethod
@@ -295,6 +294,64 @@ class PastFutureConfig(Section):
     def exits(self, past: str, future: bool) -> dict:
         """The exit stack options of one setting."""
         return {"past": past, "future": future, "gate": self.gate}
+
+
+LECO_BASELINES = ("jt-linear", "jt-mha", "alt", "2st-mha", "past-future")
+
+
+class LecoConfig(Section):
+    """LECO (``exitflow leco``): search the exits' architecture, derive it, retrain it, and
+    compare it (training budget, lr and seed from ``train``) with the baselines' exits."""
+
+    tasks: list[str] = ["sst2", "mrpc"]
+    search_space: dict[str, list[str]] = {key: list(ops) for key, ops in SEARCH_SPACE.items()}  # candidates per choice
+    inner_size: int = Field(default=32, ge=1)  # d_e in search and retraining (the paper: 32 in search; 64 an option)
+    search_epochs: int = Field(default=2, ge=1)  # each epoch: train split re-split 1:1 into D1 (weights) / D2 (alphas)
+    architecture_lr: float = Field(default=3.0e-3, gt=0.0)  # 10x train.lr, the paper's ratio (2e-4 vs 2e-5)
+    architecture_weight_decay: float = Field(default=1.0e-3, ge=0.0)
+    baselines: list[str] = list(LECO_BASELINES)  # the multi-exit training comparison (paper Table 2)
+    criteria: list[str] = ["cobee", "entropy", "patience", "lte"]  # exiting comparison on the LECO model
+    cobee_patience: int = Field(default=1, ge=1)  # COBEE's t (Eq. 7); the swept knob is tau
+    speedups: list[float] = [1.5, 2.0, 2.5, 3.0]  # layer speed-ups the exiting comparison reads (chosen on dev)
+
+    @field_validator("search_space", mode="before")
+    @classmethod
+    def _null_op(cls, value):
+        """Choices left out keep every candidate; an unquoted ``null`` in YAML reads as None: the ``null`` op."""
+        if isinstance(value, dict):
+            given = {k: ["null" if op is None else op for op in v] if isinstance(v, list) else v for k, v in value.items()}
+            return {**{key: list(ops) for key, ops in SEARCH_SPACE.items()}, **given}
+        return value
+
+    @field_validator("search_space")
+    @classmethod
+    def _search_space(cls, value):
+        check_architecture(value, 1, "leco.search_space")
+        return value
+
+    @field_validator("baselines")
+    @classmethod
+    def _baselines(cls, value):
+        return known_names(value, LECO_BASELINES, "baseline")
+
+    @field_validator("criteria")
+    @classmethod
+    def _criteria(cls, value):
+        return known_names(value, CRITERIA, "criterion")
+
+    @model_validator(mode="after")
+    def _heads_divide(self):
+        heads = sorted({int(op.split("_")[1]) for slot in ("encoder_1", "encoder_2")
+                        for op in self.search_space[slot] if op.startswith("mha_")})
+        bad = [h for h in heads if self.inner_size % h]
+        if bad:
+            raise ValueError(f"inner_size (d_e) {self.inner_size} does not divide by the head count(s) {bad} of the "
+                             f"search space's mha ops; choose a multiple of {math.lcm(*heads)}")
+        return self
+
+    def exits(self, architecture=None) -> dict:
+        """Exit-stack options: the search space (``architecture=None``) or a derived architecture."""
+        return {"architecture": self.search_space if architecture is None else architecture, "inner_size": self.inner_size}
 
 
 def setting_name(past: str, future: bool) -> str:
@@ -316,6 +373,7 @@ class Params(Section):
     consistentee: ConsistenteeConfig = ConsistenteeConfig()
     learnability: LearnabilityConfig = LearnabilityConfig()
     past_future: PastFutureConfig = PastFutureConfig()
+    leco: LecoConfig = LecoConfig()
     mlflow: MlflowConfig = MlflowConfig()
     schedule: ScheduleConfig = ScheduleConfig()
     profiles: dict[str, dict] = {}

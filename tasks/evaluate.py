@@ -42,7 +42,8 @@ from tasks.train import warn_if_at_chance
 
 
 def criterion_options(name: str, evaluate: EvaluateConfig) -> dict:
-    return {"delta": evaluate.patience_delta} if name == "patience" else {}
+    """The settings a criterion takes besides its swept threshold."""
+    return {"patience": {"delta": evaluate.patience_delta}, "cobee": {"patience": evaluate.cobee_patience}}.get(name, {})
 
 
 @task(name="evaluate_exits", cache_policy=ARTIFACT_CACHE, persist_result=True)

@@ -18,21 +18,17 @@ Outputs in ``out_dir``: ``comparison.json`` (DVC metrics), ``comparison.md``, ``
 
 from __future__ import annotations
 
-import csv
-import io
 import json
 from pathlib import Path
 
 from prefect import task
 
-from models.operating import nearest_speedup
 from models.past_future import NAIVE
 from tasks.config import setting_name
+from tasks.comparisons import best_on_target, speedup_markdown, speedup_rows, write_curves
 from tasks.io import atomic_write_json, atomic_write_text
-from tasks.plots import tradeoff_plot
 
 LOCAL_PREFIX = "local-"
-SPEEDUP_TOLERANCE = 0.04  # relative: "about 2x" = within 4% on dev (paper Tables 3, 5)
 
 
 def check_setting(ckpt_dir: Path, setting: str) -> None:
@@ -63,31 +59,15 @@ def row_kind(setting: str) -> str:
 
 
 def comparison_rows(curves: dict[str, dict[str, list[dict]]], speedups: list[float]) -> list[dict]:
-    """``curves[setting][criterion]`` = sweep points (``{"dev": point, "test": point}``) -> rows."""
-    rows = []
-    for setting, by_criterion in curves.items():
-        for criterion, points in by_criterion.items():
-            at = {}
-            for target in speedups:
-                p = nearest_speedup(points, target)
-                at[f"{target:g}x"] = {"threshold": p["dev"]["threshold"], "dev_quality": p["dev"]["quality"],
-                                      "on_target": abs(p["dev"]["layer_speedup"] / target - 1) <= SPEEDUP_TOLERANCE,
-                                      "dev_layer_speedup": p["dev"]["layer_speedup"], "test_quality": p["test"]["quality"],
-                                      "test_layer_speedup": p["test"]["layer_speedup"],
-                                      "test_flops_speedup": p["test"]["flops_speedup"]}
-            rows.append({"method": f"{setting} ({criterion})", "setting": setting, "criterion": criterion,
-                         "kind": row_kind(setting), "at": at})
-    return rows
+    """``curves[setting][criterion]`` = sweep points -> rows at each target (``tasks.comparisons``)."""
+    return speedup_rows(curves, speedups, lambda setting, criterion: row_kind(setting))
 
 
 def claim_check(rows: list[dict], target: str) -> dict | None:
     """Best on-target past-future row vs best on-target local row at ``target`` (both chosen by
     dev quality); None when either kind has no row within the tolerance."""
-    def best(kind):
-        candidates = [r for r in rows if r["kind"] == kind and r["at"][target]["on_target"]]
-        return max(candidates, key=lambda r: r["at"][target]["dev_quality"]) if candidates else None
-
-    pf, local = best("past-future"), best("local")
+    pf = best_on_target(rows, target, lambda r: r["kind"] == "past-future")
+    local = best_on_target(rows, target, lambda r: r["kind"] == "local")
     if pf is None or local is None:
         return None
     a, b = pf["at"][target], local["at"][target]
@@ -99,20 +79,8 @@ def claim_check(rows: list[dict], target: str) -> dict | None:
 
 
 def comparison_markdown(rows: list[dict], speedups: list[float], claim: dict | None, full: dict[str, float]) -> str:
-    targets = [f"{t:g}x" for t in speedups]
-    head = ["method", "kind"] + [f"{t}: test quality (layer / FLOPs speed-up)" for t in targets]
-    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
-    for r in rows:
-        cells = [r["method"], r["kind"]]
-        for t in targets:
-            a = r["at"][t]
-            mark = "" if a["on_target"] else " (off target)"
-            cells.append(f"{a['test_quality']:.2f} ({a['test_layer_speedup']:.2f}x / {a['test_flops_speedup']:.2f}x){mark}")
-        lines.append("| " + " | ".join(cells) + " |")
     full_line = ", ".join(f"{k} {v:.2f}" for k, v in sorted(full.items()))
-    text = "\n".join(lines) + f"\n\nFull models (test): {full_line}\n"
-    text += ("\nThresholds are chosen on dev at the layer speed-up nearest each target; 'off target' marks a "
-             f"dev speed-up more than {SPEEDUP_TOLERANCE:.0%} away from it.\n")
+    text = speedup_markdown(rows, speedups).replace("\n\nThresholds", f"\n\nFull models (test): {full_line}\n\nThresholds", 1)
     if claim is not None:
         verdict = "holds" if claim["holds"] else "does not hold"
         text += (f"\nClaim (Past-Future above the best local exit at {claim['at']}, rows chosen on dev): {verdict}: "
@@ -138,19 +106,6 @@ def compare_past_future(eval_dirs: dict[str, Path], speedups: list[float], out_d
     atomic_write_json(out_dir / "comparison.json", result)
     table = comparison_markdown(rows, speedups, claim, full)
     atomic_write_text(out_dir / "comparison.md", table)
-    buf = io.StringIO()
-    w = csv.writer(buf)
-    w.writerow(["method", "threshold", "quality", "layer_speedup", "flops_speedup"])
-    plotted = {}
-    for setting, by_criterion in curves.items():
-        for criterion, points in by_criterion.items():
-            name = f"{setting} ({criterion})"
-            plotted[name] = [p["test"] for p in points]
-            for p in points:
-                t = p["test"]
-                w.writerow([name, t["threshold"], round(t["quality"], 4), round(t["layer_speedup"], 4), round(t["flops_speedup"], 4)])
-    atomic_write_text(out_dir / "curves.csv", buf.getvalue())
     reference = max(full.values()) if full else 0.0
-    plot = tradeoff_plot(plotted, reference, f"{task_name}: Global Past-Future vs local exits (test)", out_dir / "curves.png",
-                         x="layer_speedup")
+    plot = write_curves(curves, reference, f"{task_name}: Global Past-Future vs local exits (test)", out_dir)
     return {"table": table, "comparison": out_dir / "comparison.json", "plot": plot, "claim": claim, "rows": rows}

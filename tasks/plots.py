@@ -83,3 +83,22 @@ def grouped_bar_plot(groups: dict[str, dict[str, float | None]], ylabel: str, ti
     ax.grid(alpha=0.3, axis="y")
     ax.legend(fontsize=8)
     return _save(fig, path)
+
+
+def architecture_heatmap(trajectory: list[list[dict[str, dict[str, float]]]], title: str, path: Path) -> Path:
+    """LECO architecture weights: one panel per layer, a row per ``choice: op``, a column per
+    epoch, colour = the candidate's softmax weight within its choice."""
+    layers = trajectory[0]
+    rows = [(choice, op) for choice, ops in layers[0].items() for op in ops]
+    fig, axes = plt.subplots(1, len(layers), figsize=(1.2 + 1.0 * len(layers) + 0.35 * len(trajectory) * len(layers), 0.22 * len(rows) + 1.6),
+                             sharey=True, squeeze=False)
+    for k, ax in enumerate(axes[0]):
+        grid = [[epoch[k][choice].get(op, 0.0) for epoch in trajectory] for choice, op in rows]
+        image = ax.imshow(grid, aspect="auto", cmap="viridis", vmin=0.0, vmax=1.0)
+        ax.set_title(f"layer {k + 1}", fontsize=8)
+        ax.set_xticks(range(len(trajectory)), [str(e) for e in range(1, len(trajectory) + 1)], fontsize=6)
+        ax.set_xlabel("epoch", fontsize=7)
+    axes[0][0].set_yticks(range(len(rows)), [f"{choice}: {op}" for choice, op in rows], fontsize=6)
+    fig.colorbar(image, ax=list(axes[0]), fraction=0.02, label="weight")
+    fig.suptitle(title, fontsize=9)
+    return _save(fig, path)

@@ -63,6 +63,15 @@ def warn_if_at_chance(check: dict, what: str, train: TrainConfig) -> None:
         log.warning(message)
 
 
+def exit_config(train: TrainConfig, spec: dict) -> MultiExitConfig:
+    """The exits ``train`` describes for a task of this ``spec`` (``load_meta(...)["spec"]``)."""
+    regression = spec["label_type"] == "float"
+    num_outputs = 1 if regression else (len(spec["label_names"]) if spec["label_names"] else spec["num_labels"])
+    return MultiExitConfig(num_outputs=num_outputs, regression=regression, head=train.head,
+                           head_options=dict(train.head_options), head_dropout=train.head_dropout,
+                           pooling=train.pooling, scorer=train.exit_scorer)
+
+
 @task(name="train_multi_exit", cache_policy=ARTIFACT_CACHE, persist_result=True)
 def train_multi_exit(
     train: TrainConfig,
@@ -97,14 +106,11 @@ def train_multi_exit(
     if "train" not in meta["rows"] or "dev" not in meta["rows"]:
         raise ValueError(f"task {train.task!r} needs train and dev splits to train; it has {', '.join(meta['rows'])}")
     regression = spec["label_type"] == "float"
-    num_outputs = 1 if regression else (len(spec["label_names"]) if spec["label_names"] else spec["num_labels"])
 
     seed_everything(seed)
     backbone_model, tokenizer = load_backbone(backbone.name, backbone.attn_implementation)
     backbone_model = truncate_layers(backbone_model, num_layers)
-    config = MultiExitConfig(num_outputs=num_outputs, regression=regression, head=train.head,
-                             head_options=dict(train.head_options), head_dropout=train.head_dropout,
-                             pooling=train.pooling, scorer=train.exit_scorer)
+    config = exit_config(train, spec)
     if hash_table_dir is not None:
         layers = adapter_for(backbone_model).num_layers
         model = HashEEModel(backbone_model, config, load_hash_table(hash_table_dir, tokenizer, layers))

@@ -19,6 +19,7 @@ def expand(text: str, params, item) -> str:
     """DVC's templating for the variables ``dvc.yaml`` uses; any other variable fails the test."""
     values = {"train.task": params.train.task, "seed": str(params.seed), "item": str(item)}
     values["past_future.tasks"] = str(params.past_future.tasks)
+    values["leco.tasks"] = str(params.leco.tasks)
     return re.sub(r"\$\{([^}]+)\}", lambda m: values[m.group(1)], text)
 
 
@@ -29,7 +30,8 @@ def dvc_stages(params) -> dict[str, dict[str, list[Path]]]:
     expanded = {}
     for name, stage in stages.items():
         if "foreach" in stage:
-            lists = {"${train.strategies}": params.train.strategies, "${past_future.tasks}": params.past_future.tasks}
+            lists = {"${train.strategies}": params.train.strategies, "${past_future.tasks}": params.past_future.tasks,
+                     "${leco.tasks}": params.leco.tasks}
             assert stage["foreach"] in lists
             body, items = stage["do"], lists[stage["foreach"]]
         else:
@@ -61,6 +63,11 @@ def stage_folders(layout: Layout, stage: str) -> dict[str, list[Path]]:
                          "outs": [*(layout.learnability_dataset(s) for s in STUDIES), layout.token_annotator,
                                   layout.human_difficulty, layout.learnability_report]},
         "past_future": {"deps": [item_task.task_data], "outs": [item_task.past_future_models, item_task.past_future_report]},
+        "leco_search": {"deps": [item_task.task_data], "outs": [item_task.leco_search]},
+        "leco_derive": {"deps": [item_task.leco_search], "outs": [item_task.leco_derive]},
+        "leco_train": {"deps": [item_task.task_data, item_task.leco_derive], "outs": [item_task.leco_model.train]},
+        "leco_compare": {"deps": [item_task.task_data, item_task.leco_model.train],
+                         "outs": [item_task.leco_model.evaluate, item_task.leco_baselines, item_task.leco_report]},
     }[name]
 
 
@@ -78,8 +85,11 @@ def test_every_dvc_path_is_a_layout_folder_and_every_stage_folder_is_declared(pa
     layout = Layout.from_params(params)
     stages = dvc_stages(params)
     assert {s.partition("@")[0] for s in stages} == {"train", "evaluate", "hashee", "report", "consistentee", "learnability",
-                                                     "past_future", "past_future_default"}
+                                                     "past_future", "past_future_default", "leco_search", "leco_derive",
+                                                     "leco_train", "leco_compare"}
     assert sum(s.startswith("past_future@") for s in stages) == len(params.past_future.tasks) > 0
+    for step in ("search", "derive", "train", "compare"):
+        assert sum(s.startswith(f"leco_{step}@") for s in stages) == len(params.leco.tasks) > 0
     assert sum(s.startswith("train@") for s in stages) == len(params.train.strategies) > 0
     artifact_roots = (layout.artifacts, layout.data)
     for stage, declared in stages.items():
@@ -119,7 +129,8 @@ def task_folders(layout: Layout) -> list[Path]:
             ablation.evaluate, layout.consistentee_ablation, layout.learnability_dataset("sentence"),
             layout.learnability_predictor("sentence", "bert"), layout.learnability_report,
             layout.past_future("concat-future").train, layout.past_future("local-joint").evaluate, layout.past_future_report,
-            layout.past_future_default.train, layout.past_future_default.evaluate]
+            layout.past_future_default.train, layout.past_future_default.evaluate, layout.leco_search, layout.leco_derive,
+            layout.leco_model.train, layout.leco_model.evaluate, layout.leco_baseline("jt-mha").train, layout.leco_report]
 
 
 def shared_folders(layout: Layout) -> list[Path]:
