@@ -10,15 +10,18 @@ Paper map:
 | Frequency hash                          | ``build_frequency_hash`` (``equal_mass`` option) |
 | MI hash                                 | ``build_mi_hash``                               |
 | Clustered hash                          | ``build_clustered_hash``                        |
-| Eqs. (1)-(5): q from remaining tokens, K/V from all, Copy | ``HashEEModel.forward`` (prefix path) |
+| Eqs. (1)-(5): q from remaining tokens, K/V from all, Copy | ``prefix_token_layers`` (prefix path) |
 | Table 10 saved MACs                     | ``hashee_layer_flops``                          |
+| seq2seq (Table 4): hash exits in the encoder, decoder as is | ``HashEEEncoder``          |
 
-HashEE keeps its own token-level loop (``HashEEModel._sorted_layers``) instead of the core's
+HashEE keeps its own token-level loop (``prefix_token_layers``) instead of the core's
 ``MultiExitModel.forward`` / ``early_exit``: it sorts tokens once and runs each layer on a
 prefix through ``adapter.prefix_layer`` (queries on the running tokens, keys/values on all),
 which has no counterpart in sequence-level exiting; threading it through the core loop would
-add a token-level branch to every step there. ``masked_token_exit_forward`` is the reference
-path the prefix loop is tested against, on purpose written independently.
+add a token-level branch to every step there. Two models share that loop: ``HashEEModel``
+(a classifier head on the last layer) and ``HashEEEncoder`` (the encoder of a seq2seq model,
+whose token states feed the model's own, untouched decoder). ``masked_token_exit_forward``
+is the reference path the prefix loop is tested against, on purpose written independently.
 
 Shape notation: b = batch, n = sequence length, m = running tokens (prefix), d = hidden,
 V = vocabulary, L = layers, B = buckets.
@@ -40,7 +43,9 @@ from typing import Iterable, Sequence
 import numpy as np
 import torch
 from torch import nn
+from transformers.modeling_outputs import BaseModelOutput
 
+from models.adapters import ADAPTERS, EncoderAdapter, adapter_for
 from models.exiting import EarlyExitOutput, MultiExitConfig, MultiExitModel, MultiExitOutput
 
 HASH_KINDS = ("random", "random_incons", "frequency", "mi", "clustered")
@@ -191,15 +196,83 @@ def hashee_layer_flops(n: int, m: int, hidden: int, intermediate: int) -> int:
     return 2 * (m * d * d + 2 * n * d * d + 2 * m * n * d + m * d * d + 2 * m * d * intermediate)
 
 
-def hashee_instance_flops(model: MultiExitModel, token_exit_layers: Sequence[int]) -> int:
-    """FLOPs for one un-padded sequence whose tokens exit at ``token_exit_layers`` (last head only)."""
+def hashee_encoder_flops(adapter: EncoderAdapter, token_exit_layers: Sequence[int]) -> int:
+    """Encoder FLOPs (embedding + L layers) for one un-padded sequence whose tokens exit at
+    ``token_exit_layers``; with every token at layer L this is the full encoder."""
     n = len(token_exit_layers)
     exits = np.asarray(token_exit_layers)
-    a = model.adapter
-    total = a.embedding_flops(n) + model.heads[-1].flops(n)
-    for layer in range(1, model.num_layers + 1):
-        total += hashee_layer_flops(n, int((exits >= layer).sum()), a.hidden_size, a.intermediate_size)
+    total = adapter.embedding_flops(n)
+    for layer in range(1, adapter.num_layers + 1):
+        total += hashee_layer_flops(n, int((exits >= layer).sum()), adapter.hidden_size, adapter.intermediate_size)
     return total
+
+
+def hashee_instance_flops(model: MultiExitModel, token_exit_layers: Sequence[int]) -> int:
+    """FLOPs for one un-padded sequence whose tokens exit at ``token_exit_layers`` (last head only)."""
+    return hashee_encoder_flops(model.adapter, token_exit_layers) + model.heads[-1].flops(len(token_exit_layers))
+
+
+# ---------------------------------------------------------------------------- token loop
+def token_exit_layers(exit_table: torch.Tensor, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+    """``[b, n]`` exit layer per token from the table ``[V]``; padding gets 0 (never runs)."""
+    return exit_table[input_ids] * attention_mask.long()
+
+
+def _exit_order(exits: torch.Tensor) -> torch.Tensor:
+    """``[b, n]`` one stable sort per sequence by exit layer, descending ([CLS] first)."""
+    return torch.sort(exits, dim=1, descending=True, stable=True).indices
+
+
+def prefix_token_layers(adapter: EncoderAdapter, exits: torch.Tensor, input_ids: torch.Tensor, attention_mask: torch.Tensor,
+                        token_type_ids: torch.Tensor | None = None, trim: bool = False):
+    """Yield ``(k, hidden [b, n, d], padding [b, n])`` after each layer k, tokens sorted by exit layer.
+
+    Eqs. (1)-(5): one stable sort per sequence makes the running tokens a prefix ([CLS] first);
+    each layer updates only that prefix (queries, output projection, LayerNorms, FFN) with
+    keys/values from all tokens, and copies the exited tokens' states upward.
+
+    Args:
+        adapter: an adapter with ``prefix_layer`` (see ``check_token_level``).
+        exits: ``[b, n]`` 1-based exit layer per token, 0 for padding (``token_exit_layers``).
+        trim: drop the padded tail no row needs (then n is the longest row).
+    """
+    order = _exit_order(exits)  # [b, n]
+    hidden = adapter.embed(input_ids, token_type_ids)
+    hidden = hidden.gather(1, order[..., None].expand_as(hidden))
+    exits, padding = exits.gather(1, order), attention_mask.gather(1, order)
+    if trim:
+        n = int(padding.sum(1).max())
+        hidden, exits, padding = hidden[:, :n], exits[:, :n], padding[:, :n]
+    key_bias = torch.zeros(padding.shape, dtype=hidden.dtype, device=hidden.device)
+    key_bias = key_bias.masked_fill(padding == 0, torch.finfo(hidden.dtype).min)[:, None, None, :]  # [b, 1, 1, n]
+    for k, layer in enumerate(adapter.layers, start=1):
+        running = exits >= k  # [b, n]
+        m = int(running.sum(1).max())
+        if m > 0:
+            updated = adapter.prefix_layer(layer, hidden, m, key_bias)  # [b, m, d]
+            hidden = torch.cat([torch.where(running[:, :m, None], updated, hidden[:, :m]), hidden[:, m:]], dim=1)
+        yield k, hidden, padding
+
+
+def hashee_token_states(adapter: EncoderAdapter, exits: torch.Tensor, input_ids: torch.Tensor, attention_mask: torch.Tensor,
+                        token_type_ids: torch.Tensor | None = None) -> torch.Tensor:
+    """Last-layer states ``[b, n, d]`` of the prefix path, un-permuted back to the original token order.
+
+    An exited token carries the state of its exit layer (the paper's Copy); padding positions
+    keep their embedding (masked by every consumer).
+    """
+    for _, hidden, _ in prefix_token_layers(adapter, exits, input_ids, attention_mask, token_type_ids):
+        pass
+    order = _exit_order(exits)
+    return torch.empty_like(hidden).scatter_(1, order[..., None].expand_as(hidden), hidden)
+
+
+def check_token_level(adapter: EncoderAdapter, exit_table: torch.Tensor) -> None:
+    """Refuse a backbone without a prefix layer, or a table that does not fit it (``check_table``)."""
+    if not hasattr(adapter, "prefix_layer"):
+        families = ", ".join(sorted(name for name, cls in ADAPTERS.items() if hasattr(cls, "prefix_layer")))
+        raise HashTableError(f"HashEE token-level exit is not available for {adapter.config.model_type!r}; use {families}")
+    check_table(exit_table, adapter.config.vocab_size, adapter.num_layers)
 
 
 # ---------------------------------------------------------------------------- model
@@ -210,47 +283,24 @@ class HashEEModel(MultiExitModel):
     only the last one (objective ``single``) and inference runs head L only.
 
     Args:
-        backbone: HF encoder with a token-level adapter (BERT, RoBERTa, ELECTRA, DistilBERT).
+        backbone: HF encoder with a token-level adapter (BERT, RoBERTa, ELECTRA, DistilBERT, BART's encoder).
         config: exits config (``lte`` must be False: HashEE has no learned exit).
         exit_table: ``[V]`` 1-based exit layer per token id.
     """
 
     def __init__(self, backbone: nn.Module, config: MultiExitConfig, exit_table: torch.Tensor):
         super().__init__(backbone, config)
-        if not hasattr(self.adapter, "prefix_layer"):
-            raise HashTableError(f"HashEE token-level exit is not available for {self.adapter.config.model_type!r}; "
-                                 "use bert, roberta, electra or distilbert")
-        check_table(exit_table, self.adapter.config.vocab_size, self.num_layers)
+        check_token_level(self.adapter, exit_table)
         self.register_buffer("exit_table", exit_table.clone().long(), persistent=True)
 
     def token_exit_layers(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
         """``[b, n]`` exit layer per token from the table; padding gets 0 (never runs)."""
-        return self.exit_table[input_ids] * attention_mask.long()
+        return token_exit_layers(self.exit_table, input_ids, attention_mask)
 
     def _sorted_layers(self, input_ids, attention_mask, token_type_ids=None, trim: bool = False):
-        """Yield ``(k, hidden [b, n, d], padding [b, n])`` after each layer k, tokens sorted by exit layer.
-
-        One stable sort per sequence makes the running tokens a prefix ([CLS] first); each layer
-        updates only that prefix (queries, output projection, LayerNorms, FFN) with keys/values
-        from all tokens, and copies the exited tokens' states upward.
-        """
+        """``prefix_token_layers`` with this model's table."""
         exits = self.token_exit_layers(input_ids, attention_mask)
-        order = torch.sort(exits, dim=1, descending=True, stable=True).indices  # [b, n]
-        hidden = self.adapter.embed(input_ids, token_type_ids)
-        hidden = hidden.gather(1, order[..., None].expand_as(hidden))
-        exits, padding = exits.gather(1, order), attention_mask.gather(1, order)
-        if trim:  # drop the padded tail no row needs
-            n = int(padding.sum(1).max())
-            hidden, exits, padding = hidden[:, :n], exits[:, :n], padding[:, :n]
-        key_bias = torch.zeros(padding.shape, dtype=hidden.dtype, device=hidden.device)
-        key_bias = key_bias.masked_fill(padding == 0, torch.finfo(hidden.dtype).min)[:, None, None, :]  # [b, 1, 1, n]
-        for k, layer in enumerate(self.adapter.layers, start=1):
-            running = exits >= k  # [b, n]
-            m = int(running.sum(1).max())
-            if m > 0:
-                updated = self.adapter.prefix_layer(layer, hidden, m, key_bias)  # [b, m, d]
-                hidden = torch.cat([torch.where(running[:, :m, None], updated, hidden[:, :m]), hidden[:, m:]], dim=1)
-            yield k, hidden, padding
+        return prefix_token_layers(self.adapter, exits, input_ids, attention_mask, token_type_ids, trim)
 
     def forward(self, input_ids, attention_mask, token_type_ids=None) -> MultiExitOutput:
         """Token-level exiting with prefix computation; every head's output ``[L, b, c]`` (training)."""
@@ -263,10 +313,8 @@ class HashEEModel(MultiExitModel):
 
     def token_states(self, input_ids, attention_mask, token_type_ids=None) -> torch.Tensor:
         """Last-layer states ``[b, n, d]`` un-permuted back to the original token order."""
-        for _, hidden, _ in self._sorted_layers(input_ids, attention_mask, token_type_ids):
-            pass
-        order = torch.sort(self.token_exit_layers(input_ids, attention_mask), dim=1, descending=True, stable=True).indices
-        return torch.empty_like(hidden).scatter_(1, order[..., None].expand_as(hidden), hidden)
+        exits = self.token_exit_layers(input_ids, attention_mask)
+        return hashee_token_states(self.adapter, exits, input_ids, attention_mask, token_type_ids)
 
     @torch.no_grad()
     def early_exit(self, input_ids, attention_mask, token_type_ids=None, criterion=None) -> EarlyExitOutput:
@@ -285,12 +333,47 @@ def check_table(exit_table: torch.Tensor, vocab_size: int, num_layers: int) -> N
         raise HashTableError(f"hash table has {exit_table.shape[0]} entries but the model's vocabulary has {vocab_size}: "
                              "it was built for another tokenizer; rebuild it (exitflow hash)")
     if int(exit_table.max()) > num_layers or int(exit_table.min()) < 1:
-        raise HashTableError(f"hash table exit layers span {int(exit_table.min())}..{int(exit_table.max())} but the model "
-                             f"has {num_layers} layers: it was built for another depth; rebuild it")
+        raise HashTableError(f"hash table exit layers span {int(exit_table.min())}..{int(exit_table.max())} but must lie in "
+                             f"1..{num_layers} (the model's layers): it was built for another depth; rebuild it")
 
 
-def masked_token_exit_forward(model: MultiExitModel, input_ids, attention_mask, exit_table, token_type_ids=None):
+class HashEEEncoder(nn.Module):
+    """The encoder of a seq2seq model with HashEE token exits (paper section 4.3, Table 4).
+
+    Only the encoder exits: each token runs layers 1..e (e from ``exit_table``) on the prefix
+    path and is copied upward after; the decoder is the model's own, untouched, and reads the
+    output through cross-attention like any encoder output::
+
+        enc = HashEEEncoder(bart, table)(input_ids, attention_mask)
+        bart(encoder_outputs=enc, attention_mask=attention_mask, decoder_input_ids=...)
+        bart.generate(encoder_outputs=enc, attention_mask=attention_mask)
+
+    Args:
+        backbone: the seq2seq model or its encoder (``bart``: ``BartForConditionalGeneration``,
+            ``BartModel`` or ``BartEncoder``); its parameters are shared, not copied.
+        exit_table: ``[V]`` 1-based exit layer per token id, in 1..L (L = encoder layers).
+
+    Raises:
+        HashTableError: the backbone has no token-level adapter, or the table does not fit it.
+    """
+
+    def __init__(self, backbone: nn.Module, exit_table: torch.Tensor):
+        super().__init__()
+        self.backbone = backbone
+        self.adapter = adapter_for(backbone)
+        check_token_level(self.adapter, exit_table)
+        self.register_buffer("exit_table", exit_table.clone().long(), persistent=True)
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> BaseModelOutput:
+        """``[b, n]`` ids and 1/0 padding mask -> ``last_hidden_state [b, n, d]`` in token order."""
+        exits = token_exit_layers(self.exit_table, input_ids, attention_mask)
+        return BaseModelOutput(last_hidden_state=hashee_token_states(self.adapter, exits, input_ids, attention_mask))
+
+
+def masked_token_exit_forward(model: nn.Module, input_ids, attention_mask, exit_table, token_type_ids=None):
     """Reference path: every layer on all tokens, exited tokens' states frozen (no sorting).
+
+    ``model`` is anything with an ``adapter`` (``HashEEModel``, ``HashEEEncoder``).
 
     Returns the last layer's hidden states ``[b, n, d]`` in the original token order.
     """

@@ -1,5 +1,7 @@
 """Per-architecture adapters: the only place that knows how an HF encoder is laid out.
 
+For a seq2seq model (``bart``) the adapter exposes its encoder only; the decoder is untouched.
+
 An adapter exposes the four things the exit loop in ``models/exiting.py`` needs:
 ``embed`` (token ids -> first hidden states), ``layers`` (L callables ``h, mask -> h``),
 ``attention_mask`` (2-D padding mask -> whatever the layers expect) and ``pretrained_pooler``.
@@ -10,6 +12,7 @@ from __future__ import annotations
 
 from torch import nn
 
+from models.adapters.bart import BartEncoderAdapter
 from models.adapters.base import EncoderAdapter
 from models.adapters.bert import AlbertAdapter, BertAdapter, DistilBertAdapter
 
@@ -19,6 +22,7 @@ ADAPTERS: dict[str, type[EncoderAdapter]] = {
     "electra": BertAdapter,
     "albert": AlbertAdapter,
     "distilbert": DistilBertAdapter,
+    "bart": BartEncoderAdapter,
 }
 
 

@@ -11,6 +11,7 @@ import math
 
 import torch
 import torch.nn.functional as F
+from torch import nn
 
 
 def prefix_attention(q_proj, k_proj, v_proj, hidden: torch.Tensor, m: int, num_heads: int, key_bias: torch.Tensor,
@@ -31,3 +32,15 @@ def prefix_attention(q_proj, k_proj, v_proj, hidden: torch.Tensor, m: int, num_h
     else:
         ctx = F.scaled_dot_product_attention(q, k, v, attn_mask=key_bias, dropout_p=dropout)
     return ctx.transpose(1, 2).reshape(b, m, d)
+
+
+def module_prefix_attention(attention: nn.Module, q_proj, k_proj, v_proj, hidden: torch.Tensor, m: int, num_heads: int,
+                            key_bias: torch.Tensor) -> torch.Tensor:
+    """``prefix_attention`` with the dropout and kernel an HF attention module is set to.
+
+    ``attention.dropout`` is an ``nn.Dropout`` (BERT, DistilBERT) or a probability (BART);
+    ``attention.config._attn_implementation == "eager"`` selects the explicit matmuls.
+    """
+    p = attention.dropout.p if isinstance(attention.dropout, nn.Dropout) else float(attention.dropout)
+    eager = attention.config._attn_implementation == "eager"
+    return prefix_attention(q_proj, k_proj, v_proj, hidden, m, num_heads, key_bias, p if attention.training else 0.0, eager)

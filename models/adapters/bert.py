@@ -11,14 +11,8 @@ from typing import Sequence
 
 import torch
 
-from models.adapters.attention import prefix_attention
+from models.adapters.attention import module_prefix_attention
 from models.adapters.base import EncoderAdapter, LayerFn
-
-
-def _prefix_attention(layer_attention, q, k, v, hidden, m, num_heads, key_bias):
-    dropout = layer_attention.dropout.p if layer_attention.training else 0.0
-    eager = layer_attention.config._attn_implementation == "eager"
-    return prefix_attention(q, k, v, hidden, m, num_heads, key_bias, dropout, eager)
 
 
 class BertAdapter(EncoderAdapter):
@@ -39,7 +33,7 @@ class BertAdapter(EncoderAdapter):
     def prefix_layer(self, layer, hidden: torch.Tensor, m: int, key_bias: torch.Tensor) -> torch.Tensor:
         """HashEE layer: ``[b, n, d]`` -> new states of the first ``m`` tokens ``[b, m, d]``."""
         att = layer.attention.self
-        ctx = _prefix_attention(att, att.query, att.key, att.value, hidden, m, att.num_attention_heads, key_bias)
+        ctx = module_prefix_attention(att, att.query, att.key, att.value, hidden, m, att.num_attention_heads, key_bias)
         x = layer.attention.output(ctx, hidden[:, :m])  # dense, dropout, LayerNorm(x + residual)
         return layer.output(layer.intermediate(x), x)  # FFN with residual LayerNorm
 
@@ -102,6 +96,6 @@ class DistilBertAdapter(EncoderAdapter):
     def prefix_layer(self, layer, hidden: torch.Tensor, m: int, key_bias: torch.Tensor) -> torch.Tensor:
         """HashEE layer: ``[b, n, d]`` -> new states of the first ``m`` tokens ``[b, m, d]``."""
         att = layer.attention
-        ctx = _prefix_attention(att, att.q_lin, att.k_lin, att.v_lin, hidden, m, att.n_heads, key_bias)
+        ctx = module_prefix_attention(att, att.q_lin, att.k_lin, att.v_lin, hidden, m, att.n_heads, key_bias)
         x = layer.sa_layer_norm(att.out_lin(ctx) + hidden[:, :m])
         return layer.output_layer_norm(layer.ffn(x) + x)
