@@ -6,7 +6,7 @@ as its baseline. Paper map:
 | paper / METHODS.md                                       | code                                   |
 | -------------------------------------------------------- | -------------------------------------- |
 | exit points (every 5th layer, or ``all``)                | ``exit_points``                        |
-| exit = final norm + shared LM head on the last position  | ``DecoderExits`` (per-exit norm option) |
+| exit = final norm + shared LM head on the last position  | ``DecoderExits`` (``exit_head``)        |
 | init: weighted loss over exits, sum_i i L_i / sum_i i    | ``weighted_exit_loss``                 |
 | state copying: skipped layers' K/V from the exit state   | ``DecoderAdapter.copy_state`` (adapter) |
 | ConsistentEE policy pi(exit | s_i) > tau                 | ``PolicyExit`` + ``models.consistentee`` |
@@ -22,16 +22,19 @@ Decisions (also in the README):
 - The prompt is encoded at full depth (prefill runs every layer for every prompt position, so
   its cache is exact); the first new token therefore comes from the full model. Exits apply
   from the second new token on; average exit layer and FLOPs per token count decode steps only.
-- Exit points read the last position's state through a norm and the shared LM head. With
-  ``exit_norm="trained"`` (default) each exit point before the last has its own RMSNorm,
-  initialised as a copy of the model's final norm (so before training it *is* the paper's
-  setting) and fine-tuned with the weighted loss; the last point keeps the model's own norm.
-  The backbone and LM head stay frozen ("exits only", no LoRA): the full-depth model stays
-  exactly the model the user named, which is the quality reference, and training costs a few
-  thousand parameters. ``exit_norm="shared"`` uses the final norm everywhere (no training).
-- Policy and saturation read exit states: the policy reads the exit-normed state; saturation
-  compares raw hidden states of consecutive *exit points* (layer 0 = the embedding before the
-  first), because only exit points are decision points.
+- Exit points read the last position's state through a norm and the shared LM head; the
+  last point is the model's own final norm and LM head. The backbone and LM head stay frozen
+  ("exits only", no LoRA): the full-depth model stays exactly the model the user named, which
+  is the quality reference. What an earlier exit point trains (``exit_head``):
+  ``"shared"``: nothing, the final norm as in the paper's LLM setting (no training);
+  ``"norm"``: its own RMSNorm, initialised as a copy of the final norm;
+  ``"affine"`` (default): ``norm(h + W h + b)`` with ``W, b`` zero-initialised (so it starts as
+  the paper's setting) and its own norm, a learned translator in the manner of the "tuned lens"
+  (Belrose et al., 2023). Measured on SmolLM2-135M, norm-only exits barely move (README), and
+  a frozen 30-layer backbone gives early layers nothing the shared head can read without one.
+- Policy and saturation read exit states: the policy reads the exit state (after the exit's
+  norm / translator); saturation compares raw hidden states of consecutive *exit points*
+  (layer 0 = the embedding before the first), because only exit points are decision points.
 - The policy sweep varies tau (pi > tau) for one trained policy, as the encoder path does.
 - Rewards use the real layer number of the exit point (t in -alpha * t), not its index.
 
@@ -77,36 +80,58 @@ def exit_points(spec: str | int | list[int], num_layers: int) -> list[int]:
     return sorted(set(layers) | {num_layers})
 
 
+EXIT_HEADS = ("affine", "norm", "shared")
+
+
+class ExitTranslator(nn.Module):
+    """``norm(h + W h + b)``: an own copy of the final norm, after an identity-initialised affine
+    map when ``affine`` (W, b start at zero). ``[..., d] -> [..., d]``."""
+
+    def __init__(self, final_norm: nn.Module, hidden_size: int, affine: bool):
+        super().__init__()
+        self.norm = copy.deepcopy(final_norm).requires_grad_(True)
+        self.proj = nn.Linear(hidden_size, hidden_size) if affine else None
+        if self.proj is not None:
+            nn.init.zeros_(self.proj.weight)
+            nn.init.zeros_(self.proj.bias)
+
+    def forward(self, hidden: torch.Tensor) -> torch.Tensor:
+        return self.norm(hidden if self.proj is None else hidden + self.proj(hidden))
+
+    def flops(self) -> int:
+        return 0 if self.proj is None else 2 * self.proj.in_features * self.proj.out_features
+
+
 class DecoderExits(nn.Module):
-    """Exit points of a causal LM: norm + shared LM head; plus the policy networks.
+    """Exit points of a causal LM: exit state (``exit_head``) + shared LM head; plus the policy.
 
     Args:
         adapter: the frozen decoder.
         points: exit layers (``exit_points``), last = L.
-        exit_norm: ``"trained"`` (own RMSNorm per point before the last, initialised from the
-            final norm) or ``"shared"`` (the final norm everywhere).
+        exit_head: ``"affine"``, ``"norm"`` or ``"shared"`` (module docstring).
         policy: build ConsistentEE policy networks (one per point before the last).
     """
 
-    def __init__(self, adapter: DecoderAdapter, points: list[int], exit_norm: str = "trained", policy: bool = True):
+    def __init__(self, adapter: DecoderAdapter, points: list[int], exit_head: str = "affine", policy: bool = True):
         super().__init__()
-        if exit_norm not in ("trained", "shared"):
-            raise GenerationError(f"generate.exit_norm must be 'trained' or 'shared'; got {exit_norm!r}")
+        if exit_head not in EXIT_HEADS:
+            raise GenerationError(f"generate.exit_head must be one of {', '.join(EXIT_HEADS)}; got {exit_head!r}")
         self.adapter = adapter
         self.points = list(points)
-        self.exit_norm = exit_norm
-        final = adapter.final_norm
-        self.norms = nn.ModuleList(copy.deepcopy(final) for _ in self.points[:-1]) if exit_norm == "trained" else nn.ModuleList()
-        for norm in self.norms:
-            norm.requires_grad_(True)
+        self.exit_head = exit_head
+        self.translators = nn.ModuleList() if exit_head == "shared" else nn.ModuleList(
+            ExitTranslator(adapter.final_norm, adapter.hidden_size, exit_head == "affine") for _ in self.points[:-1])
         self.policy = PolicyNetworks(adapter.hidden_size, len(self.points)) if policy else None
 
-    def norm(self, point: int) -> nn.Module:
-        """The norm of 0-based exit point ``point``."""
-        return self.norms[point] if point < len(self.norms) else self.adapter.final_norm
-
     def normed(self, point: int, hidden: torch.Tensor) -> torch.Tensor:
-        return self.norm(point)(hidden)
+        """The exit state of 0-based point ``point``: what the LM head and the policy read."""
+        if point < len(self.translators):
+            return self.translators[point](hidden)
+        return self.adapter.final_norm(hidden)
+
+    def state_flops(self, point: int) -> int:
+        """Matmul FLOPs of one exit state at 0-based ``point``."""
+        return self.translators[point].flops() if point < len(self.translators) else 0
 
     def logits(self, point: int, hidden: torch.Tensor) -> torch.Tensor:
         """``hidden [..., d]`` at exit point ``point`` -> next-token logits ``[..., V]``."""
@@ -134,7 +159,7 @@ class ExitContext:
     point: int
     layer: int
     hidden: torch.Tensor    # [a, d] raw state after the layer
-    normed: torch.Tensor    # [a, d] exit-normed state
+    normed: torch.Tensor | None  # [a, d] exit state when the criterion reads it
     previous: torch.Tensor  # [a, d] raw state at the previous exit point (embedding before the first)
     logits: torch.Tensor | None  # [a, V] when the criterion reads logits
     exits: DecoderExits
@@ -142,10 +167,12 @@ class ExitContext:
 
 class TokenCriterion:
     """Per-row exit decision at an exit point. ``reads_logits``: it runs the LM head at every
-    exit point it passes (its cost counts)."""
+    exit point it passes; ``reads_exit_state``: it computes the exit state (translator) at every
+    exit point it passes (their costs count). Others compute both only where they exit."""
 
     name: ClassVar[str]
     reads_logits: ClassVar[bool] = False
+    reads_exit_state: ClassVar[bool] = False
 
     def __init__(self, threshold: float):
         self.threshold = threshold
@@ -177,6 +204,7 @@ class SoftmaxResponse(TokenCriterion):
 
     name = "softmax"
     reads_logits = True
+    reads_exit_state = True
 
     def fires(self, ctx):
         top = torch.softmax(ctx.logits.float(), -1).topk(2, dim=-1).values
@@ -198,6 +226,7 @@ class PolicyExit(TokenCriterion):
     """ConsistentEE: exit when pi(exit | s_i) > tau (s_i = the exit-normed state)."""
 
     name = "policy"
+    reads_exit_state = True
 
     def fires(self, ctx):
         return ctx.exits.exit_probability(ctx.point, ctx.normed) > self.threshold
@@ -307,7 +336,7 @@ def generate(exits: DecoderExits, criterion: TokenCriterion, input_ids: torch.Te
             if layer != points[point]:
                 continue
             state = hidden[:, 0]
-            normed = exits.normed(point, state)
+            normed = exits.normed(point, state) if criterion.reads_exit_state or layer == L else None
             logits = adapter.lm_logits(normed) if criterion.reads_logits else None
             if layer == L:
                 fire = torch.ones(running.numel(), dtype=torch.bool, device=device)
@@ -315,7 +344,10 @@ def generate(exits: DecoderExits, criterion: TokenCriterion, input_ids: torch.Te
                 ctx = ExitContext(point, layer, state, normed, previous, logits, exits)
                 fire = criterion.fires(ctx)
             if fire.any():
-                out = logits[fire] if logits is not None else adapter.lm_logits(normed[fire])
+                if logits is not None:
+                    out = logits[fire]
+                else:
+                    out = adapter.lm_logits(normed[fire] if normed is not None else exits.normed(point, state[fire]))
                 done = running[fire]
                 new_tokens[done] = out.argmax(-1)
                 new_layers[done] = layer
@@ -343,15 +375,21 @@ def decode_token_flops(exits: DecoderExits, criterion: TokenCriterion, exit_laye
                        keys: torch.Tensor) -> torch.Tensor:
     """Matmul FLOPs of one decode step per row, from its exit layer: the layers run, the LM
     head (at every exit point passed when the criterion reads logits, else once), the
-    decisions (policy networks) and the copied keys/values of the skipped layers.
+    decisions (policy networks), the exit states (translators; at every point passed when the
+    criterion reads them, else at the exit) and the copied keys/values of the skipped layers.
     ``exit_layer, keys [a]`` (keys = attended cache slots) -> ``[a]`` long."""
     adapter, L = exits.adapter, exits.adapter.num_layers
     points = torch.tensor(exits.points)
     passed = (points[None, :] <= exit_layer[:, None])  # [a, P]
     heads = passed.sum(-1) if criterion.reads_logits else torch.ones_like(exit_layer)
     decision = torch.tensor([criterion.decision_flops(exits, p) if layer < L else 0 for p, layer in enumerate(exits.points)])
+    state = torch.tensor([exits.state_flops(p) for p in range(len(exits.points))])  # [P]
+    if criterion.reads_exit_state:
+        state_cost = (passed.long() * state).sum(-1)
+    else:  # only at the exit point
+        state_cost = state[(passed.long().sum(-1) - 1).clamp(min=0)]
     return (exit_layer * adapter.layer_flops(keys) + (L - exit_layer) * adapter.copy_flops()
-            + heads * adapter.lm_head_flops() + (passed.long() * decision).sum(-1))
+            + heads * adapter.lm_head_flops() + (passed.long() * decision).sum(-1) + state_cost)
 
 
 def full_depth_decode_flops(adapter: DecoderAdapter, prompt_lengths: torch.Tensor, decode_tokens: torch.Tensor) -> torch.Tensor:

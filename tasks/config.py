@@ -361,17 +361,18 @@ class GeneratePromptsConfig(Section):
 
     sources: list[str] = ["sst2", "snli"]
     jsonl: Path | None = None  # extra prompts, split train/dev/test like the templated ones
-    train: int = Field(default=192, ge=1)
+    train: int = Field(default=384, ge=1)
     dev: int = Field(default=32, ge=1)
     test: int = Field(default=64, ge=1)
 
 
 class GenerateTrainConfig(Section):
-    """Initialisation of the exits (weighted loss over exit points, exit norms only)."""
+    """Initialisation of the exits (weighted loss over exit points, exit heads only)."""
 
-    epochs: int = Field(default=2, ge=0)
-    lr: float = Field(default=3.0e-3, gt=0.0)
+    epochs: int = Field(default=3, ge=0)
+    lr: float = Field(default=1.0e-3, gt=0.0)
     batch_tokens: int = Field(default=256, ge=1)
+    weight_decay: float = Field(default=0.01, ge=0.0)
 
 
 class GeneratePolicyConfig(Section):
@@ -383,7 +384,8 @@ class GeneratePolicyConfig(Section):
     rounds: int = Field(default=2, ge=1)
     policy_epochs: int = Field(default=2, ge=1)
     policy_lr: float = Field(default=1.0e-3, gt=0.0)
-    norm_lr: float = Field(default=1.0e-3, gt=0.0)
+    exit_lr: float = Field(default=3.0e-4, gt=0.0)  # the exit heads in Eq. 6 steps
+    held_out: float = Field(default=0.25, ge=0.0, lt=1.0)  # share of train prompts the policy learns from (not the exits)
     epsilon_start: float = Field(default=0.2, ge=0.0, le=1.0)
     epsilon_end: float = Field(default=0.0, ge=0.0, le=1.0)
 
@@ -394,7 +396,7 @@ class GenerateConfig(Section):
 
     decoder: str = "smollm2-135m"  # packaged GGUF (offline default), a .gguf file, a local model dir or a hub id
     exit_layers: int | list[int] | Literal["all"] = 5  # every k-th layer (and L), a list, or all
-    exit_norm: Literal["trained", "shared"] = "trained"
+    exit_head: Literal["affine", "norm", "shared"] = "affine"  # what each earlier exit trains (models/generation.py)
     max_new_tokens: int = Field(default=40, ge=2)
     batch_size: int = Field(default=8, ge=1)
     prompts: GeneratePromptsConfig = GeneratePromptsConfig()
@@ -402,10 +404,10 @@ class GenerateConfig(Section):
     policy: GeneratePolicyConfig = GeneratePolicyConfig()
     # thresholds swept per criterion (static: exit layers)
     criteria: dict[str, list[float]] = {
-        "static": [10, 15, 20, 25],
-        "softmax": [0.9, 0.7, 0.5, 0.3, 0.1],
-        "saturation": [0.99, 0.97, 0.95, 0.9, 0.8],
-        "policy": [0.9, 0.7, 0.5, 0.3, 0.1],
+        "static": [10, 20, 25],
+        "softmax": [0.99, 0.95, 0.9, 0.8, 0.6, 0.4],
+        "saturation": [0.999, 0.995, 0.99, 0.98, 0.95, 0.9],
+        "policy": [0.99, 0.95, 0.9, 0.7, 0.5, 0.3],
     }
     rouge_target: float = Field(default=0.8, gt=0.0, le=1.0)  # the benchmark's quality bar
     speedups: list[float] = [1.5, 2.0, 2.5, 3.0]  # where the report reads each curve (layer speed-up)

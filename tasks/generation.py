@@ -4,7 +4,7 @@ Files (under ``artifacts/generate/seed-<seed>/``)::
 
     prompts/{train,dev,test}.jsonl     {"prompt", "source"} per line
     responses/{train,dev,test}.jsonl   + "prompt_ids", "response_ids", "response" (full depth, greedy)
-    exits/init/, exits/consistentee/   exits.safetensors + exits.json (points, exit_norm, decoder)
+    exits/init/, exits/consistentee/   exits.safetensors + exits.json (points, exit_head, decoder)
     evaluate/<criterion>/curve.json    one row per (split, threshold); examples.json
     report/                            report.md, curves.png, summary.json, examples.md
 
@@ -265,7 +265,7 @@ def full_depth_responses(decoder: str, max_new_tokens: int, batch_size: int, pro
     lm, tokenizer = load_decoder(decoder)
     warn_without_chat_template(tokenizer, decoder)
     adapter = DecoderAdapter(lm)
-    exits = DecoderExits(adapter, [adapter.num_layers], exit_norm="shared", policy=False)
+    exits = DecoderExits(adapter, [adapter.num_layers], exit_head="shared", policy=False)
     ends = end_ids(tokenizer)
     out = {}
     for split in SPLITS:
@@ -327,7 +327,7 @@ def save_exits(exits: DecoderExits, folder: Path, meta: dict) -> Path:
     tmp = folder / "exits.safetensors.tmp"
     save_file({k: v.detach().contiguous() for k, v in exits.state_dict().items()}, str(tmp))
     tmp.replace(folder / "exits.safetensors")
-    atomic_write_json(folder / "exits.json", {"points": exits.points, "exit_norm": exits.exit_norm,
+    atomic_write_json(folder / "exits.json", {"points": exits.points, "exit_head": exits.exit_head,
                                               "policy": exits.policy is not None, **meta})
     return folder
 
@@ -338,7 +338,7 @@ def load_exits(folder: Path, adapter: DecoderAdapter) -> DecoderExits:
     bad = [p for p in meta["points"] if not 1 <= p <= adapter.num_layers]
     if bad or meta["points"][-1] != adapter.num_layers:
         raise GenerationError(f"{folder}/exits.json: exit points {meta['points']} do not fit a {adapter.num_layers}-layer decoder")
-    exits = DecoderExits(adapter, meta["points"], exit_norm=meta["exit_norm"], policy=meta["policy"])
+    exits = DecoderExits(adapter, meta["points"], exit_head=meta["exit_head"], policy=meta["policy"])
     exits.load_state_dict(load_file(str(Path(folder) / "exits.safetensors")))
     return exits.eval()
 
@@ -347,27 +347,43 @@ def load_exits(folder: Path, adapter: DecoderAdapter) -> DecoderExits:
 def train_exits(generate_cfg: GenerateConfig, responses_dir: Path, out_dir: Path, seed: int = 42,
                 logger: MetricLogger | None = None) -> dict:
     # the caller passes ``training_part(generate)``: evaluation settings do not enter the key
-    """Init (weighted loss over exit points, exit norms only) -> ``init/``; then ConsistentEE
+    """Init (weighted loss over exit points, exit heads only) -> ``init/``; then ConsistentEE
     rounds from the init exits: per round the per-point CE (and memorized layer), policy epochs
-    (REINFORCE, decaying epsilon), one exit-norm epoch at the sampled exits (Eq. 6) ->
-    ``consistentee/``. The backbone and LM head never change."""
+    (REINFORCE, decaying epsilon), one epoch of the exit heads at the sampled exits (Eq. 6) ->
+    ``consistentee/``. The backbone and LM head never change.
+
+    The last ``policy.held_out`` share of the train prompts is held out from the exits: the
+    policy learns from the losses the exits make on text they were not fitted to (on their own
+    training tokens an exit's loss is optimistic, and a policy trained on it exits too early)."""
     logger = logger or NullLogger()
     seed_everything(seed)
+    # the backward pass of CE over a 49k vocabulary meets many denormal floats (tiny softmax
+    # probabilities): without flushing them, the LM head's input gradient is ~40x slower on CPU
+    torch.set_flush_denormal(True)
     lm, tokenizer = load_decoder(generate_cfg.decoder)
     adapter = DecoderAdapter(lm)
     points = exit_points(generate_cfg.exit_layers, adapter.num_layers)
-    exits = DecoderExits(adapter, points, exit_norm=generate_cfg.exit_norm, policy=True)
+    exits = DecoderExits(adapter, points, exit_head=generate_cfg.exit_head, policy=True)
     rows = read_jsonl(Path(responses_dir) / "train.jsonl")
-    states, targets = training_tokens(exits, rows, generate_cfg.batch_size)
+    held = int(round(len(rows) * generate_cfg.policy.held_out))
+    if held and held == len(rows):
+        raise GenerationError(f"generate.policy.held_out {generate_cfg.policy.held_out} leaves no train prompts for the exits")
+    states, targets = training_tokens(exits, rows[: len(rows) - held], generate_cfg.batch_size)
+    p_states, p_targets = training_tokens(exits, rows[len(rows) - held:], generate_cfg.batch_size) if held else (states, targets)
     generator = torch.Generator().manual_seed(seed)
-    history = {"points": points, "tokens": int(targets.numel()), "init": [], "rounds": []}
+    history = {"points": points, "tokens": int(targets.numel()), "policy_tokens": int(p_targets.numel()),
+               "init": [], "rounds": []}
     meta = {"decoder": generate_cfg.decoder, "num_layers": adapter.num_layers}
 
-    norms = list(exits.norms.parameters())
-    before, correct = point_losses(exits, states, targets)
-    history["init_before"] = {"point_loss": before.mean(1).tolist(), "point_accuracy": correct.float().mean(1).tolist()}
-    if norms and generate_cfg.init.epochs:
-        optimizer = torch.optim.AdamW(norms, lr=generate_cfg.init.lr, weight_decay=0.0)
+    def accuracy(tag: str) -> None:
+        for name, (st, tg) in {"fit": (states, targets), "held_out": (p_states, p_targets)}.items():
+            loss, right = point_losses(exits, st, tg)
+            history[f"{tag}_{name}"] = {"point_loss": loss.mean(1).tolist(), "point_accuracy": right.float().mean(1).tolist()}
+
+    trainable = list(exits.translators.parameters())
+    accuracy("init_before")
+    if trainable and generate_cfg.init.epochs:
+        optimizer = torch.optim.AdamW(trainable, lr=generate_cfg.init.lr, weight_decay=generate_cfg.init.weight_decay)
         for epoch in range(1, generate_cfg.init.epochs + 1):
             total, count = 0.0, 0
             for idx in tqdm(token_batches(targets.numel(), generate_cfg.init.batch_tokens, generator), disable=None,
@@ -379,25 +395,25 @@ def train_exits(generate_cfg: GenerateConfig, responses_dir: Path, out_dir: Path
                 total, count = total + loss.item(), count + 1
             history["init"].append({"epoch": epoch, "weighted_loss": total / count})
             logger.log_metrics({"init_weighted_loss": total / count}, step=epoch)
-    losses, correct = point_losses(exits, states, targets)
-    history["init_after"] = {"point_loss": losses.mean(1).tolist(), "point_accuracy": correct.float().mean(1).tolist()}
+            tqdm.write(f"[generate] init epoch {epoch}: weighted loss {total / count:.3f}")
+    accuracy("init_after")
     init_dir = save_exits(exits, Path(out_dir) / "init", meta | {"stage": "init"})
 
     cfg = generate_cfg.policy
-    batches_per_epoch = math.ceil(targets.numel() / generate_cfg.init.batch_tokens)
+    batches_per_epoch = math.ceil(p_targets.numel() / generate_cfg.init.batch_tokens)
     total_policy_steps = cfg.rounds * cfg.policy_epochs * batches_per_epoch
     policy_opt = torch.optim.AdamW(exits.policy.parameters(), lr=cfg.policy_lr, weight_decay=0.0)
-    norm_opt = torch.optim.AdamW(norms, lr=cfg.norm_lr, weight_decay=0.0) if norms else None
+    exit_opt = torch.optim.AdamW(trainable, lr=cfg.exit_lr, weight_decay=generate_cfg.init.weight_decay) if trainable else None
     step = 0
     for r in range(1, cfg.rounds + 1):
-        losses, correct = point_losses(exits, states, targets)
+        losses, correct = point_losses(exits, p_states, p_targets)
         memorized = memorized_exit_layer(exits, correct) if cfg.reward == "hardness" else None
         rewards = []
         for _ in range(cfg.policy_epochs):
-            for idx in tqdm(token_batches(targets.numel(), generate_cfg.init.batch_tokens, generator), disable=None,
+            for idx in tqdm(token_batches(p_targets.numel(), generate_cfg.init.batch_tokens, generator), disable=None,
                             leave=False, desc=f"policy round {r}"):
                 eps = epsilon_at(step, total_policy_steps, cfg.epsilon_start, cfg.epsilon_end)
-                loss, info = policy_step_loss(exits, states[:, idx], losses[:, idx], cfg.copies, cfg.alpha, eps,
+                loss, info = policy_step_loss(exits, p_states[:, idx], losses[:, idx], cfg.copies, cfg.alpha, eps,
                                               memorized[idx] if memorized is not None else None, generator)
                 policy_opt.zero_grad(set_to_none=True)
                 loss.backward()
@@ -405,22 +421,23 @@ def train_exits(generate_cfg: GenerateConfig, responses_dir: Path, out_dir: Path
                 policy_opt.step()
                 rewards.append(info["reward"])
                 step += 1
-        norm_loss = 0.0
-        if norm_opt is not None:
+        exit_loss = 0.0
+        if exit_opt is not None:
             batches = token_batches(targets.numel(), generate_cfg.init.batch_tokens, generator)
             for idx in batches:
                 loss = exit_norm_step_loss(exits, states[:, idx], targets[idx], generator)
-                norm_opt.zero_grad(set_to_none=True)
-                loss.backward()
-                norm_opt.step()
-                norm_loss += loss.item() / len(batches)
+                if loss.requires_grad:  # else every token of the batch exits at L, whose head is the model's
+                    exit_opt.zero_grad(set_to_none=True)
+                    loss.backward()
+                    exit_opt.step()
+                exit_loss += loss.item() / len(batches)
         with torch.no_grad():
-            pi = torch.stack([exits.policy(p + 1, exits.normed(p, states[p])) for p in range(len(points))])
-        record = {"round": r, "reward": float(np.mean(rewards)), "exit_norm_loss": norm_loss,
-                  "mean_pi": pi[:-1].mean(1).tolist()}
+            pi = torch.stack([exits.policy(p + 1, exits.normed(p, p_states[p])) for p in range(len(points))])
+        record = {"round": r, "reward": float(np.mean(rewards)), "exit_loss": exit_loss, "mean_pi": pi[:-1].mean(1).tolist()}
         history["rounds"].append(record)
-        logger.log_metrics({"policy_reward": record["reward"], "policy_exit_norm_loss": norm_loss}, step=r)
-        tqdm.write(f"[generate] round {r}: reward {record['reward']:.3f}, exit-norm loss {norm_loss:.3f}")
+        logger.log_metrics({"policy_reward": record["reward"], "policy_exit_loss": exit_loss}, step=r)
+        tqdm.write(f"[generate] round {r}: reward {record['reward']:.3f}, exit loss (Eq. 6) {exit_loss:.3f}, "
+                   f"mean pi per point {[round(x, 3) for x in record['mean_pi']]}")
     cee_dir = save_exits(exits, Path(out_dir) / "consistentee", meta | {"stage": "consistentee", "reward": cfg.reward,
                                                                           "alpha": cfg.alpha})
     atomic_write_json(Path(out_dir) / "history.json", history)

@@ -62,3 +62,31 @@ def project(tmp_path):
     return tmp_path
 
 
+
+
+CHAT_TEMPLATE = ("{% for m in messages %}<|user|> {{ m['content'] }} <|end|> {% endfor %}"
+                 "{% if add_generation_prompt %}<|assistant|>{% endif %}")
+
+
+def make_decoder(path: Path, chat_template: bool = True, layers: int = 4) -> Path:
+    """A tiny Llama causal LM with a word-level tokenizer (vocab: WORDS + a few more), saved
+    like a hub checkpoint; ``chat_template=False`` saves the tokenizer without one."""
+    from tokenizers import Tokenizer, models, pre_tokenizers
+    from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
+
+    path.mkdir(parents=True)
+    words = ["<pad>", "<unk>", "<|end|>", "<|user|>", "<|assistant|>", *WORDS, "review", "movie:", "scene", "sentence",
+             "describe", "summarize", "this", "in", "one", "is", "it", "positive", "or", "negative", "?", ":", ".", ","]
+    vocab = {w: i for i, w in enumerate(dict.fromkeys(words))}
+    core = Tokenizer(models.WordLevel(vocab=vocab, unk_token="<unk>"))
+    core.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
+    tokenizer = PreTrainedTokenizerFast(tokenizer_object=core, unk_token="<unk>", pad_token="<pad>", eos_token="<|end|>")
+    if chat_template:
+        tokenizer.chat_template = CHAT_TEMPLATE
+    tokenizer.save_pretrained(path)
+    torch.manual_seed(0)
+    config = LlamaConfig(vocab_size=len(vocab), hidden_size=32, intermediate_size=48, num_hidden_layers=layers,
+                         num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=256,
+                         tie_word_embeddings=True, initializer_range=0.3, pad_token_id=0, eos_token_id=2, bos_token_id=3)
+    LlamaForCausalLM(config).save_pretrained(path)
+    return path

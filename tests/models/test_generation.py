@@ -183,14 +183,16 @@ def test_decode_token_flops_by_hand():
     adapter = DecoderAdapter(lm)
     exits = DecoderExits(adapter, [2, 4])
     layer = adapter.layer_flops(torch.tensor([10]))
-    lm_head, copy = adapter.lm_head_flops(), adapter.copy_flops()
+    lm_head, copy, affine = adapter.lm_head_flops(), adapter.copy_flops(), 2 * 32 * 32
     got = decode_token_flops(exits, SoftmaxResponse(0.5), torch.tensor([4]), torch.tensor([10]))
-    assert int(got) == int(4 * layer + 2 * lm_head)  # LM head at both points
+    assert int(got) == int(4 * layer + 2 * lm_head + affine)  # LM head at both points, translator at point 1
     got = decode_token_flops(exits, HiddenSaturation(0.5), torch.tensor([2]), torch.tensor([10]))
-    assert int(got) == int(2 * layer + 2 * copy + lm_head)
+    assert int(got) == int(2 * layer + 2 * copy + lm_head + affine)
+    got = decode_token_flops(exits, HiddenSaturation(0.5), torch.tensor([4]), torch.tensor([10]))
+    assert int(got) == int(4 * layer + lm_head)  # no translator: it exits at L only
     policy = exits.policy.flops_at(1, 2)
     got = decode_token_flops(exits, PolicyExit(0.5), torch.tensor([4]), torch.tensor([10]))
-    assert int(got) == int(4 * layer + lm_head + policy)  # one decision (none at L)
+    assert int(got) == int(4 * layer + lm_head + policy + affine)  # one decision (none at L)
 
 
 def test_exit_points_and_bad_input():
@@ -207,7 +209,10 @@ def test_exit_points_and_bad_input():
 def test_weighted_loss_and_exit_norm_training_leave_the_model_alone():
     lm = tiny_lm()
     adapter = DecoderAdapter(lm)
-    exits = DecoderExits(adapter, [2, 4], policy=False)
+    assert sum(p.numel() for p in DecoderExits(adapter, [2, 4], exit_head="norm", policy=False).parameters()) == 32
+    assert sum(p.numel() for p in DecoderExits(adapter, [2, 4], exit_head="shared", policy=False).parameters()) == 0
+    exits = DecoderExits(adapter, [2, 4], policy=False)  # affine: identity at init
+    torch.testing.assert_close(exits.normed(0, torch.ones(3, 32) * 2), lm.model.norm(torch.ones(3, 32) * 2))
     ids = torch.tensor([[3, 4, 5, 9, 10, 11, 12]])
     predicts = torch.ones_like(ids)
     predicts[0, -1] = 0
@@ -219,7 +224,7 @@ def test_weighted_loss_and_exit_norm_training_leave_the_model_alone():
     torch.testing.assert_close(weighted_exit_loss(exits, states, targets), (2 * ce[0] + 4 * ce[1]) / 6)
     before = {k: v.clone() for k, v in lm.state_dict().items()}
     trainable = [p for p in exits.parameters() if p.requires_grad]
-    assert sum(p.numel() for p in trainable) == 32  # one RMSNorm gain: the last point uses the model's norm
+    assert sum(p.numel() for p in trainable) == 32 + 32 * 32 + 32  # one exit's norm + W, b; the last point is the model's
     opt = torch.optim.Adam(trainable, lr=0.05)
     start = weighted_exit_loss(exits, states, targets).item()
     for _ in range(30):

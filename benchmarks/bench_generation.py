@@ -1,0 +1,140 @@
+"""Benchmark: early exit in generation against full-depth generation of the same decoder, side
+by side in one process.
+
+Loads the ``exitflow generate`` exits and, per criterion, the fastest threshold whose *dev*
+ROUGE-L reaches ``generate.rouge_target`` (``report/summary.json``; a criterion with none is
+timed at its most accurate threshold and marked). For each batch size, every repeat times
+full-depth generation (the same exit loop with every token at layer L) and each method on the
+same test prompts, interleaved; medians over repeats. HF ``generate()`` at full depth is timed
+too, as a reference that the loop is not a slow strawman.
+
+    python benchmarks/bench_generation.py --out benchmarks/results/generation.json
+
+Rows: method, batch_size, quality (ROUGE-L against the full-depth responses), throughput
+(generated tokens/s, prefill included), wallclock_speedup (throughput / full throughput),
+layer_speedup and flops_speedup (decode steps).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import sys
+import time
+from pathlib import Path
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+import torch  # noqa: E402
+
+from benchmarks.bench_early_exit import machine  # noqa: E402
+from flows.layout import Layout  # noqa: E402
+from models.adapters.decoder import DecoderAdapter  # noqa: E402
+from models.generation import StaticExit, token_criterion  # noqa: E402
+from tasks.config import load_params  # noqa: E402
+from tasks.generation import (  # noqa: E402
+    EXIT_SETS, end_ids, load_decoder, load_exits, prompt_batches, read_jsonl, rouge_l, run_generation, strip_end,
+)
+from tasks.io import atomic_write_json  # noqa: E402
+
+
+def hf_generate_seconds(lm, rows, batch_size, max_new_tokens, ends, pad_id) -> tuple[float, int]:
+    seconds, tokens = 0.0, 0
+    for ids, padding in prompt_batches(rows, batch_size, pad_id):
+        start = time.perf_counter()
+        out = lm.generate(input_ids=ids, attention_mask=padding, max_new_tokens=max_new_tokens, do_sample=False,
+                          eos_token_id=ends, pad_token_id=pad_id)
+        seconds += time.perf_counter() - start
+        new = out[:, ids.shape[1]:].tolist()
+        tokens += sum(len(strip_end(seq, ends)) + (1 if any(t in ends for t in seq) else 0) for seq in new)
+    return seconds, tokens
+
+
+def print_table(rows: list[dict]) -> None:
+    print(f"{'method':<34}{'bs':>4}{'ROUGE-L':>9}{'tokens/s':>10}{'wall x':>8}{'layer x':>9}{'FLOPs x':>9}")
+    for r in rows:
+        q = "" if r["quality"] is None else f"{r['quality']:.3f}"
+        f = "" if r["flops_speedup"] is None else f"{r['flops_speedup']:.2f}"
+        print(f"{r['method']:<34}{r['batch_size']:>4}{q:>9}{r['throughput']:>10.1f}{r['wallclock_speedup']:>8.2f}"
+              f"{r['layer_speedup']:>9.2f}{f:>9}")
+
+
+def main(argv=None) -> list[dict]:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--params", default=str(ROOT / "params.yaml"))
+    ap.add_argument("--batch-sizes", nargs="+", type=int, default=[1, 8])
+    ap.add_argument("--prompts", type=int, default=32, help="test prompts timed at batch size > 1")
+    ap.add_argument("--prompts-bs1", type=int, default=8, help="test prompts timed at batch size 1")
+    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--criteria", nargs="+", default=None, help="default: every criterion in the report")
+    ap.add_argument("--out", type=Path, default=None, help="write results as JSON here")
+    args = ap.parse_args(argv)
+
+    params = load_params(args.params)
+    cfg = params.generate
+    base = Layout.from_params(params).generate
+    summary_path = base / "report" / "summary.json"
+    if not summary_path.exists():
+        sys.exit(f"error: {summary_path} not found; run `exitflow generate` first")
+    summary = json.loads(summary_path.read_text())
+    torch.manual_seed(params.seed)
+    lm, tokenizer = load_decoder(cfg.decoder)
+    adapter = DecoderAdapter(lm)
+    L, ends, pad = adapter.num_layers, end_ids(tokenizer), tokenizer.pad_token_id
+    exits = {name: load_exits(base / "exits" / name, adapter) for name in ("init", "consistentee")}
+    test = read_jsonl(base / "responses" / "test.jsonl")
+
+    methods = {"full": (exits["init"], StaticExit(L), None)}
+    for criterion in args.criteria or list(cfg.criteria):
+        point = summary["operating_points"].get(criterion)
+        marked = ""
+        if point is None:  # no threshold reaches the bar on dev: its most accurate one
+            curve = json.loads((base / "evaluate" / criterion / "curve.json").read_text())
+            point = max((r for r in curve if r["split"] == "dev"), key=lambda r: r["rouge_l"])
+            marked = " (below target)"
+        methods[f"{criterion}@{point['threshold']:g}{marked}"] = (exits[EXIT_SETS.get(criterion, "init")],
+                                                                 token_criterion(criterion, point["threshold"]), point)
+
+    rows = []
+    for bs in args.batch_sizes:
+        prompts = test[: args.prompts if bs > 1 else args.prompts_bs1]
+        times = {name: [] for name in [*methods, "hf-generate"]}
+        runs = {}
+        for _ in range(args.repeats):
+            for name, (ex, rule, _) in methods.items():
+                run = run_generation(ex, rule, prompts, bs, cfg.max_new_tokens, ends, pad, desc=f"{name} bs{bs}")
+                times[name].append(run["tokens"] / run["seconds"])
+                runs[name] = run
+            seconds, tokens = hf_generate_seconds(lm, prompts, bs, cfg.max_new_tokens, ends, pad)
+            times["hf-generate"].append(tokens / seconds)
+        full_tp = statistics.median(times["full"])
+        for name, (ex, rule, point) in methods.items():
+            run = runs[name]
+            texts = [tokenizer.decode(strip_end(s, ends)) for s in run["sequences"]]
+            layers = run["exit_layers"].float()
+            rows.append({"method": name, "batch_size": bs, "prompts": len(prompts),
+                         "quality": sum(rouge_l(texts, [r["response"] for r in prompts])) / len(prompts),
+                         "throughput": statistics.median(times[name]), "throughput_runs": times[name],
+                         "wallclock_speedup": statistics.median(times[name]) / full_tp,
+                         "layer_speedup": L / layers.mean().item() if layers.numel() else 1.0,
+                         "flops_speedup": run["full_flops"] / max(1, run["decode_flops"])})
+        rows.append({"method": "hf-generate (full depth)", "batch_size": bs, "prompts": len(prompts), "quality": None,
+                     "throughput": statistics.median(times["hf-generate"]), "throughput_runs": times["hf-generate"],
+                     "wallclock_speedup": statistics.median(times["hf-generate"]) / full_tp,
+                     "layer_speedup": 1.0, "flops_speedup": None})
+    print(machine())
+    print_table(rows)
+    if args.out:
+        atomic_write_json(args.out, {"machine": machine(), "torch_threads": torch.get_num_threads(), "decoder": cfg.decoder,
+                                     "max_new_tokens": cfg.max_new_tokens, "repeats": args.repeats,
+                                     "command": "python benchmarks/bench_generation.py " + " ".join(argv or sys.argv[1:]),
+                                     "rows": rows})
+    return rows
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,90 @@
+"""``exitflow generate`` end to end on a tiny Llama-style decoder: files, MLflow runs, cache, bad input."""
+
+import json
+
+import pytest
+
+from tests.flows.conftest import make_decoder
+
+pytestmark = pytest.mark.integration
+
+
+def tiny(project):
+    decoder = make_decoder(project / "decoder")
+    return [f"generate.decoder={decoder}", "generate.exit_layers=2", "generate.max_new_tokens=6", "generate.batch_size=3",
+            "generate.prompts.sources=[sst2]", "generate.prompts.train=8", "generate.prompts.dev=4", "generate.prompts.test=4",
+            "generate.init.epochs=1", "generate.init.batch_tokens=16", "generate.policy.rounds=1", "generate.policy.policy_epochs=1",
+            "generate.criteria={static: [2, 4], softmax: [0.5, 1.01], saturation: [0.9], policy: [0.5]}",
+            "generate.speedups=[1.5, 2.0]", "generate.examples=2"]
+
+
+def test_generate_flow_end_to_end(project, prefect_harness, monkeypatch):
+    from mlflow.tracking import MlflowClient
+
+    from flows.generate import generate_pipeline
+
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    overrides = tiny(project)
+    report = generate_pipeline(str(project / "params.yaml"), overrides)
+    base = project / "artifacts/generate/seed-42"
+
+    prompts = [json.loads(line) for line in (base / "prompts/train.jsonl").read_text().splitlines()]
+    assert len(prompts) == 8 and all(p["source"] == "sst2" for p in prompts)
+    responses = [json.loads(line) for line in (base / "responses/test.jsonl").read_text().splitlines()]
+    assert len(responses) == 4 and all(1 <= len(r["response_ids"]) <= 6 for r in responses)
+
+    history = json.loads((base / "exits/history.json").read_text())
+    assert history["points"] == [2, 4] and len(history["rounds"]) == 1
+    init = json.loads((base / "exits/init/exits.json").read_text())
+    assert init["points"] == [2, 4] and init["stage"] == "init"
+
+    static = json.loads((base / "evaluate/static/curve.json").read_text())
+    full = [r for r in static if r["threshold"] == 4]
+    assert {r["split"] for r in full} == {"dev", "test"}
+    for r in full:  # static exit at L reproduces the full-depth responses exactly
+        assert r["rouge_l"] == 1.0 and r["layer_speedup"] == 1.0 and r["flops_speedup"] == pytest.approx(1.0)
+    at2 = [r for r in static if r["threshold"] == 2]
+    assert all(r["layer_speedup"] == 2.0 and r["flops_speedup"] > 1.0 for r in at2)
+    softmax = json.loads((base / "evaluate/softmax/curve.json").read_text())
+    # tau > 1 never fires: every token runs all layers and pays the LM head at both exit points
+    never = next(r for r in softmax if r["threshold"] == 1.01 and r["split"] == "test")
+    assert never["layer_speedup"] == 1.0 and never["rouge_l"] == 1.0 and never["flops_speedup"] < 1.0
+
+    assert "Claim (ConsistentEE policy above CALM past 2x" in report["table"]
+    assert (base / "report/curves.png").stat().st_size > 0
+    assert "| prompt | full depth | accelerated | ROUGE-L |" in (base / "report/examples.md").read_text()
+
+    client = MlflowClient(tracking_uri=f"sqlite:///{project / 'mlflow.db'}")
+    experiment = client.get_experiment_by_name("exitflow-generate")
+    runs = client.search_runs([experiment.experiment_id])
+    names = {r.info.run_name for r in runs}
+    assert {"generate", "train", "static", "softmax", "saturation", "policy"} <= names
+    parent = next(r for r in runs if r.info.run_name == "generate")
+    artifacts = {a.path for a in client.list_artifacts(parent.info.run_id, "generate")}
+    assert {"generate/curves.png", "generate/report.md", "generate/examples.md", "generate/summary.json"} <= artifacts
+    policy_run = next(r for r in runs if r.info.run_name == "policy")
+    assert policy_run.data.params["exits"] == "consistentee"
+    assert "test_rouge_l" in policy_run.data.metrics
+
+    # a second run is served from the cache: nothing is rewritten
+    stamp = (base / "exits/init/exits.safetensors").stat().st_mtime_ns
+    curve_stamp = (base / "evaluate/policy/curve.json").stat().st_mtime_ns
+    generate_pipeline(str(project / "params.yaml"), overrides)
+    assert (base / "exits/init/exits.safetensors").stat().st_mtime_ns == stamp
+    assert (base / "evaluate/policy/curve.json").stat().st_mtime_ns == curve_stamp
+
+
+def test_generate_bad_input(project, prefect_harness, monkeypatch):
+    from flows.generate import generate_pipeline
+    from models.generation import GenerationError
+
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    overrides = tiny(project)
+    with pytest.raises(GenerationError, match=r"layers \[9\] are outside 1\.\.4"):
+        generate_pipeline(str(project / "params.yaml"), overrides + ["generate.exit_layers=[2, 9]"])
+    empty = project / "empty.jsonl"
+    empty.write_text("\n")
+    with pytest.raises(GenerationError, match="holds no prompts"):
+        generate_pipeline(str(project / "params.yaml"), overrides + [f"generate.prompts.jsonl={empty}"])
+    with pytest.raises(ValueError, match=r"generate.prompts.sources: \['mrpc'\] are not prepared tasks"):
+        generate_pipeline(str(project / "params.yaml"), overrides + ["generate.prompts.sources=[mrpc]"])
