@@ -37,6 +37,20 @@ Decisions (also in the README):
   (layer 0 = the embedding before the first), because only exit points are decision points.
 - The policy sweep varies tau (pi > tau) for one trained policy, as the encoder path does.
 - Rewards use the real layer number of the exit point (t in -alpha * t), not its index.
+- The policy learns from held-out train prompts (``tasks.generation.train_exits``): on the
+  exits' own training tokens their losses are optimistic and the policy would exit too early.
+- ConsistentEE rounds are a fixed number (default 2, K = 4 copies), without the encoder path's
+  dev check between rounds: one round costs a pass of the LM head over every training token.
+- Decoding is greedy throughout (the paper samples with top-p 0.75, top-k 40): greedy makes
+  the full-depth response a deterministic reference for ROUGE-L.
+- CALM is its plain threshold rule swept over tau, without CALM's calibration procedure and
+  without its position-decaying threshold.
+- Eq. 6 is written here once more (``exit_norm_step_loss``) instead of reusing
+  ``models.consistentee.exit_task_loss``: that one takes logits of every exit ``[P, n, V]``,
+  which over a 49k vocabulary does not fit in memory; this one runs the LM head only at each
+  token's sampled exit.
+- Exit-head training uses AdamW with one weight-decay group and no schedule (a few thousand
+  steps on a frozen backbone), unlike the encoder path's optimiser (METHODS section 0).
 
 Shape notation: b = rows, a = running rows, P = exit points, d = hidden, V = vocabulary.
 """
@@ -313,11 +327,13 @@ def generate(exits: DecoderExits, criterion: TokenCriterion, input_ids: torch.Te
     flops = torch.zeros(b, dtype=torch.long)
     decode_tokens = torch.zeros(b, dtype=torch.long)
     next_position = padding.long().sum(-1)  # [b] position id of the next token
+    steps = []  # per decode step: (cache rows, exit layers, attended slots)
 
     for step in range(1, max_new_tokens):
         rows = alive.nonzero().squeeze(-1)  # cache rows still generating
         if rows.numel() == 0:
             break
+        every_row = rows.numel() == b  # then layers read the cache without a row gather
         slot = s + step - 1
         cache.valid[rows, slot] = True
         keys = cache.valid[rows, : slot + 1].sum(-1).cpu()  # [a] attended slots per row
@@ -332,7 +348,7 @@ def generate(exits: DecoderExits, criterion: TokenCriterion, input_ids: torch.Te
             layer = index + 1
             full = running.numel() == rows.numel()
             hidden = adapter.decode_layer(index, hidden, cos if full else cos[running], sin if full else sin[running],
-                                          cache, rows if full else rows[running], slot)
+                                          cache, (None if every_row else rows) if full else rows[running], slot)
             if layer != points[point]:
                 continue
             state = hidden[:, 0]
@@ -364,9 +380,11 @@ def generate(exits: DecoderExits, criterion: TokenCriterion, input_ids: torch.Te
         exit_layers[rows, step] = new_layers
         lengths[rows] += 1
         next_position[rows] += 1
-        flops[rows.cpu()] += decode_token_flops(exits, criterion, new_layers.cpu(), keys)
-        decode_tokens[rows.cpu()] += 1
+        steps.append((rows, new_layers, keys))
         alive[rows] = ~torch.isin(new_tokens, eos)
+    for rows, layers, keys in steps:  # FLOPs after the loop, so timing does not include the bookkeeping
+        flops[rows.cpu()] += decode_token_flops(exits, criterion, layers.cpu(), keys)
+        decode_tokens[rows.cpu()] += 1
     return GenerationResult(tokens, exit_layers, lengths, flops, decode_tokens, L,
                             {"cache": cache} if keep_cache else {})
 

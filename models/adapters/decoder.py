@@ -57,6 +57,10 @@ class DecoderAdapter:
                 f"{type(lm).__name__} (model_type {model_type!r}) is not a causal LM with a Llama-layout "
                 f"decoder; supported model types: {', '.join(DECODER_TYPES)}"
             )
+        window = getattr(lm.config, "sliding_window", None)
+        if window and getattr(lm.config, "use_sliding_window", True):
+            raise ValueError(f"{type(lm).__name__} uses sliding-window attention (window {window}), which the "
+                             f"exit loop does not implement; it attends to the whole cache")
         self.lm = lm
         self.config = lm.config
         self.base = lm.model
@@ -176,7 +180,8 @@ class DecoderAdapter:
     def rms_normalise(self, hidden: torch.Tensor) -> torch.Tensor:
         """The input norms' shared part, ``x / rms(x)``; each layer's gain is folded into its weights."""
         eps = self.layers[0].input_layernorm.variance_epsilon
-        return hidden * torch.rsqrt(hidden.pow(2).mean(-1, keepdim=True) + eps)
+        x = hidden.float()  # as HF's RMSNorm: normalise in fp32
+        return (x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + eps)).to(hidden.dtype)
 
     def copy_state(self, state: torch.Tensor, first: int, cos, sin, cache: KVCache, rows: torch.Tensor, slot: int) -> None:
         """State copying: rows ``rows`` exited before 0-based layer ``first``; their copied state

@@ -35,6 +35,9 @@ def test_generate_flow_end_to_end(project, prefect_harness, monkeypatch):
 
     history = json.loads((base / "exits/history.json").read_text())
     assert history["points"] == [2, 4] and len(history["rounds"]) == 1
+    # responses are greedy: the last exit (the model itself) predicts every training target
+    assert history["init_before_fit"]["point_accuracy"][-1] == 1.0
+    assert history["init_before_held_out"]["point_accuracy"][-1] == 1.0
     init = json.loads((base / "exits/init/exits.json").read_text())
     assert init["points"] == [2, 4] and init["stage"] == "init"
 
@@ -50,7 +53,8 @@ def test_generate_flow_end_to_end(project, prefect_harness, monkeypatch):
     never = next(r for r in softmax if r["threshold"] == 1.01 and r["split"] == "test")
     assert never["layer_speedup"] == 1.0 and never["rouge_l"] == 1.0 and never["flops_speedup"] < 1.0
 
-    assert "Claim (ConsistentEE policy above CALM past 2x" in report["table"]
+    assert "Claim on layer speedup (ConsistentEE policy above CALM past 2x" in report["table"]
+    assert "Claim on flops speedup" in report["table"]
     assert (base / "report/curves.png").stat().st_size > 0
     assert "| prompt | full depth | accelerated | ROUGE-L |" in (base / "report/examples.md").read_text()
 

@@ -10,6 +10,7 @@ from torch.utils.flop_counter import FlopCounterMode
 from transformers import BertConfig, BertModel, LlamaConfig, LlamaForCausalLM
 
 from models.adapters.decoder import DecoderAdapter, apply_rope
+from models.consistentee import sample_trajectories
 from models.generation import (
     DecoderExits,
     GenerationError,
@@ -21,6 +22,7 @@ from models.generation import (
     decode_token_flops,
     exit_norm_step_loss,
     exit_points,
+    exit_probabilities,
     full_depth_decode_flops,
     generate,
     memorized_exit_layer,
@@ -39,7 +41,30 @@ def tiny_lm(layers: int = 4, seed: int = 0, vocab: int = 61) -> LlamaForCausalLM
                       num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=128,
                       tie_word_embeddings=True, initializer_range=0.3, bos_token_id=1, eos_token_id=EOS,
                       pad_token_id=PAD, attn_implementation="eager")
-    return LlamaForCausalLM(cfg).eval()
+    lm = LlamaForCausalLM(cfg).eval()
+    with torch.no_grad():  # non-unit norm gains, so a gain folded along the wrong axis shows
+        for layer in lm.model.layers:
+            layer.input_layernorm.weight.uniform_(0.5, 1.5)
+            layer.post_attention_layernorm.weight.uniform_(0.5, 1.5)
+        lm.model.norm.weight.uniform_(0.5, 1.5)
+    return lm
+
+
+def tiny_qwen2(layers: int = 4, seed: int = 0):
+    """A tiny Qwen2: the Llama layout with biases on q/k/v."""
+    from transformers import Qwen2Config, Qwen2ForCausalLM
+
+    torch.manual_seed(seed)
+    cfg = Qwen2Config(vocab_size=61, hidden_size=32, intermediate_size=48, num_hidden_layers=layers, num_attention_heads=4,
+                      num_key_value_heads=2, max_position_embeddings=128, tie_word_embeddings=True, initializer_range=0.3,
+                      bos_token_id=1, eos_token_id=EOS, pad_token_id=PAD, attn_implementation="eager")
+    lm = Qwen2ForCausalLM(cfg).eval()
+    with torch.no_grad():
+        for layer in lm.model.layers:
+            layer.input_layernorm.weight.uniform_(0.5, 1.5)
+            for proj in (layer.self_attn.k_proj, layer.self_attn.v_proj):
+                proj.bias.normal_(0, 0.5)
+    return lm
 
 
 def prompts():
@@ -60,8 +85,9 @@ def test_full_depth_equals_hf_generate_token_for_token():
     assert (ours.exit_layers[ours.exit_layers > 0] == 4).all()
 
 
-def test_skipped_layers_get_the_projections_of_the_copied_state():
-    lm = tiny_lm()
+@pytest.mark.parametrize("make", [tiny_lm, tiny_qwen2])
+def test_skipped_layers_get_the_projections_of_the_copied_state(make):
+    lm = make()
     adapter = DecoderAdapter(lm)
     exits = DecoderExits(adapter, exit_points(1, 4))
     ids = torch.tensor([[3, 4, 5, 9]])
@@ -87,10 +113,11 @@ def test_skipped_layers_get_the_projections_of_the_copied_state():
     assert (out.exit_layers[0, 1:out.lengths[0]] == 2).all()
 
 
-def test_forced_exit_matches_a_reference_that_recomputes_copied_layers():
+@pytest.mark.parametrize("make", [tiny_lm, tiny_qwen2])
+def test_forced_exit_matches_a_reference_that_recomputes_copied_layers(make):
     """Static exit at k over several steps equals a plain loop that, per token, runs layers
     1..k and writes layers k+1..L from the layer-k state (an independent reimplementation)."""
-    lm = tiny_lm()
+    lm = make()
     adapter = DecoderAdapter(lm)
     exits = DecoderExits(adapter, exit_points(1, 4))
     ids = torch.tensor([[3, 4, 5, 9]])
@@ -245,6 +272,14 @@ def test_policy_step_moves_only_the_policy_and_uses_layer_numbers():
     # with zero CE, rewards are -alpha * layer: exit layer 2 -> -0.2, layer 4 -> -0.4 (alpha 0.1)
     loss, info = policy_step_loss(exits, states, losses, copies=4, alpha=0.1, epsilon=0.0, generator=torch.Generator().manual_seed(0))
     assert info["reward"] == pytest.approx(-0.1 * info["exit_layer"])
+    assert 2.0 <= info["exit_layer"] <= 4.0  # layer numbers, not point indices (1, 2)
+    # hardness reward (Eq. 4): memorized layer M = L removes the depth penalty entirely
+    _, hard = policy_step_loss(exits, states, losses, 4, 0.1, 0.0, memorized=torch.full((5,), 4),
+                               generator=torch.Generator().manual_seed(0))
+    assert hard["reward"] == pytest.approx(0.0)
+    _, half = policy_step_loss(exits, states, losses, 4, 0.1, 0.0, memorized=torch.full((5,), 2),
+                               generator=torch.Generator().manual_seed(0))
+    assert half["reward"] == pytest.approx(-0.1 * 0.5 * half["exit_layer"])
     loss.backward()
     grads = {n for n, p in exits.named_parameters() if p.grad is not None}
     assert grads and all(n.startswith("policy.") for n in grads)
@@ -275,6 +310,38 @@ def test_exit_norm_step_trains_each_token_at_its_sampled_point():
     loss = exit_norm_step_loss(exits, states, targets)
     expected = torch.nn.functional.cross_entropy(exits.logits(1, states[1]), targets)
     torch.testing.assert_close(loss, expected)
+    exits.policy.nets[0][2].bias.data.fill_(50.0)  # pi = 1 at layer 2: every token exits there
+    torch.testing.assert_close(exit_norm_step_loss(exits, states, targets),
+                               torch.nn.functional.cross_entropy(exits.logits(0, states[0]), targets))
+    exits.policy.nets[0][0].weight.data.normal_(0, 1.0)  # mixed: pi depends on the state
+    exits.policy.nets[0][2].weight.data.normal_(0, 3.0)
+    exits.policy.nets[0][2].bias.data.zero_()
+    point, _ = sample_trajectories(exit_probabilities(exits, states), 0.0, torch.Generator().manual_seed(5))
+    assert 0 < (point == 1).sum() < 6
+    by_point = [torch.nn.functional.cross_entropy(exits.logits(p, states[p]), targets, reduction="none") for p in (0, 1)]
+    expected = torch.where(point == 1, by_point[0], by_point[1]).mean()
+    torch.testing.assert_close(exit_norm_step_loss(exits, states, targets, torch.Generator().manual_seed(5)), expected)
     losses, correct = point_losses(exits, states, targets, chunk=4)
     torch.testing.assert_close(losses[1], torch.nn.functional.cross_entropy(exits.logits(1, states[1]), targets, reduction="none"))
     assert correct.shape == (2, 6)
+
+
+def test_a_row_that_ends_early_leaves_the_others_unchanged():
+    lm = tiny_lm()
+    exits = DecoderExits(DecoderAdapter(lm), exit_points(1, 4))
+    ids, pad = prompts()
+    criterion = SoftmaxResponse(0.2)
+    first = generate(exits, criterion, ids, pad, 8, [-1], PAD)
+    end = int(first.tokens[0, 2])  # row 0 emits this at its third token: make it the end token
+    out = generate(exits, criterion, ids, pad, 8, [end], PAD, keep_cache=True)
+    n0 = int(out.lengths[0])
+    assert n0 == first.tokens[0].tolist().index(end) + 1 <= 3
+    assert (out.tokens[0, n0:] == PAD).all() and (out.exit_layers[0, n0:] == 0).all()
+    s = ids.shape[1]
+    assert not out.extra["cache"].valid[0, s + n0 - 1:].any()  # no slot after its end token was written
+    assert out.decode_tokens[0] == n0 - 1
+    for row in (1, 2):
+        keep = pad[row].bool()
+        alone = generate(exits, criterion, ids[row:row + 1, keep], pad[row:row + 1, keep], 8, [end], PAD)
+        assert alone.sequences()[0] == out.sequences()[row]
+        assert alone.decode_flops[0] == out.decode_flops[row]

@@ -87,3 +87,13 @@ def test_pareto_front_and_claim_check():
     assert out["holds"] is True and out["margins"][3.0] == pytest.approx(0.15)
     curves["saturation"] = curve([(1.0, 1.0), (3.0, 0.9)])
     assert claim_check(curves, [2.0, 3.0])["holds"] is False
+    # only the policy reaches 3x: it holds there; a curve's front starts at the full-depth anchor
+    curves = {"policy": curve([(3.0, 0.6)]), "softmax": curve([(2.0, 0.5)]), "saturation": curve([(1.2, 0.9)])}
+    out = claim_check(curves, [1.5, 2.0, 3.0])
+    at = {row["speedup"]: row for row in out["rows"]}
+    assert at[1.5]["policy"] == pytest.approx(1.0 - 0.4 * 0.25)  # interpolated from (1, 1) to (3, 0.6)
+    assert at[3.0]["calm_best"] is None and out["reach"] == {"policy": 3.0, "softmax": 2.0, "saturation": 1.2}
+    assert out["holds"] is True and set(out["margins"]) == {2.0}
+    flops = claim_check({"policy": [{"split": "test", "layer_speedup": 3.0, "flops_speedup": 1.4, "rouge_l": 0.7}]},
+                        [2.0], "flops_speedup")
+    assert flops["holds"] is None and flops["reach"] == {"policy": 1.4}
