@@ -406,8 +406,8 @@ class GenerateConfig(Section):
     criteria: dict[str, list[float]] = {
         "static": [10, 20, 25],
         "softmax": [0.99, 0.95, 0.9, 0.8, 0.6, 0.4],
-        "saturation": [0.999, 0.995, 0.99, 0.98, 0.95, 0.9],
-        "policy": [0.99, 0.95, 0.9, 0.7, 0.5, 0.3],
+        "saturation": [0.97, 0.95, 0.93, 0.9, 0.85, 0.8],
+        "policy": [0.9, 0.5, 0.3, 0.2, 0.1, 0.05],
     }
     rouge_target: float = Field(default=0.8, gt=0.0, le=1.0)  # the benchmark's quality bar
     speedups: list[float] = [1.5, 2.0, 2.5, 3.0]  # where the report reads each curve (layer speed-up)
