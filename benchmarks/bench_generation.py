@@ -73,6 +73,8 @@ def main(argv=None) -> list[dict]:
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--criteria", nargs="+", default=None, help="default: every criterion in the report")
     ap.add_argument("--out", type=Path, default=None, help="write results as JSON here")
+    ap.add_argument("--no-mlflow", action="store_true",
+                    help="do not attach the JSON to the latest `generate` run of experiment exitflow-generate")
     args = ap.parse_args(argv)
 
     params = load_params(args.params)
@@ -135,7 +137,28 @@ def main(argv=None) -> list[dict]:
                                      "max_new_tokens": cfg.max_new_tokens, "repeats": args.repeats,
                                      "command": "python benchmarks/bench_generation.py " + " ".join(argv or sys.argv[1:]),
                                      "rows": rows})
+        if not args.no_mlflow:
+            attach_to_latest_run(params, args.out)
     return rows
+
+
+def attach_to_latest_run(params, path: Path) -> None:
+    """Log ``path`` as an artifact (``benchmark/``) of the latest ``generate`` parent run."""
+    import mlflow
+    from mlflow.tracking import MlflowClient
+
+    from flows.tracking import tracking_uri
+
+    mlflow.set_tracking_uri(tracking_uri(params))
+    client = MlflowClient()
+    experiment = client.get_experiment_by_name("exitflow-generate")
+    runs = client.search_runs([experiment.experiment_id], "attributes.run_name = 'generate'",
+                              order_by=["attributes.start_time DESC"], max_results=1) if experiment else []
+    if not runs:
+        print("no `generate` run in MLflow experiment exitflow-generate: the JSON is not attached")
+        return
+    client.log_artifact(runs[0].info.run_id, str(path), "benchmark")
+    print(f"attached {path} to MLflow run {runs[0].info.run_id}")
 
 
 if __name__ == "__main__":
