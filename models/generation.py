@@ -39,7 +39,7 @@ Decisions (also in the README):
 - Rewards use the real layer number of the exit point (t in -alpha * t), not its index.
 - The policy learns from held-out train prompts (``tasks.generation.train_exits``): on the
   exits' own training tokens their losses are optimistic and the policy would exit too early.
-- ConsistentEE rounds are a fixed number (default 1 round of 4 policy epochs, K = 4 copies), without the encoder path's
+- ConsistentEE rounds are a fixed number (default 1 round of 4 policy epochs, K = 8 copies), without the encoder path's
   dev check between rounds: one round costs a pass of the LM head over every training token.
 - Decoding is greedy throughout (the paper samples with top-p 0.75, top-k 40): greedy makes
   the full-depth response a deterministic reference for ROUGE-L.

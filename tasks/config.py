@@ -380,7 +380,8 @@ class GeneratePolicyConfig(Section):
 
     reward: Literal["vanilla", "hardness"] = "vanilla"  # the paper's LLM setting uses the vanilla reward
     alpha: float = Field(default=0.02, ge=0.0)  # depth penalty per layer (reward -CE - alpha * layer)
-    copies: int = Field(default=4, ge=1)
+    copies: int = Field(default=8, ge=1)  # K sampled trajectories per token (METHODS: 8)
+    batch_tokens: int = Field(default=64, ge=1)  # tokens per REINFORCE step
     rounds: int = Field(default=1, ge=1)
     policy_epochs: int = Field(default=4, ge=1)
     policy_lr: float = Field(default=1.0e-3, gt=0.0)
@@ -407,7 +408,7 @@ class GenerateConfig(Section):
         "static": [10, 20, 25],
         "softmax": [0.99, 0.95, 0.9, 0.8, 0.6, 0.4],
         "saturation": [0.97, 0.95, 0.93, 0.9, 0.85, 0.8],
-        "policy": [0.9, 0.5, 0.3, 0.1, 0.05, 0.02],
+        "policy": [0.9, 0.7, 0.5, 0.3, 0.1, 0.02],
     }
     rouge_target: float = Field(default=0.8, gt=0.0, le=1.0)  # the benchmark's quality bar
     speedups: list[float] = [1.5, 2.0, 2.5, 3.0]  # where the report reads each curve (layer speed-up)

@@ -400,7 +400,7 @@ def train_exits(generate_cfg: GenerateConfig, responses_dir: Path, out_dir: Path
     init_dir = save_exits(exits, Path(out_dir) / "init", meta | {"stage": "init"})
 
     cfg = generate_cfg.policy
-    batches_per_epoch = math.ceil(p_targets.numel() / generate_cfg.init.batch_tokens)
+    batches_per_epoch = math.ceil(p_targets.numel() / cfg.batch_tokens)
     total_policy_steps = cfg.rounds * cfg.policy_epochs * batches_per_epoch
     policy_opt = torch.optim.AdamW(exits.policy.parameters(), lr=cfg.policy_lr, weight_decay=0.0)
     exit_opt = torch.optim.AdamW(trainable, lr=cfg.exit_lr, weight_decay=generate_cfg.init.weight_decay) if trainable else None
@@ -410,7 +410,7 @@ def train_exits(generate_cfg: GenerateConfig, responses_dir: Path, out_dir: Path
         memorized = memorized_exit_layer(exits, correct) if cfg.reward == "hardness" else None
         rewards = []
         for _ in range(cfg.policy_epochs):
-            for idx in tqdm(token_batches(p_targets.numel(), generate_cfg.init.batch_tokens, generator), disable=None,
+            for idx in tqdm(token_batches(p_targets.numel(), cfg.batch_tokens, generator), disable=None,
                             leave=False, desc=f"policy round {r}"):
                 eps = epsilon_at(step, total_policy_steps, cfg.epsilon_start, cfg.epsilon_end)
                 loss, info = policy_step_loss(exits, p_states[:, idx], losses[:, idx], cfg.copies, cfg.alpha, eps,
