@@ -66,6 +66,9 @@ def stage_folders(layout: Layout, stage: str) -> dict[str, list[Path]]:
         "leco_search": {"deps": [item_task.task_data], "outs": [item_task.leco_search]},
         "leco_derive": {"deps": [item_task.leco_search], "outs": [item_task.leco_derive]},
         "leco_train": {"deps": [item_task.task_data, item_task.leco_derive], "outs": [item_task.leco_model.train]},
+        "generate": {"deps": [Layout(layout.artifacts, layout.data, source, layout.seed).task_data
+                              for source in ("sst2", "snli")],  # generate.prompts.sources' defaults
+                     "outs": [layout.generate / step for step in ("prompts", "responses", "exits", "evaluate", "report")]},
         "leco_compare": {"deps": [item_task.task_data, item_task.leco_model.train],
                          "outs": [item_task.leco_model.evaluate, item_task.leco_baselines, item_task.leco_report]},
     }[name]
@@ -86,7 +89,7 @@ def test_every_dvc_path_is_a_layout_folder_and_every_stage_folder_is_declared(pa
     stages = dvc_stages(params)
     assert {s.partition("@")[0] for s in stages} == {"train", "evaluate", "hashee", "report", "consistentee", "learnability",
                                                      "past_future", "past_future_default", "leco_search", "leco_derive",
-                                                     "leco_train", "leco_compare"}
+                                                     "leco_train", "leco_compare", "generate"}
     assert sum(s.startswith("past_future@") for s in stages) == len(params.past_future.tasks) > 0
     for step in ("search", "derive", "train", "compare"):
         assert sum(s.startswith(f"leco_{step}@") for s in stages) == len(params.leco.tasks) > 0
