@@ -5,7 +5,8 @@ Loads the ``exitflow generate`` exits and, per criterion, the fastest threshold 
 ROUGE-L reaches ``generate.rouge_target`` (``report/summary.json``; a criterion with none is
 timed at its most accurate threshold and marked). For each batch size, every repeat times
 full-depth generation (the same exit loop with every token at layer L) and each method on the
-same test prompts, interleaved; medians over repeats. HF ``generate()`` at full depth is timed
+same test prompts, interleaved after one warm-up pass (``models.timing.measure_throughput``);
+medians over repeats. HF ``generate()`` at full depth is timed
 too, as a reference that the loop is not a slow strawman.
 
     python benchmarks/bench_generation.py --out benchmarks/results/generation.json
@@ -21,9 +22,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import statistics
 import sys
-import time
 from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -35,24 +34,13 @@ import torch  # noqa: E402
 from benchmarks.bench_early_exit import machine  # noqa: E402
 from flows.layout import Layout  # noqa: E402
 from models.adapters.decoder import DecoderAdapter  # noqa: E402
-from models.generation import DecoderExits, StaticExit, token_criterion  # noqa: E402
+from models.generation import DecoderExits, StaticExit, generate, token_criterion  # noqa: E402
+from models.timing import measure_throughput  # noqa: E402
 from tasks.config import load_params  # noqa: E402
 from tasks.generation import (  # noqa: E402
     EXIT_SETS, end_ids, load_decoder, load_exits, prompt_batches, read_jsonl, rouge_l, run_generation, strip_end,
 )
 from tasks.io import atomic_write_json  # noqa: E402
-
-
-def hf_generate_seconds(lm, rows, batch_size, max_new_tokens, ends, pad_id) -> tuple[float, int]:
-    seconds, tokens = 0.0, 0
-    for ids, padding in prompt_batches(rows, batch_size, pad_id):
-        start = time.perf_counter()
-        out = lm.generate(input_ids=ids, attention_mask=padding, max_new_tokens=max_new_tokens, do_sample=False,
-                          eos_token_id=ends, pad_token_id=pad_id)
-        seconds += time.perf_counter() - start
-        new = out[:, ids.shape[1]:].tolist()
-        tokens += sum(len(strip_end(seq, ends)) + (1 if any(t in ends for t in seq) else 0) for seq in new)
-    return seconds, tokens
 
 
 def print_table(rows: list[dict]) -> None:
@@ -106,29 +94,32 @@ def main(argv=None) -> list[dict]:
     rows = []
     for bs in args.batch_sizes:
         prompts = test[: args.prompts if bs > 1 else args.prompts_bs1]
-        times = {name: [] for name in [*methods, "hf-generate"]}
-        runs = {}
-        for _ in range(args.repeats):
-            for name, (ex, rule, _) in methods.items():
-                run = run_generation(ex, rule, prompts, bs, cfg.max_new_tokens, ends, pad, desc=f"{name} bs{bs}")
-                times[name].append(run["tokens"] / run["seconds"])
-                runs[name] = run
-            seconds, tokens = hf_generate_seconds(lm, prompts, bs, cfg.max_new_tokens, ends, pad)
-            times["hf-generate"].append(tokens / seconds)
-        full_tp = statistics.median(times["full"])
+        batches = [{"input_ids": ids, "attention_mask": padding} for ids, padding in prompt_batches(prompts, bs, pad)]
+        # one untimed pass per method: its tokens, exit layers and FLOPs (greedy: every pass is the same)
+        runs = {name: run_generation(ex, rule, prompts, bs, cfg.max_new_tokens, ends, pad, desc=f"{name} bs{bs}")
+                for name, (ex, rule, _) in methods.items()}
+        runners = {name: (lambda b, ex=ex, rule=rule: generate(ex, rule, b["input_ids"], b["attention_mask"],
+                                                                cfg.max_new_tokens, ends, pad))
+                   for name, (ex, rule, _) in methods.items()}
+        runners["hf-generate"] = lambda b: lm.generate(input_ids=b["input_ids"], attention_mask=b["attention_mask"],
+                                                       max_new_tokens=cfg.max_new_tokens, do_sample=False,
+                                                       eos_token_id=ends, pad_token_id=pad)
+        per_second = measure_throughput(batches, runners, repeats=args.repeats)  # prompts/s, interleaved, medians
+        tokens = {name: run["tokens"] for name, run in runs.items()}
+        tokens["hf-generate"] = tokens["full"]  # the same greedy tokens as the full-depth loop (tested)
+        throughput = {name: per_second[name] * tokens[name] / len(prompts) for name in runners}
         for name, (ex, rule, point) in methods.items():
             run = runs[name]
             texts = [tokenizer.decode(strip_end(s, ends)) for s in run["sequences"]]
             layers = run["exit_layers"].float()
             rows.append({"method": name, "batch_size": bs, "prompts": len(prompts),
                          "quality": sum(rouge_l(texts, [r["response"] for r in prompts])) / len(prompts),
-                         "throughput": statistics.median(times[name]), "throughput_runs": times[name],
-                         "wallclock_speedup": statistics.median(times[name]) / full_tp,
+                         "throughput": throughput[name], "wallclock_speedup": throughput[name] / throughput["full"],
                          "layer_speedup": L / layers.mean().item() if layers.numel() else 1.0,
                          "flops_speedup": run["full_flops"] / max(1, run["decode_flops"])})
         rows.append({"method": "hf-generate (full depth)", "batch_size": bs, "prompts": len(prompts), "quality": None,
-                     "throughput": statistics.median(times["hf-generate"]), "throughput_runs": times["hf-generate"],
-                     "wallclock_speedup": statistics.median(times["hf-generate"]) / full_tp,
+                     "throughput": throughput["hf-generate"],
+                     "wallclock_speedup": throughput["hf-generate"] / throughput["full"],
                      "layer_speedup": 1.0, "flops_speedup": None})
     print(machine())
     print_table(rows)

@@ -31,6 +31,7 @@ from tqdm.auto import tqdm
 
 from models.adapters.decoder import DecoderAdapter
 from models.consistentee import epsilon_at
+from models.operating import fastest_within
 from models.generation import (
     DecoderExits,
     GenerationError,
@@ -240,22 +241,19 @@ def strip_end(ids: list[int], ends: list[int]) -> list[int]:
 def run_generation(exits: DecoderExits, criterion, rows: list[dict], batch_size: int, max_new_tokens: int,
                    ends: list[int], pad_id: int, desc: str | None = None) -> dict:
     """Generate for every row; ``{"sequences", "exit_layers" (decode steps), "decode_flops",
-    "full_flops" (same steps at full depth), "tokens", "seconds"}``."""
-    import time
-
-    sequences, layers, flops, full, tokens, seconds = [], [], 0, 0, 0, 0.0
+    "full_flops" (same steps at full depth), "tokens"}``. No wall-clock: outputs stay
+    reproducible (``benchmarks/bench_generation.py`` times generation)."""
+    sequences, layers, flops, full, tokens = [], [], 0, 0, 0
     n_batches = math.ceil(len(rows) / batch_size)
     for ids, padding in tqdm(prompt_batches(rows, batch_size, pad_id), total=n_batches, disable=None, leave=False, desc=desc):
-        start = time.perf_counter()
         out = generate(exits, criterion, ids, padding, max_new_tokens, ends, pad_id)
-        seconds += time.perf_counter() - start
         sequences += out.sequences()
         layers.append(out.decode_exit_layers())
         flops += int(out.decode_flops.sum())
         full += int(full_depth_decode_flops(exits.adapter, padding.sum(-1), out.decode_tokens).sum())
         tokens += int(out.lengths.sum())
     return {"sequences": sequences, "exit_layers": torch.cat(layers), "decode_flops": flops, "full_flops": full,
-            "tokens": tokens, "seconds": seconds}
+            "tokens": tokens}
 
 
 @task(name="full_depth_responses", cache_policy=ARTIFACT_CACHE, persist_result=True)
@@ -278,7 +276,6 @@ def full_depth_responses(decoder: str, max_new_tokens: int, batch_size: int, pro
             r["response"] = tokenizer.decode(strip_end(seq, ends))
         path = atomic_write_text(Path(out_dir) / f"{split}.jsonl", "".join(json.dumps(r) + "\n" for r in rows))
         out[split] = path
-        out[f"{split}_tokens_per_s"] = run["tokens"] / run["seconds"]
     return write_result(out_dir, out)
 
 
@@ -458,8 +455,8 @@ def evaluate_criterion(generate_cfg: GenerateConfig, criterion: str, responses_d
                        out_dir: Path, logger: MetricLogger | None = None) -> dict:
     # the caller passes ``evaluation_part(generate, criterion)``
     """Generate dev and test prompts at every threshold of ``criterion``: ROUGE-L against the
-    full-depth responses, average exit layer, layer and FLOPs speed-up (decode steps), tokens/s
-    of this run (indicative: the benchmark script measures wall-clock side by side)."""
+    full-depth responses, average exit layer, layer and FLOPs speed-up (decode steps). Wall-clock
+    comes from ``benchmarks/bench_generation.py``, side by side with full depth."""
     logger = logger or NullLogger()
     lm, tokenizer = load_decoder(generate_cfg.decoder)
     adapter = DecoderAdapter(lm)
@@ -479,7 +476,7 @@ def evaluate_criterion(generate_cfg: GenerateConfig, criterion: str, responses_d
             row = {"criterion": criterion, "threshold": threshold, "split": split, "rouge_l": float(np.mean(scores)),
                    "avg_exit_layer": avg, "layer_speedup": L / avg, "flops_speedup": run["full_flops"] / max(1, run["decode_flops"]),
                    "flops_per_token": run["decode_flops"] / max(1, run["exit_layers"].numel()),
-                   "tokens_per_s": run["tokens"] / run["seconds"], "tokens": run["tokens"]}
+                   "tokens": run["tokens"]}
             curve.append(row)
             if split == "test":
                 logger.log_metrics({"test_rouge_l": row["rouge_l"], "test_layer_speedup": row["layer_speedup"],
@@ -496,6 +493,15 @@ def evaluate_criterion(generate_cfg: GenerateConfig, criterion: str, responses_d
 
 
 # ---------------------------------------------------------------------------- report
+def sweep_points(rows: list[dict]) -> list[dict]:
+    """Curve rows (one per split and threshold) as the sweep points ``models.operating`` reads:
+    ``{"threshold", "dev": row, "test": row}`` with ``quality`` = ROUGE-L."""
+    by_threshold: dict[float, dict] = {}
+    for r in rows:
+        by_threshold.setdefault(r["threshold"], {"threshold": r["threshold"]})[r["split"]] = {**r, "quality": r["rouge_l"]}
+    return list(by_threshold.values())
+
+
 FULL_DEPTH = {"layer_speedup": 1.0, "flops_speedup": 1.0, "rouge_l": 1.0}  # every curve's anchor
 
 
@@ -562,11 +568,10 @@ def report_generation(curves_paths: dict[str, Path], examples_path: Path, speedu
             lines.append(f"| {row['speedup']:g}x | " + " | ".join("n/a" if row[n] is None else f"{row[n]:.3f}" for n in names) + " |")
     best = {}
     for name, rows in curves.items():
-        dev_ok = [r for r in rows if r["split"] == "dev" and r["rouge_l"] >= rouge_target]
-        if dev_ok:
-            pick = max(dev_ok, key=lambda r: r["layer_speedup"])
-            t = next(r for r in rows if r["split"] == "test" and r["threshold"] == pick["threshold"])
-            best[name] = {"threshold": pick["threshold"], **{k: t[k] for k in ("rouge_l", "layer_speedup", "flops_speedup", "avg_exit_layer")}}
+        pick = fastest_within(sweep_points(rows), rouge_target)
+        if pick is not None:
+            best[name] = {"threshold": pick["threshold"],
+                          **{k: pick["test"][k] for k in ("rouge_l", "layer_speedup", "flops_speedup", "avg_exit_layer")}}
     lines += ["", f"Fastest setting with dev ROUGE-L >= {rouge_target} (reported on test):", "",
               "| criterion | threshold | test ROUGE-L | layer speed-up | FLOPs speed-up |", "|---|---|---|---|---|"]
     for name, b in best.items():

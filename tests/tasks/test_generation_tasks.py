@@ -97,3 +97,22 @@ def test_pareto_front_and_claim_check():
     flops = claim_check({"policy": [{"split": "test", "layer_speedup": 3.0, "flops_speedup": 1.4, "rouge_l": 0.7}]},
                         [2.0], "flops_speedup")
     assert flops["holds"] is None and flops["reach"] == {"policy": 1.4}
+
+
+def test_report_picks_the_fastest_dev_setting_over_the_bar_and_reports_its_test_numbers(tmp_path):
+    from tasks.generation import report_generation
+
+    def row(split, threshold, speedup, rouge):
+        return {"split": split, "threshold": threshold, "layer_speedup": speedup, "flops_speedup": speedup,
+                "avg_exit_layer": 30 / speedup, "rouge_l": rouge}
+
+    curve = [row("dev", 0.9, 1.1, 0.95), row("test", 0.9, 1.1, 0.90),
+             row("dev", 0.5, 1.5, 0.85), row("test", 0.5, 1.6, 0.70),  # fastest over 0.8 on dev; test lower
+             row("dev", 0.1, 2.0, 0.60), row("test", 0.1, 2.0, 0.95)]  # best on test, but under the bar on dev
+    (tmp_path / "policy.json").write_text(json.dumps(curve))
+    (tmp_path / "examples.json").write_text(json.dumps([{"threshold": 0.9, "responses": []}]))
+    out = report_generation.fn({"policy": tmp_path / "policy.json"}, tmp_path / "examples.json", [1.5], 0.8,
+                               tmp_path / "report", "t")
+    picked = json.loads((tmp_path / "report/summary.json").read_text())["operating_points"]["policy"]
+    assert picked["threshold"] == 0.5 and picked["rouge_l"] == 0.70 and picked["layer_speedup"] == 1.6
+    assert "| policy | 0.5 | 0.700 | 1.60x |" in out["table"]
