@@ -16,7 +16,8 @@ import mlflow
 from prefect import flow
 
 from flows.layout import Layout, common, prepare_task_data
-from flows.tracking import log_strategy, parent_run, use_experiment
+from flows.methods import evaluate_cell, register_method
+from flows.tracking import active_logger, log_strategy, nested_run, parent_run, use_experiment
 from tasks.caching import run_cached
 from tasks.config import ConsistenteeConfig, Params, load_params
 from tasks.consistentee import compute_memorized_layer, consistentee_round, hardness_analysis
@@ -53,18 +54,19 @@ def train_rounds(params: Params, cfg: ConsistenteeConfig, tag: str, rounds: int)
               f"finished earlier (outputs in {dirs.rounds}), reused while their inputs are unchanged")
     ckpt, best, best_round, results = dirs.init / "checkpoint", None, 0, []
     for r in range(1, rounds + 1):
-        with mlflow.start_run(run_name=f"{tag}/round-{r}", nested=True):
-            mlflow.log_params({"round": r, "reward": cfg.reward, "alpha": cfg.alpha})
+        with nested_run(f"{tag}/round-{r}") as tracked:
             memorized = run_cached(compute_memorized_layer, out_dir=dirs.memorized(r), train=train,
                                    backbone=params.backbone, ckpt_dir=ckpt, tolerance=cfg.regression_tolerance,
                                    title=f"(round {r} input)", **shared)
-            mlflow.log_artifact(memorized["plot"], "memorized_layer")
-            for k, count in enumerate(memorized["histogram"], start=1):
-                mlflow.log_metric("memorized_layer_count", count, step=k)
-            mlflow.log_metric("memorized_layer_mean", memorized["mean"])
+            if tracked:
+                mlflow.log_params({"round": r, "reward": cfg.reward, "alpha": cfg.alpha})
+                mlflow.log_artifact(memorized["plot"], "memorized_layer")
+                for k, count in enumerate(memorized["histogram"], start=1):
+                    mlflow.log_metric("memorized_layer_count", count, step=k)
+                mlflow.log_metric("memorized_layer_mean", memorized["mean"])
             result = run_cached(consistentee_round, out_dir=dirs.train(r), consistentee=cfg, train=train,
                                 backbone=params.backbone, ckpt_dir=ckpt, memorized_dir=dirs.memorized(r),
-                                round_index=r, logger=MlflowLogger(mlflow.active_run().info.run_id), **shared)
+                                round_index=r, logger=active_logger(), **shared)
         results.append(result)
         # round 1 always counts (the init model's policy is untrained); later rounds must beat the best so far
         improved = best is None or result["dev"]["objective"] > best
@@ -103,6 +105,18 @@ def run_consistentee(params: Params, tag: str = "default", baselines: dict | Non
     mlflow.log_artifact(report["plot"], "report")
     mlflow.log_text(report["table"], "report/results.md")
     return {"report": report, "evaluated": evaluated["summary"], "best_round": trained["best_round"]}
+
+
+@register_method("consistentee")
+def consistentee_cell(params: Params) -> dict:
+    """ConsistentEE (weighted init, up to ``consistentee.rounds`` rounds): the policy's tau sweep
+    and the spine's criteria on the final model (evaluated as ``run_consistentee`` does)."""
+    cfg = params.consistentee
+    trained = train_rounds(params, cfg, "compare", cfg.rounds)
+    dirs = trained["dirs"]
+    criteria = [c for c in params.evaluate.criteria if c != "lte"] + ["policy"]
+    return evaluate_cell(params, trained["checkpoint"], dirs.evaluate, consistentee_train_config(params),
+                                      criteria, fixed_thresholds={"policy": cfg.tau})
 
 
 def spine_baselines(params: Params) -> dict:

@@ -7,41 +7,39 @@ Artifact layout: see ``flows/layout.py``.
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import mlflow
 from prefect import flow
 
 from flows.layout import Layout, common, prepare_task_data
+from flows.methods import register_method
 from flows.tracking import parent_run, use_experiment
 from tasks.caching import run_cached
+from tasks.compare import single_point_summary
 from tasks.config import HasheeConfig, Params, load_params
+from tasks.data import load_meta
 from tasks.hashee import evaluate_hashee
 from tasks.hashing import build_hash_table
 from tasks.io import read_metrics
 from tasks.report import hashee_study_report
-from tasks.tracking import MlflowLogger
+from tasks.tracking import MetricLogger, MlflowLogger
 from tasks.train import train_multi_exit
 
 FULL_MODEL = "single"
 
 
-def run_hashee(params: Params, cfg: HasheeConfig, tag: str) -> dict:
-    """Table -> HashEE training -> evaluation vs the full model, logged to the active MLflow run.
+def hashee_steps(params: Params, cfg: HasheeConfig, tag: str, logger: MetricLogger | None = None) -> dict:
+    """Table -> HashEE training -> evaluation vs the full model, all cached; returns
+    ``{"table": build_hash_table result, "evaluated": evaluate_hashee result, "checkpoint"}``.
 
     Artifacts go to ``Layout.hashee(tag)``; the full model to ``Layout.reference``, shared by every tag.
     """
     layout, shared = Layout.from_params(params), common(params)
     dirs = layout.hashee(tag)
-    logger = MlflowLogger(mlflow.active_run().info.run_id)
-    mlflow.log_params({"hash_kind": cfg.kind, "buckets": cfg.buckets, "hash_layers": cfg.num_layers or "all",
-                       "hash_pooling": cfg.pooling})
     table = run_cached(build_hash_table, out_dir=dirs.table, hashee=cfg, train=params.train, backbone=params.backbone,
                        data_dir=shared["data_dir"], cache_dir=shared["cache_dir"], seed=params.seed)
-    mlflow.log_artifact(table["plot"], "hash_table")
-    mlflow.log_artifact(table["table"], "hash_table")
-    mlflow.log_artifact(str(dirs.table / "token_share.csv"), "hash_table")
-    mlflow.log_metrics({f"token_share_layer_{k}": s for k, s in enumerate(table["info"]["occurrence_share_per_layer"], 1)})
     single = params.train.model_copy(update={"exit_scorer": None})  # the reference: the spine's single-exit full model
     run_cached(train_multi_exit, out_dir=layout.reference, train=single, backbone=params.backbone, strategy=FULL_MODEL,
                **shared)
@@ -52,9 +50,34 @@ def run_hashee(params: Params, cfg: HasheeConfig, tag: str) -> dict:
                            backbone=params.backbone, ckpt_dir=dirs.train / "checkpoint",
                            full_ckpt_dir=layout.reference / "checkpoint", table_dir=dirs.table,
                            data_dir=shared["data_dir"], cache_dir=shared["cache_dir"], seed=params.seed)
-    summary = read_metrics(Path(evaluated["metrics"]).parent)  # metrics.json + timing.json's wall-clock numbers
+    return {"table": table, "evaluated": evaluated, "checkpoint": dirs.train / "checkpoint"}
+
+
+def run_hashee(params: Params, cfg: HasheeConfig, tag: str) -> dict:
+    """``hashee_steps`` logged to the active MLflow run; returns the evaluation's metrics."""
+    mlflow.log_params({"hash_kind": cfg.kind, "buckets": cfg.buckets, "hash_layers": cfg.num_layers or "all",
+                       "hash_pooling": cfg.pooling})
+    steps = hashee_steps(params, cfg, tag, MlflowLogger(mlflow.active_run().info.run_id))
+    table = steps["table"]
+    mlflow.log_artifact(table["plot"], "hash_table")
+    mlflow.log_artifact(table["table"], "hash_table")
+    mlflow.log_artifact(str(Layout.from_params(params).hashee(tag).table / "token_share.csv"), "hash_table")
+    mlflow.log_metrics({f"token_share_layer_{k}": s for k, s in enumerate(table["info"]["occurrence_share_per_layer"], 1)})
+    summary = read_metrics(Path(steps["evaluated"]["metrics"]).parent)  # metrics.json + timing.json's wall-clock numbers
     mlflow.log_metrics({k: v for k, v in summary.items() if isinstance(v, float)})
     return summary
+
+
+@register_method("hashee")
+def hashee_cell(params: Params) -> dict:
+    """HashEE with ``hashee`` (default: frequency hash, B buckets): one operating point, timed at
+    ``compare.timing_batch_size`` against the single-exit full model."""
+    cfg = params.hashee.model_copy(update={"timing_batch_sizes": [params.compare.timing_batch_size]})
+    steps = hashee_steps(params, cfg, "compare")
+    evaluated = steps["evaluated"]
+    metrics = {**evaluated["summary"], "metric": load_meta(Layout.from_params(params).data, params.train.task)["spec"]["metric"]}
+    timing = json.loads(Path(evaluated["timing"]).read_text())
+    return single_point_summary("hash", metrics, timing, steps["checkpoint"], params.compare.timing_batch_size)
 
 
 @flow(name="hashee_pipeline", log_prints=True)

@@ -27,6 +27,10 @@ task and seed, so a second task (``--set train.task=mrpc``) or seed writes besid
         leco/model/{train,evaluate}/              the derived exits, retrained
         leco/baselines/<name>/{train,evaluate}/   name: jt-linear, jt-mha, alt, 2st-mha, past-future
         leco/report/                              both comparisons and their claim checks
+        static/first-<k>/{train,evaluate}/        exitflow compare's first-k-layer single-exit model
+    artifacts/compare/<profile>/                  exitflow compare (profile: default, quick, full)
+        cells/lr-<lr>/<task>/seed-<seed>/...      each cell's folders, one tree per learning rate
+        report/                                   compare.md / .json, per-task Pareto and wall-clock plots
     artifacts/learnability/seed-<seed>/           the learnability studies that never read train.task
         datasets/{snli_model,conll2003}/   predictors/{snli_model,conll2003}/<predictor>/
         annotators/token/   human/
@@ -216,6 +220,18 @@ class Layout:
     @property
     def leco_report(self) -> Path:
         return self.base / "leco" / "report"
+
+    # exitflow compare's static smaller models
+    def static_baseline(self, k: int) -> TrainedDirs:
+        """The first ``k`` backbone layers fine-tuned as a single-exit model."""
+        base = self.base / "static" / f"first-{k}"
+        return TrainedDirs(train=base / "train", evaluate=base / "evaluate")
+
+    @property
+    def compare(self) -> Path:
+        """``artifacts/compare``: one folder per profile (``<profile>/cells/lr-<lr>/`` holds each
+        learning rate's task folders, ``<profile>/report/`` the comparison)."""
+        return self.artifacts / "compare"
 
     # generation with a decoder LLM (not keyed by train.task: prompts come from several tasks)
     @property

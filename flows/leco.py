@@ -24,6 +24,7 @@ from prefect import flow
 
 from flows.layout import Layout, TrainedDirs, common, prepare_task_data
 from flows.past_future import MIN_SWEEP_POINTS, past_future_criteria, past_future_train_config, with_task
+from flows.methods import exits_cell, register_method
 from flows.tracking import log_strategy, parent_run, use_experiment
 from tasks.backbones import backbone_num_layers
 from tasks.caching import run_cached
@@ -124,6 +125,19 @@ def run_leco(params: Params, until: str = "compare") -> dict:
             mlflow.log_metric(f"cobee_margin_{c['at']}", c["margin"])
     out["report"] = report
     return out
+
+
+@register_method("leco", regression=False)  # COBEE needs classes (models/leco.py)
+def leco_cell(params: Params) -> dict:
+    """LECO: search (``leco.search_epochs``) -> derive -> retrain the derived exits jointly ->
+    ``leco.criteria`` (COBEE first) on the retrained model, as ``run_leco`` does without baselines."""
+    cfg, layout, shared = params.leco, Layout.from_params(params), common(params)
+    search = run_cached(search_exits, out_dir=layout.leco_search, train=params.train, backbone=params.backbone, leco=cfg,
+                        **shared)
+    derived = run_cached(derive_exits, out_dir=layout.leco_derive, architecture_weights=search["architecture_weights"])
+    architecture = load_architecture(derived["architecture"], backbone_num_layers(params.backbone.name))
+    leco_params = params.model_copy(update={"evaluate": params.evaluate.model_copy(update={"cobee_patience": cfg.cobee_patience})})
+    return exits_cell(leco_params, layout.leco_model, leco_train_config(params, architecture), "joint", cfg.criteria)
 
 
 @flow(name="leco", log_prints=True)

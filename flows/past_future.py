@@ -18,6 +18,7 @@ import mlflow
 from prefect import flow
 
 from flows.layout import Layout, TrainedDirs, common, prepare_task_data
+from flows.methods import exits_cell, register_method
 from flows.tracking import log_strategy, parent_run, use_experiment
 from tasks.caching import run_cached
 from tasks.data import load_meta
@@ -85,6 +86,15 @@ def run_default_past_future(params: Params) -> dict | None:
     mlflow.log_params({"past": past, "future": True, "gate": params.past_future.gate, "task": params.train.task})
     return train_evaluate_log(params, name, past_future_train_config(params, past, True), params.past_future.objective,
                               past_future_criteria(params), dirs=Layout.from_params(params).past_future_default, timed=True)
+
+
+@register_method("past-future")
+def past_future_cell(params: Params) -> dict:
+    """Global Past-Future as ``exitflow run`` adds it: ``past_future.in_default_run`` (concat
+    when unset) with the imitated future, its objective, entropy exits (patience for regression)."""
+    past = params.past_future.in_default_run or "concat"
+    return exits_cell(params, Layout.from_params(params).past_future_default, past_future_train_config(params, past, True),
+                      params.past_future.objective, past_future_criteria(params))
 
 
 def run_past_future(params: Params, settings: list[tuple[str, bool]] | None = None,

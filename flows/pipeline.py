@@ -15,7 +15,8 @@ from prefect import flow
 
 from flows.consistentee import run_consistentee, spine_baselines
 from flows.hashee import run_hashee
-from flows.layout import Layout, common, prepare_task_data
+from flows.layout import Layout, TrainedDirs, common, prepare_task_data
+from flows.methods import exits_cell, register_method
 from flows.past_future import run_default_past_future
 from flows.tracking import log_strategy, parent_run, use_experiment
 from tasks.caching import run_cached
@@ -24,6 +25,7 @@ from tasks.evaluate import evaluate_exits
 from tasks.report import build_report
 from tasks.tracking import MlflowLogger
 from tasks.train import train_multi_exit
+from models.objectives import OBJECTIVES
 from tasks.versioning import DEFAULT_STAGES, record_pipeline_outputs, snapshot_data
 
 
@@ -46,6 +48,19 @@ def evaluate_and_log(params: Params, strategy: str, register: bool = True) -> di
                            logger=MlflowLogger(mlflow.active_run().info.run_id), **common(params))
     log_strategy(params, strategy, {"checkpoint": str(checkpoint)}, evaluated, register)
     return evaluated
+
+
+def _register_strategy(strategy: str) -> None:
+    @register_method(strategy)
+    def strategy_cell(params: Params) -> dict:
+        """BERxiT multi-exit training with ``strategy``, every ``evaluate.criteria`` exit rule (LTE with train.exit_scorer)."""
+        layout = Layout.from_params(params)
+        return exits_cell(params, TrainedDirs(layout.train(strategy), layout.evaluate(strategy)), params.train, strategy)
+
+
+for _strategy in OBJECTIVES:
+    if _strategy != "single":  # single trains one exit: the static baselines and HashEE's reference
+        _register_strategy(_strategy)
 
 
 def report_inputs(params: Params) -> dict:

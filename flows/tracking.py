@@ -24,10 +24,30 @@ def tracking_uri(params: Params) -> str:
     return uri
 
 
+def check_tracking_server(uri: str, timeout_s: float = 5.0) -> None:
+    """An ``http(s)://`` tracking URI must answer its ``/health`` endpoint within ``timeout_s``;
+    otherwise fail naming the URI (MLflow itself retries for minutes before giving up)."""
+    if not uri.startswith(("http://", "https://")):
+        return
+    import urllib.error
+    import urllib.request
+
+    from tasks.config import ConfigError
+
+    try:
+        with urllib.request.urlopen(uri.rstrip("/") + "/health", timeout=timeout_s):
+            pass
+    except (urllib.error.URLError, OSError) as err:
+        raise ConfigError(f"MLflow tracking server {uri} did not answer ({getattr(err, 'reason', err)}); start it "
+                          "(`mlflow server ...`) or point mlflow.tracking_uri / MLFLOW_TRACKING_URI elsewhere") from None
+
+
 def use_experiment(params: Params, name: str) -> str:
     """Point MLflow at the configured store and experiment (artifacts beside a SQLite store)."""
     uri = tracking_uri(params)
+    check_tracking_server(uri)
     mlflow.set_tracking_uri(uri)
+    mlflow.set_registry_uri(uri)  # else the registry keeps the first tracking URI this process used
     if mlflow.get_experiment_by_name(name) is None:
         location = None
         if uri.startswith("sqlite:///"):
@@ -68,6 +88,25 @@ def parent_run(params: Params, run_name: str, sections: tuple[str, ...]):
     except BaseException:
         mlflow.end_run("FAILED")
         raise
+
+
+@contextlib.contextmanager
+def nested_run(name: str):
+    """A nested MLflow run when one is active (yields True), else nothing (yields False): the
+    comparison's cells run a method's steps outside MLflow, its own flow inside its run."""
+    if mlflow.active_run() is None:
+        yield False
+        return
+    with mlflow.start_run(run_name=name, nested=True):
+        yield True
+
+
+def active_logger():
+    """A metric logger for the active MLflow run, or one that drops metrics when none is active."""
+    from tasks.tracking import MlflowLogger, NullLogger
+
+    run = mlflow.active_run()
+    return NullLogger() if run is None else MlflowLogger(run.info.run_id)
 
 
 def shipped_criterion(operating_points: dict[str, dict]) -> dict:

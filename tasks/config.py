@@ -424,6 +424,57 @@ class GenerateConfig(Section):
         return value
 
 
+class CompareConfig(Section):
+    """``exitflow compare``: every registered method on every task and seed, next to static
+    smaller models (the first k layers fine-tuned as a single-exit model), on one grid.
+
+    Each (task, method, seed) trains once per ``lr_grid`` value (cached) and keeps the one with
+    the best dev quality at full depth. ``tasks`` gains every ``data.custom`` task. Method names
+    are checked against ``flows.methods`` when the flow starts (the registry lives there).
+    """
+
+    tasks: list[str] = ["sst2", "mrpc", "stsb"]
+    methods: list[str] = ["joint", "alternating", "hashee", "consistentee", "past-future", "leco"]
+    seeds: list[int] = Field(default=[42], min_length=1)
+    lr_grid: list[float] = Field(default=[1e-4, 3e-4, 5e-4], min_length=1)
+    static_layers: list[int] = [1, 2, 3, 4, 5]  # k of the first-k-layer baselines (1..L)
+    speedups: list[float] = [1.5, 2.0, 3.0]     # layer speed-ups the tables read (dev-chosen front, test numbers)
+    timing_batch_size: int = Field(default=32, ge=1)
+    workers: int | None = Field(default=None, ge=1)   # LocalCluster workers; null = one per core
+    torch_threads: int | None = Field(default=None, ge=1)  # per cell; null = cores // workers
+    address: str | None = None    # tcp://host:8786: run the cells on this existing Dask cluster
+    sequential: bool = False      # no Dask: cells one after another in this process
+    champion_alias: str = "champion"
+
+    @field_validator("tasks")
+    @classmethod
+    def _tasks(cls, value):
+        if len(set(value)) != len(value):
+            raise ValueError(f"duplicate task in {value}")
+        return value
+
+    @field_validator("lr_grid")
+    @classmethod
+    def _lr_grid(cls, value):
+        if any(v <= 0 for v in value):
+            raise ValueError(f"learning rates must be > 0, got {value}")
+        return sorted(set(value))
+
+    @field_validator("static_layers")
+    @classmethod
+    def _static_layers(cls, value):
+        if any(k < 1 for k in value):
+            raise ValueError(f"static_layers are layer counts >= 1, got {value}")
+        return sorted(set(value))
+
+    @field_validator("address")
+    @classmethod
+    def _address(cls, value):
+        if value is not None and "://" not in value:
+            raise ValueError(f"a Dask scheduler address looks like tcp://host:8786, got {value!r}")
+        return value
+
+
 def setting_name(past: str, future: bool) -> str:
     """Folder and run name of one Past-Future setting: ``concat`` (past only), ``concat-future``."""
     return f"{past}-future" if future else past
@@ -445,6 +496,7 @@ class Params(Section):
     past_future: PastFutureConfig = PastFutureConfig()
     leco: LecoConfig = LecoConfig()
     generate: GenerateConfig = GenerateConfig()
+    compare: CompareConfig = CompareConfig()
     mlflow: MlflowConfig = MlflowConfig()
     schedule: ScheduleConfig = ScheduleConfig()
     profiles: dict[str, dict] = {}

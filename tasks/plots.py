@@ -22,18 +22,16 @@ def _save(fig, path: Path) -> Path:
 
 def tradeoff_plot(curves: dict[str, list[dict]], full_quality: float, title: str, path: Path,
                   x: str = "flops_speedup") -> Path:
-    """Quality vs speed-up, one curve per method; ``curves[name]`` = points with ``quality`` and ``x``."""
-    fig, ax = plt.subplots(figsize=(6.4, 4.4))
-    for name, points in sorted(curves.items()):
-        pts = sorted(points, key=lambda p: p[x])
-        ax.plot([p[x] for p in pts], [p["quality"] for p in pts], marker="o", markersize=3, label=name)
-    ax.axhline(full_quality, color="black", linestyle="--", linewidth=1, label="full model")
-    ax.set_xlabel({"flops_speedup": "FLOPs speed-up (x)", "layer_speedup": "layer speed-up L/avg (x)"}.get(x, x))
-    ax.set_ylabel("quality (%)")
-    ax.set_title(title)
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=7)
-    return _save(fig, path)
+    """Quality vs speed-up: per series (``curves[name]`` = point dicts with ``quality`` and ``x``)
+    its Pareto front (both maximised) as a line sorted by ``x``, the raw points as faint markers;
+    a distinct colour and marker per series (``method_styles``), the legend outside on the right."""
+    from tasks.compare_report import pareto_front  # not at module level: compare_report imports this module
+
+    names = sorted(curves)
+    panel = {"xlabel": XLABELS.get(x, x),
+             "lines": {n: [[(p[x], p["quality"]) for p in pareto_front(curves[n], x, "quality")]] for n in names},
+             "points": {n: [(p[x], p["quality"]) for p in curves[n]] for n in names}}
+    return _save(tradeoff_panels([panel], method_styles(names), "quality (%)", title, (full_quality, "full model")), path)
 
 
 def layerwise_plot(scores: dict[str, list[float]], title: str, path: Path, xlabel: str = "exit layer",
@@ -129,3 +127,91 @@ def curve_plot(curves: dict[str, list[tuple[float, float]]], xlabel: str, ylabel
     axes[0][-1].legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.02, 1.0))
     fig.suptitle(title)
     return _save(fig, path)
+
+
+# ---- shared styles and multi-panel trade-off figures (comparison report, tradeoff_plot) ----
+
+XLABELS = {"flops_speedup": "FLOPs speed-up (x)", "layer_speedup": "layer speed-up L/avg (x)",
+           "wallclock_speedup": "measured wall-clock speed-up, batch 32 (x)"}
+# tab20 without its two greys (grey is kept for the static baselines), dark shades first: 18 colours
+_TAB20 = [matplotlib.colors.to_hex(c) for c in plt.get_cmap("tab20").colors]
+STYLE_COLOURS = [c for i, c in enumerate(_TAB20) if i % 2 == 0 and i != 14] + \
+                [c for i, c in enumerate(_TAB20) if i % 2 == 1 and i != 15]
+STATIC_STYLE = {"color": "dimgray", "linestyle": "--", "marker": "x", "label": "static (first k layers)"}
+
+
+def method_styles(names: list[str]) -> dict[str, tuple[str, str]]:
+    """``{name: (colour hex, marker)}`` in the order given. Colours are distinct for up to 18 names
+    and markers for up to 11; the (colour, marker) pair is distinct for up to lcm(18, 11) = 198."""
+    return {n: (STYLE_COLOURS[i % len(STYLE_COLOURS)], MARKERS[i % len(MARKERS)]) for i, n in enumerate(names)}
+
+
+def legend_right(fig) -> None:
+    """One figure legend (labels of every axes, first handle per label) outside the axes on the right."""
+    seen = {}
+    for ax in fig.axes:
+        for handle, label in zip(*ax.get_legend_handles_labels()):
+            seen.setdefault(label, handle)
+    right = 1.0 - 2.3 / fig.get_figwidth()  # ~2.3 inches for the legend
+    fig.subplots_adjust(right=right, wspace=0.3)
+    fig.legend(list(seen.values()), list(seen), loc="center left", bbox_to_anchor=(right + 0.01, 0.5),
+               fontsize=7, frameon=False)
+
+
+def tradeoff_panels(panels: list[dict], styles: dict[str, tuple[str, str]], ylabel: str, title: str,
+                    reference: tuple[float, str] | None = None):
+    """Side-by-side panels sharing one legend outside on the right; returns the Figure (unsaved).
+
+    A panel is ``{"xlabel": str, "lines": {name: [[(x, y), ...], ...]}, "points": {name: [(x, y), ...]},
+    "static": [(x, y, "k"), ...]}`` (all but xlabel optional): each of a name's lines is drawn sorted
+    by x in the name's style (only the first labelled), ``points`` as faint markers, ``static`` as one
+    dashed grey line with each point annotated; ``reference = (y, label)`` is a dotted black line.
+    """
+    fig, axes = plt.subplots(1, len(panels), figsize=(4.8 * len(panels) + 2.3, 4.4), squeeze=False)
+    for ax, panel in zip(axes[0], panels):
+        for name, (colour, marker) in styles.items():
+            raw = panel.get("points", {}).get(name, [])
+            if raw:
+                ax.scatter([p[0] for p in raw], [p[1] for p in raw], color=colour, marker=marker, s=10, alpha=0.25)
+            for i, line in enumerate(panel.get("lines", {}).get(name, [])):
+                line = sorted(line)
+                ax.plot([p[0] for p in line], [p[1] for p in line], color=colour, marker=marker, markersize=4,
+                        linewidth=1.2, label=name if i == 0 else None)
+        static = sorted(panel.get("static", []))
+        if static:
+            ax.plot([p[0] for p in static], [p[1] for p in static], markersize=5, linewidth=1.2, **STATIC_STYLE)
+            for sx, sy, k in static:
+                ax.annotate(k, (sx, sy), textcoords="offset points", xytext=(3, 4), fontsize=7, color="dimgray")
+        if reference is not None:
+            ax.axhline(reference[0], color="black", linestyle=":", linewidth=1, label=reference[1])
+        ax.set_xlabel(panel["xlabel"])
+        ax.set_ylabel(ylabel)
+        ax.grid(alpha=0.3)
+    fig.suptitle(title, fontsize=10)
+    legend_right(fig)
+    return fig
+
+
+def speedup_scatter(points: dict[str, list[tuple[float, float]]], styles: dict[str, tuple[str, str]],
+                    static: list[tuple[float, float, str]], xlabel: str, ylabel: str, title: str):
+    """Measured vs nominal speed-up: a name's ``(x, y)`` points in its style, ``static`` points grey
+    and annotated, the line y = x dashed; returns the Figure (unsaved)."""
+    fig, ax = plt.subplots(figsize=(4.8 + 2.3, 4.4))
+    for name, (colour, marker) in styles.items():
+        if points.get(name):
+            ax.scatter([p[0] for p in points[name]], [p[1] for p in points[name]], color=colour, marker=marker,
+                       s=22, label=name)
+    if static:
+        ax.scatter([p[0] for p in static], [p[1] for p in static], color=STATIC_STYLE["color"],
+                   marker=STATIC_STYLE["marker"], s=28, label=STATIC_STYLE["label"])
+        for sx, sy, k in static:
+            ax.annotate(k, (sx, sy), textcoords="offset points", xytext=(3, 4), fontsize=7, color="dimgray")
+    every = [v for pts in points.values() for p in pts for v in p] + [v for p in static for v in p[:2]]
+    lo, hi = min(every + [1.0]), max(every + [1.0])
+    ax.plot([lo, hi], [lo, hi], color="black", linestyle="--", linewidth=1, label="y = x")
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.grid(alpha=0.3)
+    fig.suptitle(title, fontsize=10)
+    legend_right(fig)
+    return fig

@@ -1,0 +1,324 @@
+"""``exitflow compare``: every registered method on every task and seed, next to static smaller
+models, on one grid run by Dask, reported per task and tracked in MLflow.
+
+The flow reads like the procedure::
+
+    prepare data -> grid: task x (methods + static-k) x seed x lr   (each unit: the method's cached steps)
+                 -> per (task, method, seed): the lr with the best dev quality at full depth
+                 -> report (tables, Pareto plots) -> MLflow parent run + nested run per cell
+                 -> champion alias per (task, method), moved only when dev improves
+
+**Units.** A unit is one (task, method, seed, learning rate): ``run_unit`` runs the method's
+registered cell runner (``flows.methods``) on the unit's own params, whose ``artifacts_dir`` is
+``artifacts/compare/<profile>/cells/lr-<lr>``, so units never share an output folder. The
+steps inside are the cached tasks of each method, so a re-run with nothing changed is served
+from the cache. A unit that raises is reported ``failed`` with its error; the others go on. A
+method that cannot do regression is ``n/a`` on a regression task and runs nothing.
+
+**Scale-out.** Units run through Prefect's ``DaskTaskRunner``: a ``LocalCluster`` of
+``compare.workers`` processes (default: one per core), one thread each, with
+``compare.torch_threads`` torch threads per unit (default: cores // workers), so two units on
+two cores do not fight; or ``compare.address`` (``--address``) submits them to an existing
+Dask scheduler; ``compare.sequential`` runs them one after another in this process.
+Multi-GPU: start one worker per GPU (``dask-cuda``'s ``LocalCUDACluster`` pins each worker to
+its GPU with ``CUDA_VISIBLE_DEVICES``), pass its address, and ``device: auto`` puts each unit on
+its worker's GPU. The worker processes need the Prefect API of the flow: the CLI starts the
+temporary server before the flow and exports ``PREFECT_API_URL``, which workers inherit.
+
+**Tracking.** MLflow runs are written by the flow only (never by units): experiment
+``exitflow-compare``, a parent run per comparison with a nested run per cell. Per
+(task, method), the best seed's model is registered as ``exitflow-<profile>-<task>-<method>``
+and given the alias ``compare.champion_alias`` when its dev score beats the alias holder's
+(model version tag ``dev_score``); otherwise nothing is logged for it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import time
+import traceback
+from collections import defaultdict
+from pathlib import Path
+
+import mlflow
+from prefect import flow, task
+from prefect.cache_policies import NO_CACHE
+from prefect.task_runners import ThreadPoolTaskRunner
+
+from flows.layout import Layout, common, prepare_task_data
+from flows.methods import load_methods
+from flows.tracking import REPO_ROOT, parent_run, shipped_criterion, use_experiment
+from tasks.backbones import backbone_num_layers
+from tasks.caching import run_cached
+from tasks.compare import choose_lr, evaluate_static, single_point_summary
+from tasks.compare_report import compare_report
+from tasks.config import ConfigError, Params, load_params
+from tasks.data import load_meta
+from tasks.io import atomic_write_json
+from tasks.train import train_multi_exit
+
+EXPERIMENT = "exitflow-compare"
+STATIC_PREFIX = "static-"
+CONNECT_TIMEOUT_S = 5
+
+
+# ---- the grid -------------------------------------------------------------------------------------
+
+def compare_tasks(params: Params) -> list[str]:
+    """``compare.tasks`` plus every ``data.custom`` task, in that order, without repeats."""
+    return list(dict.fromkeys([*params.compare.tasks, *params.data.custom]))
+
+
+def compare_methods(params: Params) -> list[str]:
+    """``compare.methods`` (``all``: every registered method), checked against the registry."""
+    registered = load_methods()
+    names = list(registered) if params.compare.methods == ["all"] else params.compare.methods
+    unknown = [m for m in names if m not in registered]
+    if unknown:
+        raise ConfigError(f"compare.methods: unknown {unknown}; registered: {', '.join(registered)} (or [all])")
+    return names
+
+
+def static_methods(params: Params) -> list[str]:
+    """``static-<k>`` for each ``compare.static_layers`` k (1..L of the backbone)."""
+    L = backbone_num_layers(params.backbone.name)
+    too_deep = [k for k in params.compare.static_layers if k > L]
+    if too_deep:
+        raise ConfigError(f"compare.static_layers: {too_deep} exceed {params.backbone.name}'s {L} layers")
+    return [f"{STATIC_PREFIX}{k}" for k in params.compare.static_layers]
+
+
+def unit_params(params: Params, cells_dir: Path, task: str, seed: int, lr: float) -> Params:
+    """The params one unit runs with: its task, seed and learning rate, its own artifacts tree."""
+    return params.model_copy(update={"seed": seed, "artifacts_dir": cells_dir / f"lr-{lr:g}",
+                                     "train": params.train.model_copy(update={"task": task, "lr": lr})})
+
+
+def static_cell(params: Params, k: int) -> dict:
+    """The first ``k`` layers fine-tuned as a single-exit model (no exit scorer), evaluated
+    against the full-depth backbone (``tasks.compare.evaluate_static``)."""
+    dirs = Layout.from_params(params).static_baseline(k)
+    train = params.train.model_copy(update={"exit_scorer": None})
+    trained = run_cached(train_multi_exit, out_dir=dirs.train, train=train, backbone=params.backbone, strategy="single",
+                         num_layers=k, **common(params))
+    ev = params.evaluate
+    evaluated = run_cached(evaluate_static, out_dir=dirs.evaluate, train=train, backbone=params.backbone,
+                           ckpt_dir=trained["checkpoint"], batch_size=ev.batch_size,
+                           timing_batch_size=params.compare.timing_batch_size, timing_rows=ev.timing_rows,
+                           timing_repeats=ev.timing_repeats, **common(params))
+    return single_point_summary("static", evaluated["summary"], evaluated["timing_summary"], trained["checkpoint"],
+                                params.compare.timing_batch_size)
+
+
+@task(name="compare_unit", cache_policy=NO_CACHE)  # the method's steps inside are cached
+def run_unit(params: Params, method: str, threads: int) -> dict:
+    """One (task, method, seed, lr): the cell summary, or ``{"error": ...}``; never raises for a
+    method's failure, so one bad unit does not stop the grid. Seconds include cache hits."""
+    import torch
+
+    torch.set_num_threads(threads)
+    start = time.perf_counter()
+    try:
+        if method.startswith(STATIC_PREFIX):
+            summary = static_cell(params, int(method[len(STATIC_PREFIX):]))
+        else:
+            summary = load_methods()[method].run(params)
+    except Exception as err:  # reported in the table; the traceback goes to the Prefect log
+        print(f"[compare] {params.train.task}/{method}/seed-{params.seed}/lr-{params.train.lr:g} failed:\n"
+              + "".join(traceback.format_exception(err)))
+        summary = {"error": f"{type(err).__name__}: {err}".splitlines()[0][:300]}
+    return {**summary, "seconds": time.perf_counter() - start}
+
+
+@flow(name="compare_grid")
+def run_grid(units: list[tuple[Params, str]], threads: int) -> list[dict]:
+    """Submit every unit to the flow's task runner; results in ``units``' order."""
+    futures = [run_unit.submit(p, method, threads) for p, method in units]
+    return [f.result() for f in futures]
+
+
+def task_runner(params: Params):
+    """``(task runner, torch threads per unit, description)`` for ``compare``'s settings."""
+    cfg, cores = params.compare, os.cpu_count() or 1
+    if cfg.sequential:
+        return ThreadPoolTaskRunner(max_workers=1), cfg.torch_threads or cores, "sequential"
+    from prefect_dask import DaskTaskRunner
+
+    if cfg.address is not None:
+        check_dask_address(cfg.address)
+        return DaskTaskRunner(address=cfg.address), cfg.torch_threads or 1, f"Dask cluster at {cfg.address}"
+    workers = cfg.workers or cores
+    threads = cfg.torch_threads or max(1, cores // workers)
+    import logging
+
+    runner = DaskTaskRunner(cluster_kwargs={"n_workers": workers, "threads_per_worker": 1, "processes": True,
+                                            "dashboard_address": None, "silence_logs": logging.WARNING})
+    return runner, threads, f"Dask LocalCluster, {workers} workers x 1 thread, {threads} torch threads each"
+
+
+def check_dask_address(address: str) -> None:
+    """Fail within ``CONNECT_TIMEOUT_S`` seconds, naming ``address``, when no scheduler answers."""
+    from distributed import Client
+
+    try:
+        Client(address, timeout=CONNECT_TIMEOUT_S).close()
+    except (OSError, TimeoutError) as err:
+        raise ConfigError(f"compare.address {address}: no Dask scheduler answered within {CONNECT_TIMEOUT_S} s "
+                          f"({type(err).__name__}); start one (`dask scheduler`) or drop --address") from None
+
+
+# ---- cells: lr choice per (task, method, seed) ------------------------------------------------------
+
+def assemble_cells(grid: list[dict], results: list[dict]) -> list[dict]:
+    """Group unit results by (task, method, seed) and keep each group's dev-chosen lr."""
+    groups: dict[tuple, dict[float, dict]] = defaultdict(dict)
+    for unit, result in zip(grid, results):
+        groups[(unit["task"], unit["method"], unit["seed"])][unit["lr"]] = result
+    cells = []
+    for (task_name, method, seed), by_lr in groups.items():
+        lr = choose_lr(by_lr)
+        cell = {"task": task_name, "method": method, "seed": seed,
+                "kind": "static" if method.startswith(STATIC_PREFIX) else "early-exit",
+                "seconds": sum(r["seconds"] for r in by_lr.values()),
+                "lr_scores": {f"{k:g}": r["full"]["dev"] if "full" in r else None for k, r in by_lr.items()}}
+        if lr is None:
+            errors = sorted({r["error"] for r in by_lr.values()})
+            cells.append({**cell, "status": "failed", "error": "; ".join(errors), "lr": None})
+        else:
+            chosen = by_lr[lr]
+            cells.append({**cell, **{k: v for k, v in chosen.items() if k != "seconds"}, "status": "ok", "error": None,
+                          "lr": lr, "dev_score": chosen["full"]["dev"]})
+    return cells
+
+
+def not_applicable(task_name: str, method: str, seed: int) -> dict:
+    return {"task": task_name, "method": method, "seed": seed, "kind": "early-exit", "status": "n/a", "seconds": 0.0,
+            "error": f"{method} cannot do regression", "lr": None, "lr_scores": {}}
+
+
+# ---- MLflow: parent run, a nested run per cell, champions ---------------------------------------------
+
+def model_name(profile: str, task_name: str, method: str) -> str:
+    return re.sub(r"[^A-Za-z0-9_.-]", "-", f"exitflow-{profile}-{task_name}-{method}")
+
+
+def log_cell(cell: dict) -> None:
+    """The nested run of one cell: its choice, scores, curves (``cell.json``) and time."""
+    with mlflow.start_run(run_name=f"{cell['task']}/{cell['method']}/seed-{cell['seed']}", nested=True):
+        mlflow.log_params({k: cell[k] for k in ("task", "method", "seed", "kind", "status", "lr")})
+        mlflow.set_tag("status", cell["status"])
+        if cell.get("error"):
+            mlflow.set_tag("error", cell["error"][:4000])
+        mlflow.log_metric("seconds", cell["seconds"])
+        for lr, score in cell["lr_scores"].items():
+            if score is not None:
+                mlflow.log_metric(f"lr_{lr}_dev_full_quality", score)
+        if cell["status"] == "ok":
+            mlflow.log_metrics({"dev_full_quality": cell["full"]["dev"], "test_full_quality": cell["full"]["test"]})
+            for name, point in cell["timed"].items():
+                mlflow.log_metrics({f"{name}_test_quality": point["test_quality"], f"{name}_layer_speedup": point["layer_speedup"],
+                                    f"{name}_wallclock_speedup": point["wallclock_speedup"]})
+        mlflow.log_dict(cell, "cell.json")
+
+
+def update_champion(params: Params, profile: str, cell: dict) -> dict:
+    """Register ``cell``'s model under ``model_name`` with the champion alias when its dev score
+    beats the current champion's (or there is none). Returns what happened."""
+    from mlflow import MlflowClient
+    from mlflow.exceptions import MlflowException
+    from tasks.mlflow_model import MultiExitPyfunc
+
+    client, alias = MlflowClient(), params.compare.champion_alias
+    name = model_name(profile, cell["task"], cell["method"])
+    try:
+        current = client.get_model_version_by_alias(name, alias)
+        best = float(current.tags.get("dev_score", "-inf"))
+    except MlflowException:  # no such model or alias yet
+        current, best = None, float("-inf")
+    if cell["dev_score"] <= best:
+        return {"model": name, "moved": False, "version": current.version, "dev_score": best}
+    operating = {n: {"threshold": p["threshold"], "dev": {"layer_speedup": p["dev_layer_speedup"], "quality": p["dev_quality"]}}
+                 for n, p in cell["timed"].items() if "dev_layer_speedup" in p}
+    with mlflow.start_run(run_name=f"champion/{cell['task']}/{cell['method']}", nested=True):
+        info = mlflow.pyfunc.log_model(
+            name="model", python_model=MultiExitPyfunc(), artifacts={"checkpoint": cell["checkpoint"]},
+            code_paths=[str(REPO_ROOT / "models"), str(REPO_ROOT / "tasks")],
+            model_config={"max_length": params.backbone.max_length, **shipped_criterion(operating)},
+            pip_requirements=["torch==2.13.0", "transformers", "safetensors", "pandas", "pyyaml", "pydantic", "prefect"],
+            registered_model_name=name)
+    version = info.registered_model_version
+    for key in ("dev_score", "task", "method", "seed", "lr"):
+        client.set_model_version_tag(name, version, key, str(cell[key]))
+    client.set_registered_model_alias(name, alias, version)
+    return {"model": name, "moved": True, "version": version, "dev_score": cell["dev_score"]}
+
+
+def champions(params: Params, profile: str, cells: list[dict]) -> list[dict]:
+    """Per (task, method) of early-exit cells that ran: the best seed on dev challenges the champion."""
+    best: dict[tuple, dict] = {}
+    for c in cells:
+        if c["status"] == "ok" and c["kind"] == "early-exit":
+            key = (c["task"], c["method"])
+            if key not in best or c["dev_score"] > best[key]["dev_score"]:
+                best[key] = c
+    return [update_champion(params, profile, c) for c in best.values()]
+
+
+# ---- the flow -------------------------------------------------------------------------------------------
+
+def time_by_method(cells: list[dict]) -> dict[str, float]:
+    """Seconds summed over a method's cells (static-k under ``static``), largest first."""
+    total: dict[str, float] = defaultdict(float)
+    for c in cells:
+        total["static" if c["kind"] == "static" else c["method"]] += c["seconds"]
+    return dict(sorted(total.items(), key=lambda kv: -kv[1]))
+
+
+@flow(name="exitflow_compare", log_prints=True)
+def compare_flow(params_path: str = "params.yaml", overrides: list[str] | None = None, profile: str | None = None,
+                 address: str | None = None) -> dict:
+    """The comparison over ``compare``'s grid; see the module docstring."""
+    overrides = list(overrides or []) + ([f"compare.address={address}"] if address else [])
+    params = load_params(params_path, overrides, profile)
+    profile_name = profile or "default"
+    use_experiment(params, EXPERIMENT)  # fails fast, naming the URI, when the tracking server is down
+    tasks, methods, statics = compare_tasks(params), compare_methods(params), static_methods(params)
+    registry = load_methods()
+    prepare_task_data(params.model_copy(update={"data": params.data.model_copy(update={"tasks": tasks})}))
+    root = Layout.from_params(params).compare / profile_name
+    grid, units, cells = [], [], []
+    for task_name in tasks:
+        regression = load_meta(Layout.from_params(params).data, task_name)["spec"]["label_type"] == "float"
+        for method in methods + statics:
+            for seed in params.compare.seeds:
+                if regression and method in registry and not registry[method].regression:
+                    cells.append(not_applicable(task_name, method, seed))
+                    continue
+                for lr in params.compare.lr_grid:
+                    grid.append({"task": task_name, "method": method, "seed": seed, "lr": lr})
+                    units.append((unit_params(params, root / "cells", task_name, seed, lr), method))
+    runner, threads, how = task_runner(params)
+    print(f"[compare] {len(units)} units ({len(tasks)} tasks x {len(methods)} methods + {len(statics)} static x "
+          f"{len(params.compare.seeds)} seeds x {len(params.compare.lr_grid)} lr) on {how}")
+    start = time.perf_counter()
+    results = run_grid.with_options(task_runner=runner)(units, threads)
+    wall = time.perf_counter() - start
+    cells = assemble_cells(grid, results) + cells
+    report = compare_report(cells, tuple(params.compare.speedups), out_dir=root / "report")
+    timing = {"wall_seconds": wall, "runner": how, "units": len(units), "unit_seconds": sum(r["seconds"] for r in results),
+              "by_method_seconds": time_by_method(cells)}
+    atomic_write_json(root / "timing.json", timing)  # wall-clock: beside the report, never inside it
+    with parent_run(params, f"compare-{profile_name}", ("seed", "backbone", "train", "evaluate", "compare")):
+        mlflow.set_tag("profile", profile_name)
+        mlflow.log_metrics({"wall_seconds": wall, "unit_seconds": timing["unit_seconds"]})
+        mlflow.log_dict(timing, "timing.json")
+        mlflow.log_artifacts(str(root / "report"), "report")
+        for cell in cells:
+            log_cell(cell)
+        report["champions"] = champions(params, profile_name, cells)
+    print(report["table"])
+    print(f"[compare] wall {wall / 60:.1f} min ({how}); by method: "
+          + ", ".join(f"{m} {s / 60:.1f} min" for m, s in timing["by_method_seconds"].items()))
+    return {**report, "timing": timing, "cells": cells}

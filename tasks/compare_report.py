@@ -1,0 +1,399 @@
+"""The report of ``exitflow compare``: finished grid cells (task x method x seed) -> ``compare.json``,
+``compare.md``, and per task ``pareto-<task>.png`` / ``.csv`` and ``wallclock-<task>.png``.
+
+A cell is one (task, method, seed), JSON-able (the schema is in ``compare_report``). Quality is in
+percent (higher is better); speed-ups are ratios to the full-depth model (x). A sweep point is
+``{"dev": {"threshold", "quality", "layer_speedup", "flops_speedup"}, "test": {...}}``.
+
+How the numbers are chosen (``SELECTION``, also printed in compare.md):
+
+- each seed's learning rate was chosen on dev by the flow; the report takes that model as given;
+- a method's curve is the union of its criteria's sweep points (each remembers its criterion),
+  reduced to the Pareto front on DEV (dev layer speed-up, dev quality); the TEST numbers of those
+  points are what is reported and plotted, so dev/test disagreement stays visible;
+- quality at a target = test quality interpolated linearly in test layer speed-up; a target below
+  the curve's slowest point takes that point's quality (a faster point meets a lower target);
+  beyond the curve's reach (its largest test layer speed-up) it is not reached (None);
+- a static-k row is its single point, so it counts at every target up to its own speed-up L/k;
+- AUC[lo, hi] = area under that curve over [lo, hi] / (hi - lo), quality 0 beyond the reach;
+- over seeds: mean ± sample std (ddof=1); one seed shows the mean alone; values that are None
+  (not reached) are left out and "(n/m seeds)" says how many of the m ok seeds count;
+- the timed column takes the method's criterion with the highest mean measured wall-clock speed-up.
+
+Plots: every seed's front is drawn in its method's style (only the first seed is labelled):
+averaging fronts over seeds is ill-defined and pooling seeds would pick the luckiest points.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import math
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+from tasks.comparisons import interpolate_at
+from tasks.io import atomic_write_json, atomic_write_text
+from tasks.plots import XLABELS, _save, method_styles, speedup_scatter, tradeoff_panels
+
+Key = str | int | Callable[[object], float]
+
+SELECTION = ("Numbers: per seed, the learning rate chosen on dev; a method's curve is the union of its criteria's "
+             "sweep points reduced to the Pareto front on dev (dev layer speed-up, dev quality), reported with its "
+             "TEST numbers. Quality at a speed-up is interpolated in test layer speed-up (flat below the slowest "
+             "point, 'not reached' beyond the curve's reach; a static-k row is one point at L/k). AUC[1,3] = area "
+             "under that curve over 1x..3x / 2 with quality 0 beyond the reach. Cells: mean ± std over seeds "
+             "(ddof=1; one seed: mean only); '(n/m seeds)' = only n of the m ok seeds count. Timed: batch-32 "
+             "wall-clock speed-up of the criterion with the best mean, at its dev operating point, with its test "
+             "quality.")
+
+
+# ---- curves -------------------------------------------------------------------------------------
+
+def _getter(key: Key) -> Callable:
+    return key if callable(key) else (lambda p: p[key])
+
+
+def pareto_front(points: list, x: Key, y: Key) -> list:
+    """The points no other point beats on both x and y (both maximised; of exact ties the first is
+    kept), sorted by x ascending. ``x``/``y``: a key (dict key or tuple index) or a function of a point."""
+    fx, fy = _getter(x), _getter(y)
+    front, best = [], -math.inf
+    for p in sorted(points, key=lambda p: (-fx(p), -fy(p))):
+        if fy(p) > best:
+            front.append(p)
+            best = fy(p)
+    return front[::-1]
+
+
+def method_points(series: dict[str, list[dict]]) -> list[dict]:
+    """The union of a cell's ``series`` (criterion -> sweep points), each point tagged with ``criterion``."""
+    return [{**p, "criterion": c} for c, pts in sorted(series.items()) for p in pts]
+
+
+def dev_chosen_front(series_points: list[dict], x: str = "layer_speedup") -> list[dict]:
+    """The sweep points on the DEV Pareto front of (dev ``x``, dev quality), sorted by dev ``x``;
+    report their ``"test"`` numbers."""
+    return pareto_front(series_points, lambda p: p["dev"][x], lambda p: p["dev"]["quality"])
+
+
+def quality_at(front: list[dict], target: float, x: str = "layer_speedup") -> float | None:
+    """Test quality at test ``x`` = ``target``, linear between the front's points; below its slowest
+    point that point's quality; None beyond its reach (or for an empty front)."""
+    pts = [(p["test"][x], p["test"]["quality"]) for p in front]
+    if not pts:
+        return None
+    return interpolate_at(pts, max(target, min(px for px, _ in pts)))
+
+
+def curve_auc(front: list[dict], lo: float = 1.0, hi: float = 3.0, x: str = "layer_speedup") -> tuple[float, float | None]:
+    """``(area / (hi - lo), reach)``: the exact area under ``quality_at`` (test quality vs test ``x``)
+    over [lo, hi], where quality counts as 0 beyond the reach = the front's largest test ``x``
+    (None for an empty front, whose AUC is 0). Same units as quality (percent)."""
+    if not front:
+        return 0.0, None
+    xs_front = [p["test"][x] for p in front]
+    reach = max(xs_front)
+    top = min(hi, reach)
+    if top <= lo:
+        return 0.0, reach
+    xs = sorted({lo, top, *(v for v in xs_front if lo < v < top)})  # the curve is linear between these
+    ys = [quality_at(front, v, x) for v in xs]
+    return float(np.trapezoid(ys, xs)) / (hi - lo), reach
+
+
+# ---- aggregation over seeds --------------------------------------------------------------------
+
+def mean_std(values: list[float | None]) -> dict:
+    """``{"mean", "std", "n", "of", "values"}`` over the non-None values: std with ddof=1, None below
+    2 values; ``n`` = values counted, ``of`` = all values (one per ok seed)."""
+    kept = [float(v) for v in values if v is not None]
+    return {"mean": float(np.mean(kept)) if kept else None,
+            "std": float(np.std(kept, ddof=1)) if len(kept) >= 2 else None,
+            "n": len(kept), "of": len(values), "values": list(values)}
+
+
+def format_mean_std(agg: dict, digits: int = 1, unit: str = "") -> str:
+    """``"71.2 ± 1.3"``, ``"71.2"`` (one value), ``"... (2/3 seeds)"`` (some None), ``"not reached"``, ``"—"``."""
+    if agg["of"] == 0:
+        return "—"
+    if agg["n"] == 0:
+        return "not reached"
+    text = f"{agg['mean']:.{digits}f}" + (f" ± {agg['std']:.{digits}f}" if agg["std"] is not None else "") + unit
+    return text + (f" ({agg['n']}/{agg['of']} seeds)" if agg["n"] < agg["of"] else "")
+
+
+def _static_k(method: str) -> int:
+    return int(method.rsplit("-", 1)[-1])
+
+
+def _points(cell: dict) -> list[dict]:
+    return method_points(cell.get("series") or {})
+
+
+def summarise_method(cells: list[dict], speedups: tuple[float, ...], auc_range: tuple[float, float] = (1.0, 3.0)) -> dict:
+    """One (task, method)'s cells (one per seed) -> aggregated numbers (see ``compare_report``)."""
+    ok = [c for c in cells if c["status"] == "ok"]
+    fronts = [dev_chosen_front(_points(c)) for c in ok]
+    aucs = [curve_auc(f, *auc_range) for f in fronts]
+    criteria = sorted({k for c in ok for k in (c.get("timed") or {})})
+    timed = None
+    if criteria:
+        def wallclock(k: str) -> list:
+            return [(c.get("timed") or {}).get(k, {}).get("wallclock_speedup") for c in ok]
+        means = {k: mean_std(wallclock(k))["mean"] for k in criteria}
+        best = max(criteria, key=lambda k: -math.inf if means[k] is None else means[k])
+        timed = {"criterion": best, "wallclock_speedup": mean_std(wallclock(best)),
+                 "test_quality": mean_std([(c.get("timed") or {}).get(best, {}).get("test_quality") for c in ok])}
+    return {
+        "kind": cells[0]["kind"], "metric": cells[0].get("metric"), "seeds": [c["seed"] for c in cells],
+        "status": {s: sum(c["status"] == s for c in cells) for s in ("ok", "failed", "n/a")},
+        "errors": [{"seed": c["seed"], "status": c["status"], "error": c.get("error")} for c in cells if c["status"] != "ok"],
+        "lr": [{"seed": c["seed"], "lr": c.get("lr")} for c in ok],
+        "full_dev": mean_std([c["full"]["dev"] for c in ok]), "full_test": mean_std([c["full"]["test"] for c in ok]),
+        "quality_at": {f"{t:g}x": mean_std([quality_at(f, t) for f in fronts]) for t in speedups},
+        "auc": mean_std([a for a, _ in aucs]), "reach": mean_std([r for _, r in aucs]),
+        "timed": timed, "cells": cells,
+    }
+
+
+def average_ranks(auc: dict[str, dict[str, dict]], tasks: list[str]) -> dict[str, dict]:
+    """``auc[method][task]`` = aggregate -> ``{method: {"mean": average rank or None, "tasks": n}}``;
+    per task, rows with a mean AUC are ranked (1 = best, ties share the average rank)."""
+    ranks: dict[str, list[float]] = {m: [] for m in auc}
+    for task in tasks:
+        scores = {m: a[task]["mean"] for m, a in auc.items() if task in a and a[task]["mean"] is not None}
+        for m, s in scores.items():
+            ranks[m].append(1 + sum(v > s for v in scores.values()) + (sum(v == s for v in scores.values()) - 1) / 2)
+    return {m: {"mean": float(np.mean(r)) if r else None, "tasks": len(r)} for m, r in ranks.items()}
+
+
+# ---- markdown ----------------------------------------------------------------------------------
+
+def _md(text: object) -> str:
+    return str(text).replace("|", "\\|").replace("\n", " ")
+
+
+def _status_text(summary: dict) -> str:
+    counts, total = summary["status"], len(summary["seeds"])
+    parts = [("ok" if total == 1 else f"ok ({total} seeds)") if counts["ok"] == total else
+             (f"{counts['ok']}/{total} ok" if counts["ok"] else "")]
+    problems: dict[tuple, list] = {}
+    for e in summary["errors"]:
+        problems.setdefault((e["status"], e["error"]), []).append(str(e["seed"]))
+    parts += [f"{status}: {error} (seed{'s' if len(seeds) > 1 else ''} {', '.join(seeds)})"
+              for (status, error), seeds in problems.items()]
+    return _md("; ".join(p for p in parts if p))
+
+
+def _lr_text(summary: dict) -> str:
+    lrs = [f"{e['lr']:g}" for e in summary["lr"] if e["lr"] is not None]
+    return "—" if not lrs else lrs[0] if len(set(lrs)) == 1 else ", ".join(lrs) + " (per seed)"
+
+
+def _row(method: str, s: dict) -> list[str]:
+    if not s["status"]["ok"]:
+        return [method, _status_text(s)] + ["—"] * (len(s["quality_at"]) + 6)
+    timed = s["timed"]
+    timed_text = "—" if timed is None else (f"{format_mean_std(timed['wallclock_speedup'], 2, 'x')} @ "
+                                             f"{format_mean_std(timed['test_quality'])} ({timed['criterion']})")
+    return ([method, _status_text(s), _lr_text(s), format_mean_std(s["full_test"])]
+            + [format_mean_std(a) for a in s["quality_at"].values()]
+            + [format_mean_std(s["auc"]), format_mean_std(s["reach"], 2, "x"), _md(timed_text)])
+
+
+def _table(head: list[str], rows: list[list[str]]) -> str:
+    return "\n".join(["| " + " | ".join(head) + " |", "|" + "---|" * len(head)] + ["| " + " | ".join(r) + " |" for r in rows])
+
+
+# ---- plots and CSV -----------------------------------------------------------------------------
+
+def _timed(cell: dict) -> list[dict]:
+    """A cell's timed operating points, each tagged with its ``criterion``."""
+    return [{**t, "criterion": k} for k, t in sorted((cell.get("timed") or {}).items())]
+
+
+def _static_points(by_method: dict[str, list[dict]], point: Callable[[dict], tuple | None]) -> list[tuple[float, float, str]]:
+    """Per static-k method, ``(mean x, mean y, "k")`` of ``point(cell)`` over its ok seeds that have one."""
+    out = []
+    for method, cells in by_method.items():
+        pts = [point(c) for c in cells if c["kind"] == "static" and c["status"] == "ok"]
+        pts = [p for p in pts if p is not None]
+        if pts:
+            out.append((float(np.mean([p[0] for p in pts])), float(np.mean([p[1] for p in pts])), str(_static_k(method))))
+    return out
+
+
+def _static_flops(c: dict) -> tuple | None:
+    pts = _points(c)
+    return (pts[0]["test"]["flops_speedup"], pts[0]["test"]["quality"]) if pts else None
+
+
+def _static_timed(c: dict) -> tuple | None:
+    pts = _timed(c)
+    return (pts[0]["wallclock_speedup"], pts[0]["test_quality"]) if pts else None
+
+
+def _static_wall_vs_layer(c: dict) -> tuple | None:
+    pts = _timed(c)
+    return (pts[0]["layer_speedup"], pts[0]["wallclock_speedup"]) if pts else None
+
+
+def _early_ok(by_method: dict[str, list[dict]]) -> dict[str, list[dict]]:
+    return {m: [c for c in cells if c["status"] == "ok"] for m, cells in by_method.items() if cells[0]["kind"] != "static"}
+
+
+def full_model_quality(by_method: dict[str, list[dict]]) -> float | None:
+    """Mean test quality of the static cell with the largest k if k = L (test layer speed-up 1), else None."""
+    static = {m: [c for c in cells if c["status"] == "ok" and _points(c)]
+              for m, cells in by_method.items() if cells[0]["kind"] == "static"}
+    static = {m: cells for m, cells in static.items() if cells}
+    if not static:
+        return None
+    deepest = static[max(static, key=_static_k)]
+    if any(abs(_points(c)[0]["test"]["layer_speedup"] - 1.0) > 1e-6 for c in deepest):
+        return None
+    return float(np.mean([c["full"]["test"] for c in deepest]))
+
+
+def pareto_figure(task: str, by_method: dict[str, list[dict]], styles: dict[str, tuple[str, str]]):
+    """Two panels for one task's cells (``by_method[method]`` = one cell per seed): (a) test quality vs
+    test FLOPs speed-up along each seed's dev-chosen front (dev FLOPs speed-up, dev quality); (b) test
+    quality vs measured batch-32 wall-clock speed-up, timed points faint with a line along their
+    front. Static-k baselines dashed grey (seed means), the full model (static-L) dotted. Unsaved Figure."""
+    early = _early_ok(by_method)
+    flops = {"xlabel": XLABELS["flops_speedup"],
+             "lines": {m: [[(p["test"]["flops_speedup"], p["test"]["quality"])
+                            for p in dev_chosen_front(_points(c), "flops_speedup")] for c in cells]
+                       for m, cells in early.items()},
+             "static": _static_points(by_method, _static_flops)}
+    wall = {m: [[(t["wallclock_speedup"], t["test_quality"]) for t in _timed(c)] for c in cells] for m, cells in early.items()}
+    timed = {"xlabel": XLABELS["wallclock_speedup"],
+             "lines": {m: [pareto_front(pts, 0, 1) for pts in seeds] for m, seeds in wall.items()},
+             "points": {m: [p for pts in seeds for p in pts] for m, seeds in wall.items()},
+             "static": _static_points(by_method, _static_timed)}
+    full = full_model_quality(by_method)
+    metric = next((c["metric"] for cells in by_method.values() for c in cells if c.get("metric")), "quality")
+    return tradeoff_panels([flops, timed], styles, f"test {metric} (%)",
+                           f"{task}: dev-chosen fronts at their test numbers (every seed drawn)",
+                           None if full is None else (full, "full model (static-L)"))
+
+
+def wallclock_figure(task: str, by_method: dict[str, list[dict]], styles: dict[str, tuple[str, str]]):
+    """Measured batch-32 wall-clock speed-up vs test layer speed-up of every timed point (every
+    seed), the line y = x dashed. Unsaved Figure."""
+    points = {m: [(t["layer_speedup"], t["wallclock_speedup"]) for c in cells for t in _timed(c)]
+              for m, cells in _early_ok(by_method).items()}
+    return speedup_scatter(points, styles, _static_points(by_method, _static_wall_vs_layer), XLABELS["layer_speedup"],
+                           XLABELS["wallclock_speedup"], f"{task}: measured vs layer speed-up")
+
+
+def pareto_csv(by_method: dict[str, list[dict]]) -> str:
+    """CSV rows (DVC plots): every ok seed's dev-chosen front points (``source`` = front; no wall-clock)
+    and timed points (``source`` = timed), with test quality and speed-ups."""
+    buf = io.StringIO()
+    w = csv.writer(buf, lineterminator="\n")
+    w.writerow(["method", "criterion", "seed", "source", "test_quality", "layer_speedup", "flops_speedup", "wallclock_speedup"])
+    r = lambda v: "" if v is None else round(v, 4)  # noqa: E731
+    for method, cells in by_method.items():
+        for c in (c for c in cells if c["status"] == "ok"):
+            for p in dev_chosen_front(_points(c)):
+                t = p["test"]
+                w.writerow([method, p["criterion"], c["seed"], "front", r(t["quality"]), r(t["layer_speedup"]),
+                            r(t["flops_speedup"]), ""])
+            for t in _timed(c):
+                w.writerow([method, t["criterion"], c["seed"], "timed", r(t.get("test_quality")), r(t.get("layer_speedup")),
+                            r(t.get("flops_speedup")), r(t.get("wallclock_speedup"))])
+    return buf.getvalue()
+
+
+# ---- the report --------------------------------------------------------------------------------
+
+def _group(cells: list[dict]) -> dict[str, dict[str, list[dict]]]:
+    """``{task: {method: cells}}``: tasks in order of appearance; per task the early-exit methods in
+    order of appearance, then the static-k methods by k."""
+    grouped: dict[str, dict[str, list[dict]]] = {}
+    for c in cells:
+        grouped.setdefault(c["task"], {}).setdefault(c["method"], []).append(c)
+
+    def order(item: tuple[str, list[dict]]) -> tuple:
+        static = item[1][0]["kind"] == "static"
+        return static, _static_k(item[0]) if static else 0
+
+    return {t: dict(sorted(by_method.items(), key=order)) for t, by_method in grouped.items()}
+
+
+def _overall(summaries: dict[str, dict[str, dict]], auc_label: str) -> tuple[str, dict, dict]:
+    """The method x task AUC table (markdown) with the early-exit methods' average rank; returns
+    ``(markdown, {method: {task: AUC aggregate}}, average_ranks)``."""
+    tasks = list(summaries)
+    rows = {m: s for by_method in summaries.values() for m, s in by_method.items()}  # any task's summary: kind
+    methods = sorted(rows, key=lambda m: (rows[m]["kind"] == "static", _static_k(m) if rows[m]["kind"] == "static" else 0))
+    auc = {m: {t: summaries[t][m]["auc"] for t in tasks if m in summaries[t] and summaries[t][m]["status"]["ok"]}
+           for m in methods}
+    ranks = average_ranks({m: a for m, a in auc.items() if rows[m]["kind"] != "static"}, tasks)
+
+    def cell(m: str, t: str) -> str:
+        s = summaries[t].get(m)
+        if s is None:
+            return ""
+        return format_mean_std(s["auc"]) if s["status"]["ok"] else ("n/a" if s["status"]["n/a"] else "failed")
+
+    def rank(m: str) -> str:
+        r = ranks.get(m)
+        if r is None or r["mean"] is None:
+            return "—"
+        return f"{r['mean']:.2f}" + (f" ({r['tasks']}/{len(tasks)} tasks)" if r["tasks"] < len(tasks) else "")
+
+    text = (f"## Overall: {auc_label} (mean ± std over seeds) and the early-exit methods' average rank "
+            "(1 = best, ties share; static rows for reference)\n\n"
+            + _table(["method"] + tasks + ["average rank"], [[m] + [cell(m, t) for t in tasks] + [rank(m)] for m in methods])
+            + "\n")
+    return text, auc, ranks
+
+
+def compare_report(cells: list[dict], speedups: tuple[float, ...] = (1.5, 2.0, 3.0), *, out_dir: Path,
+                   auc_range: tuple[float, float] = (1.0, 3.0)) -> dict:
+    """Writes the comparison report of finished grid cells into ``out_dir``.
+
+    A cell (JSON-able): ``{"task", "method", "seed", "kind": "early-exit" | "static", "status": "ok" |
+    "failed" | "n/a", "error", "metric", "lr", "lr_scores", "dev_score", "full": {"dev", "test"},
+    "series": {criterion: [sweep point]}, "timed": {criterion: {"threshold", "test_quality",
+    "layer_speedup", "flops_speedup", "wallclock_speedup"}}, "seconds", "checkpoint"}``; a static
+    method is named ``static-<k>`` and its cell has one criterion with one point (layer speed-up L/k).
+
+    Writes ``compare.json`` (per task, per method: ``summarise_method``'s numbers with the raw cells;
+    overall AUC and average ranks), ``compare.md``, and per task ``pareto-<task>.png`` /
+    ``pareto-<task>.csv`` / ``wallclock-<task>.png``. Failed and n/a cells are reported, never dropped.
+    Returns ``{"json", "markdown", "plots": {task: path}, "wallclock_plots": {task: path}, "table"}``.
+    """
+    out_dir = Path(out_dir)
+    grouped = _group(cells)
+    tasks = list(grouped)
+    styles = method_styles(list(dict.fromkeys(c["method"] for c in cells if c["kind"] != "static")))
+    summaries = {t: {m: summarise_method(cs, speedups, auc_range) for m, cs in by_method.items()}
+                 for t, by_method in grouped.items()}
+    auc_label = f"AUC[{auc_range[0]:g},{auc_range[1]:g}]"
+    head = (["method", "status", "lr (chosen)", "full test"] + [f"test @ {t:g}x" for t in speedups]
+            + [auc_label, "reach", "timed b32 wall-clock @ test quality (criterion)"])
+    sections, plots, wallclock_plots = [], {}, {}
+    for task, by_method in grouped.items():
+        plots[task] = str(_save(pareto_figure(task, by_method, styles), out_dir / f"pareto-{task}.png"))
+        wallclock_plots[task] = str(_save(wallclock_figure(task, by_method, styles), out_dir / f"wallclock-{task}.png"))
+        atomic_write_text(out_dir / f"pareto-{task}.csv", pareto_csv(by_method))
+        full = full_model_quality(by_method)
+        metric = next((c["metric"] for cs in by_method.values() for c in cs if c.get("metric")), "?")
+        sections.append(f"## {task} ({metric})\n\n" + _table(head, [_row(m, s) for m, s in summaries[task].items()])
+                        + ("" if full is None else f"\n\nFull model (static-L, test): {full:.1f}")
+                        + f"\n\n![{task} Pareto](pareto-{task}.png) ![{task} wall-clock](wallclock-{task}.png)\n")
+    overall, auc, ranks = _overall(summaries, auc_label)
+    table = "# exitflow compare\n\n" + SELECTION + "\n\n" + "\n".join(sections) + "\n" + overall
+    json_path = atomic_write_json(out_dir / "compare.json", {
+        "selection": SELECTION, "speedups": list(speedups), "auc_range": list(auc_range),
+        "tasks": {t: {"full_model": full_model_quality(grouped[t]), "methods": summaries[t]} for t in tasks},
+        "overall": {"auc": auc, "average_rank": ranks}})
+    md_path = atomic_write_text(out_dir / "compare.md", table)
+    return {"json": str(json_path), "markdown": str(md_path), "plots": plots, "wallclock_plots": wallclock_plots,
+            "table": table}
