@@ -13,6 +13,8 @@ killed command unwinds like an interrupted one: Prefect marks its runs Crashed, 
 states stay on disk, and the temporary Prefect server this process started is stopped instead of
 being orphaned (with the default handler the process died and the server lived on). The server is
 also stopped when a closed output pipe breaks Prefect's own stop (``_stop_prefect_servers``).
+``serve`` takes SIGTERM, SIGHUP and SIGINT over while it serves (``flows.serving``): it stops the
+flow-run processes it started, their children too, and returns.
 """
 
 from __future__ import annotations
@@ -432,21 +434,62 @@ def learnability_cmd(params: Path = ParamsOpt, set_: Optional[list[str]] = SetOp
     _run(learnability, str(params), set_ or [])
 
 
+def _ensure_prefect_api() -> None:
+    """Start Prefect's temporary server now and export its URL when no ``PREFECT_API_URL`` is set,
+    so Dask worker processes inherit it (without it each worker starts a server of its own)."""
+    if os.environ.get("PREFECT_API_URL"):
+        return
+    from prefect.server.api.server import SubprocessASGIServer
+
+    server = SubprocessASGIServer()
+    server.start()
+    os.environ["PREFECT_API_URL"] = server.api_url
+
+
+@app.command("compare")
+def compare_cmd(params: Path = ParamsOpt, set_: Optional[list[str]] = SetOpt,
+                profile: Optional[str] = typer.Option(None, "--profile",
+                                                      help="quick (the whole grid in under 90 min on 2 cores) or full "
+                                                           "(all rows, 3 seeds); from params.yaml profiles"),
+                address: Optional[str] = typer.Option(None, "--address",
+                                                      help="submit the cells to this Dask scheduler (tcp://host:8786) "
+                                                           "instead of a LocalCluster"),
+                sequential: bool = typer.Option(False, "--sequential", help="no Dask: run the cells one after another")):
+    """Every method (compare.methods) on every task (compare.tasks + data.custom) and seed
+    (compare.seeds), each (task, method) with its learning rate chosen on dev from compare.lr_grid,
+    next to static smaller models (the first k layers fine-tuned, compare.static_layers); cells run on
+    a Dask LocalCluster sized to the machine. Tables and per-task Pareto plots in
+    artifacts/compare/<profile>/report/; MLflow experiment exitflow-compare (a nested run per cell,
+    a `champion` alias per task and method). Finished cells are reused."""
+    from flows.compare import compare_flow
+
+    overrides = list(set_ or []) + (["compare.sequential=true"] if sequential else [])
+    _check(params, overrides, profile)
+    _ensure_prefect_api()
+    _run(compare_flow, str(params), overrides, profile, address)
+
+
 @app.command()
-def serve(params: Path = ParamsOpt, cron: Optional[str] = typer.Option(None, help="override schedule.cron")):
-    """Register the default pipeline as a Prefect deployment on a cron schedule and serve it.
+def serve(params: Path = ParamsOpt, cron: Optional[str] = typer.Option(None, help="override schedule.cron"),
+          profile: Optional[str] = typer.Option(None, help="the params.yaml profile each run uses "
+                                                           "(quick, full; default: none)")):
+    """Serve the comparison flow (flows.compare) as the Prefect deployment schedule.deployment
+    (default nightly-comparison) on schedule.cron, one run at a time, until stopped.
 
     Needs a running Prefect server: `prefect server start`, then
     `export PREFECT_API_URL=http://127.0.0.1:4200/api`.
+    Start a run now with the `prefect deployment run` command serve prints.
+    Ctrl-C, SIGTERM or SIGHUP stops serve and the runs it started, their child processes too.
     """
-    from flows.pipeline import exitflow_pipeline
-
-    cfg = _check(params, [])
+    cfg = _check(params, [], profile)
     if not os.environ.get("PREFECT_API_URL"):
         _fail(RuntimeError("schedules need a running Prefect server: start one with `prefect server start` "
                            "and export PREFECT_API_URL=http://127.0.0.1:4200/api"))
-    exitflow_pipeline.serve(name=cfg.schedule.deployment, cron=cron or cfg.schedule.cron, limit=1,
-                            parameters={"params_path": str(params.resolve())})  # limit: no overlapping runs
+    from flows.compare import compare_flow
+    from flows.serving import serve_deployment
+
+    serve_deployment(compare_flow, name=cfg.schedule.deployment, cron=cron or cfg.schedule.cron,
+                     parameters={"params_path": str(params.resolve()), "profile": profile})
 
 
 def main():  # pragma: no cover
