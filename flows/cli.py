@@ -464,7 +464,11 @@ def compare_cmd(params: Path = ParamsOpt, set_: Optional[list[str]] = SetOpt,
     from flows.compare import compare_flow
 
     overrides = list(set_ or []) + (["compare.sequential=true"] if sequential else [])
-    _check(params, overrides, profile)
+    cfg = _check(params, overrides + ([f"compare.address={address}"] if address else []), profile)
+    if cfg.compare.address and not cfg.compare.sequential:  # before the Prefect server: fail in seconds
+        from flows.compare import check_dask_address
+
+        _run(check_dask_address, cfg.compare.address)
     _ensure_prefect_api()
     _run(compare_flow, str(params), overrides, profile, address)
 

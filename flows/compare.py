@@ -52,16 +52,17 @@ from flows.methods import load_methods
 from flows.tracking import REPO_ROOT, parent_run, shipped_criterion, use_experiment
 from tasks.backbones import backbone_num_layers
 from tasks.caching import run_cached
-from tasks.compare import choose_lr, evaluate_static, single_point_summary
+from tasks.compare import evaluate_static, single_point_summary
 from tasks.compare_report import compare_report
 from tasks.config import ConfigError, Params, load_params
 from tasks.data import load_meta
-from tasks.io import atomic_write_json
+from tasks.io import atomic_write_json, portable_path
 from tasks.train import train_multi_exit
 
 EXPERIMENT = "exitflow-compare"
 STATIC_PREFIX = "static-"
 CONNECT_TIMEOUT_S = 5
+NO_CHAMPION = {"RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE"}  # no such model, or no such alias on it
 
 
 # ---- the grid -------------------------------------------------------------------------------------
@@ -79,6 +80,15 @@ def compare_methods(params: Params) -> list[str]:
     if unknown:
         raise ConfigError(f"compare.methods: unknown {unknown}; registered: {', '.join(registered)} (or [all])")
     return names
+
+
+def check_unique(params: Params) -> None:
+    """Two units with the same (task, method, seed, lr) would write one folder at once."""
+    cfg = params.compare
+    for what, values in (("methods", cfg.methods), ("seeds", cfg.seeds)):
+        repeated = sorted({str(v) for v in values if values.count(v) > 1})
+        if repeated:
+            raise ConfigError(f"compare.{what}: {', '.join(repeated)} listed more than once")
 
 
 def static_methods(params: Params) -> list[str]:
@@ -136,7 +146,12 @@ def run_unit(params: Params, method: str, threads: int) -> dict:
 def run_grid(units: list[tuple[Params, str]], threads: int) -> list[dict]:
     """Submit every unit to the flow's task runner; results in ``units``' order."""
     futures = [run_unit.submit(p, method, threads) for p, method in units]
-    return [f.result() for f in futures]
+    results = []
+    for future in futures:  # a unit lost by Dask (killed worker, memory) fails its cell, not the grid
+        result = future.result(raise_on_failure=False)
+        results.append({"error": f"{type(result).__name__}: {result}".splitlines()[0][:300], "seconds": 0.0}
+                       if isinstance(result, BaseException) else result)
+    return results
 
 
 def task_runner(params: Params):
@@ -159,37 +174,60 @@ def task_runner(params: Params):
 
 
 def check_dask_address(address: str) -> None:
-    """Fail within ``CONNECT_TIMEOUT_S`` seconds, naming ``address``, when no scheduler answers."""
-    from distributed import Client
+    """Fail within ``CONNECT_TIMEOUT_S`` seconds, naming ``address``, unless a Dask scheduler there
+    answers an ``identity`` request (a port that accepts and stays silent fails too: a plain
+    ``Client(address, timeout=...)`` waits on it for ever)."""
+    import asyncio
+
+    from distributed.core import rpc
+
+    async def identity():
+        async with rpc(address, timeout=CONNECT_TIMEOUT_S) as scheduler:
+            return await scheduler.identity()
 
     try:
-        Client(address, timeout=CONNECT_TIMEOUT_S).close()
-    except (OSError, TimeoutError) as err:
+        answer = asyncio.run(asyncio.wait_for(identity(), CONNECT_TIMEOUT_S))
+    except (OSError, TimeoutError, asyncio.TimeoutError) as err:
         raise ConfigError(f"compare.address {address}: no Dask scheduler answered within {CONNECT_TIMEOUT_S} s "
                           f"({type(err).__name__}); start one (`dask scheduler`) or drop --address") from None
+    if not isinstance(answer, dict) or answer.get("type") != "Scheduler":
+        raise ConfigError(f"compare.address {address}: answered, but is not a Dask scheduler ({answer!r:.80})")
 
 
-# ---- cells: lr choice per (task, method, seed) ------------------------------------------------------
+# ---- cells: one learning rate per (task, method), every seed at it -------------------------------------
+
+def choose_lr(scores: dict[float, list[float | None]]) -> float | None:
+    """``scores[lr]`` = each seed's dev quality at full depth (None: the unit failed) -> the rate
+    with the best mean over the seeds it trained, preferring rates every seed trained; ties go to
+    the smaller rate. None when no unit trained."""
+    ranked = [(all(v is not None for v in vs), sum(v for v in vs if v is not None) / sum(v is not None for v in vs), -lr, lr)
+              for lr, vs in scores.items() if any(v is not None for v in vs)]
+    return max(ranked)[3] if ranked else None
+
 
 def assemble_cells(grid: list[dict], results: list[dict]) -> list[dict]:
-    """Group unit results by (task, method, seed) and keep each group's dev-chosen lr."""
-    groups: dict[tuple, dict[float, dict]] = defaultdict(dict)
+    """Unit results -> one cell per (task, method, seed), every seed of a (task, method) at the
+    learning rate ``choose_lr`` picks on dev for that (task, method)."""
+    units: dict[tuple, dict[int, dict[float, dict]]] = defaultdict(lambda: defaultdict(dict))
     for unit, result in zip(grid, results):
-        groups[(unit["task"], unit["method"], unit["seed"])][unit["lr"]] = result
+        units[(unit["task"], unit["method"])][unit["seed"]][unit["lr"]] = result
     cells = []
-    for (task_name, method, seed), by_lr in groups.items():
-        lr = choose_lr(by_lr)
-        cell = {"task": task_name, "method": method, "seed": seed,
-                "kind": "static" if method.startswith(STATIC_PREFIX) else "early-exit",
-                "seconds": sum(r["seconds"] for r in by_lr.values()),
-                "lr_scores": {f"{k:g}": r["full"]["dev"] if "full" in r else None for k, r in by_lr.items()}}
-        if lr is None:
-            errors = sorted({r["error"] for r in by_lr.values()})
-            cells.append({**cell, "status": "failed", "error": "; ".join(errors), "lr": None})
-        else:
-            chosen = by_lr[lr]
-            cells.append({**cell, **{k: v for k, v in chosen.items() if k != "seconds"}, "status": "ok", "error": None,
-                          "lr": lr, "dev_score": chosen["full"]["dev"]})
+    for (task_name, method), by_seed in units.items():
+        rates = sorted({lr for by_lr in by_seed.values() for lr in by_lr})
+        lr = choose_lr({r: [by_lr[r]["full"]["dev"] if "full" in by_lr.get(r, {}) else None for by_lr in by_seed.values()]
+                        for r in rates})
+        for seed, by_lr in by_seed.items():
+            cell = {"task": task_name, "method": method, "seed": seed,
+                    "kind": "static" if method.startswith(STATIC_PREFIX) else "early-exit",
+                    "seconds": sum(r["seconds"] for r in by_lr.values()),
+                    "lr_scores": {f"{k:g}": r["full"]["dev"] if "full" in r else None for k, r in by_lr.items()}}
+            chosen = by_lr.get(lr, {}) if lr is not None else {}
+            if "full" not in chosen:
+                errors = sorted({r["error"] for r in ([chosen] if chosen else by_lr.values()) if "error" in r})
+                cells.append({**cell, "status": "failed", "error": "; ".join(errors), "lr": lr})
+            else:
+                cells.append({**cell, **{k: v for k, v in chosen.items() if k != "seconds"}, "status": "ok",
+                              "error": None, "lr": lr, "dev_score": chosen["full"]["dev"]})
     return cells
 
 
@@ -235,7 +273,9 @@ def update_champion(params: Params, profile: str, cell: dict) -> dict:
     try:
         current = client.get_model_version_by_alias(name, alias)
         best = float(current.tags.get("dev_score", "-inf"))
-    except MlflowException:  # no such model or alias yet
+    except MlflowException as err:
+        if err.error_code not in NO_CHAMPION:
+            raise  # a registry that does not answer must not move the alias
         current, best = None, float("-inf")
     if cell["dev_score"] <= best:
         return {"model": name, "moved": False, "version": current.version, "dev_score": best}
@@ -276,6 +316,34 @@ def time_by_method(cells: list[dict]) -> dict[str, float]:
     return dict(sorted(total.items(), key=lambda kv: -kv[1]))
 
 
+def build_grid(params: Params, cells_dir: Path) -> tuple[list[dict], list[tuple[Params, str]], list[dict]]:
+    """``(grid, units, n/a cells)``: one unit per task x (methods + static-k) x seed x lr, each
+    with its params; a method that cannot do regression gets an n/a cell per seed on a
+    regression task instead of units."""
+    registry = load_methods()
+    grid, units, na = [], [], []
+    for task_name in compare_tasks(params):
+        regression = load_meta(Layout.from_params(params).data, task_name)["spec"]["label_type"] == "float"
+        for method in compare_methods(params) + static_methods(params):
+            for seed in params.compare.seeds:
+                if regression and method in registry and not registry[method].regression:
+                    na.append(not_applicable(task_name, method, seed))
+                    continue
+                for lr in params.compare.lr_grid:
+                    grid.append({"task": task_name, "method": method, "seed": seed, "lr": lr})
+                    units.append((unit_params(params, cells_dir, task_name, seed, lr), method))
+    return grid, units, na
+
+
+def report_cells(cells: list[dict], root: Path) -> list[dict]:
+    """Cells as the DVC-tracked report keeps them: no wall time of the run (``timing.json`` has
+    it) and checkpoints relative to the project, so a re-run from the cache or a moved project
+    writes the same report."""
+    return [{**{k: v for k, v in c.items() if k != "seconds"},
+             **({"checkpoint": portable_path(Path(c["checkpoint"]), root)} if c.get("checkpoint") else {})}
+            for c in cells]
+
+
 @flow(name="exitflow_compare", log_prints=True)
 def compare_flow(params_path: str = "params.yaml", overrides: list[str] | None = None, profile: str | None = None,
                  address: str | None = None) -> dict:
@@ -284,29 +352,18 @@ def compare_flow(params_path: str = "params.yaml", overrides: list[str] | None =
     params = load_params(params_path, overrides, profile)
     profile_name = profile or "default"
     use_experiment(params, EXPERIMENT)  # fails fast, naming the URI, when the tracking server is down
-    tasks, methods, statics = compare_tasks(params), compare_methods(params), static_methods(params)
-    registry = load_methods()
+    runner, threads, how = task_runner(params)  # fails fast, naming it, when a Dask address does not answer
+    check_unique(params)
+    tasks = compare_tasks(params)
     prepare_task_data(params.model_copy(update={"data": params.data.model_copy(update={"tasks": tasks})}))
     root = Layout.from_params(params).compare / profile_name
-    grid, units, cells = [], [], []
-    for task_name in tasks:
-        regression = load_meta(Layout.from_params(params).data, task_name)["spec"]["label_type"] == "float"
-        for method in methods + statics:
-            for seed in params.compare.seeds:
-                if regression and method in registry and not registry[method].regression:
-                    cells.append(not_applicable(task_name, method, seed))
-                    continue
-                for lr in params.compare.lr_grid:
-                    grid.append({"task": task_name, "method": method, "seed": seed, "lr": lr})
-                    units.append((unit_params(params, root / "cells", task_name, seed, lr), method))
-    runner, threads, how = task_runner(params)
-    print(f"[compare] {len(units)} units ({len(tasks)} tasks x {len(methods)} methods + {len(statics)} static x "
-          f"{len(params.compare.seeds)} seeds x {len(params.compare.lr_grid)} lr) on {how}")
+    grid, units, na = build_grid(params, root / "cells")
+    print(f"[compare] {len(units)} units (tasks x methods and static-k x seeds x learning rates) on {how}")
     start = time.perf_counter()
     results = run_grid.with_options(task_runner=runner)(units, threads)
     wall = time.perf_counter() - start
-    cells = assemble_cells(grid, results) + cells
-    report = compare_report(cells, tuple(params.compare.speedups), out_dir=root / "report")
+    cells = assemble_cells(grid, results) + na
+    report = compare_report(report_cells(cells, params.root), tuple(params.compare.speedups), out_dir=root / "report")
     timing = {"wall_seconds": wall, "runner": how, "units": len(units), "unit_seconds": sum(r["seconds"] for r in results),
               "by_method_seconds": time_by_method(cells)}
     atomic_write_json(root / "timing.json", timing)  # wall-clock: beside the report, never inside it

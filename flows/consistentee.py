@@ -35,6 +35,11 @@ def consistentee_train_config(params: Params):
     return params.train.model_copy(update={"exit_scorer": "policy"})
 
 
+def consistentee_criteria(params: Params) -> list[str]:
+    """The spine's criteria but LTE (ConsistentEE's exit scorer is its policy), then the policy."""
+    return [c for c in params.evaluate.criteria if c != "lte"] + ["policy"]
+
+
 def train_rounds(params: Params, cfg: ConsistenteeConfig, tag: str, rounds: int) -> dict:
     """Init (cached, shared) then up to ``rounds`` rounds, each a nested MLflow run.
 
@@ -96,7 +101,7 @@ def run_consistentee(params: Params, tag: str = "default", baselines: dict | Non
         mlflow.log_metrics({k: v for k, v in hardness["table"].items() if isinstance(v, float)})
         mlflow.log_artifact(hardness["markdown"], "hardness")
         mlflow.log_table({k: [v] for k, v in hardness["table"].items()}, "hardness/spearman.json")
-    criteria = [c for c in params.evaluate.criteria if c != "lte"] + ["policy"]
+    criteria = consistentee_criteria(params)
     evaluated = run_cached(evaluate_exits, out_dir=dirs.evaluate, evaluate=params.evaluate.model_copy(update={"criteria": criteria}),
                            backbone=params.backbone, train=consistentee_train_config(params), ckpt_dir=trained["checkpoint"],
                            logger=MlflowLogger(mlflow.active_run().info.run_id), fixed_thresholds={"policy": cfg.tau}, **shared)
@@ -113,10 +118,9 @@ def consistentee_cell(params: Params) -> dict:
     and the spine's criteria on the final model (evaluated as ``run_consistentee`` does)."""
     cfg = params.consistentee
     trained = train_rounds(params, cfg, "compare", cfg.rounds)
-    dirs = trained["dirs"]
-    criteria = [c for c in params.evaluate.criteria if c != "lte"] + ["policy"]
-    return evaluate_cell(params, trained["checkpoint"], dirs.evaluate, consistentee_train_config(params),
-                                      criteria, fixed_thresholds={"policy": cfg.tau})
+    criteria = consistentee_criteria(params)
+    return evaluate_cell(params, trained["checkpoint"], trained["dirs"].evaluate, consistentee_train_config(params),
+                         criteria, fixed_thresholds={"policy": cfg.tau})
 
 
 def spine_baselines(params: Params) -> dict:

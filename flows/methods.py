@@ -14,17 +14,17 @@ folders are the cell's. The runner trains and evaluates with the cached tasks th
 ``regression=False`` marks a method that cannot do regression (its exits or criterion need
 classes): the comparison reports it n/a on such tasks instead of dropping it. The comparison
 flow never names a method: ``load_methods`` imports ``METHOD_MODULES`` (one line per method's
-module, as ``models/__init__.py`` does for exit modules), and a new method joins the grid by
-registering itself in its module.
+module, as ``models/__init__.py`` does for exit modules), so a new method joins the grid by
+registering itself in its module and adding that module's line there. Names ``static-<k>`` are
+the comparison's static baselines and cannot be registered.
 """
 
 from __future__ import annotations
 
 import importlib
 from dataclasses import dataclass
-from typing import Callable
-
 from pathlib import Path
+from typing import Callable
 
 from flows.layout import TrainedDirs, common
 from tasks.caching import run_cached
@@ -50,6 +50,9 @@ COMPARE_METHODS: dict[str, CompareMethod] = {}
 
 def register_method(name: str, regression: bool = True):
     """Decorator registering a cell runner under ``name`` (a method of ``compare.methods``)."""
+
+    if name.startswith("static-"):
+        raise ValueError(f"method name {name!r}: static-<k> names the comparison's static baselines")
 
     def add(run):
         COMPARE_METHODS[name] = CompareMethod(name, run, regression)

@@ -10,6 +10,7 @@ Shared by the evaluation task, the ConsistentEE comparison report and the benchm
 
 from __future__ import annotations
 
+import math
 from typing import Callable
 
 from models.criteria import CRITERIA, ExitCriterion, make_criterion, simulate
@@ -67,3 +68,19 @@ def nearest_speedup(points: list[dict], target: float, view: Callable[[dict], di
     if not points:
         return None
     return min(points, key=lambda p: (abs(view(p)["layer_speedup"] - target), -view(p)["quality"]))
+
+
+def _getter(key) -> Callable:
+    return key if callable(key) else (lambda p: p[key])
+
+
+def pareto_front(points: list, x, y) -> list:
+    """The points no other point beats on both x and y (both maximised; of exact ties the first is
+    kept), sorted by x ascending. ``x``/``y``: a key (dict key or tuple index) or a function of a point."""
+    fx, fy = _getter(x), _getter(y)
+    front, best = [], -math.inf
+    for p in sorted(points, key=lambda p: (-fx(p), -fy(p))):
+        if fy(p) > best:
+            front.append(p)
+            best = fy(p)
+    return front[::-1]

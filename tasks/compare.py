@@ -1,5 +1,5 @@
-"""Steps of ``exitflow compare``: one cell's summary in the shape the report reads, the static
-smaller-model baseline's evaluation, and the learning-rate choice.
+"""Steps of ``exitflow compare``: one cell's summary in the shape the report reads, and the static
+smaller-model baseline's evaluation.
 
 A *cell summary* (what a ``flows.methods`` runner returns, JSON-able)::
 
@@ -120,10 +120,3 @@ def evaluate_static(train: TrainConfig, backbone: BackboneConfig, ckpt_dir: Path
     atomic_write_json(out_dir / TIMING_FILE, timing)
     return write_result(out_dir, {"metrics": out_dir / "metrics.json", "timing": out_dir / TIMING_FILE,
                                   "summary": out, "timing_summary": timing})
-
-
-def choose_lr(results: dict[float, dict]) -> float | None:
-    """The learning rate whose model has the best dev quality at full depth (``full.dev``);
-    ties go to the smaller rate. ``results[lr]`` = cell summary or ``{"error": ...}``."""
-    scored = [(summary["full"]["dev"], -lr, lr) for lr, summary in results.items() if "full" in summary]
-    return max(scored)[2] if scored else None

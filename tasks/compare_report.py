@@ -18,7 +18,9 @@ How the numbers are chosen (``SELECTION``, also printed in compare.md):
 - AUC[lo, hi] = area under that curve over [lo, hi] / (hi - lo), quality 0 beyond the reach;
 - over seeds: mean ± sample std (ddof=1); one seed shows the mean alone; values that are None
   (not reached) are left out and "(n/m seeds)" says how many of the m ok seeds count;
-- the timed column takes the method's criterion with the highest mean measured wall-clock speed-up.
+- the timed column takes the method's criterion whose dev operating point is fastest on dev (mean
+  dev layer speed-up over seeds, then dev quality), as the champion model ships; wall-clock is
+  measured on test rows, so it never chooses.
 
 Plots: every seed's front is drawn in its method's style (only the first seed is labelled):
 averaging fronts over seeds is ill-defined and pooling seeds would pick the luckiest points.
@@ -34,6 +36,7 @@ from typing import Callable
 
 import numpy as np
 
+from models.operating import pareto_front
 from tasks.comparisons import interpolate_at
 from tasks.io import atomic_write_json, atomic_write_text
 from tasks.plots import XLABELS, _save, method_styles, speedup_scatter, tradeoff_panels
@@ -46,27 +49,10 @@ SELECTION = ("Numbers: per seed, the learning rate chosen on dev; a method's cur
              "point, 'not reached' beyond the curve's reach; a static-k row is one point at L/k). AUC[1,3] = area "
              "under that curve over 1x..3x / 2 with quality 0 beyond the reach. Cells: mean ± std over seeds "
              "(ddof=1; one seed: mean only); '(n/m seeds)' = only n of the m ok seeds count. Timed: batch-32 "
-             "wall-clock speed-up of the criterion with the best mean, at its dev operating point, with its test "
-             "quality.")
+             "wall-clock speed-up at the dev operating point of the criterion fastest on dev, with its test quality.")
 
 
 # ---- curves -------------------------------------------------------------------------------------
-
-def _getter(key: Key) -> Callable:
-    return key if callable(key) else (lambda p: p[key])
-
-
-def pareto_front(points: list, x: Key, y: Key) -> list:
-    """The points no other point beats on both x and y (both maximised; of exact ties the first is
-    kept), sorted by x ascending. ``x``/``y``: a key (dict key or tuple index) or a function of a point."""
-    fx, fy = _getter(x), _getter(y)
-    front, best = [], -math.inf
-    for p in sorted(points, key=lambda p: (-fx(p), -fy(p))):
-        if fy(p) > best:
-            front.append(p)
-            best = fy(p)
-    return front[::-1]
-
 
 def method_points(series: dict[str, list[dict]]) -> list[dict]:
     """The union of a cell's ``series`` (criterion -> sweep points), each point tagged with ``criterion``."""
@@ -143,8 +129,12 @@ def summarise_method(cells: list[dict], speedups: tuple[float, ...], auc_range: 
     if criteria:
         def wallclock(k: str) -> list:
             return [(c.get("timed") or {}).get(k, {}).get("wallclock_speedup") for c in ok]
-        means = {k: mean_std(wallclock(k))["mean"] for k in criteria}
-        best = max(criteria, key=lambda k: -math.inf if means[k] is None else means[k])
+        def dev_rank(k: str) -> tuple:  # chosen on dev: the fastest dev operating point, then its dev quality
+            points = [(c.get("timed") or {}).get(k) for c in ok]
+            speed = mean_std([p.get("dev_layer_speedup", p["layer_speedup"]) if p else None for p in points])["mean"]
+            quality = mean_std([p.get("dev_quality") if p else None for p in points])["mean"]
+            return (-math.inf if speed is None else speed, -math.inf if quality is None else quality)
+        best = max(criteria, key=dev_rank)
         timed = {"criterion": best, "wallclock_speedup": mean_std(wallclock(best)),
                  "test_quality": mean_std([(c.get("timed") or {}).get(best, {}).get("test_quality") for c in ok])}
     return {

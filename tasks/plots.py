@@ -10,6 +10,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
+from models.operating import pareto_front  # noqa: E402
 from tasks.io import atomic_write_bytes  # noqa: E402
 
 
@@ -25,7 +26,6 @@ def tradeoff_plot(curves: dict[str, list[dict]], full_quality: float, title: str
     """Quality vs speed-up: per series (``curves[name]`` = point dicts with ``quality`` and ``x``)
     its Pareto front (both maximised) as a line sorted by ``x``, the raw points as faint markers;
     a distinct colour and marker per series (``method_styles``), the legend outside on the right."""
-    from tasks.compare_report import pareto_front  # not at module level: compare_report imports this module
 
     names = sorted(curves)
     panel = {"xlabel": XLABELS.get(x, x),

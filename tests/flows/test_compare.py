@@ -4,6 +4,7 @@ MLflow runs and champions, Dask vs sequential, fast failures on dead services.""
 import json
 import random
 import shutil
+import socket
 import time
 
 import mlflow
@@ -82,7 +83,8 @@ def test_compare_grid_report_mlflow_and_champions(compare_project, prefect_harne
         point = cells[("sst2", f"static-{k}")]["series"]["static"][0]["test"]
         assert point["layer_speedup"] == pytest.approx(3 / k)
         assert point["flops_speedup"] > 1.0
-        assert cells[("sst2", f"static-{k}")]["timed"]["static"]["wallclock_speedup"] > 0
+    flops = [cells[("sst2", f"static-{k}")]["series"]["static"][0]["test"]["flops_speedup"] for k in (1, 2)]
+    assert flops[0] > flops[1]  # one layer costs less than two
     # each learning rate trained its own model, in its own folder
     root = compare_project / "artifacts" / "compare" / "default"
     assert (root / "cells" / "lr-0.001" / "sst2" / "seed-0" / "train" / "joint" / "checkpoint").is_dir()
@@ -165,14 +167,48 @@ def test_dask_local_cluster_equals_sequential(compare_project, prefect_harness, 
     assert comparable(dask["cells"]) == comparable(sequential["cells"])
 
 
-def test_dead_services_fail_fast_naming_them():
-    from flows.compare import check_dask_address
+@pytest.fixture()
+def silent_port():
+    """A port that accepts connections and never answers (a hung or foreign service)."""
+    with socket.socket() as server:
+        server.bind(("127.0.0.1", 0))
+        server.listen(8)
+        yield server.getsockname()[1]
+
+
+def test_dead_services_fail_fast_naming_them(silent_port):
+    from flows.compare import CONNECT_TIMEOUT_S, check_dask_address
     from flows.tracking import check_tracking_server
     from tasks.config import ConfigError
 
-    start = time.perf_counter()
-    with pytest.raises(ConfigError, match="tcp://127.0.0.1:9"):
-        check_dask_address("tcp://127.0.0.1:9")
-    with pytest.raises(ConfigError, match="http://127.0.0.1:9"):
-        check_tracking_server("http://127.0.0.1:9")
-    assert time.perf_counter() - start < 15
+    for address in (f"tcp://127.0.0.1:{silent_port}", "tcp://127.0.0.1:9"):  # silent; refused
+        start = time.perf_counter()
+        with pytest.raises(ConfigError, match=address):
+            check_dask_address(address)
+        assert time.perf_counter() - start < CONNECT_TIMEOUT_S + 3
+    for uri in (f"http://127.0.0.1:{silent_port}", "http://127.0.0.1:9"):
+        start = time.perf_counter()
+        with pytest.raises(ConfigError, match=uri):
+            check_tracking_server(uri, timeout_s=2)
+        assert time.perf_counter() - start < 5
+
+
+def test_lr_is_chosen_per_task_and_method_on_mean_dev_over_seeds():
+    from flows.compare import assemble_cells
+
+    def unit(dev, test):
+        return {"full": {"dev": dev, "test": test}, "series": {}, "timed": {}, "seconds": 1.0}
+
+    # seed 1 prefers 0.1 on dev, seed 2 prefers 0.2; the mean prefers 0.2; test would prefer 0.1
+    grid = [{"task": "t", "method": "m", "seed": s, "lr": lr} for s in (1, 2) for lr in (0.1, 0.2)]
+    results = [unit(80, 99), unit(70, 50), unit(60, 99), unit(90, 50)]
+    cells = {c["seed"]: c for c in assemble_cells(grid, results)}
+    assert cells[1]["lr"] == cells[2]["lr"] == 0.2
+    assert (cells[1]["dev_score"], cells[2]["dev_score"]) == (70, 90)
+    # a rate that failed for one seed loses to a rate every seed trained; the failed seed is reported
+    results = [unit(80, 0), {"error": "ValueError: boom", "seconds": 0.0}, unit(60, 0), unit(99, 0)]
+    cells = {c["seed"]: c for c in assemble_cells(grid, results)}
+    assert cells[1]["lr"] == 0.1 and cells[1]["status"] == cells[2]["status"] == "ok"
+    results = [{"error": "ValueError: boom", "seconds": 0.0}, unit(70, 0), unit(60, 0), unit(90, 0)]
+    cells = {c["seed"]: c for c in assemble_cells(grid, results)}
+    assert cells[1]["lr"] == 0.2 and cells[1]["status"] == "ok"
