@@ -476,7 +476,9 @@ def compare_cmd(params: Path = ParamsOpt, set_: Optional[list[str]] = SetOpt,
 @app.command()
 def serve(params: Path = ParamsOpt, cron: Optional[str] = typer.Option(None, help="override schedule.cron"),
           profile: Optional[str] = typer.Option(None, help="the params.yaml profile each run uses "
-                                                           "(quick, full; default: none)")):
+                                                           "(quick, full; default: none)"),
+          address: Optional[str] = typer.Option(None, "--address", help="each run submits its cells to this Dask "
+                                                                       "scheduler (tcp://host:8786)")):
     """Serve the comparison flow (flows.compare) as the Prefect deployment schedule.deployment
     (default nightly-comparison) on schedule.cron, one run at a time, until stopped.
 
@@ -485,7 +487,7 @@ def serve(params: Path = ParamsOpt, cron: Optional[str] = typer.Option(None, hel
     Start a run now with the `prefect deployment run` command serve prints.
     Ctrl-C, SIGTERM or SIGHUP stops serve and the runs it started, their child processes too.
     """
-    cfg = _check(params, [], profile)
+    cfg = _check(params, [f"compare.address={address}"] if address else [], profile)
     if not os.environ.get("PREFECT_API_URL"):
         _fail(RuntimeError("schedules need a running Prefect server: start one with `prefect server start` "
                            "and export PREFECT_API_URL=http://127.0.0.1:4200/api"))
@@ -493,7 +495,7 @@ def serve(params: Path = ParamsOpt, cron: Optional[str] = typer.Option(None, hel
     from flows.serving import serve_deployment
 
     serve_deployment(compare_flow, name=cfg.schedule.deployment, cron=cron or cfg.schedule.cron,
-                     parameters={"params_path": str(params.resolve()), "profile": profile})
+                     parameters={"params_path": str(params.resolve()), "profile": profile, "address": address})
 
 
 def main():  # pragma: no cover

@@ -365,7 +365,8 @@ def compare_flow(params_path: str = "params.yaml", overrides: list[str] | None =
     cells = assemble_cells(grid, results) + na
     report = compare_report(report_cells(cells, params.root), tuple(params.compare.speedups), out_dir=root / "report")
     timing = {"wall_seconds": wall, "runner": how, "units": len(units), "unit_seconds": sum(r["seconds"] for r in results),
-              "by_method_seconds": time_by_method(cells)}
+              "by_method_seconds": time_by_method(cells),
+              "cells": [{k: c[k] for k in ("task", "method", "seed", "seconds")} for c in cells]}
     atomic_write_json(root / "timing.json", timing)  # wall-clock: beside the report, never inside it
     with parent_run(params, f"compare-{profile_name}", ("seed", "backbone", "train", "evaluate", "compare")):
         mlflow.set_tag("profile", profile_name)

@@ -22,16 +22,25 @@ PREFECT_PORT=${PREFECT_PORT:-4200}
 BIN=${EXITFLOW_BIN:-.venv/bin}
 TIMEOUT_S=${SERVICES_TIMEOUT_S:-120}
 
-wait_for() {  # url name log
+wait_for() {  # url name log: on timeout, stop what this call started and fail
   local start=$SECONDS
   until curl -sf -o /dev/null "$1"; do
     if (( SECONDS - start > TIMEOUT_S )); then
       echo "error: $2 did not answer at $1 within ${TIMEOUT_S} s; its log: $3" >&2
       tail -n 20 "$3" >&2 || true
+      stop_pid "$STATE/mlflow.pid"
+      stop_pid "$STATE/prefect.pid"
       exit 1
     fi
     sleep 1
   done
+}
+
+port_free() {  # port name: something already listening there would pass the health check
+  if curl -s -o /dev/null --max-time 2 "http://127.0.0.1:$1/"; then
+    echo "error: port $1 for the $2 is already in use; stop what holds it or set ${3}=<another port>" >&2
+    exit 1
+  fi
 }
 
 stop_pid() {  # pidfile
@@ -48,6 +57,8 @@ stop_pid() {  # pidfile
 
 case $ACTION in
   start)
+    port_free "$MLFLOW_PORT" "MLflow server" MLFLOW_PORT
+    port_free "$PREFECT_PORT" "Prefect server" PREFECT_PORT
     mkdir -p "$STATE/mlartifacts" "$STATE/prefect"
     STATE=$(cd "$STATE" && pwd)
     setsid "$BIN/mlflow" server --host 127.0.0.1 --port "$MLFLOW_PORT" \

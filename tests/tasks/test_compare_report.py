@@ -213,3 +213,13 @@ def test_tradeoff_plot_draws_fronts_with_raw_points_and_legend_outside(tmp_path,
     assert drawn["a"] != drawn["b"] and drawn["a"][1] != drawn["b"][1]
     assert _legend_right_of_axes(fig)
     matplotlib.pyplot.close(fig)
+
+
+def test_timed_column_takes_the_criterion_fastest_on_dev_not_on_wall_clock():
+    from tasks.compare_report import summarise_method
+
+    slow_on_dev = {**timed(1.5, 80.0, 3.0), "dev_layer_speedup": 1.5, "dev_quality": 85.0}  # best wall-clock (test rows)
+    fast_on_dev = {**timed(2.5, 70.0, 1.2), "dev_layer_speedup": 2.5, "dev_quality": 75.0}
+    summary = summarise_method([cell("joint", tmd={"entropy": slow_on_dev, "patience": fast_on_dev})], (2.0,))
+    assert summary["timed"]["criterion"] == "patience"
+    assert summary["timed"]["wallclock_speedup"]["mean"] == 1.2
