@@ -299,6 +299,45 @@ def pareto_csv(by_method: dict[str, list[dict]]) -> str:
     return buf.getvalue()
 
 
+def static_line_at(by_method: dict[str, list[dict]], speedups: tuple[float, ...]) -> dict[str, dict]:
+    """The static baselines as one reference curve per seed (every static-k point of the seed,
+    dev-chosen front as for a method), read at each target: ``{"2x": mean_std over seeds}``."""
+    by_seed: dict[int, list[dict]] = {}
+    for cells in by_method.values():
+        for c in cells:
+            if c["kind"] == "static" and c["status"] == "ok":
+                by_seed.setdefault(c["seed"], []).extend(_points(c))
+    fronts = [dev_chosen_front(points) for _, points in sorted(by_seed.items())]
+    return {f"{t:g}x": mean_std([quality_at(f, t) for f in fronts]) for t in speedups}
+
+
+def claim(method: dict, static: dict) -> dict:
+    """Method vs static line at one target: the mean difference and whether it exceeds the seed
+    spread, sqrt(std_method^2 + std_static^2); with fewer than 2 seeds there is no spread and no claim."""
+    if method["mean"] is None or static["mean"] is None:
+        return {"difference": None, "verdict": "not reached"}
+    diff = method["mean"] - static["mean"]
+    if method["std"] is None or static["std"] is None:
+        return {"difference": diff, "verdict": "one seed: no claim"}
+    spread = math.hypot(method["std"], static["std"])
+    verdict = "above static" if diff > spread else "below static" if diff < -spread else "within the seed spread"
+    return {"difference": diff, "spread": spread, "verdict": verdict}
+
+
+def claims_table(summaries: dict[str, dict], static: dict[str, dict], speedups: tuple[float, ...]) -> tuple[str, dict]:
+    """Markdown and data: each early-exit method's test quality minus the static line's at each target."""
+    data = {m: {f"{t:g}x": claim(s["quality_at"][f"{t:g}x"], static[f"{t:g}x"]) for t in speedups}
+            for m, s in summaries.items() if s["kind"] != "static" and s["status"]["ok"]}
+
+    def text(c: dict) -> str:
+        return c["verdict"] if c["difference"] is None else f"{c['difference']:+.1f} ({c['verdict']})"
+
+    rows = [[m] + [text(by_target[f"{t:g}x"]) for t in speedups] for m, by_target in data.items()]
+    head = ["method"] + [f"vs static @ {t:g}x" for t in speedups]
+    return ("Against the static smaller models (test quality minus the static line at the same layer "
+            "speed-up; a claim needs the difference to exceed the seed spread):\n\n" + _table(head, rows)), data
+
+
 # ---- the report --------------------------------------------------------------------------------
 
 def _group(cells: list[dict]) -> dict[str, dict[str, list[dict]]]:
@@ -368,21 +407,25 @@ def compare_report(cells: list[dict], speedups: tuple[float, ...] = (1.5, 2.0, 3
     auc_label = f"AUC[{auc_range[0]:g},{auc_range[1]:g}]"
     head = (["method", "status", "lr (chosen)", "full test"] + [f"test @ {t:g}x" for t in speedups]
             + [auc_label, "reach", "timed b32 wall-clock @ test quality (criterion)"])
-    sections, plots, wallclock_plots = [], {}, {}
+    sections, plots, wallclock_plots, claims = [], {}, {}, {}
     for task, by_method in grouped.items():
         plots[task] = str(_save(pareto_figure(task, by_method, styles), out_dir / f"pareto-{task}.png"))
         wallclock_plots[task] = str(_save(wallclock_figure(task, by_method, styles), out_dir / f"wallclock-{task}.png"))
         atomic_write_text(out_dir / f"pareto-{task}.csv", pareto_csv(by_method))
         full = full_model_quality(by_method)
         metric = next((c["metric"] for cs in by_method.values() for c in cs if c.get("metric")), "?")
+        static = static_line_at(by_method, speedups)
+        claims_md, claims[task] = claims_table(summaries[task], static, speedups)
         sections.append(f"## {task} ({metric})\n\n" + _table(head, [_row(m, s) for m, s in summaries[task].items()])
                         + ("" if full is None else f"\n\nFull model (static-L, test): {full:.1f}")
+                        + "\n\n" + claims_md
                         + f"\n\n![{task} Pareto](pareto-{task}.png) ![{task} wall-clock](wallclock-{task}.png)\n")
     overall, auc, ranks = _overall(summaries, auc_label)
     table = "# exitflow compare\n\n" + SELECTION + "\n\n" + "\n".join(sections) + "\n" + overall
     json_path = atomic_write_json(out_dir / "compare.json", {
         "selection": SELECTION, "speedups": list(speedups), "auc_range": list(auc_range),
-        "tasks": {t: {"full_model": full_model_quality(grouped[t]), "methods": summaries[t]} for t in tasks},
+        "tasks": {t: {"full_model": full_model_quality(grouped[t]), "methods": summaries[t], "against_static": claims[t]}
+                  for t in tasks},
         "overall": {"auc": auc, "average_rank": ranks}})
     md_path = atomic_write_text(out_dir / "compare.md", table)
     return {"json": str(json_path), "markdown": str(md_path), "plots": plots, "wallclock_plots": wallclock_plots,

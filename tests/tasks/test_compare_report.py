@@ -6,6 +6,8 @@ from __future__ import annotations
 import json
 import math
 
+import numpy as np
+
 import matplotlib
 import pytest
 
@@ -146,7 +148,7 @@ def test_failed_and_na_cells_are_reported_not_dropped(tmp_path):
     assert "| joint | 85.8 ± 2.8 | 63.8 | 1.50 |" in md and "| static-6 | 0.0 | 0.0 | — |" in md
     assert "| leco | n/a |  | — |" in md
     # static rows come after the methods, by k
-    rows = [line.split(" | ")[0][2:] for line in md.split("## rte")[0].splitlines() if line.startswith("| ") and "---" not in line]
+    rows = [line.split(" | ")[0][2:] for line in md.split("## rte")[0].split("Against the static")[0].splitlines() if line.startswith("| ") and "---" not in line]
     assert rows[1:] == ["joint", "pabee", "leco", "static-2", "static-3", "static-6"]
 
 
@@ -223,3 +225,17 @@ def test_timed_column_takes_the_criterion_fastest_on_dev_not_on_wall_clock():
     summary = summarise_method([cell("joint", tmd={"entropy": slow_on_dev, "patience": fast_on_dev})], (2.0,))
     assert summary["timed"]["criterion"] == "patience"
     assert summary["timed"]["wallclock_speedup"]["mean"] == 1.2
+
+
+def test_claims_against_the_static_line_need_the_seed_spread():
+    from tasks.compare_report import claim, static_line_at
+
+    # the static line through k=3 (2x, 80) and k=2 (3x, 70) reads 75 at 2.5x
+    by_method = {"static-3": [static(3, 80.0)], "static-2": [static(2, 70.0)]}
+    assert static_line_at(by_method, (2.5,))["2.5x"]["mean"] == pytest.approx(75.0)
+    agg = lambda *v: {"mean": sum(v) / len(v), "std": None if len(v) < 2 else float(np.std(v, ddof=1))}  # noqa: E731
+    assert claim(agg(80.0, 82.0), agg(70.0, 71.0))["verdict"] == "above static"
+    assert claim(agg(70.0, 80.0), agg(72.0, 73.0))["verdict"] == "within the seed spread"
+    assert claim(agg(60.0, 61.0), agg(72.0, 73.0))["verdict"] == "below static"
+    one = claim(agg(90.0), agg(70.0))
+    assert one["verdict"] == "one seed: no claim" and one["difference"] == pytest.approx(20.0)
