@@ -28,14 +28,15 @@ def predictions_tensor(logits: torch.Tensor, regression: bool) -> torch.Tensor:
 def task_score(metric: str, logits: torch.Tensor, labels: torch.Tensor, regression: bool) -> float:
     """Score ``[n, c]`` logits against ``[n]`` labels with ``metric`` (in percent)."""
     pred, gold = predictions(logits, regression), labels.cpu().numpy()
+    # float(): scipy returns numpy scalars of the inputs' dtype (float32 labels -> np.float32, not JSON-able)
     if metric == "accuracy":
-        return 100.0 * accuracy_score(gold, pred)
+        return float(100.0 * accuracy_score(gold, pred))
     if metric == "acc_f1":
-        return 50.0 * (accuracy_score(gold, pred) + f1_score(gold, pred))
+        return float(50.0 * (accuracy_score(gold, pred) + f1_score(gold, pred)))
     if metric == "pearson_spearman":
         if np.std(pred) == 0:  # constant predictions: correlation undefined -> 0
             return 0.0
-        return 50.0 * (pearsonr(pred, gold).statistic + spearmanr(pred, gold).statistic)
+        return float(50.0 * (pearsonr(pred, gold).statistic + spearmanr(pred, gold).statistic))
     raise ValueError(f"unknown metric {metric!r}; choose one of {', '.join(METRICS)}")
 
 

@@ -40,3 +40,18 @@ def test_an_overconfident_model_that_learned_is_not_flagged_but_a_near_majority_
     barely = torch.tensor([[0.2, 0.0]] * 20 + [[0.0, 0.3]] * 1 + [[3.0, 0.0]] * 19)  # 52.5% vs 50%, loss above the prior's
     check = chance_check("accuracy", barely, labels, regression=False)
     assert check["score"] > check["majority_score"] and check["loss"] > check["chance_loss"] and check["at_chance"]
+
+
+def test_scores_are_python_floats_for_float32_labels():
+    """STS-B labels arrive as float32 tensors; a numpy float32 score broke every JSON write."""
+    import json
+
+    import torch
+
+    from models.metrics import task_score
+
+    labels = torch.tensor([0.5, 1.0, 3.5, 4.0], dtype=torch.float32)
+    logits = torch.tensor([[0.4], [1.5], [3.0], [4.5]], dtype=torch.float32)
+    score = task_score("pearson_spearman", logits, labels, regression=True)
+    assert type(score) is float and json.dumps(score)
+    assert type(task_score("accuracy", torch.tensor([[0.1, 0.9], [0.8, 0.2]]), torch.tensor([1, 1]), False)) is float
