@@ -14,9 +14,12 @@ def test_repository_params_and_every_profile_validate():
     assert isinstance(params, Params)
     assert params.train.strategies == ["joint", "alternating"]
     profiles = list(params.profiles)
-    assert profiles == ["full"]  # discovered, counted: a new profile must be added here on purpose
-    for name in profiles:
-        assert load_params(ROOT / "params.yaml", profile=name).train.subsample.train is None
+    assert profiles == ["full", "quick"]  # discovered, counted: a new profile must be added here on purpose
+    full = load_params(ROOT / "params.yaml", profile="full")
+    assert full.train.subsample.train is None and len(full.compare.seeds) == 3  # every row, 3 seeds
+    quick = load_params(ROOT / "params.yaml", profile="quick")
+    assert quick.train.subsample.train is not None and len(quick.compare.seeds) == 1
+    assert set(quick.compare.tasks) == {"sst2", "mrpc", "stsb"} and quick.compare.methods == ["all"]
 
 
 def test_paths_resolve_against_the_params_file(tmp_path, monkeypatch):
