@@ -52,6 +52,14 @@ def running(pid: int) -> bool:
         return False
 
 
+def default_stop_signals() -> None:
+    """In the serve child: SIGINT and SIGHUP at their defaults. A test run started in the
+    background (`cmd &`, `nohup`) inherits them ignored, and serve rightly keeps an ignored
+    signal ignored, which is not what this test is about."""
+    for sig in (signal.SIGINT, signal.SIGHUP):
+        signal.signal(sig, signal.SIG_DFL)
+
+
 def stop_group(proc: subprocess.Popen, timeout: float = 15) -> None:
     """Test cleanup: SIGTERM the process group ``proc`` leads, SIGKILL it if it lingers."""
     for sig in (signal.SIGTERM, signal.SIGKILL):
@@ -111,7 +119,8 @@ def test_stopping_serve_stops_its_flow_runs_and_their_children(prefect_server, t
     env = {**prefect_server, "PREFECT_RUNNER_POLL_FREQUENCY": "1"}
     log = open(tmp_path / "serve.log", "w")
     serve = subprocess.Popen([sys.executable, "served.py", name, str(pid_file)], cwd=tmp_path, env=env,
-                             stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+                             stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+                             preexec_fn=default_stop_signals)
     pids: list[int] = []
 
     def wait_for(what, condition, timeout):
