@@ -49,7 +49,7 @@ from prefect.task_runners import ThreadPoolTaskRunner
 
 from flows.layout import Layout, common, prepare_task_data
 from flows.methods import load_methods
-from flows.tracking import REPO_ROOT, parent_run, shipped_criterion, use_experiment
+from flows.tracking import log_exit_model, parent_run, shipped_criterion, use_experiment
 from tasks.backbones import backbone_num_layers
 from tasks.caching import run_cached
 from tasks.compare import evaluate_static, single_point_summary
@@ -266,7 +266,6 @@ def update_champion(params: Params, profile: str, cell: dict) -> dict:
     beats the current champion's (or there is none). Returns what happened."""
     from mlflow import MlflowClient
     from mlflow.exceptions import MlflowException
-    from tasks.mlflow_model import MultiExitPyfunc
 
     client, alias = MlflowClient(), params.compare.champion_alias
     name = model_name(profile, cell["task"], cell["method"])
@@ -282,12 +281,8 @@ def update_champion(params: Params, profile: str, cell: dict) -> dict:
     operating = {n: {"threshold": p["threshold"], "dev": {"layer_speedup": p["dev_layer_speedup"], "quality": p["dev_quality"]}}
                  for n, p in cell["timed"].items() if "dev_layer_speedup" in p}
     with mlflow.start_run(run_name=f"champion/{cell['task']}/{cell['method']}", nested=True):
-        info = mlflow.pyfunc.log_model(
-            name="model", python_model=MultiExitPyfunc(), artifacts={"checkpoint": cell["checkpoint"]},
-            code_paths=[str(REPO_ROOT / "models"), str(REPO_ROOT / "tasks")],
-            model_config={"max_length": params.backbone.max_length, **shipped_criterion(operating)},
-            pip_requirements=["torch==2.13.0", "transformers", "safetensors", "pandas", "pyyaml", "pydantic", "prefect"],
-            registered_model_name=name)
+        info = log_exit_model(cell["checkpoint"], {"max_length": params.backbone.max_length, **shipped_criterion(operating)},
+                              name)
     version = info.registered_model_version
     for key in ("dev_score", "task", "method", "seed", "lr"):
         client.set_model_version_tag(name, version, key, str(cell[key]))

@@ -142,14 +142,21 @@ def log_strategy(params: Params, strategy: str, trained: dict, evaluated: dict, 
                 mlflow.log_metrics({f"curve_test_{k}": v for k, v in p["test"].items()}, step=i)
                 mlflow.log_metrics({f"curve_dev_{k}": v for k, v in p["dev"].items()}, step=i)
     model_config = {"max_length": params.backbone.max_length, **shipped_criterion(summary["operating_points"])}
+    log_exit_model(trained["checkpoint"], model_config, params.mlflow.registered_model if register else None)
+
+
+def log_exit_model(checkpoint, model_config: dict, registered_model_name: str | None = None):
+    """Log a checkpoint as the ``model`` of the active run (an MLflow pyfunc over the
+    ``save_pretrained``-style folder, our code shipped with it), registered when named;
+    returns MLflow's ``ModelInfo``."""
     from tasks.mlflow_model import MultiExitPyfunc
 
-    mlflow.pyfunc.log_model(
+    return mlflow.pyfunc.log_model(
         name="model",
         python_model=MultiExitPyfunc(),
-        artifacts={"checkpoint": trained["checkpoint"]},
+        artifacts={"checkpoint": str(checkpoint)},
         code_paths=[str(REPO_ROOT / "models"), str(REPO_ROOT / "tasks")],
         model_config=model_config,
         pip_requirements=["torch==2.13.0", "transformers", "safetensors", "pandas", "pyyaml", "pydantic", "prefect"],
-        registered_model_name=params.mlflow.registered_model if register else None,
+        registered_model_name=registered_model_name,
     )
