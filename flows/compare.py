@@ -9,7 +9,7 @@ The flow reads like the procedure::
                  -> champion alias per (task, method), moved only when dev improves
 
 **Units.** A unit is one (task, method, seed, learning rate): ``run_unit`` runs the method's
-registered cell runner (``flows.methods``) on the unit's own params, whose ``artifacts_dir`` is
+registered cell runner (``flows.registry``) on the unit's own params, whose ``artifacts_dir`` is
 ``artifacts/compare/<profile>/cells/lr-<lr>``, so units never share an output folder. The
 steps inside are the cached tasks of each method, so a re-run with nothing changed is served
 from the cache. A unit that raises is reported ``failed`` with its error; the others go on. A
@@ -47,17 +47,14 @@ from prefect import flow, task
 from prefect.cache_policies import NO_CACHE
 from prefect.task_runners import ThreadPoolTaskRunner
 
-from flows.layout import Layout, common, prepare_task_data
-from flows.methods import load_methods
+from flows.context import RunContext, prepare_task_data
+from flows.layout import Layout
+from flows.registry import comparison_methods, comparison_variants
 from flows.tracking import log_exit_model, parent_run, shipped_criterion, use_experiment
-from tasks.backbones import backbone_num_layers
-from tasks.caching import run_cached
-from tasks.compare import evaluate_static, single_point_summary
 from tasks.compare_report import compare_report
 from tasks.config import ConfigError, Params, load_params
 from tasks.data import load_meta
 from tasks.io import atomic_write_json, portable_path
-from tasks.train import train_multi_exit
 
 EXPERIMENT = "exitflow-compare"
 STATIC_PREFIX = "static-"
@@ -72,16 +69,6 @@ def compare_tasks(params: Params) -> list[str]:
     return list(dict.fromkeys([*params.compare.tasks, *params.data.custom]))
 
 
-def compare_methods(params: Params) -> list[str]:
-    """``compare.methods`` (``all``: every registered method), checked against the registry."""
-    registered = load_methods()
-    names = list(registered) if params.compare.methods == ["all"] else params.compare.methods
-    unknown = [m for m in names if m not in registered]
-    if unknown:
-        raise ConfigError(f"compare.methods: unknown {unknown}; registered: {', '.join(registered)} (or [all])")
-    return names
-
-
 def check_unique(params: Params) -> None:
     """Two units with the same (task, method, seed, lr) would write one folder at once."""
     cfg = params.compare
@@ -91,35 +78,10 @@ def check_unique(params: Params) -> None:
             raise ConfigError(f"compare.{what}: {', '.join(repeated)} listed more than once")
 
 
-def static_methods(params: Params) -> list[str]:
-    """``static-<k>`` for each ``compare.static_layers`` k (1..L of the backbone)."""
-    L = backbone_num_layers(params.backbone.name)
-    too_deep = [k for k in params.compare.static_layers if k > L]
-    if too_deep:
-        raise ConfigError(f"compare.static_layers: {too_deep} exceed {params.backbone.name}'s {L} layers")
-    return [f"{STATIC_PREFIX}{k}" for k in params.compare.static_layers]
-
-
 def unit_params(params: Params, cells_dir: Path, task: str, seed: int, lr: float) -> Params:
     """The params one unit runs with: its task, seed and learning rate, its own artifacts tree."""
     return params.model_copy(update={"seed": seed, "artifacts_dir": cells_dir / f"lr-{lr:g}",
                                      "train": params.train.model_copy(update={"task": task, "lr": lr})})
-
-
-def static_cell(params: Params, k: int) -> dict:
-    """The first ``k`` layers fine-tuned as a single-exit model (no exit scorer), evaluated
-    against the full-depth backbone (``tasks.compare.evaluate_static``)."""
-    dirs = Layout.from_params(params).static_baseline(k)
-    train = params.train.model_copy(update={"exit_scorer": None})
-    trained = run_cached(train_multi_exit, out_dir=dirs.train, train=train, backbone=params.backbone, strategy="single",
-                         num_layers=k, **common(params))
-    ev = params.evaluate
-    evaluated = run_cached(evaluate_static, out_dir=dirs.evaluate, train=train, backbone=params.backbone,
-                           ckpt_dir=trained["checkpoint"], batch_size=ev.batch_size,
-                           timing_batch_size=params.compare.timing_batch_size, timing_rows=ev.timing_rows,
-                           timing_repeats=ev.timing_repeats, **common(params))
-    return single_point_summary("static", evaluated["summary"], evaluated["timing_summary"], trained["checkpoint"],
-                                params.compare.timing_batch_size)
 
 
 @task(name="compare_unit", cache_policy=NO_CACHE)  # the method's steps inside are cached
@@ -131,10 +93,7 @@ def run_unit(params: Params, method: str, threads: int) -> dict:
     torch.set_num_threads(threads)
     start = time.perf_counter()
     try:
-        if method.startswith(STATIC_PREFIX):
-            summary = static_cell(params, int(method[len(STATIC_PREFIX):]))
-        else:
-            summary = load_methods()[method].run(params)
+        summary = comparison_variants(params)[method].run(RunContext.from_params(params))
     except Exception as err:  # reported in the table; the traceback goes to the Prefect log
         print(f"[compare] {params.train.task}/{method}/seed-{params.seed}/lr-{params.train.lr:g} failed:\n"
               + "".join(traceback.format_exception(err)))
@@ -315,13 +274,14 @@ def build_grid(params: Params, cells_dir: Path) -> tuple[list[dict], list[tuple[
     """``(grid, units, n/a cells)``: one unit per task x (methods + static-k) x seed x lr, each
     with its params; a method that cannot do regression gets an n/a cell per seed on a
     regression task instead of units."""
-    registry = load_methods()
     grid, units, na = [], [], []
+    variants = comparison_methods(params)
     for task_name in compare_tasks(params):
         regression = load_meta(Layout.from_params(params).data, task_name)["spec"]["label_type"] == "float"
-        for method in compare_methods(params) + static_methods(params):
+        for variant in variants:
+            method = variant.name
             for seed in params.compare.seeds:
-                if regression and method in registry and not registry[method].regression:
+                if regression and not variant.regression:
                     na.append(not_applicable(task_name, method, seed))
                     continue
                 for lr in params.compare.lr_grid:
@@ -350,7 +310,7 @@ def compare_flow(params_path: str = "params.yaml", overrides: list[str] | None =
     runner, threads, how = task_runner(params)  # fails fast, naming it, when a Dask address does not answer
     check_unique(params)
     tasks = compare_tasks(params)
-    prepare_task_data(params.model_copy(update={"data": params.data.model_copy(update={"tasks": tasks})}))
+    prepare_task_data(params, tasks)
     root = Layout.from_params(params).compare / profile_name
     grid, units, na = build_grid(params, root / "cells")
     print(f"[compare] {len(units)} units (tasks x methods and static-k x seeds x learning rates) on {how}")

@@ -24,10 +24,10 @@ from pathlib import Path
 import mlflow
 from prefect import flow
 
-from flows.layout import Layout, prepare_task_data
-from flows.tracking import parent_run, use_experiment
+from flows.context import RunContext, start_flow
+from flows.registry import Method, register
+from flows.tracking import active_logger
 from tasks.caching import run_cached
-from tasks.config import load_params
 from tasks.generation import (
     EXIT_SETS,
     build_prompts,
@@ -38,51 +38,55 @@ from tasks.generation import (
     train_exits,
     training_part,
 )
-from tasks.tracking import MlflowLogger
 from tasks.versioning import record_pipeline_outputs
 
 SECTIONS = ("seed", "generate")
 
 
+def prompts_and_responses(ctx: RunContext) -> Path:
+    """Steps 1-2 (cached): the prompts, then the decoder's full-depth responses; returns their folder."""
+    cfg, base = ctx.params.generate, ctx.layout.generate
+    prompts = run_cached(build_prompts, out_dir=base / "prompts", prompts=cfg.prompts, data_dir=ctx.layout.data,
+                         seed=ctx.params.seed)
+    mlflow.log_params({f"prompts_{k}": v for k, v in prompts["counts"].items()})
+    responses = run_cached(full_depth_responses, out_dir=base / "responses", decoder=cfg.decoder,
+                           max_new_tokens=cfg.max_new_tokens, batch_size=cfg.batch_size,
+                           prompts_dir=Path(prompts["train"]).parent)
+    return Path(responses["train"]).parent
+
+
+def evaluate_criteria(ctx: RunContext, trained: dict, responses_dir: Path) -> tuple[dict, str]:
+    """Step 4: every criterion in its nested run (cached); ``(curve file per criterion, examples file)``."""
+    cfg, base = ctx.params.generate, ctx.layout.generate
+    curves, examples = {}, None
+    for criterion in cfg.criteria:
+        exits_dir = Path(trained[EXIT_SETS.get(criterion, "init")])
+        with mlflow.start_run(run_name=criterion, nested=True):
+            mlflow.log_params({"criterion": criterion, "thresholds": cfg.criteria[criterion], "exits": exits_dir.name})
+            evaluated = run_cached(evaluate_criterion, out_dir=base / "evaluate" / criterion,
+                                   generate_cfg=evaluation_part(cfg, criterion), criterion=criterion,
+                                   responses_dir=responses_dir, exits_dir=exits_dir, logger=active_logger())
+            mlflow.log_artifact(evaluated["curve"], "generate")
+            mlflow.log_artifact(evaluated["examples"], "generate")
+        curves[criterion] = evaluated["curve"]
+        if criterion == "policy" or examples is None:
+            examples = evaluated["examples"]
+    return curves, examples
+
+
 @flow(name="generate", log_prints=True)
 def generate_pipeline(params_path: str = "params.yaml", overrides: list[str] | None = None) -> dict:
     """Prompts -> full-depth responses -> exits -> every criterion -> report (one parent MLflow run)."""
-    params = load_params(params_path, overrides or [])
-    cfg = params.generate
-    missing = [s for s in cfg.prompts.sources if s not in params.data.tasks and s not in params.data.custom]
-    if missing:
-        raise ValueError(f"generate.prompts.sources: {missing} are not prepared tasks; data.tasks has {', '.join(params.data.tasks)}")
-    use_experiment(params, "exitflow-generate")
-    prepare_task_data(params)
-    layout = Layout.from_params(params)
-    base = layout.generate
-    with parent_run(params, "generate", SECTIONS):
-        prompts = run_cached(build_prompts, out_dir=base / "prompts", prompts=cfg.prompts, data_dir=layout.data,
-                             seed=params.seed)
-        mlflow.log_params({f"prompts_{k}": v for k, v in prompts["counts"].items()})
-        responses = run_cached(full_depth_responses, out_dir=base / "responses", decoder=cfg.decoder,
-                               max_new_tokens=cfg.max_new_tokens, batch_size=cfg.batch_size,
-                               prompts_dir=Path(prompts["train"]).parent)
-        responses_dir = Path(responses["train"]).parent
+    ctx = start_flow(params_path, overrides, "exitflow-generate",
+                     check=lambda c: c.check_prepared(c.params.generate.prompts.sources, "generate.prompts.sources"))
+    cfg, base = ctx.params.generate, ctx.layout.generate
+    with ctx.parent_run("generate", SECTIONS):
+        responses_dir = prompts_and_responses(ctx)
         with mlflow.start_run(run_name="train", nested=True):
             trained = run_cached(train_exits, out_dir=base / "exits", generate_cfg=training_part(cfg),
-                                 responses_dir=responses_dir, seed=params.seed,
-                                 logger=MlflowLogger(mlflow.active_run().info.run_id))
+                                 responses_dir=responses_dir, seed=ctx.params.seed, logger=active_logger())
             mlflow.log_artifact(trained["history"], "exits")
-        curves, examples = {}, None
-        for criterion in cfg.criteria:
-            exits_dir = Path(trained[EXIT_SETS.get(criterion, "init")])
-            with mlflow.start_run(run_name=criterion, nested=True):
-                mlflow.log_params({"criterion": criterion, "thresholds": cfg.criteria[criterion], "exits": exits_dir.name})
-                evaluated = run_cached(evaluate_criterion, out_dir=base / "evaluate" / criterion,
-                                       generate_cfg=evaluation_part(cfg, criterion), criterion=criterion,
-                                       responses_dir=responses_dir, exits_dir=exits_dir,
-                                       logger=MlflowLogger(mlflow.active_run().info.run_id))
-                mlflow.log_artifact(evaluated["curve"], "generate")
-                mlflow.log_artifact(evaluated["examples"], "generate")
-            curves[criterion] = evaluated["curve"]
-            if criterion == "policy" or examples is None:
-                examples = evaluated["examples"]
+        curves, examples = evaluate_criteria(ctx, trained, responses_dir)
         report = report_generation(curves, examples, cfg.speedups, cfg.rouge_target, base / "report",
                                    f"{cfg.decoder}: ROUGE-L vs speed-up (test prompts)")
         for key in ("plot", "report", "examples", "summary"):
@@ -90,6 +94,20 @@ def generate_pipeline(params_path: str = "params.yaml", overrides: list[str] | N
         if report["claim_holds"] is not None:
             mlflow.set_tag("claim_holds", str(report["claim_holds"]).lower())
     if not overrides:  # dvc.lock describes params.yaml as written
-        record_pipeline_outputs(params.root, ["generate"])
+        record_pipeline_outputs(ctx.params.root, ["generate"])
     print(report["table"])
     return report
+
+
+def generate_command(params_path: str, overrides: list[str]) -> None:
+    """Early exit in generation on a decoder LLM (generate.decoder, default the packaged SmolLM2-135M-Instruct
+    GGUF): templated prompts -> the model's own full-depth greedy responses -> exit norms trained with the
+    weighted loss -> ConsistentEE policy (REINFORCE) -> ROUGE-L vs speed-up of static, CALM softmax /
+    saturation and policy exits with state copying (artifacts/generate/seed-<seed>/; MLflow experiment
+    exitflow-generate). Finished steps are reused. Timing: benchmarks/bench_generation.py."""
+    generate_pipeline(params_path, overrides)
+
+
+GENERATION = register(Method(
+    name="generation", summary="early exit in generation on a decoder LLM: ConsistentEE's policy against CALM",
+    model_module="models.generation", config_section="generate", commands=(generate_command,), stages=("generate",)))

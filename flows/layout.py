@@ -46,7 +46,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from tasks.config import Params
-from tasks.data import prepare_data
 
 REFERENCE = ("reference", "single-exit")  # beside train/, so no strategy name can reach it
 # learnability.studies name -> (bound to train.task, folder name)
@@ -272,14 +271,3 @@ class Layout:
     @property
     def learnability_report(self) -> Path:
         return self.base / "learnability" / "report"
-
-
-def common(params: Params) -> dict:
-    """The arguments every training and evaluation task takes."""
-    layout = Layout.from_params(params)
-    return {"data_dir": layout.data, "cache_dir": layout.token_cache, "seed": params.seed, "device": params.device}
-
-
-def prepare_task_data(params: Params) -> dict:
-    """The data step every flow starts with: validated Parquet splits under ``data.out_dir``."""
-    return prepare_data(params.data, params.path(params.data.source_dir), Layout.from_params(params).data, params.seed)

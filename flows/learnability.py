@@ -18,10 +18,10 @@ from pathlib import Path
 import mlflow
 from prefect import flow
 
-from flows.layout import Layout, common, prepare_task_data
-from flows.tracking import parent_run, use_experiment
+from flows.context import RunContext, start_flow
+from flows.registry import Method, register
+from flows.steps import train_exit_model
 from tasks.caching import run_cached
-from tasks.config import Params, load_params
 from tasks.difficulty import (
     build_sentence_difficulty,
     build_token_difficulty,
@@ -30,19 +30,17 @@ from tasks.difficulty import (
 )
 from tasks.learnability import human_difficulty, train_difficulty_predictor
 from tasks.report import PREDICTOR_NAMES, learnability_report
-from tasks.tracking import NullLogger
-from tasks.train import train_multi_exit
 from tasks.versioning import record_pipeline_outputs
 
 ANNOTATOR_STRATEGY = "joint"
 
 
-def build_datasets(params: Params) -> dict[str, tuple[Path, Path | None, str]]:
+def build_datasets(ctx: RunContext) -> dict[str, tuple[Path, Path | None, str]]:
     """``{name: (dataset_dir, annotator_dir or None, study)}`` for the configured model-defined
     studies; ``study`` is the ``learnability.studies`` entry, the sentence study is named after
     ``train.task``."""
-    cfg, layout = params.learnability, Layout.from_params(params)
-    shared = common(params)
+    params, layout = ctx.params, ctx.layout
+    cfg = params.learnability
     out = {}
     if "snli_model" in cfg.studies:
         dataset = layout.learnability_dataset("snli_model")
@@ -51,16 +49,13 @@ def build_datasets(params: Params) -> dict[str, tuple[Path, Path | None, str]]:
                    seed=params.seed)
         out["snli_model"] = (dataset, None, "snli_model")
     if "sentence" in cfg.studies:
-        spine = layout.train(ANNOTATOR_STRATEGY)
-        # the same arguments as the default pipeline's call (a logger included: argument names are
-        # part of the cache key), so the pipeline's joint model is reused instead of retrained
-        run_cached(train_multi_exit, out_dir=spine, train=params.train, backbone=params.backbone,
-                   strategy=ANNOTATOR_STRATEGY, logger=NullLogger(), **shared)
+        annotator = layout.train(ANNOTATOR_STRATEGY)  # the default run's joint model, reused when trained
+        train_exit_model(ctx, params.train, ANNOTATOR_STRATEGY, annotator)
         dataset = layout.learnability_dataset("sentence")
-        run_cached(build_sentence_difficulty, out_dir=dataset, annotator_dir=spine / "checkpoint",
-                   backbone=params.backbone, data_dir=shared["data_dir"], fractions=cfg.parts, seed=params.seed,
+        run_cached(build_sentence_difficulty, out_dir=dataset, annotator_dir=annotator / "checkpoint",
+                   backbone=params.backbone, data_dir=layout.data, fractions=cfg.parts, seed=params.seed,
                    device=params.device)
-        out[params.train.task] = (dataset, spine / "checkpoint", "sentence")
+        out[params.train.task] = (dataset, annotator / "checkpoint", "sentence")
     if "token" in cfg.studies:
         annotator = run_cached(train_token_annotator, out_dir=layout.token_annotator, cfg=cfg, backbone=params.backbone,
                                conll_dir=params.path(cfg.conll_dir), seed=params.seed, device=params.device)
@@ -79,17 +74,48 @@ def applicable(predictor: str, study: str, annotator: Path | None) -> bool:
     return not (predictor == "linear_b" and annotator is None)
 
 
+def train_predictor(ctx: RunContext, study: str, kind: str, predictor: str, dataset: Path, annotator: Path | None) -> dict:
+    """One predictor on one study's dataset (cached), logged to the active nested run."""
+    params = ctx.params
+    r = run_cached(train_difficulty_predictor, out_dir=ctx.layout.learnability_predictor(kind, predictor),
+                   predictor=predictor, cfg=params.learnability, backbone=params.backbone, dataset_dir=dataset,
+                   annotator_dir=annotator, seed=params.seed, device=params.device)
+    mlflow.log_params({"study": study, "predictor": predictor})
+    mlflow.log_metrics({f"test_{k}": v for k, v in r["test"].items() if isinstance(v, float)})
+    mlflow.log_metrics({f"dev_{k}": v for k, v in r["dev"].items() if isinstance(v, float)})
+    mlflow.log_metrics({k: v for k, v in r.items() if k.startswith("negative_share")})
+    for k, acc in enumerate(r["test"]["layer_accuracy"], start=1):
+        mlflow.log_metric("test_layer_accuracy", acc, step=k)
+    for h in r["history"]:
+        mlflow.log_metrics({k: v for k, v in h.items() if k != "epoch" and v is not None}, step=h["epoch"])
+    f1 = r["test"]["f1"]
+    print(f"[learnability] {study} {predictor}: P {r['test']['precision']} R {r['test']['recall']:.1f} "
+          f"F1 {'-' if f1 is None else f'{f1:.1f}'}")
+    return r
+
+
+def run_human_study(ctx: RunContext) -> dict:
+    """Human-defined difficulty (snli_human), in its nested run."""
+    params = ctx.params
+    with mlflow.start_run(run_name="human/BERT", nested=True):
+        human = run_cached(human_difficulty, out_dir=ctx.layout.human_difficulty, cfg=params.learnability,
+                           backbone=params.backbone, source=params.path(params.learnability.difficulty_dir) / "snli_human",
+                           seed=params.seed, device=params.device)
+        for h in human["history"]:
+            mlflow.log_metrics({"train_accuracy": h["train_accuracy"], "test_accuracy": h["test_accuracy"]}, step=h["epoch"])
+        mlflow.log_artifact(human["plot"], "plots")
+    return human
+
+
 @flow(name="learnability", log_prints=True)
 def learnability(params_path: str = "params.yaml", overrides: list[str] | None = None) -> dict:
     """Every configured study and predictor; one nested MLflow run per (study, predictor)."""
-    params = load_params(params_path, overrides or [])
-    cfg, layout = params.learnability, Layout.from_params(params)
-    use_experiment(params, "learnability")
+    ctx = start_flow(params_path, overrides, "learnability")
+    cfg = ctx.params.learnability
     results: dict[str, dict[str, dict]] = {}
     human = None
-    with parent_run(params, "learnability", ("seed", "backbone", "learnability")):
-        prepare_task_data(params)
-        for study, (dataset, annotator, kind) in build_datasets(params).items():
+    with ctx.parent_run("learnability", ("seed", "backbone", "learnability")):
+        for study, (dataset, annotator, kind) in build_datasets(ctx).items():
             mlflow.log_artifact(str(dataset / "result.json"), f"datasets/{study}")
             results[study] = {}
             for predictor in cfg.predictors:
@@ -97,34 +123,28 @@ def learnability(params_path: str = "params.yaml", overrides: list[str] | None =
                     print(f"[learnability] {study}: {predictor} not applicable (skipped)")
                     continue
                 with mlflow.start_run(run_name=f"{study}/{PREDICTOR_NAMES[predictor]}", nested=True):
-                    mlflow.log_params({"study": study, "predictor": predictor})
-                    r = run_cached(train_difficulty_predictor, out_dir=layout.learnability_predictor(kind, predictor),
-                                   predictor=predictor, cfg=cfg, backbone=params.backbone, dataset_dir=dataset,
-                                   annotator_dir=annotator, seed=params.seed, device=params.device)
-                    mlflow.log_metrics({f"test_{k}": v for k, v in r["test"].items() if isinstance(v, float)})
-                    mlflow.log_metrics({f"dev_{k}": v for k, v in r["dev"].items() if isinstance(v, float)})
-                    mlflow.log_metrics({k: v for k, v in r.items() if k.startswith("negative_share")})
-                    for k, acc in enumerate(r["test"]["layer_accuracy"], start=1):
-                        mlflow.log_metric("test_layer_accuracy", acc, step=k)
-                    for h in r["history"]:
-                        mlflow.log_metrics({k: v for k, v in h.items() if k != "epoch" and v is not None}, step=h["epoch"])
-                results[study][predictor] = r
-                f1 = r["test"]["f1"]
-                print(f"[learnability] {study} {predictor}: P {r['test']['precision']} R {r['test']['recall']:.1f} "
-                      f"F1 {'-' if f1 is None else f'{f1:.1f}'}")
+                    results[study][predictor] = train_predictor(ctx, study, kind, predictor, dataset, annotator)
         if "human" in cfg.studies:
-            with mlflow.start_run(run_name="human/BERT", nested=True):
-                human = run_cached(human_difficulty, out_dir=layout.human_difficulty, cfg=cfg, backbone=params.backbone,
-                                   source=params.path(cfg.difficulty_dir) / "snli_human", seed=params.seed,
-                                   device=params.device)
-                for h in human["history"]:
-                    mlflow.log_metrics({"train_accuracy": h["train_accuracy"], "test_accuracy": h["test_accuracy"]},
-                                       step=h["epoch"])
-                mlflow.log_artifact(human["plot"], "plots")
-        report = learnability_report(results, human, layout.learnability_report)
+            human = run_human_study(ctx)
+        report = learnability_report(results, human, ctx.layout.learnability_report)
         mlflow.log_artifact(report["plot"], "report")
         mlflow.log_text(report["table"], "report/results.md")
     if not overrides and set(cfg.studies) == {"human", "snli_model", "sentence", "token"}:
-        record_pipeline_outputs(params.root, ["learnability"])  # dvc.lock describes params.yaml as written
+        record_pipeline_outputs(ctx.params.root, ["learnability"])  # dvc.lock describes params.yaml as written
     print(report["table"])
     return {"report": report, "results": results, "human": human}
+
+
+def learnability_command(params_path: str, overrides: list[str]) -> None:
+    """Can instance difficulty be learned? Builds the difficulty datasets (published snli_model,
+    train.task dev annotated by the joint model, CoNLL-2003 dev annotated by a multi-exit tagger),
+    trains Majority / Linear-M / Linear-B / BiLSTM / BERT predictors, runs the human-difficulty
+    classifier; table and F1 chart in MLflow experiment `learnability` (artifacts/<task>/seed-<seed>/learnability/,
+    and artifacts/learnability/seed-<seed>/ for the studies that do not read train.task)."""
+    learnability(params_path, overrides)
+
+
+LEARNABILITY = register(Method(
+    name="learnability", summary="the instance-difficulty learnability studies (HashEE paper, section 2)",
+    model_module="models.learnability", config_section="learnability", commands=(learnability_command,),
+    stages=("learnability",)))

@@ -13,107 +13,106 @@ Figure 2 shapes).
    each baseline trained and evaluated in its own nested run, and ``compare_leco``.
 
 Every model uses ``train``'s budget (epochs, subsample, lr, batch size), pooling, exit scorer
-and seed; only the exits and the objective differ (``baseline_config``). Wall-clock numbers
+and seed; only the exits and the objective differ (``baseline_model``). Wall-clock numbers
 come from ``benchmarks/bench_leco.py``, not from this flow.
 """
 
 from __future__ import annotations
 
+from typing import Optional
+
 import mlflow
+import typer
 from prefect import flow
 
-from flows.layout import Layout, TrainedDirs, common, prepare_task_data
-from flows.past_future import MIN_SWEEP_POINTS, past_future_criteria, past_future_train_config, with_task
-from flows.methods import exits_cell, register_method
-from flows.tracking import log_strategy, parent_run, use_experiment
+from flows.context import RunContext, start_flow
+from flows.layout import TrainedDirs
+from flows.past_future import MIN_SWEEP_POINTS, default_model as past_future_model
+from flows.registry import Method, register
+from flows.steps import ExitModel, compare_evaluate, exit_model_cell, train_exit_model, train_then_evaluate
+from flows.tracking import active_logger, log_exit_run
 from tasks.backbones import backbone_num_layers
 from tasks.caching import run_cached
-from tasks.config import Params, TrainConfig, load_params
-from tasks.evaluate import evaluate_exits
+from tasks.config import ConfigError, EvaluateConfig, TrainConfig
 from tasks.leco import check_checkpoint_architecture, compare_leco, derive_exits, load_architecture, search_exits
-from tasks.tracking import MlflowLogger
-from tasks.train import train_multi_exit
 from tasks.versioning import record_pipeline_outputs
 
 SECTIONS = ("seed", "backbone", "train", "evaluate", "past_future", "leco")
 STEPS = ("search", "derive", "train", "compare")
 
 
-def baseline_config(params: Params, name: str) -> tuple[TrainConfig, str, list[str]]:
-    """``(train config, objective, criteria)`` of a baseline of ``leco.baselines``: JT with
-    linear or MHA exits (d_e 64, 4 heads), ALT (BERxiT alternating) with ``train.head``, 2ST
-    with MHA exits, Global Past-Future (``past_future.in_default_run`` with the future)."""
-    train = params.train
+def study_evaluate(ctx: RunContext, criteria: list[str]) -> EvaluateConfig:
+    """The study's evaluation: ``criteria`` on a fine sweep, COBEE's patience, no wall-clock."""
+    return ctx.params.evaluate.model_copy(update={"criteria": criteria, "timing_batch_sizes": [],
+                                                  "cobee_patience": ctx.params.leco.cobee_patience,
+                                                  "sweep_points": max(ctx.params.evaluate.sweep_points, MIN_SWEEP_POINTS)})
+
+
+def baseline_model(ctx: RunContext, name: str) -> ExitModel:
+    """A baseline of ``leco.baselines``: JT with linear or MHA exits (d_e 64, 4 heads), ALT
+    (BERxiT alternating) with ``train.head``, 2ST with MHA exits, Global Past-Future
+    (``past_future.in_default_run`` with the future); all with ``train``'s budget."""
+    dirs = ctx.layout.leco_baseline(name)
     if name == "past-future":
-        return (past_future_train_config(params, params.past_future.in_default_run or "concat", True),
-                params.past_future.objective, past_future_criteria(params))
+        model = past_future_model(ctx)
+        return ExitModel(model.train, model.objective, dirs, study_evaluate(ctx, model.evaluate.criteria))
+    train = ctx.params.train
     head, objective = {"jt-linear": ("linear", "joint"), "jt-mha": ("mha", "joint"), "alt": (train.head, "alternating"),
                        "2st-mha": ("mha", "two_stage")}[name]
-    return train.model_copy(update={"head": head, "head_options": {}}), objective, ["patience"]
+    return ExitModel(train.model_copy(update={"head": head, "head_options": {}}), objective, dirs,
+                     study_evaluate(ctx, ["patience"]))
 
 
-def train_evaluate(params: Params, name: str, train: TrainConfig, objective: str, criteria: list[str],
-                   dirs: TrainedDirs) -> tuple[dict, dict]:
-    """Train (cached) and evaluate (cached; offline sweep and real-exit check, no wall-clock)
-    one model inside the active nested MLflow run, and log it there."""
-    shared = common(params)
-    logger = MlflowLogger(mlflow.active_run().info.run_id)
-    trained = run_cached(train_multi_exit, out_dir=dirs.train, train=train, backbone=params.backbone, strategy=objective,
-                         logger=logger, **shared)
-    evaluate = params.evaluate.model_copy(update={"criteria": criteria, "timing_batch_sizes": [],
-                                                  "cobee_patience": params.leco.cobee_patience,
-                                                  "sweep_points": max(params.evaluate.sweep_points, MIN_SWEEP_POINTS)})
-    evaluated = run_cached(evaluate_exits, out_dir=dirs.evaluate, evaluate=evaluate, backbone=params.backbone, train=train,
-                           ckpt_dir=trained["checkpoint"], logger=logger, **shared)
-    log_strategy(params, f"leco/{name}", trained, evaluated, register=False)
-    return trained, evaluated
-
-
-def leco_train_config(params: Params, architecture: list[dict]) -> TrainConfig:
+def leco_train_config(ctx: RunContext, architecture: list[dict]) -> TrainConfig:
     """``train``'s budget with the derived LECO exits."""
-    return params.train.model_copy(update={"head": "leco", "head_options": params.leco.exits(architecture)})
+    return ctx.params.train.model_copy(update={"head": "leco", "head_options": ctx.params.leco.exits(architecture)})
 
 
-def run_leco(params: Params, until: str = "compare") -> dict:
-    """The LECO steps up to ``until`` (one of ``STEPS``) on ``train.task``, inside the active run."""
-    cfg, layout, shared = params.leco, Layout.from_params(params), common(params)
-    out: dict = {}
+def search_and_derive(ctx: RunContext, logger=None, derive: bool = True) -> tuple[dict, dict | None]:
+    """The supernet search and (``derive``) the derived architecture, both cached."""
+    params = ctx.params
+    search = run_cached(search_exits, out_dir=ctx.layout.leco_search, train=params.train, backbone=params.backbone,
+                        leco=params.leco, logger=logger, **ctx.inputs.kwargs())
+    if not derive:
+        return search, None
+    return search, run_cached(derive_exits, out_dir=ctx.layout.leco_derive,
+                              architecture_weights=search["architecture_weights"])
+
+
+def leco_model(ctx: RunContext, derived: dict, evaluate: EvaluateConfig) -> ExitModel:
+    """The derived exits on the pretrained backbone, trained jointly."""
+    architecture = load_architecture(derived["architecture"], backbone_num_layers(ctx.params.backbone.name))
+    return ExitModel(leco_train_config(ctx, architecture), "joint", ctx.layout.leco_model, evaluate)
+
+
+def run_search(ctx: RunContext, until: str) -> dict:
+    """Steps search and derive in the nested run ``search`` (derive only when ``until`` goes past search)."""
+    cfg = ctx.params.leco
     with mlflow.start_run(run_name="search", nested=True):
-        mlflow.log_params({"search_epochs": cfg.search_epochs, "inner_size": cfg.inner_size, "lr": params.train.lr,
-                           "architecture_lr": cfg.architecture_lr, "task": params.train.task})
-        out["search"] = run_cached(search_exits, out_dir=layout.leco_search, train=params.train, backbone=params.backbone,
-                                   leco=cfg, logger=MlflowLogger(mlflow.active_run().info.run_id), **shared)
-        mlflow.log_artifact(out["search"]["architecture_weights"], "leco")
-        mlflow.log_artifact(out["search"]["plot"], "leco")
-        if until == "search":
-            return out
-        out["derive"] = run_cached(derive_exits, out_dir=layout.leco_derive,
-                                   architecture_weights=out["search"]["architecture_weights"])
-        mlflow.log_artifact(out["derive"]["architecture"], "leco")
-        mlflow.log_text(out["derive"]["table"], "leco/architecture.md")
-    if until == "derive":
-        return out
-    architecture = load_architecture(out["derive"]["architecture"], backbone_num_layers(params.backbone.name))
-    leco_dirs = layout.leco_model
-    with mlflow.start_run(run_name="leco", nested=True):
-        mlflow.log_params({"objective": "joint", "inner_size": cfg.inner_size, "task": params.train.task})
-        train = leco_train_config(params, architecture)
-        if until == "train":
-            out["train"] = run_cached(train_multi_exit, out_dir=leco_dirs.train, train=train, backbone=params.backbone,
-                                      strategy="joint", logger=MlflowLogger(mlflow.active_run().info.run_id), **shared)
-            check_checkpoint_architecture(out["train"]["checkpoint"], out["derive"]["architecture"])
-            return out
-        out["train"], out["evaluate"] = train_evaluate(params, "leco", train, "joint", cfg.criteria, leco_dirs)
-        check_checkpoint_architecture(out["train"]["checkpoint"], out["derive"]["architecture"])
-    evaluations = {"leco": leco_dirs.evaluate}
+        mlflow.log_params({"search_epochs": cfg.search_epochs, "inner_size": cfg.inner_size, "lr": ctx.params.train.lr,
+                           "architecture_lr": cfg.architecture_lr, "task": ctx.params.train.task})
+        search, derived = search_and_derive(ctx, active_logger(), derive=until != "search")
+        mlflow.log_artifact(search["architecture_weights"], "leco")
+        mlflow.log_artifact(search["plot"], "leco")
+        if derived is not None:
+            mlflow.log_artifact(derived["architecture"], "leco")
+            mlflow.log_text(derived["table"], "leco/architecture.md")
+    return {"search": search, **({"derive": derived} if derived is not None else {})}
+
+
+def run_compare(ctx: RunContext, evaluations: dict) -> dict:
+    """Each baseline in its nested run, then ``compare_leco``, logged to the active run."""
+    cfg = ctx.params.leco
     for name in cfg.baselines:
         with mlflow.start_run(run_name=name, nested=True):
-            train, objective, criteria = baseline_config(params, name)
-            mlflow.log_params({"baseline": name, "head": train.head, "objective": objective, "task": params.train.task})
-            train_evaluate(params, name, train, objective, criteria, layout.leco_baseline(name))
-            evaluations[name] = layout.leco_baseline(name).evaluate
-    exiting = {"leco": leco_dirs.evaluate, **({"jt-linear": evaluations["jt-linear"]} if "jt-linear" in evaluations else {})}
-    report = compare_leco(evaluations, exiting, cfg.speedups, layout.leco_report, params.train.task, params.seed)
+            model = baseline_model(ctx, name)
+            mlflow.log_params({"baseline": name, "head": model.train.head, "objective": model.objective,
+                               "task": ctx.params.train.task})
+            done = train_then_evaluate(ctx, model, active_logger())
+            log_exit_run(ctx.params, f"leco/{name}", done.trained, done.evaluated, register=False)
+            evaluations[name] = model.dirs.evaluate
+    exiting = {"leco": evaluations["leco"], **({"jt-linear": evaluations["jt-linear"]} if "jt-linear" in evaluations else {})}
+    report = compare_leco(evaluations, exiting, cfg.speedups, ctx.layout.leco_report, ctx.params.train.task, ctx.params.seed)
     mlflow.log_artifact(report["plot"], "leco")
     mlflow.log_artifact(report["comparison"], "leco")
     mlflow.log_text(report["table"], "leco/comparison.md")
@@ -123,21 +122,36 @@ def run_leco(params: Params, until: str = "compare") -> dict:
     for c in report["exiting_claim"]:
         if c["checked"]:
             mlflow.log_metric(f"cobee_margin_{c['at']}", c["margin"])
-    out["report"] = report
+    return report
+
+
+def run_leco(ctx: RunContext, until: str = "compare") -> dict:
+    """The LECO steps up to ``until`` (one of ``STEPS``) on ``train.task``, inside the active run."""
+    out = run_search(ctx, until)
+    if until in ("search", "derive"):
+        return out
+    model = leco_model(ctx, out["derive"], study_evaluate(ctx, ctx.params.leco.criteria))
+    with mlflow.start_run(run_name="leco", nested=True):
+        mlflow.log_params({"objective": "joint", "inner_size": ctx.params.leco.inner_size, "task": ctx.params.train.task})
+        if until == "train":
+            out["train"] = train_exit_model(ctx, model.train, model.objective, model.dirs.train, active_logger())
+            check_checkpoint_architecture(out["train"]["checkpoint"], out["derive"]["architecture"])
+            return out
+        done = train_then_evaluate(ctx, model, active_logger())
+        log_exit_run(ctx.params, "leco/leco", done.trained, done.evaluated, register=False)
+        out["train"], out["evaluate"] = done.trained, done.evaluated
+        check_checkpoint_architecture(out["train"]["checkpoint"], out["derive"]["architecture"])
+    out["report"] = run_compare(ctx, {"leco": model.dirs.evaluate})
     return out
 
 
-@register_method("leco", regression=False)  # COBEE needs classes (models/leco.py)
-def leco_cell(params: Params) -> dict:
+def leco_cell(ctx: RunContext, variant: str) -> dict:
     """LECO: search (``leco.search_epochs``) -> derive -> retrain the derived exits jointly ->
     ``leco.criteria`` (COBEE first) on the retrained model, as ``run_leco`` does without baselines."""
-    cfg, layout, shared = params.leco, Layout.from_params(params), common(params)
-    search = run_cached(search_exits, out_dir=layout.leco_search, train=params.train, backbone=params.backbone, leco=cfg,
-                        **shared)
-    derived = run_cached(derive_exits, out_dir=layout.leco_derive, architecture_weights=search["architecture_weights"])
-    architecture = load_architecture(derived["architecture"], backbone_num_layers(params.backbone.name))
-    leco_params = params.model_copy(update={"evaluate": params.evaluate.model_copy(update={"cobee_patience": cfg.cobee_patience})})
-    return exits_cell(leco_params, layout.leco_model, leco_train_config(params, architecture), "joint", cfg.criteria)
+    _, derived = search_and_derive(ctx)
+    cfg = ctx.params.leco
+    evaluate = compare_evaluate(ctx, cfg.criteria, cobee_patience=cfg.cobee_patience)
+    return exit_model_cell(ctx, leco_model(ctx, derived, evaluate))
 
 
 @flow(name="leco", log_prints=True)
@@ -145,22 +159,40 @@ def leco_pipeline(params_path: str = "params.yaml", overrides: list[str] | None 
                   until: str = "compare") -> dict:
     """LECO on each of ``leco.tasks`` (or ``tasks``) up to step ``until``: one parent MLflow run per task."""
     if until not in STEPS:
-        raise ValueError(f"unknown LECO step {until!r}; choose one of {', '.join(STEPS)}")
-    params = load_params(params_path, overrides or [])
-    use_experiment(params, "exitflow-leco")
-    prepare_task_data(params)
+        raise ConfigError(f"unknown LECO step {until!r}; choose one of {', '.join(STEPS)}")
+    ctx = start_flow(params_path, overrides, "exitflow-leco")
+    tasks = tasks or ctx.params.leco.tasks
+    ctx.check_prepared(tasks, "leco.tasks")
     results = {}
-    for task_name in tasks or params.leco.tasks:
-        if task_name not in params.data.tasks and task_name not in params.data.custom:
-            raise ValueError(f"leco.tasks: {task_name!r} is not a prepared task; data.tasks has {', '.join(params.data.tasks)}")
-        task_params = with_task(params, task_name)
-        with parent_run(task_params, f"leco-{task_name}", SECTIONS):
-            results[task_name] = run_leco(task_params, until)
+    for task_name in tasks:
+        task_ctx = ctx.for_task(task_name)
+        with task_ctx.parent_run(f"leco-{task_name}", SECTIONS):
+            results[task_name] = run_leco(task_ctx, until)
         if not overrides:  # dvc.lock describes params.yaml as written
-            done = STEPS[: STEPS.index(until) + 1]
-            record_pipeline_outputs(params.root, [f"leco_{step}@{task_name}" for step in done])
-        if "report" in results[task_name]:
-            print(results[task_name]["report"]["table"])
-        elif "derive" in results[task_name]:
-            print(results[task_name]["derive"]["table"])
+            record_pipeline_outputs(ctx.params.root, [f"leco_{step}@{task_name}" for step in STEPS[: STEPS.index(until) + 1]])
+        shown = results[task_name].get("report") or results[task_name].get("derive")
+        if shown is not None:
+            print(shown["table"])
     return results
+
+
+def leco_command(params_path: str, overrides: list[str],
+                 task: Optional[list[str]] = typer.Option(None, "--task", help="only these tasks (default: leco.tasks)"),
+                 until: str = typer.Option("compare", "--until", help="the last step to run: search | derive | train | "
+                                                                      "compare (earlier steps are reused)")) -> None:
+    """LECO: search one exit architecture per layer (first-order DARTS over leco.search_space,
+    leco.search_epochs), derive it (argmax per choice, null included: leco/derive/architecture.json),
+    retrain the derived exits from the pretrained backbone with train's budget, then compare: AVG / BEST
+    layer-wise test scores against leco.baselines, and COBEE against entropy, patience and LTE at
+    leco.speedups (artifacts/<task>/seed-<seed>/leco/; MLflow experiment exitflow-leco). Finished steps are reused."""
+    if until not in STEPS:
+        raise ConfigError(f"--until {until!r} is not a LECO step; choose one of {', '.join(STEPS)}")
+    leco_pipeline(params_path, overrides, task or None, until)
+
+
+LECO = register(Method(
+    name="leco", summary="LECO: exit architectures found by differentiable search, and comparison-based "
+                         "exiting, COBEE (Zhang et al. 2023)",
+    model_module="models.leco", config_section="leco", cell=leco_cell,
+    regression=False,  # COBEE needs classes (models/leco.py)
+    commands=(leco_command,), stages=("leco_search", "leco_derive", "leco_train", "leco_compare")))

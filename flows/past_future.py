@@ -14,113 +14,116 @@ Wall-clock numbers come from ``benchmarks/bench_past_future.py``, not from this 
 
 from __future__ import annotations
 
+from typing import Optional
+
 import mlflow
+import typer
 from prefect import flow
 
-from flows.layout import Layout, TrainedDirs, common, prepare_task_data
-from flows.methods import exits_cell, register_method
-from flows.tracking import log_strategy, parent_run, use_experiment
-from tasks.caching import run_cached
-from tasks.data import load_meta
-from tasks.config import Params, TrainConfig, load_params, setting_name
-from tasks.evaluate import evaluate_exits
+from flows.context import RunContext, start_flow
+from flows.layout import TrainedDirs
+from flows.registry import Method, register
+from flows.steps import ExitModel, compare_evaluate, exit_model_cell, train_then_evaluate
+from flows.tracking import active_logger, log_exit_run
+from tasks.config import TrainConfig, setting_name
 from tasks.past_future import LOCAL_PREFIX, compare_past_future
-from tasks.tracking import MlflowLogger
-from tasks.train import train_multi_exit
 from tasks.versioning import record_pipeline_outputs
 
 SECTIONS = ("seed", "backbone", "train", "evaluate", "past_future")
 MIN_SWEEP_POINTS = 50  # fine enough to land near 2x and 3x
 
 
-def past_future_train_config(params: Params, past: str, future: bool) -> TrainConfig:
+def past_future_train_config(ctx: RunContext, past: str, future: bool) -> TrainConfig:
     """``train``'s budget with the Past-Future exit stack (no exit scorer: exits decide by entropy)."""
-    cfg = params.past_future
-    return params.train.model_copy(update={"head": "past_future", "head_options": cfg.exits(past, future),
-                                           "pooling": cfg.pooling, "exit_scorer": None,
-                                           "freeze_layers": cfg.freeze_layers})
+    cfg = ctx.params.past_future
+    return ctx.params.train.model_copy(update={"head": "past_future", "head_options": cfg.exits(past, future),
+                                               "pooling": cfg.pooling, "exit_scorer": None,
+                                               "freeze_layers": cfg.freeze_layers})
 
 
-def local_train_config(params: Params) -> TrainConfig:
+def local_train_config(ctx: RunContext) -> TrainConfig:
     """The local-exit baselines: ``train``'s budget and objective, with the same per-layer state
     as Past-Future (a pooler head on ``past_future.pooling``) and no exit scorer, so a row
     differs from a Past-Future row only in reading one layer instead of all (and no future)."""
-    return params.train.model_copy(update={"head": "pooler", "pooling": params.past_future.pooling, "exit_scorer": None})
+    return ctx.params.train.model_copy(update={"head": "pooler", "pooling": ctx.params.past_future.pooling,
+                                               "exit_scorer": None})
 
 
-def past_future_criteria(params: Params) -> list[str]:
+def past_future_criteria(ctx: RunContext) -> list[str]:
     """Entropy exits (paper Eq. 14); patience for regression, where entropy does not apply."""
-    spec = load_meta(Layout.from_params(params).data, params.train.task)["spec"]
-    return ["patience"] if spec["label_type"] == "float" else ["entropy"]
+    return ["patience"] if ctx.is_regression else ["entropy"]
 
 
-def with_task(params: Params, task: str) -> Params:
-    return params.model_copy(update={"train": params.train.model_copy(update={"task": task})})
+def study_model(ctx: RunContext, train: TrainConfig, objective: str, criteria: list[str], dirs: TrainedDirs,
+                timed: bool = False) -> ExitModel:
+    """A model of the study, evaluated on a fine sweep (wall-clock only when ``timed``)."""
+    evaluate = ctx.params.evaluate.model_copy(update={
+        "criteria": criteria, "sweep_points": max(ctx.params.evaluate.sweep_points, MIN_SWEEP_POINTS),
+        **({} if timed else {"timing_batch_sizes": []})})
+    return ExitModel(train, objective, dirs, evaluate)
 
 
-def train_evaluate_log(params: Params, setting: str, train: TrainConfig, objective: str, criteria: list[str],
-                       dirs: TrainedDirs | None = None, timed: bool = False) -> dict:
-    """One setting inside its nested MLflow run: train, evaluate ``criteria`` (wall-clock only
-    when ``timed``), log. ``dirs`` defaults to the study's folder for ``setting``."""
-    dirs = dirs or Layout.from_params(params).past_future(setting)
-    shared = common(params)
-    logger = MlflowLogger(mlflow.active_run().info.run_id)
-    trained = run_cached(train_multi_exit, out_dir=dirs.train, train=train, backbone=params.backbone, strategy=objective,
-                         logger=logger, **shared)
-    evaluate = params.evaluate.model_copy(update={"criteria": criteria,
-                                                  "sweep_points": max(params.evaluate.sweep_points, MIN_SWEEP_POINTS),
-                                                  **({} if timed else {"timing_batch_sizes": []})})
-    evaluated = run_cached(evaluate_exits, out_dir=dirs.evaluate, evaluate=evaluate, backbone=params.backbone, train=train,
-                           ckpt_dir=trained["checkpoint"], logger=logger, **shared)
-    log_strategy(params, f"past-future/{setting}", trained, evaluated, register=False)
-    return {"trained": trained, "evaluated": evaluated, "dirs": dirs}
+def default_model(ctx: RunContext) -> ExitModel:
+    """The Past-Future model of ``exitflow run`` and the comparison: ``past_future.in_default_run``
+    (concat when unset) with the imitated future, in ``Layout.past_future_default``."""
+    past = ctx.params.past_future.in_default_run or "concat"
+    return study_model(ctx, past_future_train_config(ctx, past, True), ctx.params.past_future.objective,
+                       past_future_criteria(ctx), ctx.layout.past_future_default, timed=True)
 
 
-def run_default_past_future(params: Params) -> dict | None:
+def train_evaluate_log(ctx: RunContext, setting: str, model: ExitModel) -> dict:
+    """One setting inside its nested MLflow run: train, evaluate, log."""
+    done = train_then_evaluate(ctx, model, active_logger())
+    log_exit_run(ctx.params, f"past-future/{setting}", done.trained, done.evaluated, register=False)
+    return {"trained": done.trained, "evaluated": done.evaluated, "dirs": model.dirs}
+
+
+def run_default_past_future(ctx: RunContext) -> dict | None:
     """What ``exitflow run`` adds: ``past_future.in_default_run`` with the imitated future on
-    ``train.task``, timed like the spine's models, in its own folder (None when unset)."""
-    past = params.past_future.in_default_run
+    ``train.task``, timed like the strategy models, in its own folder (None when unset)."""
+    past = ctx.params.past_future.in_default_run
     if past is None:
         return None
-    name = setting_name(past, True)
-    mlflow.log_params({"past": past, "future": True, "gate": params.past_future.gate, "task": params.train.task})
-    return train_evaluate_log(params, name, past_future_train_config(params, past, True), params.past_future.objective,
-                              past_future_criteria(params), dirs=Layout.from_params(params).past_future_default, timed=True)
+    mlflow.log_params({"past": past, "future": True, "gate": ctx.params.past_future.gate, "task": ctx.params.train.task})
+    return train_evaluate_log(ctx, setting_name(past, True), default_model(ctx))
 
 
-@register_method("past-future")
-def past_future_cell(params: Params) -> dict:
+def past_future_cell(ctx: RunContext, variant: str) -> dict:
     """Global Past-Future as ``exitflow run`` adds it: ``past_future.in_default_run`` (concat
     when unset) with the imitated future, its objective, entropy exits (patience for regression)."""
-    past = params.past_future.in_default_run or "concat"
-    return exits_cell(params, Layout.from_params(params).past_future_default, past_future_train_config(params, past, True),
-                      params.past_future.objective, past_future_criteria(params))
+    model = default_model(ctx)
+    return exit_model_cell(ctx, ExitModel(model.train, model.objective, model.dirs,
+                                          compare_evaluate(ctx, past_future_criteria(ctx))))
 
 
-def run_past_future(params: Params, settings: list[tuple[str, bool]] | None = None,
-                    local: list[str] | None = None) -> dict:
-    """Train and evaluate each ``(past, future)`` setting and each local baseline, then compare
-    (inside the active MLflow run). Defaults: ``past_future.settings()`` and ``past_future.local``."""
-    cfg = params.past_future
-    settings = cfg.settings() if settings is None else settings
-    local = cfg.local if local is None else local
-    criteria = past_future_criteria(params)
-    eval_dirs = {}
-    for past, future in settings:
+def study_models(ctx: RunContext) -> dict[str, tuple[dict, ExitModel]]:
+    """``{setting: (MLflow params, model)}``: each ``(past, future)`` setting, then each local baseline."""
+    cfg, task = ctx.params.past_future, ctx.params.train.task
+    criteria = past_future_criteria(ctx)
+    models = {}
+    for past, future in cfg.settings():
         name = setting_name(past, future)
-        with mlflow.start_run(run_name=name, nested=True):
-            mlflow.log_params({"past": past, "future": future, "gate": cfg.gate, "freeze_layers": cfg.freeze_layers,
-                               "pooling": cfg.pooling, "objective": cfg.objective, "task": params.train.task})
-            eval_dirs[name] = train_evaluate_log(params, name, past_future_train_config(params, past, future),
-                                                 cfg.objective, criteria)["dirs"].evaluate
-    for strategy in local:
+        logged = {"past": past, "future": future, "gate": cfg.gate, "freeze_layers": cfg.freeze_layers,
+                  "pooling": cfg.pooling, "objective": cfg.objective, "task": task}
+        models[name] = (logged, study_model(ctx, past_future_train_config(ctx, past, future), cfg.objective, criteria,
+                                            ctx.layout.past_future(name)))
+    for strategy in cfg.local:
         name = f"{LOCAL_PREFIX}{strategy}"
+        models[name] = ({"strategy": strategy, "head": "pooler", "task": task},
+                        study_model(ctx, local_train_config(ctx), strategy, ["entropy", "patience"],
+                                    ctx.layout.past_future(name)))
+    return models
+
+
+def run_past_future(ctx: RunContext) -> dict:
+    """Train and evaluate every setting of ``study_models``, then compare (inside the active MLflow run)."""
+    eval_dirs = {}
+    for name, (logged, model) in study_models(ctx).items():
         with mlflow.start_run(run_name=name, nested=True):
-            mlflow.log_params({"strategy": strategy, "head": "pooler", "task": params.train.task})
-            eval_dirs[name] = train_evaluate_log(params, name, local_train_config(params), strategy,
-                                                 ["entropy", "patience"])["dirs"].evaluate
-    layout = Layout.from_params(params)
-    report = compare_past_future(eval_dirs, cfg.speedups, layout.past_future_report, params.train.task, params.seed)
+            mlflow.log_params(logged)
+            eval_dirs[name] = train_evaluate_log(ctx, name, model)["dirs"].evaluate
+    report = compare_past_future(eval_dirs, ctx.params.past_future.speedups, ctx.layout.past_future_report,
+                                 ctx.params.train.task, ctx.params.seed)
     mlflow.log_artifact(report["plot"], "past_future")
     mlflow.log_text(report["table"], "past_future/comparison.md")
     mlflow.log_artifact(report["comparison"], "past_future")
@@ -134,18 +137,41 @@ def run_past_future(params: Params, settings: list[tuple[str, bool]] | None = No
 def past_future_pipeline(params_path: str = "params.yaml", overrides: list[str] | None = None,
                          tasks: list[str] | None = None) -> dict:
     """Global Past-Future on each of ``past_future.tasks`` (or ``tasks``): one parent MLflow run per task."""
-    params = load_params(params_path, overrides or [])
-    use_experiment(params, "exitflow-past-future")
-    prepare_task_data(params)
+    ctx = start_flow(params_path, overrides, "exitflow-past-future")
+    tasks = tasks or ctx.params.past_future.tasks
+    ctx.check_prepared(tasks, "past_future.tasks")
     reports = {}
-    for task_name in tasks or params.past_future.tasks:
-        if task_name not in params.data.tasks and task_name not in params.data.custom:
-            raise ValueError(f"past_future.tasks: {task_name!r} is not a prepared task; data.tasks has "
-                             f"{', '.join(params.data.tasks)}")
-        task_params = with_task(params, task_name)
-        with parent_run(task_params, f"past-future-{task_name}", SECTIONS):
-            reports[task_name] = run_past_future(task_params)
+    for task_name in tasks:
+        task_ctx = ctx.for_task(task_name)
+        with task_ctx.parent_run(f"past-future-{task_name}", SECTIONS):
+            reports[task_name] = run_past_future(task_ctx)
         if not overrides:  # dvc.lock describes params.yaml as written
-            record_pipeline_outputs(params.root, [f"past_future@{task_name}"])
+            record_pipeline_outputs(ctx.params.root, [f"past_future@{task_name}"])
         print(reports[task_name]["table"])
     return reports
+
+
+def past_future_command(
+        params_path: str, overrides: list[str],
+        task: Optional[list[str]] = typer.Option(None, "--task", help="only these tasks (default: past_future.tasks)"),
+        default_run: bool = typer.Option(False, "--default-run",
+                                         help="only the model `exitflow run` adds: past_future.in_default_run with the "
+                                              "future on train.task (artifacts/.../past_future/default/)")) -> None:
+    """Global Past-Future: each past strategy (past_future.strategies) without and with the imitated
+    future, the naive vote / ensemble and local joint / weighted exits with train's budget; a table
+    at past_future.speedups (chosen on dev, reported on test), a plot and the claim check
+    (artifacts/<task>/seed-<seed>/past_future/; MLflow experiment exitflow-past-future).
+    Finished models are reused."""
+    if default_run:
+        from flows.pipeline import exitflow_stage
+
+        exitflow_stage("past_future_default", params_path, overrides=overrides)
+        return
+    past_future_pipeline(params_path, overrides, task or None)
+
+
+PAST_FUTURE = register(Method(
+    name="past-future", summary="Global Past-Future: exits over all past layers and imitated future layers "
+                                "(Liao et al. 2021)",
+    model_module="models.past_future", config_section="past_future", cell=past_future_cell,
+    commands=(past_future_command,), stages=("past_future", "past_future_default")))

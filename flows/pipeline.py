@@ -1,72 +1,66 @@
-"""The default pipeline and the per-stage flows that ``dvc.yaml`` runs.
+"""The default pipeline, the per-stage flows that ``dvc.yaml`` runs, and the BERxiT strategies.
 
-``exitflow_pipeline`` reads like the algorithm: prepare data -> for each strategy (train
-multi-exit model, evaluate every criterion) -> HashEE -> ConsistentEE -> comparison report ->
-record outputs in DVC.
-Each step is a cached Prefect task; MLflow gets one parent run with a nested run per strategy
-and per criterion. Artifact paths (also the ``dvc.yaml`` outs): ``flows/layout.py``.
+``exitflow_pipeline`` reads like the algorithm: prepare data -> for each strategy (train a
+multi-exit model, evaluate every criterion) -> HashEE -> ConsistentEE -> Past-Future ->
+comparison report -> record outputs in DVC. Each step is a cached Prefect task; MLflow gets one
+parent run with a nested run per strategy and per criterion. Artifact paths (also the
+``dvc.yaml`` outs): ``flows/layout.py``.
+
+A *strategy* is a multi-exit training objective of ``models.objectives`` (joint, weighted,
+two_stage, BERxiT's alternating) with the exit criteria of ``evaluate.criteria`` (LTE with
+``train.exit_scorer``); the strategy models of ``train.strategies`` are the default run's
+multi-exit models, the baselines ConsistentEE and the report compare with.
 """
 
 from __future__ import annotations
 
+from typing import Optional
 
 import mlflow
+import typer
 from prefect import flow
 
-from flows.consistentee import run_consistentee, spine_baselines
+from flows.consistentee import run_consistentee, strategy_baselines
+from flows.context import RunContext, load_context, prepare_task_data, start_flow
 from flows.hashee import run_hashee
-from flows.layout import Layout, TrainedDirs, common, prepare_task_data
-from flows.methods import exits_cell, register_method
+from flows.layout import TrainedDirs
 from flows.past_future import run_default_past_future
-from flows.tracking import log_strategy, parent_run, use_experiment
-from tasks.caching import run_cached
-from tasks.config import Params, load_params
-from tasks.evaluate import evaluate_exits
-from tasks.report import build_report
-from tasks.tracking import MlflowLogger
-from tasks.train import train_multi_exit
+from flows.registry import Method, register
+from flows.steps import ExitModel, compare_evaluate, exit_model_cell, train_exit_model, train_then_evaluate
+from flows.tracking import active_logger, log_exit_run
 from models.objectives import OBJECTIVES
+from tasks.config import ConfigError
+from tasks.report import build_report
 from tasks.versioning import DEFAULT_STAGES, record_pipeline_outputs, snapshot_data
 
-
-def train_and_evaluate(params: Params, strategy: str, register: bool = True) -> dict:
-    """One strategy: train (cached), evaluate (cached), log to the active nested MLflow run."""
-    layout = Layout.from_params(params)
-    logger = MlflowLogger(mlflow.active_run().info.run_id)
-    mlflow.log_params({"strategy": strategy, "task": params.train.task, "head": params.train.head, "exit_scorer": params.train.exit_scorer})
-    run_cached(train_multi_exit, out_dir=layout.train(strategy), train=params.train, backbone=params.backbone,
-               strategy=strategy, logger=logger, **common(params))
-    return evaluate_and_log(params, strategy, register)
+SECTIONS = ("seed", "backbone", "train", "evaluate")
 
 
-def evaluate_and_log(params: Params, strategy: str, register: bool = True) -> dict:
-    """Evaluate the strategy's checkpoint (cached) and log it to the active MLflow run."""
-    layout = Layout.from_params(params)
-    checkpoint = layout.train(strategy) / "checkpoint"
-    evaluated = run_cached(evaluate_exits, out_dir=layout.evaluate(strategy), evaluate=params.evaluate,
-                           backbone=params.backbone, train=params.train, ckpt_dir=checkpoint,
-                           logger=MlflowLogger(mlflow.active_run().info.run_id), **common(params))
-    log_strategy(params, strategy, {"checkpoint": str(checkpoint)}, evaluated, register)
-    return evaluated
+def strategy_model(ctx: RunContext, strategy: str) -> ExitModel:
+    """The default run's multi-exit model for ``strategy`` (``train``, ``evaluate``)."""
+    dirs = TrainedDirs(ctx.layout.train(strategy), ctx.layout.evaluate(strategy))
+    return ExitModel(ctx.params.train, strategy, dirs, ctx.params.evaluate)
 
 
-def _register_strategy(strategy: str) -> None:
-    @register_method(strategy)
-    def strategy_cell(params: Params) -> dict:
-        """BERxiT multi-exit training with ``strategy``, every ``evaluate.criteria`` exit rule (LTE with train.exit_scorer)."""
-        layout = Layout.from_params(params)
-        return exits_cell(params, TrainedDirs(layout.train(strategy), layout.evaluate(strategy)), params.train, strategy)
+def train_and_evaluate(ctx: RunContext, strategy: str, register: bool = True) -> dict:
+    """One strategy inside its nested MLflow run: train (cached), evaluate (cached), log."""
+    train = ctx.params.train
+    mlflow.log_params({"strategy": strategy, "task": train.task, "head": train.head, "exit_scorer": train.exit_scorer})
+    done = train_then_evaluate(ctx, strategy_model(ctx, strategy), active_logger())
+    log_exit_run(ctx.params, strategy, {"checkpoint": str(done.checkpoint)}, done.evaluated, register)
+    return done.evaluated
 
 
-for _strategy in OBJECTIVES:
-    if _strategy != "single":  # single trains one exit: the static baselines and HashEE's reference
-        _register_strategy(_strategy)
+def strategy_cell(ctx: RunContext, strategy: str) -> dict:
+    """A comparison cell: ``strategy``'s model with every ``evaluate.criteria`` exit rule."""
+    model = strategy_model(ctx, strategy)
+    return exit_model_cell(ctx, ExitModel(model.train, strategy, model.dirs, compare_evaluate(ctx)))
 
 
-def report_inputs(params: Params) -> dict:
+def report_inputs(ctx: RunContext) -> dict:
     """Evaluation folders in the comparison report: every strategy, then ConsistentEE and the
     default run's Past-Future model when evaluated."""
-    layout = Layout.from_params(params)
+    params, layout = ctx.params, ctx.layout
     dirs = {s: layout.evaluate(s) for s in params.train.strategies}
     cee = layout.consistentee("default").evaluate
     if (cee / "metrics.json").exists():
@@ -77,36 +71,41 @@ def report_inputs(params: Params) -> dict:
     return dirs
 
 
+def report(ctx: RunContext) -> dict:
+    """The comparison table and plot across everything the default run evaluated."""
+    return build_report(report_inputs(ctx), ctx.params.evaluate.timing_batch_sizes, ctx.layout.report,
+                        ctx.layout.hashee("default").evaluate)
+
+
 @flow(name="exitflow_pipeline", log_prints=True)
 def exitflow_pipeline(params_path: str = "params.yaml", overrides: list[str] | None = None, profile: str | None = None) -> dict:
     """Default pipeline: prepare -> train + evaluate each strategy -> HashEE -> ConsistentEE -> report -> DVC record."""
-    params = load_params(params_path, overrides or [], profile)
-    layout = Layout.from_params(params)
-    use_experiment(params, params.mlflow.experiment)
-    with parent_run(params, f"pipeline-{params.train.task}", ("seed", "backbone", "train", "evaluate")):
-        prepare_task_data(params)
-        snapshot_data(params.root, layout.data)
-        evaluations = {}
+    ctx = start_flow(params_path, overrides, profile=profile)
+    params = ctx.params
+    with ctx.parent_run(f"pipeline-{params.train.task}", SECTIONS):
+        snapshot_data(params.root, ctx.layout.data)
         for strategy in params.train.strategies:
             with mlflow.start_run(run_name=strategy, nested=True):
-                evaluations[strategy] = train_and_evaluate(params, strategy)
+                train_and_evaluate(ctx, strategy)
         with mlflow.start_run(run_name=f"hashee-{params.hashee.name}", nested=True):
-            run_hashee(params, params.hashee, "default")
+            run_hashee(ctx, params.hashee, "default")
         with mlflow.start_run(run_name=f"consistentee-{params.consistentee.name}", nested=True):
-            run_consistentee(params, "default", spine_baselines(params))
+            run_consistentee(ctx, "default", strategy_baselines(ctx))
         if params.past_future.in_default_run is not None:
             with mlflow.start_run(run_name=f"past-future-{params.past_future.in_default_run}", nested=True):
-                run_default_past_future(params)
-        report = build_report(report_inputs(params), params.evaluate.timing_batch_sizes, layout.report,
-                              layout.hashee("default").evaluate)
-        mlflow.log_artifact(report["plot"], "report")
-        mlflow.log_artifact(report["layerwise_plot"], "report")
-        mlflow.log_text(report["table"], "report/results.md")
+                run_default_past_future(ctx)
+        out = report(ctx)
+        for key in ("plot", "layerwise_plot"):
+            mlflow.log_artifact(out[key], "report")
+        mlflow.log_text(out["table"], "report/results.md")
     if not overrides and profile is None:  # dvc.lock must describe params.yaml as written
         record_pipeline_outputs(params.root, [s for s in DEFAULT_STAGES
                                               if s != "past_future_default" or params.past_future.in_default_run])
-    print(report["table"])
-    return report
+    print(out["table"])
+    return out
+
+
+STAGES = ("prepare", "train", "evaluate", "report", "past_future_default")
 
 
 @flow(name="exitflow_stage")
@@ -114,18 +113,47 @@ def exitflow_stage(stage: str, params_path: str = "params.yaml", strategy: str |
                    overrides: list[str] | None = None) -> dict:
     """One pipeline stage (``prepare``, ``train``, ``evaluate``, ``report``, ``past_future_default``),
     as DVC stages run them."""
-    params = load_params(params_path, overrides or [])
-    layout = Layout.from_params(params)
-    if stage == "prepare":
-        return prepare_task_data(params)
-    if stage == "report":
-        return build_report(report_inputs(params), params.evaluate.timing_batch_sizes, layout.report,
-                            layout.hashee("default").evaluate)
-    use_experiment(params, params.mlflow.experiment)
-    with parent_run(params, f"{stage}-{strategy}", ("seed", "backbone", "train", "evaluate")):
+    if stage not in STAGES:
+        raise ConfigError(f"unknown stage {stage!r}; one of {', '.join(STAGES)}")
+    if stage in ("prepare", "report"):  # no MLflow run
+        ctx = load_context(params_path, overrides)
+        return prepare_task_data(ctx.params) if stage == "prepare" else report(ctx)
+    ctx = start_flow(params_path, overrides, prepare=False)
+    with ctx.parent_run(f"{stage}-{strategy}", SECTIONS):
         if stage == "past_future_default":
-            return run_default_past_future(params)
+            return run_default_past_future(ctx)
         if stage == "train":
-            return run_cached(train_multi_exit, out_dir=layout.train(strategy), train=params.train, backbone=params.backbone,
-                              strategy=strategy, logger=MlflowLogger(mlflow.active_run().info.run_id), **common(params))
-        return evaluate_and_log(params, strategy)
+            return train_exit_model(ctx, ctx.params.train, strategy, ctx.layout.train(strategy), active_logger())
+        done = train_then_evaluate(ctx, strategy_model(ctx, strategy), active_logger())
+        log_exit_run(ctx.params, strategy, {"checkpoint": str(done.checkpoint)}, done.evaluated, True)
+        return done.evaluated
+
+
+def _check_strategy(strategy: str) -> None:
+    if strategy not in OBJECTIVES:
+        raise ConfigError(f"unknown strategy {strategy!r}; choose one of {', '.join(OBJECTIVES)}")
+
+
+def train_command(params_path: str, overrides: list[str],
+                  strategy: str = typer.Option(..., help="joint | weighted | two_stage | alternating")) -> str:
+    """Train a multi-exit model with one objective
+    (artifacts/<task>/seed-<seed>/train/<strategy>/); resumes if interrupted."""
+    _check_strategy(strategy)
+    result = exitflow_stage("train", params_path, strategy, overrides=overrides)
+    return f"checkpoint: {result['checkpoint']} (dev layer scores {[round(s, 2) for s in result['dev_layer_scores']]})"
+
+
+def evaluate_command(params_path: str, overrides: list[str],
+                     strategy: str = typer.Option(..., help="which trained strategy to evaluate")) -> str:
+    """Sweep every exit criterion, pick dev operating points, time real early exit
+    (artifacts/<task>/seed-<seed>/evaluate/<strategy>/)."""
+    result = exitflow_stage("evaluate", params_path, strategy, overrides=overrides)
+    return f"metrics: {result['metrics']}\nplot: {result['plot']}"
+
+
+STRATEGIES = register(Method(
+    name="berxit", summary="multi-exit training (joint, weighted, two-stage, BERxiT alternating) with the classic "
+                           "criteria and BERxiT's learning-to-exit module",
+    model_module="models.berxit", config_section="train", cell=strategy_cell,
+    variants=lambda params: [s for s in OBJECTIVES if s != "single"],  # single: the static line and HashEE's reference
+    commands=(train_command, evaluate_command), stages=("train", "evaluate", "report")))

@@ -118,8 +118,8 @@ def shipped_criterion(operating_points: dict[str, dict]) -> dict:
     return {"criterion": name, "threshold": op["threshold"]}
 
 
-def log_strategy(params: Params, strategy: str, trained: dict, evaluated: dict, register: bool = True) -> None:
-    """Inside a nested strategy run: per-layer metrics, curves (nested per criterion), plots, model."""
+def log_exit_run(params: Params, model_name: str, trained: dict, evaluated: dict, register: bool = True) -> None:
+    """Inside the nested run of a multi-exit model ``model_name``: per-layer metrics, curves (nested per criterion), plots, model."""
     summary = evaluated["summary"]
     chance = summary.get("dev_chance_check")
     if chance is not None:
@@ -132,10 +132,10 @@ def log_strategy(params: Params, strategy: str, trained: dict, evaluated: dict, 
     mlflow.log_artifact(evaluated["layerwise_plot"], "plots")
     mlflow.log_artifact(evaluated["metrics"], "evaluation")
     curves = json.loads(Path(evaluated["curves"]).read_text())
-    for name, points in curves.items():
-        with mlflow.start_run(run_name=f"{strategy}/{name}", nested=True):
-            mlflow.log_param("criterion", name)
-            op = summary["operating_points"][name]
+    for criterion, points in curves.items():
+        with mlflow.start_run(run_name=f"{model_name}/{criterion}", nested=True):
+            mlflow.log_param("criterion", criterion)
+            op = summary["operating_points"][criterion]
             mlflow.log_params({"operating_threshold": op["threshold"]})
             mlflow.log_metrics({f"operating_{k}": v for k, v in op["test"].items()})
             for i, p in enumerate(points):

@@ -135,17 +135,17 @@ def test_champion_moves_only_when_dev_improves(compare_project, prefect_harness)
 
 
 def test_failing_cell_is_reported_and_the_grid_goes_on(compare_project, prefect_harness):
-    from flows.methods import COMPARE_METHODS, register_method
+    from flows.registry import METHODS, Method, register
 
-    @register_method("broken")
-    def broken(params):
-        raise ValueError(f"cannot handle {params.train.task}")
+    def broken(ctx, variant):
+        raise ValueError(f"cannot handle {ctx.params.train.task}")
 
+    register(Method(name="broken", summary="raises", cell=broken))
     try:
         result = run_compare(compare_project, "compare.methods=[joint, broken]", "compare.static_layers=[]",
                              "compare.lr_grid=[0.001]")
     finally:
-        COMPARE_METHODS.pop("broken")
+        METHODS.pop("broken")
     cells = {(c["task"], c["method"]): c for c in result["cells"]}
     table = (compare_project / "artifacts" / "compare" / "default" / "report" / "compare.md").read_text()
     for task in ("sst2", "sim"):
