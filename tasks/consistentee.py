@@ -30,6 +30,7 @@ from models.consistentee import (
     train_policy_epoch,
 )
 from models.criteria import simulate
+from models.errors import ExitflowError
 from models.exit_heads import task_loss
 from models.metrics import correct_predictions, layerwise_scores, prediction_is_correct, task_score
 from models.training import build_optimizer, linear_schedule, record_exits
@@ -43,7 +44,7 @@ from tasks.tracking import MetricLogger, NullLogger
 from tasks.train import seed_everything
 
 
-class MemorizedLayerError(ValueError):
+class MemorizedLayerError(ExitflowError, ValueError):
     """A memorized-layer artifact does not belong to the training split it is used with."""
 
 
