@@ -87,7 +87,7 @@ def test_user_error_before_any_flow_is_clean_and_verbose_by_environment(tmp_path
 
 
 def test_console_filter_drops_user_errors_only(monkeypatch):
-    from flows.cli import _ConsoleFilter
+    from flows.runtime import ConsoleFilter
     from tasks.data import DataError
 
     monkeypatch.delenv("EXITFLOW_VERBOSE", raising=False)
@@ -96,7 +96,7 @@ def test_console_filter_drops_user_errors_only(monkeypatch):
         exc_info = (type(exc), exc, None) if exc is not None else None
         return logging.LogRecord("prefect.flow_runs", level, __file__, 1, msg, None, exc_info)
 
-    quiet = _ConsoleFilter()
+    quiet = ConsoleFilter()
     user, bug = DataError("bad label"), KeyError("a bug")
     assert not quiet.filter(record("Encountered exception during execution", user))
     assert quiet.last_seen is user
