@@ -3,46 +3,25 @@
 Every command reads ``params.yaml`` (``--params``), accepts ``--set section.key=value``
 overrides, and runs offline by default (``HF_HUB_OFFLINE=1``).
 
-Errors: a user mistake (bad data, bad params, a missing checkpoint: ``_user_errors``) prints one
-``error: ...`` line and exits 2; Prefect's console copy of its traceback is filtered out
-(``_ConsoleFilter``) but stays in the Prefect run log, and ``--verbose`` / ``EXITFLOW_VERBOSE=1``
-shows it. Any other exception is a bug and keeps its traceback.
-
-Termination: SIGTERM and SIGHUP become ``Terminated`` (a ``SystemExit``) in the main thread, so a
-killed command unwinds like an interrupted one: Prefect marks its runs Crashed, ``_resume``
-states stay on disk, and the temporary Prefect server this process started is stopped instead of
-being orphaned (with the default handler the process died and the server lived on). The server is
-also stopped when a closed output pipe breaks Prefect's own stop (``_stop_prefect_servers``).
-``serve`` takes SIGTERM, SIGHUP and SIGINT over while it serves (``flows.serving``): it stops the
-flow-run processes it started, their children too, and returns.
+Errors: a user mistake (``models.errors.ExitflowError``: bad data, bad params, a missing
+checkpoint) prints one ``error: ...`` line and exits 2; ``--verbose`` / ``EXITFLOW_VERBOSE=1``
+adds its traceback. Any other exception is a bug and keeps its traceback. Signals, the temporary
+Prefect server and the console log filter: ``flows.runtime``.
 """
 
 from __future__ import annotations
 
-import atexit
-import logging
 import os
-import re
-import signal
-import subprocess
 import sys
 import traceback
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Optional
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
-# cached task results live with the project, not under $PREFECT_HOME, so the cache survives
-# a different Prefect home (e.g. a dedicated server for schedules)
-os.environ.setdefault("PREFECT_LOCAL_STORAGE_PATH", str(REPO_ROOT / ".prefect-results"))
-os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
-os.environ.setdefault("PREFECT_LOGGING_TO_API_WHEN_MISSING_FLOW", "ignore")
+import typer
 
-import typer  # noqa: E402
+from flows import runtime  # sets the environment defaults (HF_HUB_OFFLINE, ...) before any command imports a flow
+from flows.runtime import VERBOSE_ENV
 
-VERBOSE_ENV = "EXITFLOW_VERBOSE"
 HELP = (
     "exitflow: reproducible pipelines for early-exiting pretrained language models.\n\n"
     "A user error (bad data, bad params, a missing checkpoint) prints one `error:` line and exits 2; "
@@ -53,115 +32,12 @@ HELP = (
 )
 
 
-def _verbose() -> bool:
-    return os.environ.get(VERBOSE_ENV, "").strip().lower() not in ("", "0", "false", "no")
-
-
-# ---- termination: SIGTERM / SIGHUP unwind the command and stop its temporary server ---------------
-
-class Terminated(SystemExit):
-    """SIGTERM or SIGHUP, raised in the main thread; exit status 128 + signal number."""
-
-
-_signalled = False
-
-
-def _on_termination_signal(signum, _frame) -> None:
-    """First signal: raise ``Terminated``, so finally blocks and Prefect's crash reports run, then
-    ``_exit_now``. A second one while that is under way: stop the temporary server, exit at once.
-
-    During a flow run Prefect owns SIGTERM (``capture_sigterm``): it marks the runs Crashed,
-    restores this handler and re-sends the signal, which lands here."""
-    global _signalled
-    if _signalled:
-        _stop_prefect_servers(wait=False)
-        os._exit(128 + signum)
-    _signalled = True
-    raise Terminated(128 + signum)
-
-
-def _stop_prefect_servers(wait: bool = True) -> None:
-    """Stop the temporary Prefect server(s) this process started, without logging.
-
-    Prefect's own ``SubprocessASGIServer.stop`` (at exit) logs "Stopping temporary server" first;
-    when stderr is a closed pipe (``exitflow ... 2>&1 | head``), its rich console handler turns
-    the write into ``SystemExit`` before ``terminate()``, and the server outlived the command.
-    Clearing ``server_process`` makes Prefect's stop skip it; ``running`` stays set so nothing
-    starts a new server this late."""
-    module = sys.modules.get("prefect.server.api.server")
-    if module is None:  # never imported: no temporary server was started
-        return
-    for server in list(module.SubprocessASGIServer._instances.values()):
-        process, server.server_process = server.server_process, None
-        if process is None or process.poll() is not None:
-            continue
-        process.terminate()
-        if wait:
-            try:
-                process.wait(timeout=5)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
-
-
-def _exit_now(code: int) -> None:
-    """Leave after a termination signal, in seconds: send the queued run logs to Prefect (its
-    handler waits at most 5 s), end a still-open MLflow run as KILLED, stop the temporary server,
-    then ``os._exit``. A normal exit would first wait for Prefect's log and event workers to drain,
-    which never ends once their server is gone (seen: alive long after SIGTERM)."""
-    for handler in logging.getLogger("prefect.flow_runs").handlers:
-        try:
-            handler.flush()
-        except Exception:  # best effort: the logs also stay on the console
-            pass
-    mlflow = sys.modules.get("mlflow")
-    if mlflow is not None:
-        try:
-            while mlflow.active_run() is not None:
-                mlflow.end_run(status="KILLED")
-        except Exception:
-            pass
-    _stop_prefect_servers()
-    for stream in (sys.stdout, sys.stderr):
-        try:
-            stream.flush()
-        except Exception:
-            pass
-    os._exit(code)
-
-
-@contextmanager
-def _clean_termination():
-    """Install the termination handlers for one command; an ignored signal (nohup) stays ignored."""
-    installed = {}
-    for sig in (signal.SIGTERM, signal.SIGHUP):
-        try:
-            if signal.getsignal(sig) is signal.SIG_DFL:
-                installed[sig] = signal.signal(sig, _on_termination_signal)
-        except ValueError:  # not the main thread: leave signals alone
-            pass
-    try:
-        yield
-    except Terminated as exc:
-        try:
-            print(f"terminated (signal {exc.code - 128}); finished steps and `_resume` states are kept, "
-                  "re-run the command to continue", file=sys.stderr, flush=True)
-        except OSError:  # stderr already gone
-            pass
-        _exit_now(exc.code)
-    finally:
-        for sig, previous in installed.items():
-            signal.signal(sig, previous)
-
-
 class ExitflowApp(typer.Typer):
-    """The typer app; calling it (the ``exitflow`` entry point) runs under ``_clean_termination``."""
+    """The typer app; calling it (the ``exitflow`` entry point) runs the command under
+    ``flows.runtime.command_process`` (clean termination, no orphaned Prefect server)."""
 
     def __call__(self, *args, **kwargs):
-        # registered before Prefect registers its own stop, so it runs after it at exit and stops
-        # a server that one left running (see _stop_prefect_servers)
-        atexit.register(_stop_prefect_servers)
-        with _clean_termination():
+        with runtime.command_process():
             return super().__call__(*args, **kwargs)
 
 
@@ -180,84 +56,22 @@ def _global_options(verbose: bool = typer.Option(False, "--verbose", "-v",
 
 # ---- user errors: one clean line, no traceback on the console ------------------------------------
 
-_FAILED_STATE = re.compile(r"Finished in state Failed\('(?:Task|Flow) run encountered an exception:? (\w+):")
-
-
-def _subclass_names(classes) -> set[str]:
-    names, todo = set(), list(classes)
-    while todo:
-        cls = todo.pop()
-        if cls.__name__ not in names:
-            names.add(cls.__name__)
-            todo.extend(cls.__subclasses__())
-    return names
-
-
-class _ConsoleFilter(logging.Filter):
-    """On console handlers: drops Prefect's report of a user error (the traceback Prefect's flow and
-    task engines log with ``exc_info``, and the ``Finished in state Failed(...)`` line naming it),
-    unless verbose. The API handler is left alone, so the Prefect run log keeps everything.
-    Remembers the last user error it saw, so ``_fail`` does not print that traceback twice."""
-
-    def __init__(self):
-        super().__init__()
-        self.last_seen: BaseException | None = None
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        exc = record.exc_info[1] if isinstance(record.exc_info, tuple) else None
-        if exc is not None:
-            if not isinstance(exc, _user_errors()):
-                return True  # a bug: keep its traceback
-            self.last_seen = exc
-            return _verbose()
-        if _verbose() or not isinstance(record.msg, str) or "Finished in state Failed" not in record.msg:
-            return True
-        match = _FAILED_STATE.search(record.getMessage())
-        return match is None or match.group(1) not in _subclass_names(_user_errors())
-
-
-_CONSOLE_FILTER = _ConsoleFilter()
-
-
-def _filter_console_logs() -> None:
-    """Add ``_CONSOLE_FILTER`` to every console handler Prefect's logging set up (idempotent)."""
-    from prefect.logging.handlers import APILogHandler
-
-    loggers = [logging.getLogger()] + [logger for name, logger in list(logging.root.manager.loggerDict.items())
-                                       if name.startswith("prefect") and isinstance(logger, logging.Logger)]
-    for logger in loggers:
-        for handler in logger.handlers:
-            if not isinstance(handler, APILogHandler) and _CONSOLE_FILTER not in handler.filters:
-                handler.addFilter(_CONSOLE_FILTER)
-
-
 def _fail(err: Exception) -> None:
-    if _verbose() and err.__traceback__ is not None and err is not _CONSOLE_FILTER.last_seen:
+    """Print ``err`` as one red ``error:`` line (its traceback first when verbose) and exit 2."""
+    if runtime.verbose() and err.__traceback__ is not None and err is not runtime.CONSOLE_FILTER.last_seen:
         traceback.print_exception(err, file=sys.stderr)
     typer.secho(f"error: {err}", fg=typer.colors.RED, err=True)
     raise typer.Exit(code=2)
 
 
-def _user_errors():
-    from tasks.backbones import BackboneError
-    from tasks.config import ConfigError
-    from tasks.data import DataError
-    from tasks.versioning import VersioningError
-    from models.hashee import HashTableError
-    from models.training import NonFiniteLossError
-    from tasks.consistentee import MemorizedLayerError
-    from tasks.difficulty import DifficultyDataError
-
-    return (ConfigError, DataError, BackboneError, VersioningError, NonFiniteLossError, HashTableError,
-            MemorizedLayerError, DifficultyDataError, ValueError, FileNotFoundError)
-
-
 def _run(fn, *args, **kwargs):
-    errors = _user_errors()
-    _filter_console_logs()
+    """``fn(*args, **kwargs)``; a user error (``ExitflowError``) ends the command through ``_fail``,
+    any other exception propagates with its traceback."""
+    user_error = runtime.user_error_class()
+    runtime.filter_console_logs()
     try:
         return fn(*args, **kwargs)
-    except errors as err:
+    except user_error as err:
         _fail(err)
 
 
@@ -284,10 +98,11 @@ def train(strategy: str = typer.Option(..., help="joint | weighted | two_stage |
     """Train a multi-exit model with one objective
     (artifacts/<task>/seed-<seed>/train/<strategy>/); resumes if interrupted."""
     from flows.pipeline import exitflow_stage
+    from models.errors import ExitflowError
     from models.objectives import OBJECTIVES
 
     if strategy not in OBJECTIVES:
-        _fail(ValueError(f"unknown strategy {strategy!r}; choose one of {', '.join(OBJECTIVES)}"))
+        _fail(ExitflowError(f"unknown strategy {strategy!r}; choose one of {', '.join(OBJECTIVES)}"))
     _check(params, set_)
     result = _run(exitflow_stage, "train", str(params), strategy, overrides=set_)
     typer.echo(f"checkpoint: {result['checkpoint']} (dev layer scores {[round(s, 2) for s in result['dev_layer_scores']]})")
@@ -401,10 +216,11 @@ def leco_cmd(params: Path = ParamsOpt, set_: Optional[list[str]] = SetOpt,
     layer-wise test scores against leco.baselines, and COBEE against entropy, patience and LTE at
     leco.speedups (artifacts/<task>/seed-<seed>/leco/; MLflow experiment exitflow-leco). Finished steps are reused."""
     from flows.leco import STEPS, leco_pipeline
+    from models.errors import ExitflowError
 
     _check(params, set_)
     if until not in STEPS:
-        _fail(ValueError(f"--until {until!r} is not a LECO step; choose one of {', '.join(STEPS)}"))
+        _fail(ExitflowError(f"--until {until!r} is not a LECO step; choose one of {', '.join(STEPS)}"))
     _run(leco_pipeline, str(params), set_ or [], task or None, until)
 
 
@@ -434,18 +250,6 @@ def learnability_cmd(params: Path = ParamsOpt, set_: Optional[list[str]] = SetOp
     _run(learnability, str(params), set_ or [])
 
 
-def _ensure_prefect_api() -> None:
-    """Start Prefect's temporary server now and export its URL when no ``PREFECT_API_URL`` is set,
-    so Dask worker processes inherit it (without it each worker starts a server of its own)."""
-    if os.environ.get("PREFECT_API_URL"):
-        return
-    from prefect.server.api.server import SubprocessASGIServer
-
-    server = SubprocessASGIServer()
-    server.start()
-    os.environ["PREFECT_API_URL"] = server.api_url
-
-
 @app.command("compare")
 def compare_cmd(params: Path = ParamsOpt, set_: Optional[list[str]] = SetOpt,
                 profile: Optional[str] = typer.Option(None, "--profile",
@@ -469,7 +273,7 @@ def compare_cmd(params: Path = ParamsOpt, set_: Optional[list[str]] = SetOpt,
         from flows.compare import check_dask_address
 
         _run(check_dask_address, cfg.compare.address)
-    _ensure_prefect_api()
+    runtime.ensure_prefect_api()
     _run(compare_flow, str(params), overrides, profile, address)
 
 
@@ -487,10 +291,12 @@ def serve(params: Path = ParamsOpt, cron: Optional[str] = typer.Option(None, hel
     Start a run now with the `prefect deployment run` command serve prints.
     Ctrl-C, SIGTERM or SIGHUP stops serve and the runs it started, their child processes too.
     """
+    from models.errors import ExitflowError
+
     cfg = _check(params, [f"compare.address={address}"] if address else [], profile)
     if not os.environ.get("PREFECT_API_URL"):
-        _fail(RuntimeError("schedules need a running Prefect server: start one with `prefect server start` "
-                           "and export PREFECT_API_URL=http://127.0.0.1:4200/api"))
+        _fail(ExitflowError("schedules need a running Prefect server: start one with `prefect server start` "
+                            "and export PREFECT_API_URL=http://127.0.0.1:4200/api"))
     from flows.compare import compare_flow
     from flows.serving import serve_deployment
 

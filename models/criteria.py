@@ -20,6 +20,8 @@ from typing import ClassVar, Mapping
 import numpy as np
 import torch
 
+from models.errors import ModelSpecError
+
 State = dict[str, torch.Tensor]
 
 
@@ -50,7 +52,7 @@ class ExitCriterion:
         if cls.module is None:
             return None
         if not scores or cls.module not in scores:
-            raise ValueError(f"the {cls.name!r} criterion needs {cls.requirement}")
+            raise ModelSpecError(f"the {cls.name!r} criterion needs {cls.requirement}")
         return scores[cls.module]
 
     @classmethod
@@ -168,7 +170,7 @@ class ScoreThreshold(ExitCriterion):
 
     def step(self, layer, logits, certainty, state):
         if certainty is None:
-            raise ValueError(f"the {self.name!r} criterion needs {self.requirement}")
+            raise ModelSpecError(f"the {self.name!r} criterion needs {self.requirement}")
         return self.fires(certainty), state
 
 

@@ -23,6 +23,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from models.errors import ModelSpecError
 from models.registry import EXIT_STACKS, HEADS, ExitStack, choices, register_head
 
 POOLINGS = ("cls", "mean")
@@ -151,7 +152,7 @@ def build_exit_heads(
     if kind not in HEADS:
         raise ValueError(f"unknown exit head kind {kind!r}; registered: {choices({**HEADS, **EXIT_STACKS})}")
     if options:
-        raise ValueError(f"exit head kind {kind!r} takes no options; got {', '.join(sorted(options))}")
+        raise ModelSpecError(f"exit head kind {kind!r} takes no options; got {', '.join(sorted(options))}")
     return LocalExits(HEADS[kind](hidden_size, num_outputs, dropout, pretrained_pooler, pooling) for _ in range(num_layers))
 
 

@@ -33,6 +33,7 @@ from torch import nn
 
 from models.adapters import EncoderAdapter, adapter_for
 from models.criteria import ExitCriterion, Static, select_rows
+from models.errors import ModelSpecError
 from models.exit_heads import build_exit_heads
 from models.registry import ExitScorer, ExitStack, build_scorer
 
@@ -145,7 +146,7 @@ class MultiExitModel(nn.Module):
         if module is None:
             return None
         if module != self.config.scorer:
-            raise ValueError(f"this model's exit scorer is {self.config.scorer!r}, the criterion needs {module!r}")
+            raise ModelSpecError(f"this model's exit scorer is {self.config.scorer!r}, the criterion needs {module!r}")
         return self.scorer(layer, state)
 
     @property
@@ -188,7 +189,7 @@ class MultiExitModel(nn.Module):
         """
         criterion = criterion if criterion is not None else Static(self.num_layers)
         if criterion.needs_certainty and criterion.module != self.config.scorer:
-            raise ValueError(f"criterion {criterion.name!r} needs {criterion.requirement}")
+            raise ModelSpecError(f"criterion {criterion.name!r} needs {criterion.requirement}")
         batch, device = input_ids.shape[0], input_ids.device
         right_padded = bool((attention_mask[:, 1:] <= attention_mask[:, :-1]).all())
         hidden = self.adapter.embed(input_ids, token_type_ids)

@@ -67,9 +67,10 @@ from torch import nn
 
 from models.adapters.decoder import DecoderAdapter
 from models.consistentee import PolicyNetworks, exit_rewards, memorized_layer, policy_loss, sample_trajectories
+from models.errors import ExitflowError
 
 
-class GenerationError(ValueError):
+class GenerationError(ExitflowError, ValueError):
     """Bad generation input: exit layers, criteria, prompts."""
 
 

@@ -46,12 +46,13 @@ from torch import nn
 from transformers.modeling_outputs import BaseModelOutput
 
 from models.adapters import ADAPTERS, EncoderAdapter, adapter_for
+from models.errors import ExitflowError
 from models.exiting import EarlyExitOutput, MultiExitConfig, MultiExitModel, MultiExitOutput
 
 HASH_KINDS = ("random", "random_incons", "frequency", "mi", "clustered")
 
 
-class HashTableError(ValueError):
+class HashTableError(ExitflowError, ValueError):
     """A hash table does not fit the model/tokenizer, or cannot be built from the input."""
 
 

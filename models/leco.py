@@ -59,6 +59,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from models.criteria import ExitCriterion, register_criterion
+from models.errors import ModelSpecError
 from models.exit_heads import LocalExits, pool_tokens
 from models.objectives import objective_loss
 from models.registry import register_exit_stack
@@ -115,8 +116,8 @@ class SelfAttention(nn.Module):
     def __init__(self, inner_size: int, heads: int):
         super().__init__()
         if inner_size % heads:
-            raise ValueError(f"leco inner_size (d_e) {inner_size} does not divide into mha_{heads}'s {heads} heads; "
-                             f"choose a d_e divisible by {heads}")
+            raise ModelSpecError(f"leco inner_size (d_e) {inner_size} does not divide into mha_{heads}'s {heads} heads; "
+                                 f"choose a d_e divisible by {heads}")
         self.heads = heads
         self.qkv = nn.Linear(inner_size, 3 * inner_size)
         self.out = nn.Linear(inner_size, inner_size)
@@ -220,11 +221,11 @@ def cell_choices(spec: Mapping[str, str | Sequence[str]], where: str) -> dict[st
     """Validate one layer's cell: every key of ``SEARCH_SPACE``, each an op name or a list of
     candidates from that choice's space -> ``{choice: (candidates...)}``."""
     if not isinstance(spec, Mapping):
-        raise ValueError(f"{where}: expected a mapping of {', '.join(SEARCH_SPACE)} to op names, got {spec!r}")
+        raise ModelSpecError(f"{where}: expected a mapping of {', '.join(SEARCH_SPACE)} to op names, got {spec!r}")
     unknown = sorted(set(spec) - set(SEARCH_SPACE))
     missing = [key for key in SEARCH_SPACE if key not in spec]
     if unknown or missing:
-        raise ValueError(f"{where}: " + "; ".join(
+        raise ModelSpecError(f"{where}: " + "; ".join(
             ([f"unknown key(s) {', '.join(map(repr, unknown))}"] if unknown else [])
             + ([f"missing key(s) {', '.join(map(repr, missing))}"] if missing else []))
             + f"; expected exactly {', '.join(SEARCH_SPACE)}")
@@ -233,8 +234,8 @@ def cell_choices(spec: Mapping[str, str | Sequence[str]], where: str) -> dict[st
         names = (spec[key],) if isinstance(spec[key], str) else tuple(spec[key])
         bad = [name for name in names if name not in space]
         if bad or not names or len(set(names)) != len(names):
-            raise ValueError(f"{where}: {key} = {spec[key]!r} is not a set of {key} ops; "
-                             f"choose among {', '.join(space)}")
+            raise ModelSpecError(f"{where}: {key} = {spec[key]!r} is not a set of {key} ops; "
+                                 f"choose among {', '.join(space)}")
         out[key] = names
     return out
 
@@ -245,7 +246,7 @@ def check_architecture(architecture, num_layers: int, where: str = "leco archite
         return [cell_choices(architecture, where)] * num_layers
     if not isinstance(architecture, Sequence) or isinstance(architecture, str) or len(architecture) != num_layers:
         got = len(architecture) if isinstance(architecture, Sequence) and not isinstance(architecture, str) else repr(architecture)
-        raise ValueError(f"{where}: expected one cell per layer ({num_layers} layers), got {got}")
+        raise ModelSpecError(f"{where}: expected one cell per layer ({num_layers} layers), got {got}")
     return [cell_choices(cell, f"{where}, layer {k}") for k, cell in enumerate(architecture, start=1)]
 
 
@@ -308,7 +309,7 @@ def _leco(num_layers, hidden_size, num_outputs, dropout, pretrained_pooler, pool
     or one cell per layer; a cell maps each choice to an op (derived) or a list of candidates."""
     cells = check_architecture(SEARCH_SPACE if architecture is None else architecture, num_layers)
     if int(inner_size) <= 0:
-        raise ValueError(f"leco inner_size (d_e) must be a positive integer, got {inner_size!r}")
+        raise ModelSpecError(f"leco inner_size (d_e) must be a positive integer, got {inner_size!r}")
     return LecoExits(LecoExit(hidden_size, num_outputs, dropout, cell, int(inner_size), pooling) for cell in cells)
 
 

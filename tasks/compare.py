@@ -24,6 +24,7 @@ from pathlib import Path
 import torch
 from prefect import task
 
+from models.errors import CheckpointError
 from models.exiting import MultiExitModel
 from models.flops import full_model_flops
 from models.metrics import task_score
@@ -92,7 +93,7 @@ def evaluate_static(train: TrainConfig, backbone: BackboneConfig, ckpt_dir: Path
     model, tokenizer, meta = load_checkpoint(ckpt_dir, backbone.attn_implementation)
     L = backbone_num_layers(backbone.name)
     if model.num_layers > L:
-        raise ValueError(f"{ckpt_dir}: {model.num_layers} layers, more than {backbone.name}'s {L}")
+        raise CheckpointError(f"{ckpt_dir}: {model.num_layers} layers, more than {backbone.name}'s {L}")
     full_backbone, _ = load_backbone(backbone.name, backbone.attn_implementation)
     full = MultiExitModel(full_backbone, exit_config(train, load_meta(data_dir, meta["task"])["spec"])).eval()
     model = model.to(dev_)

@@ -18,6 +18,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from models.criteria import CRITERIA
+from models.errors import ExitflowError
 from models.generation import TOKEN_CRITERIA
 from models.leco import SEARCH_SPACE, check_architecture
 from models.past_future import NAIVE, PAST_STRATEGIES
@@ -36,7 +37,7 @@ def known_names(value: list[str], allowed, what: str, required: bool = False) ->
     return value
 
 
-class ConfigError(ValueError):
+class ConfigError(ExitflowError, ValueError):
     """A params file or override is invalid; the message names the key."""
 
 

@@ -30,6 +30,7 @@ from models.consistentee import (
     train_policy_epoch,
 )
 from models.criteria import simulate
+from models.errors import CheckpointError, ExitflowError
 from models.exit_heads import task_loss
 from models.metrics import correct_predictions, layerwise_scores, prediction_is_correct, task_score
 from models.training import build_optimizer, linear_schedule, record_exits
@@ -43,7 +44,7 @@ from tasks.tracking import MetricLogger, NullLogger
 from tasks.train import seed_everything
 
 
-class MemorizedLayerError(ValueError):
+class MemorizedLayerError(ExitflowError, ValueError):
     """A memorized-layer artifact does not belong to the training split it is used with."""
 
 
@@ -124,7 +125,7 @@ def consistentee_round(consistentee: ConsistenteeConfig, train: TrainConfig, bac
     seed_everything(seed + round_index)
     model, tokenizer, meta = load_checkpoint(ckpt_dir, backbone.attn_implementation)
     if model.config.scorer != "policy":
-        raise ValueError(f"{ckpt_dir}: not a ConsistentEE checkpoint (no policy networks)")
+        raise CheckpointError(f"{ckpt_dir}: not a ConsistentEE checkpoint (no policy networks)")
     model.to(dev_)
     pad = tokenizer.pad_token_id or 0
     enc = _train_split(train, backbone, tokenizer, data_dir, cache_dir, seed)

@@ -25,6 +25,7 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from models.errors import ExitflowError
 from tasks.config import SPLITS, DataConfig, TaskSpec
 from tasks.io import atomic_dir, file_hash
 
@@ -32,7 +33,7 @@ csv.field_size_limit(sys.maxsize)
 log = logging.getLogger(__name__)
 
 
-class DataError(ValueError):
+class DataError(ExitflowError, ValueError):
     """Input data is missing or malformed; the message says where and what."""
 
 

@@ -22,6 +22,7 @@ import torch
 from prefect import task
 from tqdm.auto import tqdm
 
+from models.errors import ExitflowError
 from models.learnability import IGNORE
 from models.metrics import correct_predictions
 from models.token_exits import TokenMultiExitModel, train_token_epoch
@@ -37,7 +38,7 @@ from tasks.train import seed_everything
 PARTS = ("train", "dev", "test")
 
 
-class DifficultyDataError(ValueError):
+class DifficultyDataError(ExitflowError, ValueError):
     """A difficulty or CoNLL file is malformed; the message names the file and line."""
 
 

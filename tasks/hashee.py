@@ -17,6 +17,7 @@ from pathlib import Path
 import torch
 from prefect import task
 
+from models.errors import CheckpointError
 from models.flops import full_model_flops, layer_flops
 from models.hashee import HashEEModel, hashee_instance_flops
 from models.metrics import task_score
@@ -43,7 +44,7 @@ def evaluate_hashee(hashee: HasheeConfig, evaluate: EvaluateConfig, train: Train
     """Quality, FLOPs and wall-clock of HashEE vs the full (single-exit fine-tuned) model."""
     model, tokenizer, meta = load_checkpoint(ckpt_dir, backbone.attn_implementation)
     if not isinstance(model, HashEEModel):
-        raise ValueError(f"{ckpt_dir} is not a HashEE checkpoint")
+        raise CheckpointError(f"{ckpt_dir} is not a HashEE checkpoint")
     if hashee.kind == "random_incons":  # Rand-incons: another random table at inference
         model.exit_table.copy_(load_hash_table(table_dir, tokenizer, model.num_layers, inference=True))
     full, _, _ = load_checkpoint(full_ckpt_dir, backbone.attn_implementation)

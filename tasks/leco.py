@@ -24,6 +24,7 @@ import torch
 from prefect import task
 from tqdm.auto import tqdm
 
+from models.errors import CheckpointError, MissingCheckpointError
 from models.exiting import MultiExitModel
 from models.leco import ENCODER_SLOTS, SEARCH_SPACE, check_architecture, derive_architecture, search_epoch, split_halves
 from models.metrics import layerwise_scores
@@ -158,17 +159,17 @@ def load_architecture(path: Path, num_layers: int | None = None) -> list[dict[st
     every choice one known op. Errors name the file, the layer and the key."""
     path = Path(path)
     if not path.exists():
-        raise FileNotFoundError(f"{path}: no derived LECO architecture; run `exitflow leco` (search, derive) first")
+        raise MissingCheckpointError(f"{path}: no derived LECO architecture; run `exitflow leco` (search, derive) first")
     try:
         layers = json.loads(path.read_text())["layers"]
     except (json.JSONDecodeError, KeyError, TypeError) as err:
-        raise ValueError(f"{path}: not a derived LECO architecture (expected JSON with a 'layers' list): {err}") from None
+        raise CheckpointError(f"{path}: not a derived LECO architecture (expected JSON with a 'layers' list): {err}") from None
     cells = check_architecture(layers, num_layers if num_layers is not None else len(layers), str(path))
     for k, cell in enumerate(cells, 1):
         several = [key for key, ops in cell.items() if len(ops) != 1]
         if several:
-            raise ValueError(f"{path}, layer {k}: {', '.join(several)} name several ops; a derived cell names one op per "
-                             f"choice ({', '.join(SEARCH_SPACE)})")
+            raise CheckpointError(f"{path}, layer {k}: {', '.join(several)} name several ops; a derived cell names one op per "
+                                  f"choice ({', '.join(SEARCH_SPACE)})")
     return [{key: ops[0] for key, ops in cell.items()} for cell in cells]
 
 
@@ -177,19 +178,19 @@ def check_checkpoint_architecture(ckpt_dir: Path, architecture_file: Path) -> No
     names both files and the first layer and choice that differ."""
     meta_path = Path(ckpt_dir) / "exitflow.json"
     if not meta_path.exists():
-        raise FileNotFoundError(f"{meta_path}: no exitflow checkpoint; run `exitflow leco` first")
+        raise MissingCheckpointError(f"{meta_path}: no exitflow checkpoint; run `exitflow leco` first")
     exits = json.loads(meta_path.read_text()).get("exits", {})
     expected = load_architecture(architecture_file)
     held = exits.get("head_options", {}).get("architecture")
     if exits.get("head") != "leco" or not isinstance(held, list):
-        raise ValueError(f"{meta_path}: exits are {exits.get('head')!r}, not LECO exits from {architecture_file}")
+        raise CheckpointError(f"{meta_path}: exits are {exits.get('head')!r}, not LECO exits from {architecture_file}")
     if len(held) != len(expected):
-        raise ValueError(f"{meta_path}: {len(held)} exits, but {architecture_file} describes {len(expected)} layers")
+        raise CheckpointError(f"{meta_path}: {len(held)} exits, but {architecture_file} describes {len(expected)} layers")
     for k, (have, want) in enumerate(zip(held, expected), 1):
         for key in SEARCH_SPACE:
             if have.get(key) != want[key]:
-                raise ValueError(f"{meta_path}: layer {k} {key} is {have.get(key)!r} but {architecture_file} says "
-                                 f"{want[key]!r}; retrain the exits (`exitflow leco`) after changing the architecture")
+                raise CheckpointError(f"{meta_path}: layer {k} {key} is {have.get(key)!r} but {architecture_file} says "
+                                      f"{want[key]!r}; retrain the exits (`exitflow leco`) after changing the architecture")
 
 
 def training_rows(layerwise: dict[str, dict[str, list[float]]]) -> list[dict]:

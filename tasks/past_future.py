@@ -23,6 +23,7 @@ from pathlib import Path
 
 from prefect import task
 
+from models.errors import CheckpointError, MissingCheckpointError
 from models.past_future import NAIVE
 from tasks.config import setting_name
 from tasks.comparisons import best_on_target, speedup_markdown, speedup_rows, write_curves
@@ -36,7 +37,7 @@ def check_setting(ckpt_dir: Path, setting: str) -> None:
     ``vote``, ``local-weighted``, ...); the message names the file and what it holds."""
     meta_path = Path(ckpt_dir) / "exitflow.json"
     if not meta_path.exists():
-        raise FileNotFoundError(f"{meta_path}: no exitflow checkpoint for setting {setting!r}; run `exitflow past-future` first")
+        raise MissingCheckpointError(f"{meta_path}: no exitflow checkpoint for setting {setting!r}; run `exitflow past-future` first")
     meta = json.loads(meta_path.read_text())
     exits = meta.get("exits", {})
     if exits.get("head") == "past_future":
@@ -45,8 +46,8 @@ def check_setting(ckpt_dir: Path, setting: str) -> None:
     else:
         held = f"{LOCAL_PREFIX}{meta.get('strategy')}"
     if held != setting:
-        raise ValueError(f"{meta_path}: this checkpoint was trained as {held!r} (exits.head={exits.get('head')!r}, "
-                         f"head_options={exits.get('head_options', {})}), not as {setting!r}")
+        raise CheckpointError(f"{meta_path}: this checkpoint was trained as {held!r} (exits.head={exits.get('head')!r}, "
+                              f"head_options={exits.get('head_options', {})}), not as {setting!r}")
 
 
 def row_kind(setting: str) -> str:

@@ -32,8 +32,8 @@ from models.objectives import selection_score
 from models.training import build_optimizer, linear_schedule, record_exits, stochastic_freeze, train_epoch
 from tasks.backbones import load_backbone, pick_device, save_checkpoint, truncate_layers
 from tasks.caching import ARTIFACT_CACHE
-from tasks.config import BackboneConfig, TrainConfig
-from tasks.data import load_meta
+from tasks.config import BackboneConfig, ConfigError, TrainConfig
+from tasks.data import DataError, load_meta
 from tasks.features import batches, encode_split, num_batches, split_fingerprint
 from tasks.hashing import load_hash_table
 from tasks.io import atomic_torch_save, atomic_write_json, portable_path, write_result
@@ -104,7 +104,7 @@ def train_multi_exit(
     meta = load_meta(data_dir, train.task)
     spec = meta["spec"]
     if "train" not in meta["rows"] or "dev" not in meta["rows"]:
-        raise ValueError(f"task {train.task!r} needs train and dev splits to train; it has {', '.join(meta['rows'])}")
+        raise DataError(f"task {train.task!r} needs train and dev splits to train; it has {', '.join(meta['rows'])}")
     regression = spec["label_type"] == "float"
 
     seed_everything(seed)
@@ -118,8 +118,8 @@ def train_multi_exit(
         model = MultiExitModel(backbone_model, config)
     model = model.to(dev_)
     if not 0 <= train.freeze_layers < model.num_layers:
-        raise ValueError(f"freeze_layers (the bottom layers frozen during fine-tuning) is {train.freeze_layers}; expected "
-                         f"0..{model.num_layers - 1} for this {model.num_layers}-layer backbone")
+        raise ConfigError(f"freeze_layers (the bottom layers frozen during fine-tuning) is {train.freeze_layers}; expected "
+                          f"0..{model.num_layers - 1} for this {model.num_layers}-layer backbone")
     enc_train = encode_split(data_dir, train.task, "train", tokenizer, backbone.max_length, cache_dir, train.subsample.train, seed)
     enc_dev = encode_split(data_dir, train.task, "dev", tokenizer, backbone.max_length, cache_dir, train.subsample.dev, seed)
     pad = tokenizer.pad_token_id or 0

@@ -11,8 +11,10 @@ from pathlib import Path
 
 from prefect import task
 
+from models.errors import ExitflowError
 
-class VersioningError(RuntimeError):
+
+class VersioningError(ExitflowError, RuntimeError):
     pass
 
 

@@ -15,6 +15,7 @@ from torch import nn
 from models.adapters.bart import BartEncoderAdapter
 from models.adapters.base import EncoderAdapter
 from models.adapters.bert import AlbertAdapter, BertAdapter, DistilBertAdapter
+from models.errors import ModelSpecError
 
 ADAPTERS: dict[str, type[EncoderAdapter]] = {
     "bert": BertAdapter,
@@ -30,11 +31,11 @@ def adapter_for(backbone: nn.Module) -> EncoderAdapter:
     """Wrap an HF base model (``AutoModel`` output) in the adapter for its family.
 
     Raises:
-        ValueError: the model type has no adapter; the message lists the supported ones.
+        ModelSpecError: the model type has no adapter; the message lists the supported ones.
     """
     model_type = getattr(backbone.config, "model_type", None)
     if model_type not in ADAPTERS:
-        raise ValueError(
+        raise ModelSpecError(
             f"backbone model_type {model_type!r} has no exit adapter; "
             f"supported: {', '.join(sorted(ADAPTERS))}"
         )

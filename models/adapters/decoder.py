@@ -20,6 +20,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from models.errors import ModelSpecError
+
 DECODER_TYPES = ("llama", "mistral", "qwen2")
 
 
@@ -47,20 +49,20 @@ class DecoderAdapter:
     """Expose a Llama-layout ``*ForCausalLM`` as embed / layer-by-layer / norm / LM head.
 
     Raises:
-        ValueError: the model is not a causal LM of a supported layout (the message names it).
+        ModelSpecError: the model is not a causal LM of a supported layout (the message names it).
     """
 
     def __init__(self, lm: nn.Module):
         model_type = getattr(getattr(lm, "config", None), "model_type", None)
         if model_type not in DECODER_TYPES or not hasattr(lm, "lm_head"):
-            raise ValueError(
+            raise ModelSpecError(
                 f"{type(lm).__name__} (model_type {model_type!r}) is not a causal LM with a Llama-layout "
                 f"decoder; supported model types: {', '.join(DECODER_TYPES)}"
             )
         window = getattr(lm.config, "sliding_window", None)
         if window and getattr(lm.config, "use_sliding_window", True):
-            raise ValueError(f"{type(lm).__name__} uses sliding-window attention (window {window}), which the "
-                             f"exit loop does not implement; it attends to the whole cache")
+            raise ModelSpecError(f"{type(lm).__name__} uses sliding-window attention (window {window}), which the "
+                                 f"exit loop does not implement; it attends to the whole cache")
         self.lm = lm
         self.config = lm.config
         self.base = lm.model

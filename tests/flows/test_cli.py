@@ -87,7 +87,7 @@ def test_user_error_before_any_flow_is_clean_and_verbose_by_environment(tmp_path
 
 
 def test_console_filter_drops_user_errors_only(monkeypatch):
-    from flows.cli import _ConsoleFilter
+    from flows.runtime import ConsoleFilter
     from tasks.data import DataError
 
     monkeypatch.delenv("EXITFLOW_VERBOSE", raising=False)
@@ -96,7 +96,7 @@ def test_console_filter_drops_user_errors_only(monkeypatch):
         exc_info = (type(exc), exc, None) if exc is not None else None
         return logging.LogRecord("prefect.flow_runs", level, __file__, 1, msg, None, exc_info)
 
-    quiet = _ConsoleFilter()
+    quiet = ConsoleFilter()
     user, bug = DataError("bad label"), KeyError("a bug")
     assert not quiet.filter(record("Encountered exception during execution", user))
     assert quiet.last_seen is user
@@ -105,8 +105,121 @@ def test_console_filter_drops_user_errors_only(monkeypatch):
     assert not quiet.filter(record("Finished in state Failed('Flow run encountered an exception: DataError: x')", level=logging.INFO))
     assert quiet.filter(record("Finished in state Failed('Flow run encountered an exception: KeyError: x')"))
     assert quiet.filter(record("Beginning flow run", level=logging.INFO))
+    # a plain ValueError or FileNotFoundError is a bug too: its traceback and its failed state stay
+    for plain in (ValueError("a bug"), FileNotFoundError("a bug")):
+        assert quiet.filter(record("Encountered exception during execution", plain))
+    assert quiet.last_seen is user
+    assert quiet.filter(record("Finished in state Failed('Task run encountered an exception ValueError: x')"))
+    assert quiet.filter(record("Finished in state Failed('Flow run encountered an exception: FileNotFoundError: x')"))
     monkeypatch.setenv("EXITFLOW_VERBOSE", "1")
     assert quiet.filter(record("Encountered exception during execution", user))
+
+
+def test_every_user_error_is_an_exitflow_error_and_keeps_its_old_base():
+    """The CLI catches ``ExitflowError`` only, so each user-error class must derive from it; callers
+    and tests that catch the old base (ValueError, RuntimeError, FileNotFoundError) still do."""
+    from models.errors import CheckpointError, ExitflowError, MissingCheckpointError, ModelSpecError
+    from models.generation import GenerationError
+    from models.hashee import HashTableError
+    from models.training import NonFiniteLossError
+    from tasks.backbones import BackboneError
+    from tasks.config import ConfigError
+    from tasks.consistentee import MemorizedLayerError
+    from tasks.data import DataError
+    from tasks.difficulty import DifficultyDataError
+    from tasks.versioning import VersioningError
+
+    old_bases = {ConfigError: ValueError, DataError: ValueError, BackboneError: ValueError, VersioningError: RuntimeError,
+                 HashTableError: ValueError, NonFiniteLossError: RuntimeError, MemorizedLayerError: ValueError,
+                 DifficultyDataError: ValueError, GenerationError: ValueError, ModelSpecError: ValueError,
+                 CheckpointError: ValueError, MissingCheckpointError: FileNotFoundError}
+    for cls, base in old_bases.items():
+        assert issubclass(cls, ExitflowError) and issubclass(cls, base), cls
+    assert not issubclass(ExitflowError, (ValueError, OSError, RuntimeError))  # a plain ValueError is not one
+
+
+def invoke(args, **env):
+    from typer.testing import CliRunner
+
+    from flows.cli import app
+
+    return CliRunner().invoke(app, args, env={"EXITFLOW_VERBOSE": "", **env})
+
+
+def error_lines(output: str) -> list[str]:
+    return [line for line in output.splitlines() if "error:" in line]
+
+
+def test_missing_params_file_is_one_error_line_and_exit_2(tmp_path):
+    missing = tmp_path / "nowhere.yaml"
+    result = invoke(["report", "--params", str(missing)])
+    assert result.exit_code == 2, result.output
+    assert error_lines(result.output) == [f"error: params file {missing} not found; run from the repository or pass --params"]
+    assert "Traceback" not in result.output
+
+
+def test_bad_set_value_is_one_error_line_and_exit_2(tmp_path):
+    params = bad_data_project(tmp_path)
+    result = invoke(["report", "--params", str(params), "--set", "train.epochs=zero"])
+    assert result.exit_code == 2, result.output
+    [line] = error_lines(result.output)
+    assert line.startswith("error: params.yaml: train.epochs: ") and "'zero'" in line
+    assert "Traceback" not in result.output
+
+
+def test_user_error_subclass_raised_in_a_command_is_one_line(tmp_path, monkeypatch):
+    """A checkpoint error raised from inside a command (here through load_params) takes the user-error path."""
+    from models.errors import MissingCheckpointError
+
+    def missing_checkpoint(*args, **kwargs):
+        raise MissingCheckpointError("ckpt/exitflow.json: no exitflow checkpoint; run `exitflow leco` first")
+
+    monkeypatch.setattr("tasks.config.load_params", missing_checkpoint)
+    result = invoke(["report", "--params", str(tmp_path / "params.yaml")])
+    assert result.exit_code == 2, result.output
+    assert error_lines(result.output) == ["error: ckpt/exitflow.json: no exitflow checkpoint; run `exitflow leco` first"]
+
+
+@pytest.mark.parametrize("bug", [ValueError, FileNotFoundError, KeyError])
+def test_a_bug_inside_a_command_is_not_swallowed(tmp_path, monkeypatch, bug):
+    """A plain ValueError / FileNotFoundError / KeyError is a bug: the CLI lets it propagate (exit 1
+    from Python, not the user-error exit 2) and prints no ``error:`` line for it."""
+
+    def broken(*args, **kwargs):
+        raise bug("an internal invariant broke")
+
+    monkeypatch.setattr("tasks.config.load_params", broken)
+    result = invoke(["report", "--params", str(tmp_path / "params.yaml")])
+    assert result.exit_code == 1, result.output
+    assert type(result.exception) is bug
+    assert error_lines(result.output) == []
+
+
+BROKEN = '''
+import tasks.config
+
+def broken(*args, **kwargs):
+    raise ValueError("an internal invariant broke")
+
+tasks.config.load_params = broken
+
+from flows.cli import app
+
+app(prog_name="exitflow", args=["report", "--params", "params.yaml"])
+'''
+
+
+def test_a_bug_keeps_its_traceback_on_the_console(tmp_path):
+    """As a user runs it: a plain ValueError raised inside a command ends the process non-zero with
+    Python's traceback on stderr, not as a one-line ``error:``."""
+    script = tmp_path / "broken.py"
+    script.write_text(BROKEN)
+    proc = subprocess.run([sys.executable, str(script)], cwd=tmp_path, env=cli_env(), capture_output=True, text=True,
+                          timeout=300)
+    assert proc.returncode == 1, proc.stdout + proc.stderr
+    assert "Traceback (most recent call last)" in proc.stderr
+    assert proc.stderr.rstrip().endswith("ValueError: an internal invariant broke"), proc.stderr
+    assert "error: an internal invariant broke" not in proc.stdout + proc.stderr
 
 
 SLEEPY = '''

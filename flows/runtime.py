@@ -1,0 +1,228 @@
+"""The ``exitflow`` process around its commands: environment defaults, termination signals, the
+temporary Prefect server, and the console filter that keeps a user error to one line.
+
+Importing this module sets the environment defaults (offline hub, project-local Prefect results),
+so ``flows.cli`` imports it before anything that reads them; it imports neither Prefect nor
+``models`` at import time, so ``exitflow --help`` stays fast.
+
+Termination: SIGTERM and SIGHUP become ``Terminated`` (a ``SystemExit``) in the main thread, so a
+killed command unwinds like an interrupted one: Prefect marks its runs Crashed, ``_resume``
+states stay on disk, and the temporary Prefect server this process started is stopped instead of
+being orphaned (with the default handler the process died and the server lived on). The server is
+also stopped when a closed output pipe breaks Prefect's own stop (``stop_prefect_servers``).
+``serve`` takes SIGTERM, SIGHUP and SIGINT over while it serves (``flows.serving``): it stops the
+flow-run processes it started, their children too, and returns.
+
+User errors (``models.errors.ExitflowError``): Prefect's console copy of their traceback is
+filtered out (``ConsoleFilter``) but stays in the Prefect run log; ``--verbose`` /
+``EXITFLOW_VERBOSE=1`` shows it. Any other exception is a bug and keeps its traceback.
+"""
+
+from __future__ import annotations
+
+import atexit
+import logging
+import os
+import re
+import signal
+import subprocess
+import sys
+from contextlib import contextmanager
+from pathlib import Path
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+# cached task results live with the project, not under $PREFECT_HOME, so the cache survives
+# a different Prefect home (e.g. a dedicated server for schedules)
+os.environ.setdefault("PREFECT_LOCAL_STORAGE_PATH", str(REPO_ROOT / ".prefect-results"))
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+os.environ.setdefault("PREFECT_LOGGING_TO_API_WHEN_MISSING_FLOW", "ignore")
+
+VERBOSE_ENV = "EXITFLOW_VERBOSE"
+
+
+def verbose() -> bool:
+    """``--verbose`` or ``EXITFLOW_VERBOSE`` set (to anything but empty, 0, false, no)."""
+    return os.environ.get(VERBOSE_ENV, "").strip().lower() not in ("", "0", "false", "no")
+
+
+def user_error_class() -> type[Exception]:
+    """``ExitflowError``, imported on first use: ``models`` loads torch, which ``--help`` should not wait for."""
+    from models.errors import ExitflowError
+
+    return ExitflowError
+
+
+# ---- termination: SIGTERM / SIGHUP unwind the command and stop its temporary server ---------------
+
+class Terminated(SystemExit):
+    """SIGTERM or SIGHUP, raised in the main thread; exit status 128 + signal number."""
+
+
+_signalled = False
+
+
+def _on_termination_signal(signum, _frame) -> None:
+    """First signal: raise ``Terminated``, so finally blocks and Prefect's crash reports run, then
+    ``exit_now``. A second one while that is under way: stop the temporary server, exit at once.
+
+    During a flow run Prefect owns SIGTERM (``capture_sigterm``): it marks the runs Crashed,
+    restores this handler and re-sends the signal, which lands here."""
+    global _signalled
+    if _signalled:
+        stop_prefect_servers(wait=False)
+        os._exit(128 + signum)
+    _signalled = True
+    raise Terminated(128 + signum)
+
+
+def stop_prefect_servers(wait: bool = True) -> None:
+    """Stop the temporary Prefect server(s) this process started, without logging.
+
+    Prefect's own ``SubprocessASGIServer.stop`` (at exit) logs "Stopping temporary server" first;
+    when stderr is a closed pipe (``exitflow ... 2>&1 | head``), its rich console handler turns
+    the write into ``SystemExit`` before ``terminate()``, and the server outlived the command.
+    Clearing ``server_process`` makes Prefect's stop skip it; ``running`` stays set so nothing
+    starts a new server this late."""
+    module = sys.modules.get("prefect.server.api.server")
+    if module is None:  # never imported: no temporary server was started
+        return
+    for server in list(module.SubprocessASGIServer._instances.values()):
+        process, server.server_process = server.server_process, None
+        if process is None or process.poll() is not None:
+            continue
+        process.terminate()
+        if wait:
+            try:
+                process.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+
+
+def exit_now(code: int) -> None:
+    """Leave after a termination signal, in seconds: send the queued run logs to Prefect (its
+    handler waits at most 5 s), end a still-open MLflow run as KILLED, stop the temporary server,
+    then ``os._exit``. A normal exit would first wait for Prefect's log and event workers to drain,
+    which never ends once their server is gone (seen: alive long after SIGTERM)."""
+    for handler in logging.getLogger("prefect.flow_runs").handlers:
+        try:
+            handler.flush()
+        except Exception:  # best effort: the logs also stay on the console
+            pass
+    mlflow = sys.modules.get("mlflow")
+    if mlflow is not None:
+        try:
+            while mlflow.active_run() is not None:
+                mlflow.end_run(status="KILLED")
+        except Exception:
+            pass
+    stop_prefect_servers()
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except Exception:
+            pass
+    os._exit(code)
+
+
+@contextmanager
+def clean_termination():
+    """Install the termination handlers for one command; an ignored signal (nohup) stays ignored."""
+    installed = {}
+    for sig in (signal.SIGTERM, signal.SIGHUP):
+        try:
+            if signal.getsignal(sig) is signal.SIG_DFL:
+                installed[sig] = signal.signal(sig, _on_termination_signal)
+        except ValueError:  # not the main thread: leave signals alone
+            pass
+    try:
+        yield
+    except Terminated as exc:
+        try:
+            print(f"terminated (signal {exc.code - 128}); finished steps and `_resume` states are kept, "
+                  "re-run the command to continue", file=sys.stderr, flush=True)
+        except OSError:  # stderr already gone
+            pass
+        exit_now(exc.code)
+    finally:
+        for sig, previous in installed.items():
+            signal.signal(sig, previous)
+
+
+@contextmanager
+def command_process():
+    """Run one ``exitflow`` command: under ``clean_termination``, and sure to stop its temporary
+    Prefect server at exit."""
+    # registered before Prefect registers its own stop, so it runs after it at exit and stops
+    # a server that one left running (see stop_prefect_servers)
+    atexit.register(stop_prefect_servers)
+    with clean_termination():
+        yield
+
+
+def ensure_prefect_api() -> None:
+    """Start Prefect's temporary server now and export its URL when no ``PREFECT_API_URL`` is set,
+    so Dask worker processes inherit it (without it each worker starts a server of its own)."""
+    if os.environ.get("PREFECT_API_URL"):
+        return
+    from prefect.server.api.server import SubprocessASGIServer
+
+    server = SubprocessASGIServer()
+    server.start()
+    os.environ["PREFECT_API_URL"] = server.api_url
+
+
+# ---- user errors: one clean line, no traceback on the console ------------------------------------
+
+_FAILED_STATE = re.compile(r"Finished in state Failed\('(?:Task|Flow) run encountered an exception:? (\w+):")
+
+
+def _subclass_names(cls: type) -> set[str]:
+    """The names of ``cls`` and of every subclass imported so far."""
+    names, todo = set(), [cls]
+    while todo:
+        cls = todo.pop()
+        if cls.__name__ not in names:
+            names.add(cls.__name__)
+            todo.extend(cls.__subclasses__())
+    return names
+
+
+class ConsoleFilter(logging.Filter):
+    """On console handlers: drops Prefect's report of a user error (the traceback Prefect's flow and
+    task engines log with ``exc_info``, and the ``Finished in state Failed(...)`` line naming it),
+    unless verbose. The API handler is left alone, so the Prefect run log keeps everything.
+    Remembers the last user error it saw, so the CLI does not print that traceback twice."""
+
+    def __init__(self):
+        super().__init__()
+        self.last_seen: BaseException | None = None
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        exc = record.exc_info[1] if isinstance(record.exc_info, tuple) else None
+        if exc is not None:
+            if not isinstance(exc, user_error_class()):
+                return True  # a bug: keep its traceback
+            self.last_seen = exc
+            return verbose()
+        if verbose() or not isinstance(record.msg, str) or "Finished in state Failed" not in record.msg:
+            return True
+        match = _FAILED_STATE.search(record.getMessage())
+        return match is None or match.group(1) not in _subclass_names(user_error_class())
+
+
+CONSOLE_FILTER = ConsoleFilter()
+
+
+def filter_console_logs() -> None:
+    """Add ``CONSOLE_FILTER`` to every console handler Prefect's logging set up (idempotent)."""
+    from prefect.logging.handlers import APILogHandler
+
+    loggers = [logging.getLogger()] + [logger for name, logger in list(logging.root.manager.loggerDict.items())
+                                       if name.startswith("prefect") and isinstance(logger, logging.Logger)]
+    for logger in loggers:
+        for handler in logger.handlers:
+            if not isinstance(handler, APILogHandler) and CONSOLE_FILTER not in handler.filters:
+                handler.addFilter(CONSOLE_FILTER)
