@@ -11,6 +11,7 @@ Prefect server and the console log filter: ``flows.runtime``.
 
 from __future__ import annotations
 
+import inspect
 import os
 import sys
 import traceback
@@ -19,7 +20,7 @@ from typing import Optional
 
 import typer
 
-from flows import runtime  # sets the environment defaults (HF_HUB_OFFLINE, ...) before any command imports a flow
+from flows import registry, runtime  # sets the environment defaults (HF_HUB_OFFLINE, ...) before any command imports a flow
 from flows.runtime import VERBOSE_ENV
 
 HELP = (
@@ -93,34 +94,6 @@ def prepare(params: Path = ParamsOpt, set_: Optional[list[str]] = SetOpt):
 
 
 @app.command()
-def train(strategy: str = typer.Option(..., help="joint | weighted | two_stage | alternating"),
-          params: Path = ParamsOpt, set_: Optional[list[str]] = SetOpt):
-    """Train a multi-exit model with one objective
-    (artifacts/<task>/seed-<seed>/train/<strategy>/); resumes if interrupted."""
-    from flows.pipeline import exitflow_stage
-    from models.errors import ExitflowError
-    from models.objectives import OBJECTIVES
-
-    if strategy not in OBJECTIVES:
-        _fail(ExitflowError(f"unknown strategy {strategy!r}; choose one of {', '.join(OBJECTIVES)}"))
-    _check(params, set_)
-    result = _run(exitflow_stage, "train", str(params), strategy, overrides=set_)
-    typer.echo(f"checkpoint: {result['checkpoint']} (dev layer scores {[round(s, 2) for s in result['dev_layer_scores']]})")
-
-
-@app.command()
-def evaluate(strategy: str = typer.Option(..., help="which trained strategy to evaluate"),
-             params: Path = ParamsOpt, set_: Optional[list[str]] = SetOpt):
-    """Sweep every exit criterion, pick dev operating points, time real early exit
-    (artifacts/<task>/seed-<seed>/evaluate/<strategy>/)."""
-    from flows.pipeline import exitflow_stage
-
-    _check(params, set_)
-    result = _run(exitflow_stage, "evaluate", str(params), strategy, overrides=set_)
-    typer.echo(f"metrics: {result['metrics']}\nplot: {result['plot']}")
-
-
-@app.command()
 def report(params: Path = ParamsOpt, set_: Optional[list[str]] = SetOpt):
     """Build the comparison table and plot from the evaluated strategies (artifacts/<task>/seed-<seed>/report/)."""
     from flows.pipeline import exitflow_stage
@@ -140,114 +113,27 @@ def run(params: Path = ParamsOpt, set_: Optional[list[str]] = SetOpt,
     _run(exitflow_pipeline, str(params), set_ or [], "full" if full else None)
 
 
-@app.command()
-def hashee(params: Path = ParamsOpt, set_: Optional[list[str]] = SetOpt):
-    """HashEE with the configured hash (hashee.kind, default frequency, B = hashee.buckets): build the
-    table, fine-tune with token-level exits, evaluate vs the full model
-    (artifacts/<task>/seed-<seed>/hashee/default/)."""
-    from flows.hashee import hashee_pipeline
+# ---- the methods' commands, derived from their registrations (flows/methods/) ------------------------
 
-    _check(params, set_)
-    _run(hashee_pipeline, str(params), set_ or [])
+def _method_command(method, command):
+    """A typer command running ``command`` of ``method`` with ``--params``, ``--set`` and its options."""
+    def run_command(params: Path = ParamsOpt, set_: Optional[list[str]] = SetOpt, **options):
+        _check(params, set_)
+        result = _run(lambda: method.function(command.function)(str(params), set_ or [], **options))
+        if isinstance(result, str):
+            typer.echo(result)
 
-
-@app.command("hashee-study")
-def hashee_study(params: Path = ParamsOpt, set_: Optional[list[str]] = SetOpt):
-    """Train and compare every hash function (hashee.study_kinds) and a (layers, buckets) grid
-    (hashee.study_grid) on train.task; one table and plot in MLflow (experiment exitflow-hashee-study)."""
-    from flows.hashee import hashee_study as study
-
-    _check(params, set_)
-    _run(study, str(params), set_ or [])
+    parameters = [inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, annotation=annotation, default=default)
+                  for name, annotation, default in [("params", Path, ParamsOpt), ("set_", Optional[list[str]], SetOpt)]]
+    parameters += [inspect.Parameter(o.keyword, inspect.Parameter.KEYWORD_ONLY, annotation=o.annotation, default=o.default)
+                   for o in command.options]
+    run_command.__signature__ = inspect.Signature(parameters)
+    run_command.__doc__ = command.help
+    return run_command
 
 
-@app.command("consistentee")
-def consistentee_cmd(params: Path = ParamsOpt, set_: Optional[list[str]] = SetOpt):
-    """ConsistentEE: weighted init, then up to consistentee.rounds rounds of memorized layer -> policy
-    step (REINFORCE) -> heads step; Spearman table; evaluation vs entropy/patience/LTE
-    (artifacts/<task>/seed-<seed>/consistentee/; MLflow experiment exitflow-consistentee).
-    Resumes from the last finished round."""
-    from flows.consistentee import consistentee_pipeline
-
-    _check(params, set_)
-    _run(consistentee_pipeline, str(params), set_ or [])
-
-
-@app.command("consistentee-ablation")
-def consistentee_ablation_cmd(params: Path = ParamsOpt, set_: Optional[list[str]] = SetOpt):
-    """Vanilla vs hardness-guided reward over consistentee.ablation_alphas (paper Figure 4): one plot of
-    test quality vs layer speed-up at tau (MLflow experiment exitflow-consistentee-ablation)."""
-    from flows.consistentee import consistentee_ablation
-
-    _check(params, set_)
-    _run(consistentee_ablation, str(params), set_ or [])
-
-
-@app.command("past-future")
-def past_future_cmd(params: Path = ParamsOpt, set_: Optional[list[str]] = SetOpt,
-                    task: Optional[list[str]] = typer.Option(None, "--task",
-                                                             help="only these tasks (default: past_future.tasks)"),
-                    default_run: bool = typer.Option(False, "--default-run",
-                                                     help="only the model `exitflow run` adds: past_future.in_default_run "
-                                                          "with the future on train.task (artifacts/.../past_future/default/)")):
-    """Global Past-Future: each past strategy (past_future.strategies) without and with the imitated
-    future, the naive vote / ensemble and local joint / weighted exits with train's budget; a table
-    at past_future.speedups (chosen on dev, reported on test), a plot and the claim check
-    (artifacts/<task>/seed-<seed>/past_future/; MLflow experiment exitflow-past-future).
-    Finished models are reused."""
-    from flows.past_future import past_future_pipeline
-    from flows.pipeline import exitflow_stage
-
-    _check(params, set_)
-    if default_run:
-        _run(exitflow_stage, "past_future_default", str(params), overrides=set_)
-        return
-    _run(past_future_pipeline, str(params), set_ or [], task or None)
-
-
-@app.command("leco")
-def leco_cmd(params: Path = ParamsOpt, set_: Optional[list[str]] = SetOpt,
-             task: Optional[list[str]] = typer.Option(None, "--task", help="only these tasks (default: leco.tasks)"),
-             until: str = typer.Option("compare", "--until",
-                                       help="the last step to run: search | derive | train | compare (earlier steps are reused)")):
-    """LECO: search one exit architecture per layer (first-order DARTS over leco.search_space,
-    leco.search_epochs), derive it (argmax per choice, null included: leco/derive/architecture.json),
-    retrain the derived exits from the pretrained backbone with train's budget, then compare: AVG / BEST
-    layer-wise test scores against leco.baselines, and COBEE against entropy, patience and LTE at
-    leco.speedups (artifacts/<task>/seed-<seed>/leco/; MLflow experiment exitflow-leco). Finished steps are reused."""
-    from flows.leco import STEPS, leco_pipeline
-    from models.errors import ExitflowError
-
-    _check(params, set_)
-    if until not in STEPS:
-        _fail(ExitflowError(f"--until {until!r} is not a LECO step; choose one of {', '.join(STEPS)}"))
-    _run(leco_pipeline, str(params), set_ or [], task or None, until)
-
-
-@app.command("generate")
-def generate_cmd(params: Path = ParamsOpt, set_: Optional[list[str]] = SetOpt):
-    """Early exit in generation on a decoder LLM (generate.decoder, default the packaged SmolLM2-135M-Instruct
-    GGUF): templated prompts -> the model's own full-depth greedy responses -> exit norms trained with the
-    weighted loss -> ConsistentEE policy (REINFORCE) -> ROUGE-L vs speed-up of static, CALM softmax /
-    saturation and policy exits with state copying (artifacts/generate/seed-<seed>/; MLflow experiment
-    exitflow-generate). Finished steps are reused. Timing: benchmarks/bench_generation.py."""
-    from flows.generate import generate_pipeline
-
-    _check(params, set_)
-    _run(generate_pipeline, str(params), set_ or [])
-
-
-@app.command("learnability")
-def learnability_cmd(params: Path = ParamsOpt, set_: Optional[list[str]] = SetOpt):
-    """Can instance difficulty be learned? Builds the difficulty datasets (published snli_model,
-    train.task dev annotated by the joint model, CoNLL-2003 dev annotated by a multi-exit tagger),
-    trains Majority / Linear-M / Linear-B / BiLSTM / BERT predictors, runs the human-difficulty
-    classifier; table and F1 chart in MLflow experiment `learnability` (artifacts/<task>/seed-<seed>/learnability/,
-    and artifacts/learnability/seed-<seed>/ for the studies that do not read train.task)."""
-    from flows.learnability import learnability
-
-    _check(params, set_)
-    _run(learnability, str(params), set_ or [])
+for _method, _command in registry.commands():
+    app.command(_command.name)(_method_command(_method, _command))
 
 
 @app.command("compare")

@@ -17,7 +17,6 @@ from prefect import flow
 
 from flows.context import RunContext, start_flow
 from flows.layout import TrainedDirs
-from flows.registry import Method, register
 from flows.steps import ExitModel, evaluate_cell, evaluate_exit_model, train_exit_model
 from flows.tracking import active_logger, log_exit_run, nested_run
 from tasks.caching import run_cached
@@ -184,24 +183,3 @@ def consistentee_ablation(params_path: str = "params.yaml", overrides: list[str]
         mlflow.log_text(report["table"], "ablation/results.md")
     print(report["table"])
     return report
-
-
-def consistentee_command(params_path: str, overrides: list[str]) -> None:
-    """ConsistentEE: weighted init, then up to consistentee.rounds rounds of memorized layer -> policy
-    step (REINFORCE) -> heads step; Spearman table; evaluation vs entropy/patience/LTE
-    (artifacts/<task>/seed-<seed>/consistentee/; MLflow experiment exitflow-consistentee).
-    Resumes from the last finished round."""
-    consistentee_pipeline(params_path, overrides)
-
-
-def consistentee_ablation_command(params_path: str, overrides: list[str]) -> None:
-    """Vanilla vs hardness-guided reward over consistentee.ablation_alphas (paper Figure 4): one plot of
-    test quality vs layer speed-up at tau (MLflow experiment exitflow-consistentee-ablation)."""
-    consistentee_ablation(params_path, overrides)
-
-
-CONSISTENTEE = register(Method(
-    name="consistentee", summary="ConsistentEE: a policy network per layer trained by REINFORCE with the "
-                                 "memorized-layer hardness reward (Zeng et al. 2024)",
-    model_module="models.consistentee", config_section="consistentee", cell=consistentee_cell,
-    commands=(consistentee_command, consistentee_ablation_command), stages=("consistentee",)))

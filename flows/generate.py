@@ -25,7 +25,6 @@ import mlflow
 from prefect import flow
 
 from flows.context import RunContext, start_flow
-from flows.registry import Method, register
 from flows.tracking import active_logger
 from tasks.caching import run_cached
 from tasks.generation import (
@@ -97,17 +96,3 @@ def generate_pipeline(params_path: str = "params.yaml", overrides: list[str] | N
         record_pipeline_outputs(ctx.params.root, ["generate"])
     print(report["table"])
     return report
-
-
-def generate_command(params_path: str, overrides: list[str]) -> None:
-    """Early exit in generation on a decoder LLM (generate.decoder, default the packaged SmolLM2-135M-Instruct
-    GGUF): templated prompts -> the model's own full-depth greedy responses -> exit norms trained with the
-    weighted loss -> ConsistentEE policy (REINFORCE) -> ROUGE-L vs speed-up of static, CALM softmax /
-    saturation and policy exits with state copying (artifacts/generate/seed-<seed>/; MLflow experiment
-    exitflow-generate). Finished steps are reused. Timing: benchmarks/bench_generation.py."""
-    generate_pipeline(params_path, overrides)
-
-
-GENERATION = register(Method(
-    name="generation", summary="early exit in generation on a decoder LLM: ConsistentEE's policy against CALM",
-    model_module="models.generation", config_section="generate", commands=(generate_command,), stages=("generate",)))

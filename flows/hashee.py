@@ -14,7 +14,6 @@ import mlflow
 from prefect import flow
 
 from flows.context import RunContext, start_flow
-from flows.registry import Method, register
 from flows.steps import train_exit_model
 from flows.tracking import active_logger
 from tasks.caching import run_cached
@@ -111,22 +110,3 @@ def hashee_study(params_path: str = "params.yaml", overrides: list[str] | None =
         mlflow.log_text(report["table"], "study/results.md")
     print(report["table"])
     return report
-
-
-def hashee_command(params_path: str, overrides: list[str]) -> None:
-    """HashEE with the configured hash (hashee.kind, default frequency, B = hashee.buckets): build the
-    table, fine-tune with token-level exits, evaluate vs the full model
-    (artifacts/<task>/seed-<seed>/hashee/default/)."""
-    hashee_pipeline(params_path, overrides)
-
-
-def hashee_study_command(params_path: str, overrides: list[str]) -> None:
-    """Train and compare every hash function (hashee.study_kinds) and a (layers, buckets) grid
-    (hashee.study_grid) on train.task; one table and plot in MLflow (experiment exitflow-hashee-study)."""
-    hashee_study(params_path, overrides)
-
-
-HASHEE = register(Method(
-    name="hashee", summary="HashEE: tokens exit at layers fixed by a hash table (Sun et al. 2022)",
-    model_module="models.hashee", config_section="hashee", cell=hashee_cell,
-    commands=(hashee_command, hashee_study_command), stages=("hashee",)))

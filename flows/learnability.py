@@ -19,7 +19,6 @@ import mlflow
 from prefect import flow
 
 from flows.context import RunContext, start_flow
-from flows.registry import Method, register
 from flows.steps import train_exit_model
 from tasks.caching import run_cached
 from tasks.difficulty import (
@@ -133,18 +132,3 @@ def learnability(params_path: str = "params.yaml", overrides: list[str] | None =
         record_pipeline_outputs(ctx.params.root, ["learnability"])  # dvc.lock describes params.yaml as written
     print(report["table"])
     return {"report": report, "results": results, "human": human}
-
-
-def learnability_command(params_path: str, overrides: list[str]) -> None:
-    """Can instance difficulty be learned? Builds the difficulty datasets (published snli_model,
-    train.task dev annotated by the joint model, CoNLL-2003 dev annotated by a multi-exit tagger),
-    trains Majority / Linear-M / Linear-B / BiLSTM / BERT predictors, runs the human-difficulty
-    classifier; table and F1 chart in MLflow experiment `learnability` (artifacts/<task>/seed-<seed>/learnability/,
-    and artifacts/learnability/seed-<seed>/ for the studies that do not read train.task)."""
-    learnability(params_path, overrides)
-
-
-LEARNABILITY = register(Method(
-    name="learnability", summary="the instance-difficulty learnability studies (HashEE paper, section 2)",
-    model_module="models.learnability", config_section="learnability", commands=(learnability_command,),
-    stages=("learnability",)))

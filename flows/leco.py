@@ -19,16 +19,12 @@ come from ``benchmarks/bench_leco.py``, not from this flow.
 
 from __future__ import annotations
 
-from typing import Optional
-
 import mlflow
-import typer
 from prefect import flow
 
 from flows.context import RunContext, start_flow
 from flows.layout import TrainedDirs
 from flows.past_future import MIN_SWEEP_POINTS, default_model as past_future_model
-from flows.registry import Method, register
 from flows.steps import ExitModel, compare_evaluate, exit_model_cell, train_exit_model, train_then_evaluate
 from flows.tracking import active_logger, log_exit_run
 from tasks.backbones import backbone_num_layers
@@ -176,23 +172,8 @@ def leco_pipeline(params_path: str = "params.yaml", overrides: list[str] | None 
     return results
 
 
-def leco_command(params_path: str, overrides: list[str],
-                 task: Optional[list[str]] = typer.Option(None, "--task", help="only these tasks (default: leco.tasks)"),
-                 until: str = typer.Option("compare", "--until", help="the last step to run: search | derive | train | "
-                                                                      "compare (earlier steps are reused)")) -> None:
-    """LECO: search one exit architecture per layer (first-order DARTS over leco.search_space,
-    leco.search_epochs), derive it (argmax per choice, null included: leco/derive/architecture.json),
-    retrain the derived exits from the pretrained backbone with train's budget, then compare: AVG / BEST
-    layer-wise test scores against leco.baselines, and COBEE against entropy, patience and LTE at
-    leco.speedups (artifacts/<task>/seed-<seed>/leco/; MLflow experiment exitflow-leco). Finished steps are reused."""
+def leco_command(params_path: str, overrides: list[str], task: list[str] | None = None, until: str = "compare") -> None:
+    """``exitflow leco``: LECO on ``task`` (default ``leco.tasks``) up to step ``until``."""
     if until not in STEPS:
         raise ConfigError(f"--until {until!r} is not a LECO step; choose one of {', '.join(STEPS)}")
     leco_pipeline(params_path, overrides, task or None, until)
-
-
-LECO = register(Method(
-    name="leco", summary="LECO: exit architectures found by differentiable search, and comparison-based "
-                         "exiting, COBEE (Zhang et al. 2023)",
-    model_module="models.leco", config_section="leco", cell=leco_cell,
-    regression=False,  # COBEE needs classes (models/leco.py)
-    commands=(leco_command,), stages=("leco_search", "leco_derive", "leco_train", "leco_compare")))

@@ -14,15 +14,11 @@ Wall-clock numbers come from ``benchmarks/bench_past_future.py``, not from this 
 
 from __future__ import annotations
 
-from typing import Optional
-
 import mlflow
-import typer
 from prefect import flow
 
 from flows.context import RunContext, start_flow
 from flows.layout import TrainedDirs
-from flows.registry import Method, register
 from flows.steps import ExitModel, compare_evaluate, exit_model_cell, train_then_evaluate
 from flows.tracking import active_logger, log_exit_run
 from tasks.config import TrainConfig, setting_name
@@ -151,27 +147,13 @@ def past_future_pipeline(params_path: str = "params.yaml", overrides: list[str] 
     return reports
 
 
-def past_future_command(
-        params_path: str, overrides: list[str],
-        task: Optional[list[str]] = typer.Option(None, "--task", help="only these tasks (default: past_future.tasks)"),
-        default_run: bool = typer.Option(False, "--default-run",
-                                         help="only the model `exitflow run` adds: past_future.in_default_run with the "
-                                              "future on train.task (artifacts/.../past_future/default/)")) -> None:
-    """Global Past-Future: each past strategy (past_future.strategies) without and with the imitated
-    future, the naive vote / ensemble and local joint / weighted exits with train's budget; a table
-    at past_future.speedups (chosen on dev, reported on test), a plot and the claim check
-    (artifacts/<task>/seed-<seed>/past_future/; MLflow experiment exitflow-past-future).
-    Finished models are reused."""
+def past_future_command(params_path: str, overrides: list[str], task: list[str] | None = None,
+                        default_run: bool = False) -> None:
+    """``exitflow past-future``: the study on ``task`` (default ``past_future.tasks``), or only the
+    default run's model (``default_run``)."""
     if default_run:
         from flows.pipeline import exitflow_stage
 
         exitflow_stage("past_future_default", params_path, overrides=overrides)
         return
     past_future_pipeline(params_path, overrides, task or None)
-
-
-PAST_FUTURE = register(Method(
-    name="past-future", summary="Global Past-Future: exits over all past layers and imitated future layers "
-                                "(Liao et al. 2021)",
-    model_module="models.past_future", config_section="past_future", cell=past_future_cell,
-    commands=(past_future_command,), stages=("past_future", "past_future_default")))

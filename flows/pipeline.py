@@ -14,10 +14,7 @@ multi-exit models, the baselines ConsistentEE and the report compare with.
 
 from __future__ import annotations
 
-from typing import Optional
-
 import mlflow
-import typer
 from prefect import flow
 
 from flows.consistentee import run_consistentee, strategy_baselines
@@ -25,7 +22,6 @@ from flows.context import RunContext, load_context, prepare_task_data, start_flo
 from flows.hashee import run_hashee
 from flows.layout import TrainedDirs
 from flows.past_future import run_default_past_future
-from flows.registry import Method, register
 from flows.steps import ExitModel, compare_evaluate, exit_model_cell, train_exit_model, train_then_evaluate
 from flows.tracking import active_logger, log_exit_run
 from models.objectives import OBJECTIVES
@@ -129,31 +125,20 @@ def exitflow_stage(stage: str, params_path: str = "params.yaml", strategy: str |
         return done.evaluated
 
 
-def _check_strategy(strategy: str) -> None:
+def train_command(params_path: str, overrides: list[str], strategy: str) -> str:
+    """``exitflow train --strategy``: one strategy's model (resumes if interrupted)."""
     if strategy not in OBJECTIVES:
         raise ConfigError(f"unknown strategy {strategy!r}; choose one of {', '.join(OBJECTIVES)}")
-
-
-def train_command(params_path: str, overrides: list[str],
-                  strategy: str = typer.Option(..., help="joint | weighted | two_stage | alternating")) -> str:
-    """Train a multi-exit model with one objective
-    (artifacts/<task>/seed-<seed>/train/<strategy>/); resumes if interrupted."""
-    _check_strategy(strategy)
     result = exitflow_stage("train", params_path, strategy, overrides=overrides)
     return f"checkpoint: {result['checkpoint']} (dev layer scores {[round(s, 2) for s in result['dev_layer_scores']]})"
 
 
-def evaluate_command(params_path: str, overrides: list[str],
-                     strategy: str = typer.Option(..., help="which trained strategy to evaluate")) -> str:
-    """Sweep every exit criterion, pick dev operating points, time real early exit
-    (artifacts/<task>/seed-<seed>/evaluate/<strategy>/)."""
+def evaluate_command(params_path: str, overrides: list[str], strategy: str) -> str:
+    """``exitflow evaluate --strategy``: every criterion on one trained strategy's model."""
     result = exitflow_stage("evaluate", params_path, strategy, overrides=overrides)
     return f"metrics: {result['metrics']}\nplot: {result['plot']}"
 
 
-STRATEGIES = register(Method(
-    name="berxit", summary="multi-exit training (joint, weighted, two-stage, BERxiT alternating) with the classic "
-                           "criteria and BERxiT's learning-to-exit module",
-    model_module="models.berxit", config_section="train", cell=strategy_cell,
-    variants=lambda params: [s for s in OBJECTIVES if s != "single"],  # single: the static line and HashEE's reference
-    commands=(train_command, evaluate_command), stages=("train", "evaluate", "report")))
+def strategy_variants(params) -> list[str]:
+    """The comparison's BERxiT variants: every objective but ``single`` (the static line and HashEE's reference)."""
+    return [s for s in OBJECTIVES if s != "single"]

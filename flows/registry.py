@@ -1,64 +1,92 @@
-"""Every method exitflow runs, each declared once, where its flow lives.
+"""Every method exitflow runs, each declared once, in its own module of ``flows/methods/``.
 
-A method's flows module registers it::
+A registration names what the method is made of and where its flow lives::
 
     register(Method(
         name="hashee", summary="HashEE: tokens exit at layers fixed by a hash table",
         model_module="models.hashee", config_section="hashee",
-        cell=hashee_cell,                                   # its comparison cell
-        commands=(hashee_command, hashee_study_command),    # its CLI commands
-        stages=("hashee",)))                                # the dvc.yaml stages its flows record
+        flows_module="flows.hashee",          # its flow, steps and comparison cell
+        cell="hashee_cell",                   # (ctx, variant) -> cell summary
+        commands=(Command("hashee", "hashee_pipeline", "HashEE with the configured hash ..."),),
+        stages=("hashee",),                   # the dvc.yaml stages its flows record
+        order=20))
 
-and everything else is derived from the registrations: the comparison's method list
+Everything else is derived from the registrations: the comparison's methods
 (``comparison_methods``), the ``exitflow`` commands (``flows/cli.py``) and the stage list
-(``dvc_stages``; ``tests/flows/test_layout.py`` checks it against ``dvc.yaml``).
-``load_methods`` imports each module of ``METHOD_MODULES`` once; a new method adds its module
-there and registers itself in it.
+(``dvc_stages``; ``tests/flows/test_pipeline.py`` checks it against ``dvc.yaml``). A new method
+adds one module to ``flows/methods/`` (``load_methods`` imports every module there).
+
+The registrations are light (functions are named, not imported), so listing the commands does not
+import torch, Prefect or MLflow: ``exitflow --help`` stays instant, and a method's flows module
+is imported when one of its commands or cells runs.
 
 **Comparison cells.** ``cell(ctx, variant)`` trains and evaluates one comparison variant of the
-method on the unit's context (its task, seed, learning rate and artifacts tree; no MLflow) and
-returns a ``tasks.compare`` cell summary. ``variants(params)`` names the method's variants
-(default: the method's own name; BERxiT: one per objective; the static baselines: one per
+method on a unit's context (its task, seed, learning rate and artifacts tree; no MLflow) and
+returns a ``tasks.compare`` cell summary. ``variants(params)`` names the variants (default: the
+method's own name; BERxiT: one per objective; the static baselines: one per
 ``compare.static_layers`` depth). ``regression=False`` marks a method that cannot do regression
 (the comparison reports it n/a there); ``baseline=True`` marks the static line every other
 method is compared with, always in the grid.
 
-**Commands.** Each command is a function ``(params_path, overrides, **options)`` whose extra
-parameters carry ``typer.Option`` defaults; its name (``_`` -> ``-``, without ``_command``)
-is the command's, its docstring the help.
+**Commands.** ``Command(name, function, help, options)``: the function, in ``flows_module``, is
+called as ``function(params_path, overrides, **options)``; a string it returns is printed.
+``options`` are ``Option(keyword, annotation, typer.Option(...))`` beside ``--params``/``--set``.
 """
 
 from __future__ import annotations
 
 import importlib
+import pkgutil
 from dataclasses import dataclass, field
-from typing import Callable
+from typing import Any, Callable
 
-from tasks.config import ConfigError, Params
+COMPARISON_STAGE = "compare"  # the comparison's own dvc.yaml stage (flows/compare.py, not a method)
 
-METHOD_MODULES = ("flows.pipeline", "flows.static", "flows.hashee", "flows.consistentee", "flows.past_future",
-                  "flows.leco", "flows.generate", "flows.learnability")
+
+@dataclass(frozen=True)
+class Option:
+    """A command-line option of a command: its keyword, type and ``typer.Option`` default."""
+
+    keyword: str
+    annotation: Any
+    default: Any
+
+
+@dataclass(frozen=True)
+class Command:
+    """An ``exitflow`` command: ``function`` (a name in the method's ``flows_module``) and its help."""
+
+    name: str
+    function: str
+    help: str
+    options: tuple[Option, ...] = ()
 
 
 @dataclass(frozen=True)
 class Method:
-    """One method: where its model lives, what it reads, how it runs (see the module docstring)."""
+    """One method: where its model and flow live, what it reads, how it runs (module docstring)."""
 
     name: str
-    summary: str  # one line, for the command list and the docs
+    summary: str  # one line, for the docs and the comparison
+    flows_module: str  # its flow, steps and comparison cell
     model_module: str | None = None  # its ``models/`` module (paper map, equations)
     config_section: str | None = None  # its ``params.yaml`` section
-    cell: Callable | None = None  # (ctx, variant) -> cell summary; None: not in the comparison
-    variants: Callable[[Params], list[str]] | None = None  # default: [name]
+    cell: str | None = None  # (ctx, variant) -> cell summary; None: not in the comparison
+    variants: str | None = None  # (params) -> variant names; None: [name]
     regression: bool = True
     baseline: bool = False
-    commands: tuple[Callable, ...] = ()
-    stages: tuple[str, ...] = ()  # dvc.yaml stages its flows record (recorded on demand unless in DEFAULT_STAGES)
+    commands: tuple[Command, ...] = ()
+    stages: tuple[str, ...] = ()
+    order: int = 100  # position in the comparison grid and the command list
 
-    def comparison_variants(self, params: Params) -> list[str]:
+    def function(self, name: str) -> Callable:
+        """``name`` in the method's flows module (imported now)."""
+        return getattr(importlib.import_module(self.flows_module), name)
+
+    def comparison_variants(self, params) -> list[str]:
         if self.cell is None:
             return []
-        return self.variants(params) if self.variants is not None else [self.name]
+        return self.function(self.variants)(params) if self.variants is not None else [self.name]
 
 
 METHODS: dict[str, Method] = {}
@@ -66,17 +94,19 @@ METHODS: dict[str, Method] = {}
 
 def register(method: Method) -> Method:
     """Add ``method`` to the registry (a name registers once)."""
-    if method.name in METHODS and METHODS[method.name] != method:
+    if METHODS.get(method.name, method) != method:
         raise ValueError(f"method {method.name!r} is registered twice")
     METHODS[method.name] = method
     return method
 
 
 def load_methods() -> dict[str, Method]:
-    """Every registered method (importing each method's flows module once)."""
-    for module in METHOD_MODULES:
-        importlib.import_module(module)
-    return METHODS
+    """Every registered method, in ``order`` (importing each module of ``flows/methods/`` once)."""
+    import flows.methods
+
+    for module in pkgutil.iter_modules(flows.methods.__path__):
+        importlib.import_module(f"flows.methods.{module.name}")
+    return dict(sorted(METHODS.items(), key=lambda kv: (kv[1].order, kv[0])))
 
 
 @dataclass(frozen=True)
@@ -96,17 +126,19 @@ class Variant:
 
     def run(self, ctx):
         """The cell summary of this variant on ``ctx`` (a comparison unit's context)."""
-        return self.method.cell(ctx, self.name)
+        return self.method.function(self.method.cell)(ctx, self.name)
 
 
-def comparison_variants(params: Params) -> dict[str, Variant]:
+def comparison_variants(params) -> dict[str, Variant]:
     """Every comparison variant of every registered method with a cell, by name."""
     return {v: Variant(v, m) for m in load_methods().values() for v in m.comparison_variants(params)}
 
 
-def comparison_methods(params: Params) -> list[Variant]:
+def comparison_methods(params) -> list[Variant]:
     """``compare.methods`` (``all``: every variant) checked against the registry, then the
     baselines (the static line), which are always in the grid."""
+    from tasks.config import ConfigError
+
     variants = comparison_variants(params)
     chosen = [v for v in variants.values() if not v.baseline]
     if params.compare.methods != ["all"]:
@@ -118,15 +150,11 @@ def comparison_methods(params: Params) -> list[Variant]:
     return chosen + [v for v in variants.values() if v.baseline]
 
 
-def commands() -> list[tuple[str, Callable]]:
-    """``(command name, function)`` of every registered method's commands, in registration order."""
-    out = []
-    for method in load_methods().values():
-        for fn in method.commands:
-            out.append((fn.__name__.removesuffix("_command").replace("_", "-"), fn))
-    return out
+def commands() -> list[tuple[Method, Command]]:
+    """Every registered method's commands, in registration order."""
+    return [(method, command) for method in load_methods().values() for command in method.commands]
 
 
 def dvc_stages() -> set[str]:
-    """Every ``dvc.yaml`` stage a registered method's flows record."""
-    return {stage for method in load_methods().values() for stage in method.stages}
+    """Every ``dvc.yaml`` stage: the registered methods' and the comparison's."""
+    return {COMPARISON_STAGE} | {stage for method in load_methods().values() for stage in method.stages}

@@ -9,7 +9,6 @@ depth, named ``static-<k>``; k = L is the full model. Artifacts: ``Layout.static
 from __future__ import annotations
 
 from flows.context import RunContext
-from flows.registry import Method, register
 from flows.steps import train_exit_model
 from tasks.backbones import backbone_num_layers
 from tasks.caching import run_cached
@@ -43,8 +42,3 @@ def static_cell(ctx: RunContext, variant: str) -> dict:
     return single_point_summary("static", evaluated["summary"], evaluated["timing_summary"], trained["checkpoint"],
                                 params.compare.timing_batch_size)
 
-
-STATIC = register(Method(
-    name="static", summary="the first k layers fine-tuned as a single-exit model: the line early exit must beat",
-    model_module="models.exiting", config_section="compare", cell=static_cell, variants=static_variants,
-    baseline=True))
