@@ -47,6 +47,7 @@ def test_generate_flow_end_to_end(project, prefect_harness, monkeypatch):
     for r in full:  # static exit at L reproduces the full-depth responses exactly
         assert r["rouge_l"] == 1.0 and r["layer_speedup"] == 1.0 and r["flops_speedup"] == pytest.approx(1.0)
     at2 = [r for r in static if r["threshold"] == 2]
+    assert {r["split"] for r in at2} == {"dev", "test"}  # the check below must not pass on no rows
     assert all(r["layer_speedup"] == 2.0 and r["flops_speedup"] > 1.0 for r in at2)
     softmax = json.loads((base / "evaluate/softmax/curve.json").read_text())
     # tau > 1 never fires: every token runs all layers and pays the LM head at both exit points

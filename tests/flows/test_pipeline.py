@@ -45,9 +45,16 @@ def test_pipeline_writes_mlflow_runs_dvc_outputs_and_reruns_from_cache(project, 
     missing = [p for p in declared_outputs(project, ["joint", "alternating"], "sst2") if not p.exists()]
     assert missing == []
 
-    # report: full model + 5 criteria per strategy, the single-exit full model and HashEE, then
-    # ConsistentEE (full model + 4 spine criteria + its policy), then Past-Future (full model + entropy)
-    assert len(report["rows"]) == 2 * 6 + 2 + 6 + 2
+    # report: full model + every criterion per strategy, the single-exit full model and HashEE, then
+    # ConsistentEE (full model + the criteria but LTE + its policy), then Past-Future (full model + entropy)
+    from tasks.config import load_params
+
+    criteria = load_params(project / "params.yaml").evaluate.criteria
+    rows = [(r["strategy"], r["criterion"]) for r in report["rows"]]
+    expected = [(s, c) for s in ("joint", "alternating") for c in ["full model", *criteria]]
+    assert rows[:len(expected)] == expected
+    assert [c for s, c in rows if s == "consistentee"] == ["full model", *(c for c in criteria if c != "lte"), "policy"]
+    assert len(rows) == len(expected) + 2 + (len(criteria) + 1) + 2
     past_future = [r for r in report["rows"] if r["strategy"] == "past-future (concat)"]
     assert [r["criterion"] for r in past_future] == ["full model", "entropy"]
     assert past_future[1]["layer_speedup"] > 1.0 and past_future[1].get("wallclock_bs4") is not None

@@ -9,6 +9,8 @@ import yaml
 
 from tests.flows.conftest import make_backbone, make_sst2
 
+pytestmark = pytest.mark.integration
+
 
 @pytest.fixture()
 def tiny(tmp_path):
