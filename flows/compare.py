@@ -53,7 +53,7 @@ from flows.tracking import log_exit_model, parent_run, shipped_criterion, use_ex
 from tasks.backbones import backbone_num_layers
 from tasks.caching import run_cached
 from tasks.compare import evaluate_static, single_point_summary
-from tasks.compare_report import compare_report
+from tasks.reports.comparison import compare_report
 from tasks.config import ConfigError, Params, load_params
 from tasks.data import load_meta
 from tasks.io import atomic_write_json, portable_path

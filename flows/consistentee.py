@@ -22,7 +22,7 @@ from tasks.caching import run_cached
 from tasks.config import ConsistenteeConfig, Params, load_params
 from tasks.consistentee import compute_memorized_layer, consistentee_round, hardness_analysis
 from tasks.evaluate import evaluate_exits
-from tasks.report import ablation_report, consistentee_report
+from tasks.reports.consistentee import ablation_report, consistentee_report
 from tasks.tracking import MlflowLogger
 from tasks.train import train_multi_exit
 

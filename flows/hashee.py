@@ -23,7 +23,7 @@ from tasks.data import load_meta
 from tasks.hashee import evaluate_hashee
 from tasks.hashing import build_hash_table
 from tasks.io import read_metrics
-from tasks.report import hashee_study_report
+from tasks.reports.hashee import hashee_study_report
 from tasks.tracking import MetricLogger, MlflowLogger
 from tasks.train import train_multi_exit
 

@@ -29,7 +29,7 @@ from tasks.difficulty import (
     train_token_annotator,
 )
 from tasks.learnability import human_difficulty, train_difficulty_predictor
-from tasks.report import PREDICTOR_NAMES, learnability_report
+from tasks.reports.learnability import PREDICTOR_NAMES, learnability_report
 from tasks.tracking import NullLogger
 from tasks.train import train_multi_exit
 from tasks.versioning import record_pipeline_outputs

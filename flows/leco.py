@@ -30,7 +30,8 @@ from tasks.backbones import backbone_num_layers
 from tasks.caching import run_cached
 from tasks.config import Params, TrainConfig, load_params
 from tasks.evaluate import evaluate_exits
-from tasks.leco import check_checkpoint_architecture, compare_leco, derive_exits, load_architecture, search_exits
+from tasks.leco import check_checkpoint_architecture, derive_exits, load_architecture, search_exits
+from tasks.reports.leco import compare_leco
 from tasks.tracking import MlflowLogger
 from tasks.train import train_multi_exit
 from tasks.versioning import record_pipeline_outputs

@@ -24,7 +24,8 @@ from tasks.caching import run_cached
 from tasks.data import load_meta
 from tasks.config import Params, TrainConfig, load_params, setting_name
 from tasks.evaluate import evaluate_exits
-from tasks.past_future import LOCAL_PREFIX, compare_past_future
+from tasks.past_future import LOCAL_PREFIX
+from tasks.reports.past_future import compare_past_future
 from tasks.tracking import MlflowLogger
 from tasks.train import train_multi_exit
 from tasks.versioning import record_pipeline_outputs

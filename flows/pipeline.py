@@ -22,7 +22,7 @@ from flows.tracking import log_strategy, parent_run, use_experiment
 from tasks.caching import run_cached
 from tasks.config import Params, load_params
 from tasks.evaluate import evaluate_exits
-from tasks.report import build_report
+from tasks.reports.spine import build_report
 from tasks.tracking import MlflowLogger
 from tasks.train import train_multi_exit
 from models.objectives import OBJECTIVES

@@ -36,10 +36,10 @@ from typing import Callable
 
 import numpy as np
 
-from models.operating import pareto_front
-from tasks.comparisons import interpolate_at
 from tasks.io import atomic_write_json, atomic_write_text
 from tasks.plots import XLABELS, _save, method_styles, speedup_scatter, tradeoff_panels
+from tasks.reports.tables import escape_cell, format_mean_std, markdown_table
+from tasks.reports.tradeoff import average_ranks, claim, curve_auc, dev_chosen_front, mean_std, pareto_front, quality_at
 
 Key = str | int | Callable[[object], float]
 
@@ -59,57 +59,7 @@ def method_points(series: dict[str, list[dict]]) -> list[dict]:
     return [{**p, "criterion": c} for c, pts in sorted(series.items()) for p in pts]
 
 
-def dev_chosen_front(series_points: list[dict], x: str = "layer_speedup") -> list[dict]:
-    """The sweep points on the DEV Pareto front of (dev ``x``, dev quality), sorted by dev ``x``;
-    report their ``"test"`` numbers."""
-    return pareto_front(series_points, lambda p: p["dev"][x], lambda p: p["dev"]["quality"])
-
-
-def quality_at(front: list[dict], target: float, x: str = "layer_speedup") -> float | None:
-    """Test quality at test ``x`` = ``target``, linear between the front's points; below its slowest
-    point that point's quality; None beyond its reach (or for an empty front)."""
-    pts = [(p["test"][x], p["test"]["quality"]) for p in front]
-    if not pts:
-        return None
-    return interpolate_at(pts, max(target, min(px for px, _ in pts)))
-
-
-def curve_auc(front: list[dict], lo: float = 1.0, hi: float = 3.0, x: str = "layer_speedup") -> tuple[float, float | None]:
-    """``(area / (hi - lo), reach)``: the exact area under ``quality_at`` (test quality vs test ``x``)
-    over [lo, hi], where quality counts as 0 beyond the reach = the front's largest test ``x``
-    (None for an empty front, whose AUC is 0). Same units as quality (percent)."""
-    if not front:
-        return 0.0, None
-    xs_front = [p["test"][x] for p in front]
-    reach = max(xs_front)
-    top = min(hi, reach)
-    if top <= lo:
-        return 0.0, reach
-    xs = sorted({lo, top, *(v for v in xs_front if lo < v < top)})  # the curve is linear between these
-    ys = [quality_at(front, v, x) for v in xs]
-    return float(np.trapezoid(ys, xs)) / (hi - lo), reach
-
-
 # ---- aggregation over seeds --------------------------------------------------------------------
-
-def mean_std(values: list[float | None]) -> dict:
-    """``{"mean", "std", "n", "of", "values"}`` over the non-None values: std with ddof=1, None below
-    2 values; ``n`` = values counted, ``of`` = all values (one per ok seed)."""
-    kept = [float(v) for v in values if v is not None]
-    return {"mean": float(np.mean(kept)) if kept else None,
-            "std": float(np.std(kept, ddof=1)) if len(kept) >= 2 else None,
-            "n": len(kept), "of": len(values), "values": list(values)}
-
-
-def format_mean_std(agg: dict, digits: int = 1, unit: str = "") -> str:
-    """``"71.2 ± 1.3"``, ``"71.2"`` (one value), ``"... (2/3 seeds)"`` (some None), ``"not reached"``, ``"—"``."""
-    if agg["of"] == 0:
-        return "—"
-    if agg["n"] == 0:
-        return "not reached"
-    text = f"{agg['mean']:.{digits}f}" + (f" ± {agg['std']:.{digits}f}" if agg["std"] is not None else "") + unit
-    return text + (f" ({agg['n']}/{agg['of']} seeds)" if agg["n"] < agg["of"] else "")
-
 
 def _static_k(method: str) -> int:
     return int(method.rsplit("-", 1)[-1])
@@ -149,22 +99,7 @@ def summarise_method(cells: list[dict], speedups: tuple[float, ...], auc_range: 
     }
 
 
-def average_ranks(auc: dict[str, dict[str, dict]], tasks: list[str]) -> dict[str, dict]:
-    """``auc[method][task]`` = aggregate -> ``{method: {"mean": average rank or None, "tasks": n}}``;
-    per task, rows with a mean AUC are ranked (1 = best, ties share the average rank)."""
-    ranks: dict[str, list[float]] = {m: [] for m in auc}
-    for task in tasks:
-        scores = {m: a[task]["mean"] for m, a in auc.items() if task in a and a[task]["mean"] is not None}
-        for m, s in scores.items():
-            ranks[m].append(1 + sum(v > s for v in scores.values()) + (sum(v == s for v in scores.values()) - 1) / 2)
-    return {m: {"mean": float(np.mean(r)) if r else None, "tasks": len(r)} for m, r in ranks.items()}
-
-
 # ---- markdown ----------------------------------------------------------------------------------
-
-def _md(text: object) -> str:
-    return str(text).replace("|", "\\|").replace("\n", " ")
-
 
 def _status_text(summary: dict) -> str:
     counts, total = summary["status"], len(summary["seeds"])
@@ -175,7 +110,7 @@ def _status_text(summary: dict) -> str:
         problems.setdefault((e["status"], e["error"]), []).append(str(e["seed"]))
     parts += [f"{status}: {error} (seed{'s' if len(seeds) > 1 else ''} {', '.join(seeds)})"
               for (status, error), seeds in problems.items()]
-    return _md("; ".join(p for p in parts if p))
+    return escape_cell("; ".join(p for p in parts if p))
 
 
 def _lr_text(summary: dict) -> str:
@@ -191,11 +126,7 @@ def _row(method: str, s: dict) -> list[str]:
                                              f"{format_mean_std(timed['test_quality'])} ({timed['criterion']})")
     return ([method, _status_text(s), _lr_text(s), format_mean_std(s["full_test"])]
             + [format_mean_std(a) for a in s["quality_at"].values()]
-            + [format_mean_std(s["auc"]), format_mean_std(s["reach"], 2, "x"), _md(timed_text)])
-
-
-def _table(head: list[str], rows: list[list[str]]) -> str:
-    return "\n".join(["| " + " | ".join(head) + " |", "|" + "---|" * len(head)] + ["| " + " | ".join(r) + " |" for r in rows])
+            + [format_mean_std(s["auc"]), format_mean_std(s["reach"], 2, "x"), escape_cell(timed_text)])
 
 
 # ---- plots and CSV -----------------------------------------------------------------------------
@@ -311,19 +242,6 @@ def static_line_at(by_method: dict[str, list[dict]], speedups: tuple[float, ...]
     return {f"{t:g}x": mean_std([quality_at(f, t) for f in fronts]) for t in speedups}
 
 
-def claim(method: dict, static: dict) -> dict:
-    """Method vs static line at one target: the mean difference and whether it exceeds the seed
-    spread, sqrt(std_method^2 + std_static^2); with fewer than 2 seeds there is no spread and no claim."""
-    if method["mean"] is None or static["mean"] is None:
-        return {"difference": None, "verdict": "not reached"}
-    diff = method["mean"] - static["mean"]
-    if method["std"] is None or static["std"] is None:
-        return {"difference": diff, "verdict": "one seed: no claim"}
-    spread = math.hypot(method["std"], static["std"])
-    verdict = "above static" if diff > spread else "below static" if diff < -spread else "within the seed spread"
-    return {"difference": diff, "spread": spread, "verdict": verdict}
-
-
 def claims_table(summaries: dict[str, dict], static: dict[str, dict], speedups: tuple[float, ...]) -> tuple[str, dict]:
     """Markdown and data: each early-exit method's test quality minus the static line's at each target."""
     data = {m: {f"{t:g}x": claim(s["quality_at"][f"{t:g}x"], static[f"{t:g}x"]) for t in speedups}
@@ -335,7 +253,7 @@ def claims_table(summaries: dict[str, dict], static: dict[str, dict], speedups: 
     rows = [[m] + [text(by_target[f"{t:g}x"]) for t in speedups] for m, by_target in data.items()]
     head = ["method"] + [f"vs static @ {t:g}x" for t in speedups]
     return ("Against the static smaller models (test quality minus the static line at the same layer "
-            "speed-up; a claim needs the difference to exceed the seed spread):\n\n" + _table(head, rows)), data
+            "speed-up; a claim needs the difference to exceed the seed spread):\n\n" + markdown_table(head, rows)), data
 
 
 # ---- the report --------------------------------------------------------------------------------
@@ -378,7 +296,7 @@ def _overall(summaries: dict[str, dict[str, dict]], auc_label: str) -> tuple[str
 
     text = (f"## Overall: {auc_label} (mean ± std over seeds) and the early-exit methods' average rank "
             "(1 = best, ties share; static rows for reference)\n\n"
-            + _table(["method"] + tasks + ["average rank"], [[m] + [cell(m, t) for t in tasks] + [rank(m)] for m in methods])
+            + markdown_table(["method"] + tasks + ["average rank"], [[m] + [cell(m, t) for t in tasks] + [rank(m)] for m in methods])
             + "\n")
     return text, auc, ranks
 
@@ -416,7 +334,7 @@ def compare_report(cells: list[dict], speedups: tuple[float, ...] = (1.5, 2.0, 3
         metric = next((c["metric"] for cs in by_method.values() for c in cs if c.get("metric")), "?")
         static = static_line_at(by_method, speedups)
         claims_md, claims[task] = claims_table(summaries[task], static, speedups)
-        sections.append(f"## {task} ({metric})\n\n" + _table(head, [_row(m, s) for m, s in summaries[task].items()])
+        sections.append(f"## {task} ({metric})\n\n" + markdown_table(head, [_row(m, s) for m, s in summaries[task].items()])
                         + ("" if full is None else f"\n\nFull model (static-L, test): {full:.1f}")
                         + "\n\n" + claims_md
                         + f"\n\n![{task} Pareto](pareto-{task}.png) ![{task} wall-clock](wallclock-{task}.png)\n")
