@@ -40,6 +40,7 @@ import re
 import time
 import traceback
 from collections import defaultdict
+from dataclasses import replace
 from pathlib import Path
 
 import mlflow
@@ -53,6 +54,7 @@ from flows.tracking import log_exit_model, parent_run, shipped_criterion, use_ex
 from tasks.backbones import backbone_num_layers
 from tasks.caching import run_cached
 from tasks.compare import evaluate_static, single_point_summary
+from tasks.reports.cells import CellSummary, ComparisonCell, UnitResult, static_depth, static_method
 from tasks.reports.comparison import compare_report
 from tasks.config import ConfigError, Params, load_params
 from tasks.data import load_meta
@@ -60,7 +62,6 @@ from tasks.io import atomic_write_json, portable_path
 from tasks.train import train_multi_exit
 
 EXPERIMENT = "exitflow-compare"
-STATIC_PREFIX = "static-"
 CONNECT_TIMEOUT_S = 5
 NO_CHAMPION = {"RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE"}  # no such model, or no such alias on it
 
@@ -97,7 +98,7 @@ def static_methods(params: Params) -> list[str]:
     too_deep = [k for k in params.compare.static_layers if k > L]
     if too_deep:
         raise ConfigError(f"compare.static_layers: {too_deep} exceed {params.backbone.name}'s {L} layers")
-    return [f"{STATIC_PREFIX}{k}" for k in params.compare.static_layers]
+    return [static_method(k) for k in params.compare.static_layers]
 
 
 def unit_params(params: Params, cells_dir: Path, task: str, seed: int, lr: float) -> Params:
@@ -106,7 +107,7 @@ def unit_params(params: Params, cells_dir: Path, task: str, seed: int, lr: float
                                      "train": params.train.model_copy(update={"task": task, "lr": lr})})
 
 
-def static_cell(params: Params, k: int) -> dict:
+def static_cell(params: Params, k: int) -> CellSummary:
     """The first ``k`` layers fine-tuned as a single-exit model (no exit scorer), evaluated
     against the full-depth backbone (``tasks.compare.evaluate_static``)."""
     dirs = Layout.from_params(params).static_baseline(k)
@@ -123,33 +124,31 @@ def static_cell(params: Params, k: int) -> dict:
 
 
 @task(name="compare_unit", cache_policy=NO_CACHE)  # the method's steps inside are cached
-def run_unit(params: Params, method: str, threads: int) -> dict:
-    """One (task, method, seed, lr): the cell summary, or ``{"error": ...}``; never raises for a
-    method's failure, so one bad unit does not stop the grid. Seconds include cache hits."""
+def run_unit(params: Params, method: str, threads: int) -> UnitResult:
+    """One (task, method, seed, lr): its cell summary or its error; never raises for a method's
+    failure, so one bad unit does not stop the grid. Seconds include cache hits."""
     import torch
 
     torch.set_num_threads(threads)
     start = time.perf_counter()
+    summary, error, k = None, None, static_depth(method)
     try:
-        if method.startswith(STATIC_PREFIX):
-            summary = static_cell(params, int(method[len(STATIC_PREFIX):]))
-        else:
-            summary = load_methods()[method].run(params)
+        summary = static_cell(params, k) if k is not None else load_methods()[method].run(params)
     except Exception as err:  # reported in the table; the traceback goes to the Prefect log
         print(f"[compare] {params.train.task}/{method}/seed-{params.seed}/lr-{params.train.lr:g} failed:\n"
               + "".join(traceback.format_exception(err)))
-        summary = {"error": f"{type(err).__name__}: {err}".splitlines()[0][:300]}
-    return {**summary, "seconds": time.perf_counter() - start}
+        error = f"{type(err).__name__}: {err}".splitlines()[0][:300]
+    return UnitResult(summary, error, time.perf_counter() - start)
 
 
 @flow(name="compare_grid")
-def run_grid(units: list[tuple[Params, str]], threads: int) -> list[dict]:
+def run_grid(units: list[tuple[Params, str]], threads: int) -> list[UnitResult]:
     """Submit every unit to the flow's task runner; results in ``units``' order."""
     futures = [run_unit.submit(p, method, threads) for p, method in units]
     results = []
     for future in futures:  # a unit lost by Dask (killed worker, memory) fails its cell, not the grid
         result = future.result(raise_on_failure=False)
-        results.append({"error": f"{type(result).__name__}: {result}".splitlines()[0][:300], "seconds": 0.0}
+        results.append(UnitResult(None, f"{type(result).__name__}: {result}".splitlines()[0][:300], 0.0)
                        if isinstance(result, BaseException) else result)
     return results
 
@@ -205,35 +204,37 @@ def choose_lr(scores: dict[float, list[float | None]]) -> float | None:
     return max(ranked)[3] if ranked else None
 
 
-def assemble_cells(grid: list[dict], results: list[dict]) -> list[dict]:
+def assemble_cells(grid: list[dict], results: list[UnitResult]) -> list[ComparisonCell]:
     """Unit results -> one cell per (task, method, seed), every seed of a (task, method) at the
     learning rate ``choose_lr`` picks on dev for that (task, method)."""
-    units: dict[tuple, dict[int, dict[float, dict]]] = defaultdict(lambda: defaultdict(dict))
+    units: dict[tuple, dict[int, dict[float, UnitResult]]] = defaultdict(lambda: defaultdict(dict))
     for unit, result in zip(grid, results):
         units[(unit["task"], unit["method"])][unit["seed"]][unit["lr"]] = result
+
+    def dev(result: UnitResult | None) -> float | None:
+        return None if result is None or result.summary is None else result.summary.full_dev
+
     cells = []
     for (task_name, method), by_seed in units.items():
         rates = sorted({lr for by_lr in by_seed.values() for lr in by_lr})
-        lr = choose_lr({r: [by_lr[r]["full"]["dev"] if "full" in by_lr.get(r, {}) else None for by_lr in by_seed.values()]
-                        for r in rates})
+        lr = choose_lr({r: [dev(by_lr.get(r)) for by_lr in by_seed.values()] for r in rates})
         for seed, by_lr in by_seed.items():
-            cell = {"task": task_name, "method": method, "seed": seed,
-                    "kind": "static" if method.startswith(STATIC_PREFIX) else "early-exit",
-                    "seconds": sum(r["seconds"] for r in by_lr.values()),
-                    "lr_scores": {f"{k:g}": r["full"]["dev"] if "full" in r else None for k, r in by_lr.items()}}
-            chosen = by_lr.get(lr, {}) if lr is not None else {}
-            if "full" not in chosen:
-                errors = sorted({r["error"] for r in ([chosen] if chosen else by_lr.values()) if "error" in r})
-                cells.append({**cell, "status": "failed", "error": "; ".join(errors), "lr": lr})
+            seconds = sum(r.seconds for r in by_lr.values())
+            lr_scores = {f"{k:g}": dev(r) for k, r in by_lr.items()}
+            chosen = by_lr.get(lr) if lr is not None else None
+            if dev(chosen) is None:
+                errors = sorted({r.error for r in ([chosen] if chosen else by_lr.values()) if r.error is not None})
+                cells.append(ComparisonCell(task_name, method, seed, "failed", lr, lr_scores, seconds, "; ".join(errors)))
             else:
-                cells.append({**cell, **{k: v for k, v in chosen.items() if k != "seconds"}, "status": "ok",
-                              "error": None, "lr": lr, "dev_score": chosen["full"]["dev"]})
+                cells.append(ComparisonCell(task_name, method, seed, "ok", lr, lr_scores, seconds, summary=chosen.summary,
+                                            dev_score=chosen.summary.full_dev))
     return cells
 
 
-def not_applicable(task_name: str, method: str, seed: int) -> dict:
-    return {"task": task_name, "method": method, "seed": seed, "kind": "early-exit", "status": "n/a", "seconds": 0.0,
-            "error": f"{method} cannot do regression", "lr": None, "lr_scores": {}}
+def not_applicable(task_name: str, method: str, seed: int) -> ComparisonCell:
+    """The n/a cell of a method that cannot do the (regression) task."""
+    return ComparisonCell(task_name, method, seed, "n/a", lr=None, lr_scores={}, seconds=0.0,
+                          error=f"{method} cannot do regression")
 
 
 # ---- MLflow: parent run, a nested run per cell, champions ---------------------------------------------
@@ -242,33 +243,34 @@ def model_name(profile: str, task_name: str, method: str) -> str:
     return re.sub(r"[^A-Za-z0-9_.-]", "-", f"exitflow-{profile}-{task_name}-{method}")
 
 
-def log_cell(cell: dict) -> None:
+def log_cell(cell: ComparisonCell) -> None:
     """The nested run of one cell: its choice, scores, curves (``cell.json``) and time."""
-    with mlflow.start_run(run_name=f"{cell['task']}/{cell['method']}/seed-{cell['seed']}", nested=True):
-        mlflow.log_params({k: cell[k] for k in ("task", "method", "seed", "kind", "status", "lr")})
-        mlflow.set_tag("status", cell["status"])
-        if cell.get("error"):
-            mlflow.set_tag("error", cell["error"][:4000])
-        mlflow.log_metric("seconds", cell["seconds"])
-        for lr, score in cell["lr_scores"].items():
+    with mlflow.start_run(run_name=f"{cell.task}/{cell.method}/seed-{cell.seed}", nested=True):
+        mlflow.log_params({"task": cell.task, "method": cell.method, "seed": cell.seed, "kind": cell.kind,
+                           "status": cell.status, "lr": cell.lr})
+        mlflow.set_tag("status", cell.status)
+        if cell.error:
+            mlflow.set_tag("error", cell.error[:4000])
+        mlflow.log_metric("seconds", cell.seconds)
+        for lr, score in cell.lr_scores.items():
             if score is not None:
                 mlflow.log_metric(f"lr_{lr}_dev_full_quality", score)
-        if cell["status"] == "ok":
-            mlflow.log_metrics({"dev_full_quality": cell["full"]["dev"], "test_full_quality": cell["full"]["test"]})
-            for name, point in cell["timed"].items():
-                mlflow.log_metrics({f"{name}_test_quality": point["test_quality"], f"{name}_layer_speedup": point["layer_speedup"],
-                                    f"{name}_wallclock_speedup": point["wallclock_speedup"]})
-        mlflow.log_dict(cell, "cell.json")
+        if cell.ok:
+            mlflow.log_metrics({"dev_full_quality": cell.summary.full_dev, "test_full_quality": cell.summary.full_test})
+            for name, point in cell.summary.timed.items():
+                mlflow.log_metrics({f"{name}_test_quality": point.test_quality, f"{name}_layer_speedup": point.layer_speedup,
+                                    f"{name}_wallclock_speedup": point.wallclock_speedup})
+        mlflow.log_dict(cell.to_json(), "cell.json")
 
 
-def update_champion(params: Params, profile: str, cell: dict) -> dict:
+def update_champion(params: Params, profile: str, cell: ComparisonCell) -> dict:
     """Register ``cell``'s model under ``model_name`` with the champion alias when its dev score
     beats the current champion's (or there is none). Returns what happened."""
     from mlflow import MlflowClient
     from mlflow.exceptions import MlflowException
 
     client, alias = MlflowClient(), params.compare.champion_alias
-    name = model_name(profile, cell["task"], cell["method"])
+    name = model_name(profile, cell.task, cell.method)
     try:
         current = client.get_model_version_by_alias(name, alias)
         best = float(current.tags.get("dev_score", "-inf"))
@@ -276,42 +278,42 @@ def update_champion(params: Params, profile: str, cell: dict) -> dict:
         if err.error_code not in NO_CHAMPION:
             raise  # a registry that does not answer must not move the alias
         current, best = None, float("-inf")
-    if cell["dev_score"] <= best:
+    if cell.dev_score <= best:
         return {"model": name, "moved": False, "version": current.version, "dev_score": best}
-    operating = {n: {"threshold": p["threshold"], "dev": {"layer_speedup": p["dev_layer_speedup"], "quality": p["dev_quality"]}}
-                 for n, p in cell["timed"].items() if "dev_layer_speedup" in p}
-    with mlflow.start_run(run_name=f"champion/{cell['task']}/{cell['method']}", nested=True):
-        info = log_exit_model(cell["checkpoint"], {"max_length": params.backbone.max_length, **shipped_criterion(operating)},
-                              name)
+    operating = {n: {"threshold": p.threshold, "dev": {"layer_speedup": p.dev_layer_speedup, "quality": p.dev_quality}}
+                 for n, p in cell.summary.timed.items() if p.dev_layer_speedup is not None}
+    with mlflow.start_run(run_name=f"champion/{cell.task}/{cell.method}", nested=True):
+        info = log_exit_model(cell.summary.checkpoint, {"max_length": params.backbone.max_length,
+                                                        **shipped_criterion(operating)}, name)
     version = info.registered_model_version
     for key in ("dev_score", "task", "method", "seed", "lr"):
-        client.set_model_version_tag(name, version, key, str(cell[key]))
+        client.set_model_version_tag(name, version, key, str(getattr(cell, key)))
     client.set_registered_model_alias(name, alias, version)
-    return {"model": name, "moved": True, "version": version, "dev_score": cell["dev_score"]}
+    return {"model": name, "moved": True, "version": version, "dev_score": cell.dev_score}
 
 
-def champions(params: Params, profile: str, cells: list[dict]) -> list[dict]:
+def champions(params: Params, profile: str, cells: list[ComparisonCell]) -> list[dict]:
     """Per (task, method) of early-exit cells that ran: the best seed on dev challenges the champion."""
-    best: dict[tuple, dict] = {}
+    best: dict[tuple, ComparisonCell] = {}
     for c in cells:
-        if c["status"] == "ok" and c["kind"] == "early-exit":
-            key = (c["task"], c["method"])
-            if key not in best or c["dev_score"] > best[key]["dev_score"]:
+        if c.ok and not c.is_static:
+            key = (c.task, c.method)
+            if key not in best or c.dev_score > best[key].dev_score:
                 best[key] = c
     return [update_champion(params, profile, c) for c in best.values()]
 
 
 # ---- the flow -------------------------------------------------------------------------------------------
 
-def time_by_method(cells: list[dict]) -> dict[str, float]:
+def time_by_method(cells: list[ComparisonCell]) -> dict[str, float]:
     """Seconds summed over a method's cells (static-k under ``static``), largest first."""
     total: dict[str, float] = defaultdict(float)
     for c in cells:
-        total["static" if c["kind"] == "static" else c["method"]] += c["seconds"]
+        total["static" if c.is_static else c.method] += c.seconds
     return dict(sorted(total.items(), key=lambda kv: -kv[1]))
 
 
-def build_grid(params: Params, cells_dir: Path) -> tuple[list[dict], list[tuple[Params, str]], list[dict]]:
+def build_grid(params: Params, cells_dir: Path) -> tuple[list[dict], list[tuple[Params, str]], list[ComparisonCell]]:
     """``(grid, units, n/a cells)``: one unit per task x (methods + static-k) x seed x lr, each
     with its params; a method that cannot do regression gets an n/a cell per seed on a
     regression task instead of units."""
@@ -330,12 +332,12 @@ def build_grid(params: Params, cells_dir: Path) -> tuple[list[dict], list[tuple[
     return grid, units, na
 
 
-def report_cells(cells: list[dict], root: Path) -> list[dict]:
+def report_cells(cells: list[ComparisonCell], root: Path) -> list[ComparisonCell]:
     """Cells as the DVC-tracked report keeps them: no wall time of the run (``timing.json`` has
     it) and checkpoints relative to the project, so a re-run from the cache or a moved project
     writes the same report."""
-    return [{**{k: v for k, v in c.items() if k != "seconds"},
-             **({"checkpoint": portable_path(Path(c["checkpoint"]), root)} if c.get("checkpoint") else {})}
+    return [replace(c, seconds=None, summary=c.summary and replace(
+                c.summary, checkpoint=portable_path(Path(c.summary.checkpoint), root) if c.summary.checkpoint else c.summary.checkpoint))
             for c in cells]
 
 
@@ -359,9 +361,9 @@ def compare_flow(params_path: str = "params.yaml", overrides: list[str] | None =
     wall = time.perf_counter() - start
     cells = assemble_cells(grid, results) + na
     report = compare_report(report_cells(cells, params.root), tuple(params.compare.speedups), out_dir=root / "report")
-    timing = {"wall_seconds": wall, "runner": how, "units": len(units), "unit_seconds": sum(r["seconds"] for r in results),
+    timing = {"wall_seconds": wall, "runner": how, "units": len(units), "unit_seconds": sum(r.seconds for r in results),
               "by_method_seconds": time_by_method(cells),
-              "cells": [{k: c[k] for k in ("task", "method", "seed", "seconds")} for c in cells]}
+              "cells": [{"task": c.task, "method": c.method, "seed": c.seed, "seconds": c.seconds} for c in cells]}
     atomic_write_json(root / "timing.json", timing)  # wall-clock: beside the report, never inside it
     with parent_run(params, f"compare-{profile_name}", ("seed", "backbone", "train", "evaluate", "compare")):
         mlflow.set_tag("profile", profile_name)
@@ -374,4 +376,4 @@ def compare_flow(params_path: str = "params.yaml", overrides: list[str] | None =
     print(report["table"])
     print(f"[compare] wall {wall / 60:.1f} min ({how}); by method: "
           + ", ".join(f"{m} {s / 60:.1f} min" for m, s in timing["by_method_seconds"].items()))
-    return {**report, "timing": timing, "cells": cells}
+    return {**report, "timing": timing, "cells": [c.to_json() for c in cells]}

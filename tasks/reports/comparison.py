@@ -38,10 +38,9 @@ import numpy as np
 
 from tasks.io import atomic_write_json, atomic_write_text
 from tasks.plots import XLABELS, _save, method_styles, speedup_scatter, tradeoff_panels
+from tasks.reports.cells import STATUSES, ComparisonCell, is_static, static_depth
 from tasks.reports.tables import escape_cell, format_mean_std, markdown_table
 from tasks.reports.tradeoff import average_ranks, claim, curve_auc, dev_chosen_front, mean_std, pareto_front, quality_at
-
-Key = str | int | Callable[[object], float]
 
 SELECTION = ("Numbers: per seed, the learning rate chosen on dev; a method's curve is the union of its criteria's "
              "sweep points reduced to the Pareto front on dev (dev layer speed-up, dev quality), reported with its "
@@ -52,50 +51,36 @@ SELECTION = ("Numbers: per seed, the learning rate chosen on dev; a method's cur
              "wall-clock speed-up at the dev operating point of the criterion fastest on dev, with its test quality.")
 
 
-# ---- curves -------------------------------------------------------------------------------------
-
-def method_points(series: dict[str, list[dict]]) -> list[dict]:
-    """The union of a cell's ``series`` (criterion -> sweep points), each point tagged with ``criterion``."""
-    return [{**p, "criterion": c} for c, pts in sorted(series.items()) for p in pts]
-
-
 # ---- aggregation over seeds --------------------------------------------------------------------
 
-def _static_k(method: str) -> int:
-    return int(method.rsplit("-", 1)[-1])
-
-
-def _points(cell: dict) -> list[dict]:
-    return method_points(cell.get("series") or {})
-
-
-def summarise_method(cells: list[dict], speedups: tuple[float, ...], auc_range: tuple[float, float] = (1.0, 3.0)) -> dict:
+def summarise_method(cells: list[ComparisonCell], speedups: tuple[float, ...],
+                     auc_range: tuple[float, float] = (1.0, 3.0)) -> dict:
     """One (task, method)'s cells (one per seed) -> aggregated numbers (see ``compare_report``)."""
-    ok = [c for c in cells if c["status"] == "ok"]
-    fronts = [dev_chosen_front(_points(c)) for c in ok]
+    ok = [c for c in cells if c.ok]
+    fronts = [dev_chosen_front(c.points) for c in ok]
     aucs = [curve_auc(f, *auc_range) for f in fronts]
-    criteria = sorted({k for c in ok for k in (c.get("timed") or {})})
+    timed_by_cell = [dict(c.timed) for c in ok]
+    criteria = sorted({k for timed in timed_by_cell for k in timed})
     timed = None
     if criteria:
-        def wallclock(k: str) -> list:
-            return [(c.get("timed") or {}).get(k, {}).get("wallclock_speedup") for c in ok]
         def dev_rank(k: str) -> tuple:  # chosen on dev: the fastest dev operating point, then its dev quality
-            points = [(c.get("timed") or {}).get(k) for c in ok]
-            speed = mean_std([p.get("dev_layer_speedup", p["layer_speedup"]) if p else None for p in points])["mean"]
-            quality = mean_std([p.get("dev_quality") if p else None for p in points])["mean"]
+            points = [t.get(k) for t in timed_by_cell]
+            speed = mean_std([p.dev_speedup if p else None for p in points])["mean"]
+            quality = mean_std([p.dev_quality if p else None for p in points])["mean"]
             return (-math.inf if speed is None else speed, -math.inf if quality is None else quality)
         best = max(criteria, key=dev_rank)
-        timed = {"criterion": best, "wallclock_speedup": mean_std(wallclock(best)),
-                 "test_quality": mean_std([(c.get("timed") or {}).get(best, {}).get("test_quality") for c in ok])}
+        chosen = [t.get(best) for t in timed_by_cell]
+        timed = {"criterion": best, "wallclock_speedup": mean_std([p.wallclock_speedup if p else None for p in chosen]),
+                 "test_quality": mean_std([p.test_quality if p else None for p in chosen])}
     return {
-        "kind": cells[0]["kind"], "metric": cells[0].get("metric"), "seeds": [c["seed"] for c in cells],
-        "status": {s: sum(c["status"] == s for c in cells) for s in ("ok", "failed", "n/a")},
-        "errors": [{"seed": c["seed"], "status": c["status"], "error": c.get("error")} for c in cells if c["status"] != "ok"],
-        "lr": [{"seed": c["seed"], "lr": c.get("lr")} for c in ok],
-        "full_dev": mean_std([c["full"]["dev"] for c in ok]), "full_test": mean_std([c["full"]["test"] for c in ok]),
+        "kind": cells[0].kind, "metric": cells[0].metric, "seeds": [c.seed for c in cells],
+        "status": {s: sum(c.status == s for c in cells) for s in STATUSES},
+        "errors": [{"seed": c.seed, "status": c.status, "error": c.error} for c in cells if not c.ok],
+        "lr": [{"seed": c.seed, "lr": c.lr} for c in ok],
+        "full_dev": mean_std([c.summary.full_dev for c in ok]), "full_test": mean_std([c.summary.full_test for c in ok]),
         "quality_at": {f"{t:g}x": mean_std([quality_at(f, t) for f in fronts]) for t in speedups},
         "auc": mean_std([a for a, _ in aucs]), "reach": mean_std([r for _, r in aucs]),
-        "timed": timed, "cells": cells,
+        "timed": timed, "cells": [c.to_json() for c in cells],
     }
 
 
@@ -131,52 +116,52 @@ def _row(method: str, s: dict) -> list[str]:
 
 # ---- plots and CSV -----------------------------------------------------------------------------
 
-def _timed(cell: dict) -> list[dict]:
-    """A cell's timed operating points, each tagged with its ``criterion``."""
-    return [{**t, "criterion": k} for k, t in sorted((cell.get("timed") or {}).items())]
-
-
-def _static_points(by_method: dict[str, list[dict]], point: Callable[[dict], tuple | None]) -> list[tuple[float, float, str]]:
+def _static_points(by_method: dict[str, list[ComparisonCell]],
+                   point: Callable[[ComparisonCell], tuple | None]) -> list[tuple[float, float, str]]:
     """Per static-k method, ``(mean x, mean y, "k")`` of ``point(cell)`` over its ok seeds that have one."""
     out = []
     for method, cells in by_method.items():
-        pts = [point(c) for c in cells if c["kind"] == "static" and c["status"] == "ok"]
+        pts = [point(c) for c in cells if c.is_static and c.ok]
         pts = [p for p in pts if p is not None]
         if pts:
-            out.append((float(np.mean([p[0] for p in pts])), float(np.mean([p[1] for p in pts])), str(_static_k(method))))
+            out.append((float(np.mean([p[0] for p in pts])), float(np.mean([p[1] for p in pts])), str(static_depth(method))))
     return out
 
 
-def _static_flops(c: dict) -> tuple | None:
-    pts = _points(c)
+def _static_flops(c: ComparisonCell) -> tuple | None:
+    pts = c.points
     return (pts[0]["test"]["flops_speedup"], pts[0]["test"]["quality"]) if pts else None
 
 
-def _static_timed(c: dict) -> tuple | None:
-    pts = _timed(c)
-    return (pts[0]["wallclock_speedup"], pts[0]["test_quality"]) if pts else None
+def _static_timed(c: ComparisonCell) -> tuple | None:
+    pts = c.timed
+    return (pts[0][1].wallclock_speedup, pts[0][1].test_quality) if pts else None
 
 
-def _static_wall_vs_layer(c: dict) -> tuple | None:
-    pts = _timed(c)
-    return (pts[0]["layer_speedup"], pts[0]["wallclock_speedup"]) if pts else None
+def _static_wall_vs_layer(c: ComparisonCell) -> tuple | None:
+    pts = c.timed
+    return (pts[0][1].layer_speedup, pts[0][1].wallclock_speedup) if pts else None
 
 
-def _early_ok(by_method: dict[str, list[dict]]) -> dict[str, list[dict]]:
-    return {m: [c for c in cells if c["status"] == "ok"] for m, cells in by_method.items() if cells[0]["kind"] != "static"}
+def _early_ok(by_method: dict[str, list[ComparisonCell]]) -> dict[str, list[ComparisonCell]]:
+    return {m: [c for c in cells if c.ok] for m, cells in by_method.items() if not is_static(m)}
 
 
-def full_model_quality(by_method: dict[str, list[dict]]) -> float | None:
+def _metric(by_method: dict[str, list[ComparisonCell]], default: str) -> str:
+    """The first metric a cell of the task names, else ``default``."""
+    return next((c.metric for cells in by_method.values() for c in cells if c.metric), default)
+
+
+def full_model_quality(by_method: dict[str, list[ComparisonCell]]) -> float | None:
     """Mean test quality of the static cell with the largest k if k = L (test layer speed-up 1), else None."""
-    static = {m: [c for c in cells if c["status"] == "ok" and _points(c)]
-              for m, cells in by_method.items() if cells[0]["kind"] == "static"}
+    static = {m: [c for c in cells if c.ok and c.points] for m, cells in by_method.items() if is_static(m)}
     static = {m: cells for m, cells in static.items() if cells}
     if not static:
         return None
-    deepest = static[max(static, key=_static_k)]
-    if any(abs(_points(c)[0]["test"]["layer_speedup"] - 1.0) > 1e-6 for c in deepest):
+    deepest = static[max(static, key=static_depth)]
+    if any(abs(c.points[0]["test"]["layer_speedup"] - 1.0) > 1e-6 for c in deepest):
         return None
-    return float(np.mean([c["full"]["test"] for c in deepest]))
+    return float(np.mean([c.summary.full_test for c in deepest]))
 
 
 def pareto_figure(task: str, by_method: dict[str, list[dict]], styles: dict[str, tuple[str, str]]):
@@ -187,16 +172,16 @@ def pareto_figure(task: str, by_method: dict[str, list[dict]], styles: dict[str,
     early = _early_ok(by_method)
     flops = {"xlabel": XLABELS["flops_speedup"],
              "lines": {m: [[(p["test"]["flops_speedup"], p["test"]["quality"])
-                            for p in dev_chosen_front(_points(c), "flops_speedup")] for c in cells]
+                            for p in dev_chosen_front(c.points, "flops_speedup")] for c in cells]
                        for m, cells in early.items()},
              "static": _static_points(by_method, _static_flops)}
-    wall = {m: [[(t["wallclock_speedup"], t["test_quality"]) for t in _timed(c)] for c in cells] for m, cells in early.items()}
+    wall = {m: [[(t.wallclock_speedup, t.test_quality) for _, t in c.timed] for c in cells] for m, cells in early.items()}
     timed = {"xlabel": XLABELS["wallclock_speedup"],
              "lines": {m: [pareto_front(pts, 0, 1) for pts in seeds] for m, seeds in wall.items()},
              "points": {m: [p for pts in seeds for p in pts] for m, seeds in wall.items()},
              "static": _static_points(by_method, _static_timed)}
     full = full_model_quality(by_method)
-    metric = next((c["metric"] for cells in by_method.values() for c in cells if c.get("metric")), "quality")
+    metric = _metric(by_method, "quality")
     return tradeoff_panels([flops, timed], styles, f"test {metric} (%)",
                            f"{task}: dev-chosen fronts at their test numbers (every seed drawn)",
                            None if full is None else (full, "full model (static-L)"))
@@ -205,7 +190,7 @@ def pareto_figure(task: str, by_method: dict[str, list[dict]], styles: dict[str,
 def wallclock_figure(task: str, by_method: dict[str, list[dict]], styles: dict[str, tuple[str, str]]):
     """Measured batch-32 wall-clock speed-up vs test layer speed-up of every timed point (every
     seed), the line y = x dashed. Unsaved Figure."""
-    points = {m: [(t["layer_speedup"], t["wallclock_speedup"]) for c in cells for t in _timed(c)]
+    points = {m: [(t.layer_speedup, t.wallclock_speedup) for c in cells for _, t in c.timed]
               for m, cells in _early_ok(by_method).items()}
     return speedup_scatter(points, styles, _static_points(by_method, _static_wall_vs_layer), XLABELS["layer_speedup"],
                            XLABELS["wallclock_speedup"], f"{task}: measured vs layer speed-up")
@@ -219,14 +204,14 @@ def pareto_csv(by_method: dict[str, list[dict]]) -> str:
     w.writerow(["method", "criterion", "seed", "source", "test_quality", "layer_speedup", "flops_speedup", "wallclock_speedup"])
     r = lambda v: "" if v is None else round(v, 4)  # noqa: E731
     for method, cells in by_method.items():
-        for c in (c for c in cells if c["status"] == "ok"):
-            for p in dev_chosen_front(_points(c)):
+        for c in (c for c in cells if c.ok):
+            for p in dev_chosen_front(c.points):
                 t = p["test"]
-                w.writerow([method, p["criterion"], c["seed"], "front", r(t["quality"]), r(t["layer_speedup"]),
+                w.writerow([method, p["criterion"], c.seed, "front", r(t["quality"]), r(t["layer_speedup"]),
                             r(t["flops_speedup"]), ""])
-            for t in _timed(c):
-                w.writerow([method, t["criterion"], c["seed"], "timed", r(t.get("test_quality")), r(t.get("layer_speedup")),
-                            r(t.get("flops_speedup")), r(t.get("wallclock_speedup"))])
+            for criterion, t in c.timed:
+                w.writerow([method, criterion, c.seed, "timed", r(t.test_quality), r(t.layer_speedup),
+                            r(t.flops_speedup), r(t.wallclock_speedup)])
     return buf.getvalue()
 
 
@@ -236,8 +221,8 @@ def static_line_at(by_method: dict[str, list[dict]], speedups: tuple[float, ...]
     by_seed: dict[int, list[dict]] = {}
     for cells in by_method.values():
         for c in cells:
-            if c["kind"] == "static" and c["status"] == "ok":
-                by_seed.setdefault(c["seed"], []).extend(_points(c))
+            if c.is_static and c.ok:
+                by_seed.setdefault(c.seed, []).extend(c.points)
     fronts = [dev_chosen_front(points) for _, points in sorted(by_seed.items())]
     return {f"{t:g}x": mean_std([quality_at(f, t) for f in fronts]) for t in speedups}
 
@@ -245,7 +230,7 @@ def static_line_at(by_method: dict[str, list[dict]], speedups: tuple[float, ...]
 def claims_table(summaries: dict[str, dict], static: dict[str, dict], speedups: tuple[float, ...]) -> tuple[str, dict]:
     """Markdown and data: each early-exit method's test quality minus the static line's at each target."""
     data = {m: {f"{t:g}x": claim(s["quality_at"][f"{t:g}x"], static[f"{t:g}x"]) for t in speedups}
-            for m, s in summaries.items() if s["kind"] != "static" and s["status"]["ok"]}
+            for m, s in summaries.items() if not is_static(m) and s["status"]["ok"]}
 
     def text(c: dict) -> str:
         return c["verdict"] if c["difference"] is None else f"{c['difference']:+.1f} ({c['verdict']})"
@@ -258,29 +243,28 @@ def claims_table(summaries: dict[str, dict], static: dict[str, dict], speedups: 
 
 # ---- the report --------------------------------------------------------------------------------
 
-def _group(cells: list[dict]) -> dict[str, dict[str, list[dict]]]:
+def _method_order(method: str) -> tuple[bool, int]:
+    """Sort key: the early-exit methods (in their given order, the sort being stable), then static-k by k."""
+    return is_static(method), static_depth(method) or 0
+
+
+def _group(cells: list[ComparisonCell]) -> dict[str, dict[str, list[ComparisonCell]]]:
     """``{task: {method: cells}}``: tasks in order of appearance; per task the early-exit methods in
     order of appearance, then the static-k methods by k."""
-    grouped: dict[str, dict[str, list[dict]]] = {}
+    grouped: dict[str, dict[str, list[ComparisonCell]]] = {}
     for c in cells:
-        grouped.setdefault(c["task"], {}).setdefault(c["method"], []).append(c)
-
-    def order(item: tuple[str, list[dict]]) -> tuple:
-        static = item[1][0]["kind"] == "static"
-        return static, _static_k(item[0]) if static else 0
-
-    return {t: dict(sorted(by_method.items(), key=order)) for t, by_method in grouped.items()}
+        grouped.setdefault(c.task, {}).setdefault(c.method, []).append(c)
+    return {t: dict(sorted(by_method.items(), key=lambda item: _method_order(item[0]))) for t, by_method in grouped.items()}
 
 
 def _overall(summaries: dict[str, dict[str, dict]], auc_label: str) -> tuple[str, dict, dict]:
     """The method x task AUC table (markdown) with the early-exit methods' average rank; returns
     ``(markdown, {method: {task: AUC aggregate}}, average_ranks)``."""
     tasks = list(summaries)
-    rows = {m: s for by_method in summaries.values() for m, s in by_method.items()}  # any task's summary: kind
-    methods = sorted(rows, key=lambda m: (rows[m]["kind"] == "static", _static_k(m) if rows[m]["kind"] == "static" else 0))
+    methods = sorted({m: None for by_method in summaries.values() for m in by_method}, key=_method_order)
     auc = {m: {t: summaries[t][m]["auc"] for t in tasks if m in summaries[t] and summaries[t][m]["status"]["ok"]}
            for m in methods}
-    ranks = average_ranks({m: a for m, a in auc.items() if rows[m]["kind"] != "static"}, tasks)
+    ranks = average_ranks({m: a for m, a in auc.items() if not is_static(m)}, tasks)
 
     def cell(m: str, t: str) -> str:
         s = summaries[t].get(m)
@@ -301,15 +285,12 @@ def _overall(summaries: dict[str, dict[str, dict]], auc_label: str) -> tuple[str
     return text, auc, ranks
 
 
-def compare_report(cells: list[dict], speedups: tuple[float, ...] = (1.5, 2.0, 3.0), *, out_dir: Path,
+def compare_report(cells: list[ComparisonCell], speedups: tuple[float, ...] = (1.5, 2.0, 3.0), *, out_dir: Path,
                    auc_range: tuple[float, float] = (1.0, 3.0)) -> dict:
     """Writes the comparison report of finished grid cells into ``out_dir``.
 
-    A cell (JSON-able): ``{"task", "method", "seed", "kind": "early-exit" | "static", "status": "ok" |
-    "failed" | "n/a", "error", "metric", "lr", "lr_scores", "dev_score", "full": {"dev", "test"},
-    "series": {criterion: [sweep point]}, "timed": {criterion: {"threshold", "test_quality",
-    "layer_speedup", "flops_speedup", "wallclock_speedup"}}, "seconds", "checkpoint"}``; a static
-    method is named ``static-<k>`` and its cell has one criterion with one point (layer speed-up L/k).
+    ``cells``: ``tasks.reports.cells.ComparisonCell``; a static baseline's cell has one criterion
+    with one point (layer speed-up L/k).
 
     Writes ``compare.json`` (per task, per method: ``summarise_method``'s numbers with the raw cells;
     overall AUC and average ranks), ``compare.md``, and per task ``pareto-<task>.png`` /
@@ -319,7 +300,7 @@ def compare_report(cells: list[dict], speedups: tuple[float, ...] = (1.5, 2.0, 3
     out_dir = Path(out_dir)
     grouped = _group(cells)
     tasks = list(grouped)
-    styles = method_styles(list(dict.fromkeys(c["method"] for c in cells if c["kind"] != "static")))
+    styles = method_styles(list(dict.fromkeys(c.method for c in cells if not c.is_static)))
     summaries = {t: {m: summarise_method(cs, speedups, auc_range) for m, cs in by_method.items()}
                  for t, by_method in grouped.items()}
     auc_label = f"AUC[{auc_range[0]:g},{auc_range[1]:g}]"
@@ -331,7 +312,7 @@ def compare_report(cells: list[dict], speedups: tuple[float, ...] = (1.5, 2.0, 3
         wallclock_plots[task] = str(_save(wallclock_figure(task, by_method, styles), out_dir / f"wallclock-{task}.png"))
         atomic_write_text(out_dir / f"pareto-{task}.csv", pareto_csv(by_method))
         full = full_model_quality(by_method)
-        metric = next((c["metric"] for cs in by_method.values() for c in cs if c.get("metric")), "?")
+        metric = _metric(by_method, "?")
         static = static_line_at(by_method, speedups)
         claims_md, claims[task] = claims_table(summaries[task], static, speedups)
         sections.append(f"## {task} ({metric})\n\n" + markdown_table(head, [_row(m, s) for m, s in summaries[task].items()])

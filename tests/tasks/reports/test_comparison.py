@@ -12,14 +12,8 @@ import pytest
 
 import tasks.plots as plots
 from tasks.plots import method_styles
-from tasks.reports.comparison import (
-    compare_report,
-    full_model_quality,
-    method_points,
-    pareto_figure,
-    static_line_at,
-    summarise_method,
-)
+from tasks.reports.cells import ComparisonCell
+from tasks.reports.comparison import compare_report, full_model_quality, pareto_figure, static_line_at, summarise_method
 from tasks.reports.tables import format_mean_std
 from tasks.reports.tradeoff import dev_chosen_front, quality_at
 
@@ -41,24 +35,26 @@ def timed(s: float, q: float, wall: float) -> dict:
 
 
 def cell(method: str, seed: int = 1, task: str = "sst2", status: str = "ok", error: str | None = None,
-         series: dict | None = None, full_test: float = 90.0, kind: str = "early-exit", tmd: dict | None = None) -> dict:
-    ok = status == "ok"
+         series: dict | None = None, full_test: float = 90.0, tmd: dict | None = None) -> ComparisonCell:
+    """A cell as ``cell.json`` holds it, read back; an ok cell's entropy curve loses 5 points at 2x, 15 at 3x."""
+    if status != "ok":
+        return ComparisonCell.from_json({"task": task, "method": method, "seed": seed, "status": status, "error": error,
+                                         "lr": None, "lr_scores": {}, "seconds": 1.0})
     series = series if series is not None else {"entropy": front((1.0, full_test), (2.0, full_test - 5), (3.0, full_test - 15))}
-    return {"task": task, "method": method, "seed": seed, "kind": kind, "status": status, "error": error,
-            "metric": "accuracy", "lr": 3e-4 if ok else None, "lr_scores": {"0.0003": full_test} if ok else {},
-            "dev_score": full_test if ok else None, "full": {"dev": full_test, "test": full_test} if ok else None,
-            "series": series if ok else None,
-            "timed": (tmd if tmd is not None else {"entropy": timed(2.0, full_test - 5, 1.7)}) if ok else None,
-            "seconds": 1.0, "checkpoint": None}
+    return ComparisonCell.from_json({
+        "task": task, "method": method, "seed": seed, "status": status, "error": None, "metric": "accuracy",
+        "num_layers": 6, "lr": 3e-4, "lr_scores": {"0.0003": full_test}, "dev_score": full_test,
+        "full": {"dev": full_test, "test": full_test}, "series": series,
+        "timed": tmd if tmd is not None else {"entropy": timed(2.0, full_test - 5, 1.7)}, "seconds": 1.0, "checkpoint": None})
 
 
-def static(k: int, quality: float, seed: int = 1, task: str = "sst2") -> dict:
+def static(k: int, quality: float, seed: int = 1, task: str = "sst2") -> ComparisonCell:
     s = 6 / k
-    return cell(f"static-{k}", seed, task, kind="static", full_test=quality, series={"static": front((s, quality))},
+    return cell(f"static-{k}", seed, task, full_test=quality, series={"static": front((s, quality))},
                 tmd={"static": timed(s, quality, 0.95 * s)})
 
 
-def grid() -> list[dict]:
+def grid() -> list[ComparisonCell]:
     return [cell("joint", 1, full_test=90.0), cell("joint", 2, full_test=94.0), cell("pabee", 1, full_test=88.0),
             cell("pabee", 2, status="failed", error="CUDA out of memory | at step 3"),
             cell("leco", 1, status="n/a", error="leco cannot do regression"),
@@ -71,7 +67,7 @@ def grid() -> list[dict]:
 def test_dev_chosen_front_selects_on_dev_and_reports_test():
     # "lucky" is the best point on test at 2x but dominated on dev by "honest": it must not be used
     series = {"entropy": [pt(1.0, 85.0, 1.0, 84.0), pt(2.0, 80.0, 2.0, 70.0)], "patience": [pt(2.0, 75.0, 2.0, 90.0)]}
-    chosen = dev_chosen_front(method_points(series))
+    chosen = dev_chosen_front(cell("joint", series=series).points)
     assert [(p["criterion"], p["test"]["quality"]) for p in chosen] == [("entropy", 84.0), ("entropy", 70.0)]
     assert quality_at(chosen, 2.0) == 70.0
 
