@@ -8,337 +8,36 @@ The flow reads like the procedure::
                  -> report (tables, Pareto plots) -> MLflow parent run + nested run per cell
                  -> champion alias per (task, method), moved only when dev improves
 
-**Units.** A unit is one (task, method, seed, learning rate): ``run_unit`` runs the method's
-registered cell runner (``flows.methods``) on the unit's own params, whose ``artifacts_dir`` is
-``artifacts/compare/<profile>/cells/lr-<lr>``, so units never share an output folder. The
-steps inside are the cached tasks of each method, so a re-run with nothing changed is served
-from the cache. A unit that raises is reported ``failed`` with its error; the others go on. A
-method that cannot do regression is ``n/a`` on a regression task and runs nothing.
-
-**Scale-out.** Units run through Prefect's ``DaskTaskRunner``: a ``LocalCluster`` of
-``compare.workers`` processes (default: one per core), one thread each, with
-``compare.torch_threads`` torch threads per unit (default: cores // workers), so two units on
-two cores do not fight; or ``compare.address`` (``--address``) submits them to an existing
-Dask scheduler; ``compare.sequential`` runs them one after another in this process.
-Multi-GPU: start one worker per GPU (``dask-cuda``'s ``LocalCUDACluster`` pins each worker to
-its GPU with ``CUDA_VISIBLE_DEVICES``), pass its address, and ``device: auto`` puts each unit on
-its worker's GPU. The worker processes need the Prefect API of the flow: the CLI starts the
-temporary server before the flow and exports ``PREFECT_API_URL``, which workers inherit.
-
-**Tracking.** MLflow runs are written by the flow only (never by units): experiment
-``exitflow-compare``, a parent run per comparison with a nested run per cell. Per
-(task, method), the best seed's model is registered as ``exitflow-<profile>-<task>-<method>``
-and given the alias ``compare.champion_alias`` when its dev score beats the alias holder's
-(model version tag ``dev_score``); otherwise nothing is logged for it.
+The grid and its cells are ``flows.compare_grid`` (units, scale-out), the MLflow runs and
+champions ``flows.champions`` (tracking).
 """
 
 from __future__ import annotations
 
-import json
-import os
-import re
 import time
-import traceback
-from collections import defaultdict
-from dataclasses import replace
-from pathlib import Path
 
 import mlflow
-from prefect import flow, task
-from prefect.cache_policies import NO_CACHE
-from prefect.task_runners import ThreadPoolTaskRunner
+from prefect import flow
 
-from flows.layout import Layout, common, prepare_task_data
-from flows.methods import load_methods
-from flows.tracking import log_exit_model, parent_run, shipped_criterion, use_experiment
-from tasks.backbones import backbone_num_layers
-from tasks.caching import run_cached
-from tasks.compare import evaluate_static, single_point_summary
-from tasks.reports.cells import CellSummary, ComparisonCell, UnitResult, static_depth, static_method
+from flows.champions import champions, log_cell
+from flows.compare_grid import (  # noqa: F401  (check_dask_address: flows.cli imports it from here)
+    assemble_cells,
+    build_grid,
+    check_dask_address,
+    check_unique,
+    compare_tasks,
+    grid_timing,
+    report_cells,
+    run_grid,
+    task_runner,
+)
+from flows.layout import Layout, prepare_task_data
+from flows.tracking import parent_run, use_experiment
+from tasks.config import load_params
+from tasks.io import atomic_write_json
 from tasks.reports.comparison import compare_report
-from tasks.config import ConfigError, Params, load_params
-from tasks.data import load_meta
-from tasks.io import atomic_write_json, portable_path
-from tasks.train import train_multi_exit
 
 EXPERIMENT = "exitflow-compare"
-CONNECT_TIMEOUT_S = 5
-NO_CHAMPION = {"RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE"}  # no such model, or no such alias on it
-
-
-# ---- the grid -------------------------------------------------------------------------------------
-
-def compare_tasks(params: Params) -> list[str]:
-    """``compare.tasks`` plus every ``data.custom`` task, in that order, without repeats."""
-    return list(dict.fromkeys([*params.compare.tasks, *params.data.custom]))
-
-
-def compare_methods(params: Params) -> list[str]:
-    """``compare.methods`` (``all``: every registered method), checked against the registry."""
-    registered = load_methods()
-    names = list(registered) if params.compare.methods == ["all"] else params.compare.methods
-    unknown = [m for m in names if m not in registered]
-    if unknown:
-        raise ConfigError(f"compare.methods: unknown {unknown}; registered: {', '.join(registered)} (or [all])")
-    return names
-
-
-def check_unique(params: Params) -> None:
-    """Two units with the same (task, method, seed, lr) would write one folder at once."""
-    cfg = params.compare
-    for what, values in (("methods", cfg.methods), ("seeds", cfg.seeds)):
-        repeated = sorted({str(v) for v in values if values.count(v) > 1})
-        if repeated:
-            raise ConfigError(f"compare.{what}: {', '.join(repeated)} listed more than once")
-
-
-def static_methods(params: Params) -> list[str]:
-    """``static-<k>`` for each ``compare.static_layers`` k (1..L of the backbone)."""
-    L = backbone_num_layers(params.backbone.name)
-    too_deep = [k for k in params.compare.static_layers if k > L]
-    if too_deep:
-        raise ConfigError(f"compare.static_layers: {too_deep} exceed {params.backbone.name}'s {L} layers")
-    return [static_method(k) for k in params.compare.static_layers]
-
-
-def unit_params(params: Params, cells_dir: Path, task: str, seed: int, lr: float) -> Params:
-    """The params one unit runs with: its task, seed and learning rate, its own artifacts tree."""
-    return params.model_copy(update={"seed": seed, "artifacts_dir": cells_dir / f"lr-{lr:g}",
-                                     "train": params.train.model_copy(update={"task": task, "lr": lr})})
-
-
-def static_cell(params: Params, k: int) -> CellSummary:
-    """The first ``k`` layers fine-tuned as a single-exit model (no exit scorer), evaluated
-    against the full-depth backbone (``tasks.compare.evaluate_static``)."""
-    dirs = Layout.from_params(params).static_baseline(k)
-    train = params.train.model_copy(update={"exit_scorer": None})
-    trained = run_cached(train_multi_exit, out_dir=dirs.train, train=train, backbone=params.backbone, strategy="single",
-                         num_layers=k, **common(params))
-    ev = params.evaluate
-    evaluated = run_cached(evaluate_static, out_dir=dirs.evaluate, train=train, backbone=params.backbone,
-                           ckpt_dir=trained["checkpoint"], batch_size=ev.batch_size,
-                           timing_batch_size=params.compare.timing_batch_size, timing_rows=ev.timing_rows,
-                           timing_repeats=ev.timing_repeats, **common(params))
-    return single_point_summary("static", evaluated["summary"], evaluated["timing_summary"], trained["checkpoint"],
-                                params.compare.timing_batch_size)
-
-
-@task(name="compare_unit", cache_policy=NO_CACHE)  # the method's steps inside are cached
-def run_unit(params: Params, method: str, threads: int) -> UnitResult:
-    """One (task, method, seed, lr): its cell summary or its error; never raises for a method's
-    failure, so one bad unit does not stop the grid. Seconds include cache hits."""
-    import torch
-
-    torch.set_num_threads(threads)
-    start = time.perf_counter()
-    summary, error, k = None, None, static_depth(method)
-    try:
-        summary = static_cell(params, k) if k is not None else load_methods()[method].run(params)
-    except Exception as err:  # reported in the table; the traceback goes to the Prefect log
-        print(f"[compare] {params.train.task}/{method}/seed-{params.seed}/lr-{params.train.lr:g} failed:\n"
-              + "".join(traceback.format_exception(err)))
-        error = f"{type(err).__name__}: {err}".splitlines()[0][:300]
-    return UnitResult(summary, error, time.perf_counter() - start)
-
-
-@flow(name="compare_grid")
-def run_grid(units: list[tuple[Params, str]], threads: int) -> list[UnitResult]:
-    """Submit every unit to the flow's task runner; results in ``units``' order."""
-    futures = [run_unit.submit(p, method, threads) for p, method in units]
-    results = []
-    for future in futures:  # a unit lost by Dask (killed worker, memory) fails its cell, not the grid
-        result = future.result(raise_on_failure=False)
-        results.append(UnitResult(None, f"{type(result).__name__}: {result}".splitlines()[0][:300], 0.0)
-                       if isinstance(result, BaseException) else result)
-    return results
-
-
-def task_runner(params: Params):
-    """``(task runner, torch threads per unit, description)`` for ``compare``'s settings."""
-    cfg, cores = params.compare, os.cpu_count() or 1
-    if cfg.sequential:
-        return ThreadPoolTaskRunner(max_workers=1), cfg.torch_threads or cores, "sequential"
-    from prefect_dask import DaskTaskRunner
-
-    if cfg.address is not None:
-        check_dask_address(cfg.address)
-        return DaskTaskRunner(address=cfg.address), cfg.torch_threads or 1, f"Dask cluster at {cfg.address}"
-    workers = cfg.workers or cores
-    threads = cfg.torch_threads or max(1, cores // workers)
-    import logging
-
-    runner = DaskTaskRunner(cluster_kwargs={"n_workers": workers, "threads_per_worker": 1, "processes": True,
-                                            "dashboard_address": None, "silence_logs": logging.WARNING})
-    return runner, threads, f"Dask LocalCluster, {workers} workers x 1 thread, {threads} torch threads each"
-
-
-def check_dask_address(address: str) -> None:
-    """Fail within ``CONNECT_TIMEOUT_S`` seconds, naming ``address``, unless a Dask scheduler there
-    answers an ``identity`` request (a port that accepts and stays silent fails too: a plain
-    ``Client(address, timeout=...)`` waits on it for ever)."""
-    import asyncio
-
-    from distributed.core import rpc
-
-    async def identity():
-        async with rpc(address, timeout=CONNECT_TIMEOUT_S) as scheduler:
-            return await scheduler.identity()
-
-    try:
-        answer = asyncio.run(asyncio.wait_for(identity(), CONNECT_TIMEOUT_S))
-    except (OSError, TimeoutError, asyncio.TimeoutError) as err:
-        raise ConfigError(f"compare.address {address}: no Dask scheduler answered within {CONNECT_TIMEOUT_S} s "
-                          f"({type(err).__name__}); start one (`dask scheduler`) or drop --address") from None
-    if not isinstance(answer, dict) or answer.get("type") != "Scheduler":
-        raise ConfigError(f"compare.address {address}: answered, but is not a Dask scheduler ({answer!r:.80})")
-
-
-# ---- cells: one learning rate per (task, method), every seed at it -------------------------------------
-
-def choose_lr(scores: dict[float, list[float | None]]) -> float | None:
-    """``scores[lr]`` = each seed's dev quality at full depth (None: the unit failed) -> the rate
-    with the best mean over the seeds it trained, preferring rates every seed trained; ties go to
-    the smaller rate. None when no unit trained."""
-    ranked = [(all(v is not None for v in vs), sum(v for v in vs if v is not None) / sum(v is not None for v in vs), -lr, lr)
-              for lr, vs in scores.items() if any(v is not None for v in vs)]
-    return max(ranked)[3] if ranked else None
-
-
-def assemble_cells(grid: list[dict], results: list[UnitResult]) -> list[ComparisonCell]:
-    """Unit results -> one cell per (task, method, seed), every seed of a (task, method) at the
-    learning rate ``choose_lr`` picks on dev for that (task, method)."""
-    units: dict[tuple, dict[int, dict[float, UnitResult]]] = defaultdict(lambda: defaultdict(dict))
-    for unit, result in zip(grid, results):
-        units[(unit["task"], unit["method"])][unit["seed"]][unit["lr"]] = result
-
-    def dev(result: UnitResult | None) -> float | None:
-        return None if result is None or result.summary is None else result.summary.full_dev
-
-    cells = []
-    for (task_name, method), by_seed in units.items():
-        rates = sorted({lr for by_lr in by_seed.values() for lr in by_lr})
-        lr = choose_lr({r: [dev(by_lr.get(r)) for by_lr in by_seed.values()] for r in rates})
-        for seed, by_lr in by_seed.items():
-            seconds = sum(r.seconds for r in by_lr.values())
-            lr_scores = {f"{k:g}": dev(r) for k, r in by_lr.items()}
-            chosen = by_lr.get(lr) if lr is not None else None
-            if dev(chosen) is None:
-                errors = sorted({r.error for r in ([chosen] if chosen else by_lr.values()) if r.error is not None})
-                cells.append(ComparisonCell(task_name, method, seed, "failed", lr, lr_scores, seconds, "; ".join(errors)))
-            else:
-                cells.append(ComparisonCell(task_name, method, seed, "ok", lr, lr_scores, seconds, summary=chosen.summary,
-                                            dev_score=chosen.summary.full_dev))
-    return cells
-
-
-def not_applicable(task_name: str, method: str, seed: int) -> ComparisonCell:
-    """The n/a cell of a method that cannot do the (regression) task."""
-    return ComparisonCell(task_name, method, seed, "n/a", lr=None, lr_scores={}, seconds=0.0,
-                          error=f"{method} cannot do regression")
-
-
-# ---- MLflow: parent run, a nested run per cell, champions ---------------------------------------------
-
-def model_name(profile: str, task_name: str, method: str) -> str:
-    return re.sub(r"[^A-Za-z0-9_.-]", "-", f"exitflow-{profile}-{task_name}-{method}")
-
-
-def log_cell(cell: ComparisonCell) -> None:
-    """The nested run of one cell: its choice, scores, curves (``cell.json``) and time."""
-    with mlflow.start_run(run_name=f"{cell.task}/{cell.method}/seed-{cell.seed}", nested=True):
-        mlflow.log_params({"task": cell.task, "method": cell.method, "seed": cell.seed, "kind": cell.kind,
-                           "status": cell.status, "lr": cell.lr})
-        mlflow.set_tag("status", cell.status)
-        if cell.error:
-            mlflow.set_tag("error", cell.error[:4000])
-        mlflow.log_metric("seconds", cell.seconds)
-        for lr, score in cell.lr_scores.items():
-            if score is not None:
-                mlflow.log_metric(f"lr_{lr}_dev_full_quality", score)
-        if cell.ok:
-            mlflow.log_metrics({"dev_full_quality": cell.summary.full_dev, "test_full_quality": cell.summary.full_test})
-            for name, point in cell.summary.timed.items():
-                mlflow.log_metrics({f"{name}_test_quality": point.test_quality, f"{name}_layer_speedup": point.layer_speedup,
-                                    f"{name}_wallclock_speedup": point.wallclock_speedup})
-        mlflow.log_dict(cell.to_json(), "cell.json")
-
-
-def update_champion(params: Params, profile: str, cell: ComparisonCell) -> dict:
-    """Register ``cell``'s model under ``model_name`` with the champion alias when its dev score
-    beats the current champion's (or there is none). Returns what happened."""
-    from mlflow import MlflowClient
-    from mlflow.exceptions import MlflowException
-
-    client, alias = MlflowClient(), params.compare.champion_alias
-    name = model_name(profile, cell.task, cell.method)
-    try:
-        current = client.get_model_version_by_alias(name, alias)
-        best = float(current.tags.get("dev_score", "-inf"))
-    except MlflowException as err:
-        if err.error_code not in NO_CHAMPION:
-            raise  # a registry that does not answer must not move the alias
-        current, best = None, float("-inf")
-    if cell.dev_score <= best:
-        return {"model": name, "moved": False, "version": current.version, "dev_score": best}
-    operating = {n: {"threshold": p.threshold, "dev": {"layer_speedup": p.dev_layer_speedup, "quality": p.dev_quality}}
-                 for n, p in cell.summary.timed.items() if p.dev_layer_speedup is not None}
-    with mlflow.start_run(run_name=f"champion/{cell.task}/{cell.method}", nested=True):
-        info = log_exit_model(cell.summary.checkpoint, {"max_length": params.backbone.max_length,
-                                                        **shipped_criterion(operating)}, name)
-    version = info.registered_model_version
-    for key in ("dev_score", "task", "method", "seed", "lr"):
-        client.set_model_version_tag(name, version, key, str(getattr(cell, key)))
-    client.set_registered_model_alias(name, alias, version)
-    return {"model": name, "moved": True, "version": version, "dev_score": cell.dev_score}
-
-
-def champions(params: Params, profile: str, cells: list[ComparisonCell]) -> list[dict]:
-    """Per (task, method) of early-exit cells that ran: the best seed on dev challenges the champion."""
-    best: dict[tuple, ComparisonCell] = {}
-    for c in cells:
-        if c.ok and not c.is_static:
-            key = (c.task, c.method)
-            if key not in best or c.dev_score > best[key].dev_score:
-                best[key] = c
-    return [update_champion(params, profile, c) for c in best.values()]
-
-
-# ---- the flow -------------------------------------------------------------------------------------------
-
-def time_by_method(cells: list[ComparisonCell]) -> dict[str, float]:
-    """Seconds summed over a method's cells (static-k under ``static``), largest first."""
-    total: dict[str, float] = defaultdict(float)
-    for c in cells:
-        total["static" if c.is_static else c.method] += c.seconds
-    return dict(sorted(total.items(), key=lambda kv: -kv[1]))
-
-
-def build_grid(params: Params, cells_dir: Path) -> tuple[list[dict], list[tuple[Params, str]], list[ComparisonCell]]:
-    """``(grid, units, n/a cells)``: one unit per task x (methods + static-k) x seed x lr, each
-    with its params; a method that cannot do regression gets an n/a cell per seed on a
-    regression task instead of units."""
-    registry = load_methods()
-    grid, units, na = [], [], []
-    for task_name in compare_tasks(params):
-        regression = load_meta(Layout.from_params(params).data, task_name)["spec"]["label_type"] == "float"
-        for method in compare_methods(params) + static_methods(params):
-            for seed in params.compare.seeds:
-                if regression and method in registry and not registry[method].regression:
-                    na.append(not_applicable(task_name, method, seed))
-                    continue
-                for lr in params.compare.lr_grid:
-                    grid.append({"task": task_name, "method": method, "seed": seed, "lr": lr})
-                    units.append((unit_params(params, cells_dir, task_name, seed, lr), method))
-    return grid, units, na
-
-
-def report_cells(cells: list[ComparisonCell], root: Path) -> list[ComparisonCell]:
-    """Cells as the DVC-tracked report keeps them: no wall time of the run (``timing.json`` has
-    it) and checkpoints relative to the project, so a re-run from the cache or a moved project
-    writes the same report."""
-    return [replace(c, seconds=None, summary=c.summary and replace(
-                c.summary, checkpoint=portable_path(Path(c.summary.checkpoint), root) if c.summary.checkpoint else c.summary.checkpoint))
-            for c in cells]
 
 
 @flow(name="exitflow_compare", log_prints=True)
@@ -361,9 +60,7 @@ def compare_flow(params_path: str = "params.yaml", overrides: list[str] | None =
     wall = time.perf_counter() - start
     cells = assemble_cells(grid, results) + na
     report = compare_report(report_cells(cells, params.root), tuple(params.compare.speedups), out_dir=root / "report")
-    timing = {"wall_seconds": wall, "runner": how, "units": len(units), "unit_seconds": sum(r.seconds for r in results),
-              "by_method_seconds": time_by_method(cells),
-              "cells": [{"task": c.task, "method": c.method, "seed": c.seed, "seconds": c.seconds} for c in cells]}
+    timing = grid_timing(wall, how, results, cells)
     atomic_write_json(root / "timing.json", timing)  # wall-clock: beside the report, never inside it
     with parent_run(params, f"compare-{profile_name}", ("seed", "backbone", "train", "evaluate", "compare")):
         mlflow.set_tag("profile", profile_name)

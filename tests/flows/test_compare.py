@@ -119,7 +119,7 @@ def test_compare_grid_report_mlflow_and_champions(compare_project, prefect_harne
 def test_champion_moves_only_when_dev_improves(compare_project, prefect_harness):
     from dataclasses import replace
 
-    from flows.compare import update_champion
+    from flows.champions import update_champion
     from tasks.config import load_params
     from tasks.reports.cells import ComparisonCell
 
@@ -180,7 +180,8 @@ def silent_port():
 
 
 def test_dead_services_fail_fast_naming_them(silent_port):
-    from flows.compare import CONNECT_TIMEOUT_S, check_dask_address
+    from flows.compare import check_dask_address  # flows.cli imports it from flows.compare
+    from flows.compare_grid import CONNECT_TIMEOUT_S
     from flows.tracking import check_tracking_server
     from tasks.config import ConfigError
 
@@ -197,7 +198,7 @@ def test_dead_services_fail_fast_naming_them(silent_port):
 
 
 def test_lr_is_chosen_per_task_and_method_on_mean_dev_over_seeds():
-    from flows.compare import assemble_cells
+    from flows.compare_grid import assemble_cells
     from tasks.reports.cells import CellSummary, UnitResult
 
     def unit(dev, test):
