@@ -1,7 +1,7 @@
 """The report of ``exitflow compare``: finished grid cells (task x method x seed) -> ``compare.json``,
 ``compare.md``, and per task ``pareto-<task>.png`` / ``.csv`` and ``wallclock-<task>.png``.
 
-A cell is one (task, method, seed), JSON-able (the schema is in ``compare_report``). Quality is in
+A cell is one (task, method, seed), a ``tasks.reports.cells.ComparisonCell``. Quality is in
 percent (higher is better); speed-ups are ratios to the full-depth model (x). A sweep point is
 ``{"dev": {"threshold", "quality", "layer_speedup", "flops_speedup"}, "test": {...}}``.
 
