@@ -8,295 +8,34 @@ The flow reads like the procedure::
                  -> report (tables, Pareto plots) -> MLflow parent run + nested run per cell
                  -> champion alias per (task, method), moved only when dev improves
 
-**Units.** A unit is one (task, method, seed, learning rate): ``run_unit`` runs the method's
-registered cell runner (``flows.registry``) on the unit's own params, whose ``artifacts_dir`` is
-``artifacts/compare/<profile>/cells/lr-<lr>``, so units never share an output folder. The
-steps inside are the cached tasks of each method, so a re-run with nothing changed is served
-from the cache. A unit that raises is reported ``failed`` with its error; the others go on. A
-method that cannot do regression is ``n/a`` on a regression task and runs nothing.
-
-**Scale-out.** Units run through Prefect's ``DaskTaskRunner``: a ``LocalCluster`` of
-``compare.workers`` processes (default: one per core), one thread each, with
-``compare.torch_threads`` torch threads per unit (default: cores // workers), so two units on
-two cores do not fight; or ``compare.address`` (``--address``) submits them to an existing
-Dask scheduler; ``compare.sequential`` runs them one after another in this process.
-Multi-GPU: start one worker per GPU (``dask-cuda``'s ``LocalCUDACluster`` pins each worker to
-its GPU with ``CUDA_VISIBLE_DEVICES``), pass its address, and ``device: auto`` puts each unit on
-its worker's GPU. The worker processes need the Prefect API of the flow: the CLI starts the
-temporary server before the flow and exports ``PREFECT_API_URL``, which workers inherit.
-
-**Tracking.** MLflow runs are written by the flow only (never by units): experiment
-``exitflow-compare``, a parent run per comparison with a nested run per cell. Per
-(task, method), the best seed's model is registered as ``exitflow-<profile>-<task>-<method>``
-and given the alias ``compare.champion_alias`` when its dev score beats the alias holder's
-(model version tag ``dev_score``); otherwise nothing is logged for it.
+The grid and its cells are ``flows.compare_grid`` (units, scale-out), the MLflow runs and
+champions ``flows.champions`` (tracking).
 """
 
 from __future__ import annotations
 
-import json
-import os
-import re
 import time
-import traceback
-from collections import defaultdict
-from pathlib import Path
 
 import mlflow
-from prefect import flow, task
-from prefect.cache_policies import NO_CACHE
-from prefect.task_runners import ThreadPoolTaskRunner
+from prefect import flow
 
-from flows.context import RunContext, prepare_task_data
-from flows.layout import Layout
-from flows.registry import comparison_methods, comparison_variants
-from flows.tracking import log_exit_model, parent_run, shipped_criterion, use_experiment
-from tasks.compare_report import compare_report
-from tasks.config import ConfigError, Params, load_params
-from tasks.data import load_meta
-from tasks.io import atomic_write_json, portable_path
+from flows.champions import champions, log_cell
+from flows.context import prepare_task_data, start_flow
+from flows.compare_grid import (  # noqa: F401  (check_dask_address: flows.cli imports it from here)
+    assemble_cells,
+    build_grid,
+    check_dask_address,
+    check_unique,
+    compare_tasks,
+    grid_timing,
+    report_cells,
+    run_grid,
+    task_runner,
+)
+from tasks.io import atomic_write_json
+from tasks.reports.comparison import compare_report
 
 EXPERIMENT = "exitflow-compare"
-STATIC_PREFIX = "static-"
-CONNECT_TIMEOUT_S = 5
-NO_CHAMPION = {"RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE"}  # no such model, or no such alias on it
-
-
-# ---- the grid -------------------------------------------------------------------------------------
-
-def compare_tasks(params: Params) -> list[str]:
-    """``compare.tasks`` plus every ``data.custom`` task, in that order, without repeats."""
-    return list(dict.fromkeys([*params.compare.tasks, *params.data.custom]))
-
-
-def check_unique(params: Params) -> None:
-    """Two units with the same (task, method, seed, lr) would write one folder at once."""
-    cfg = params.compare
-    for what, values in (("methods", cfg.methods), ("seeds", cfg.seeds)):
-        repeated = sorted({str(v) for v in values if values.count(v) > 1})
-        if repeated:
-            raise ConfigError(f"compare.{what}: {', '.join(repeated)} listed more than once")
-
-
-def unit_params(params: Params, cells_dir: Path, task: str, seed: int, lr: float) -> Params:
-    """The params one unit runs with: its task, seed and learning rate, its own artifacts tree."""
-    return params.model_copy(update={"seed": seed, "artifacts_dir": cells_dir / f"lr-{lr:g}",
-                                     "train": params.train.model_copy(update={"task": task, "lr": lr})})
-
-
-@task(name="compare_unit", cache_policy=NO_CACHE)  # the method's steps inside are cached
-def run_unit(params: Params, method: str, threads: int) -> dict:
-    """One (task, method, seed, lr): the cell summary, or ``{"error": ...}``; never raises for a
-    method's failure, so one bad unit does not stop the grid. Seconds include cache hits."""
-    import torch
-
-    torch.set_num_threads(threads)
-    start = time.perf_counter()
-    try:
-        summary = comparison_variants(params)[method].run(RunContext.from_params(params))
-    except Exception as err:  # reported in the table; the traceback goes to the Prefect log
-        print(f"[compare] {params.train.task}/{method}/seed-{params.seed}/lr-{params.train.lr:g} failed:\n"
-              + "".join(traceback.format_exception(err)))
-        summary = {"error": f"{type(err).__name__}: {err}".splitlines()[0][:300]}
-    return {**summary, "seconds": time.perf_counter() - start}
-
-
-@flow(name="compare_grid")
-def run_grid(units: list[tuple[Params, str]], threads: int) -> list[dict]:
-    """Submit every unit to the flow's task runner; results in ``units``' order."""
-    futures = [run_unit.submit(p, method, threads) for p, method in units]
-    results = []
-    for future in futures:  # a unit lost by Dask (killed worker, memory) fails its cell, not the grid
-        result = future.result(raise_on_failure=False)
-        results.append({"error": f"{type(result).__name__}: {result}".splitlines()[0][:300], "seconds": 0.0}
-                       if isinstance(result, BaseException) else result)
-    return results
-
-
-def task_runner(params: Params):
-    """``(task runner, torch threads per unit, description)`` for ``compare``'s settings."""
-    cfg, cores = params.compare, os.cpu_count() or 1
-    if cfg.sequential:
-        return ThreadPoolTaskRunner(max_workers=1), cfg.torch_threads or cores, "sequential"
-    from prefect_dask import DaskTaskRunner
-
-    if cfg.address is not None:
-        check_dask_address(cfg.address)
-        return DaskTaskRunner(address=cfg.address), cfg.torch_threads or 1, f"Dask cluster at {cfg.address}"
-    workers = cfg.workers or cores
-    threads = cfg.torch_threads or max(1, cores // workers)
-    import logging
-
-    runner = DaskTaskRunner(cluster_kwargs={"n_workers": workers, "threads_per_worker": 1, "processes": True,
-                                            "dashboard_address": None, "silence_logs": logging.WARNING})
-    return runner, threads, f"Dask LocalCluster, {workers} workers x 1 thread, {threads} torch threads each"
-
-
-def check_dask_address(address: str) -> None:
-    """Fail within ``CONNECT_TIMEOUT_S`` seconds, naming ``address``, unless a Dask scheduler there
-    answers an ``identity`` request (a port that accepts and stays silent fails too: a plain
-    ``Client(address, timeout=...)`` waits on it for ever)."""
-    import asyncio
-
-    from distributed.core import rpc
-
-    async def identity():
-        async with rpc(address, timeout=CONNECT_TIMEOUT_S) as scheduler:
-            return await scheduler.identity()
-
-    try:
-        answer = asyncio.run(asyncio.wait_for(identity(), CONNECT_TIMEOUT_S))
-    except (OSError, TimeoutError, asyncio.TimeoutError) as err:
-        raise ConfigError(f"compare.address {address}: no Dask scheduler answered within {CONNECT_TIMEOUT_S} s "
-                          f"({type(err).__name__}); start one (`dask scheduler`) or drop --address") from None
-    if not isinstance(answer, dict) or answer.get("type") != "Scheduler":
-        raise ConfigError(f"compare.address {address}: answered, but is not a Dask scheduler ({answer!r:.80})")
-
-
-# ---- cells: one learning rate per (task, method), every seed at it -------------------------------------
-
-def choose_lr(scores: dict[float, list[float | None]]) -> float | None:
-    """``scores[lr]`` = each seed's dev quality at full depth (None: the unit failed) -> the rate
-    with the best mean over the seeds it trained, preferring rates every seed trained; ties go to
-    the smaller rate. None when no unit trained."""
-    ranked = [(all(v is not None for v in vs), sum(v for v in vs if v is not None) / sum(v is not None for v in vs), -lr, lr)
-              for lr, vs in scores.items() if any(v is not None for v in vs)]
-    return max(ranked)[3] if ranked else None
-
-
-def assemble_cells(grid: list[dict], results: list[dict]) -> list[dict]:
-    """Unit results -> one cell per (task, method, seed), every seed of a (task, method) at the
-    learning rate ``choose_lr`` picks on dev for that (task, method)."""
-    units: dict[tuple, dict[int, dict[float, dict]]] = defaultdict(lambda: defaultdict(dict))
-    for unit, result in zip(grid, results):
-        units[(unit["task"], unit["method"])][unit["seed"]][unit["lr"]] = result
-    cells = []
-    for (task_name, method), by_seed in units.items():
-        rates = sorted({lr for by_lr in by_seed.values() for lr in by_lr})
-        lr = choose_lr({r: [by_lr[r]["full"]["dev"] if "full" in by_lr.get(r, {}) else None for by_lr in by_seed.values()]
-                        for r in rates})
-        for seed, by_lr in by_seed.items():
-            cell = {"task": task_name, "method": method, "seed": seed,
-                    "kind": "static" if method.startswith(STATIC_PREFIX) else "early-exit",
-                    "seconds": sum(r["seconds"] for r in by_lr.values()),
-                    "lr_scores": {f"{k:g}": r["full"]["dev"] if "full" in r else None for k, r in by_lr.items()}}
-            chosen = by_lr.get(lr, {}) if lr is not None else {}
-            if "full" not in chosen:
-                errors = sorted({r["error"] for r in ([chosen] if chosen else by_lr.values()) if "error" in r})
-                cells.append({**cell, "status": "failed", "error": "; ".join(errors), "lr": lr})
-            else:
-                cells.append({**cell, **{k: v for k, v in chosen.items() if k != "seconds"}, "status": "ok",
-                              "error": None, "lr": lr, "dev_score": chosen["full"]["dev"]})
-    return cells
-
-
-def not_applicable(task_name: str, method: str, seed: int) -> dict:
-    return {"task": task_name, "method": method, "seed": seed, "kind": "early-exit", "status": "n/a", "seconds": 0.0,
-            "error": f"{method} cannot do regression", "lr": None, "lr_scores": {}}
-
-
-# ---- MLflow: parent run, a nested run per cell, champions ---------------------------------------------
-
-def model_name(profile: str, task_name: str, method: str) -> str:
-    return re.sub(r"[^A-Za-z0-9_.-]", "-", f"exitflow-{profile}-{task_name}-{method}")
-
-
-def log_cell(cell: dict) -> None:
-    """The nested run of one cell: its choice, scores, curves (``cell.json``) and time."""
-    with mlflow.start_run(run_name=f"{cell['task']}/{cell['method']}/seed-{cell['seed']}", nested=True):
-        mlflow.log_params({k: cell[k] for k in ("task", "method", "seed", "kind", "status", "lr")})
-        mlflow.set_tag("status", cell["status"])
-        if cell.get("error"):
-            mlflow.set_tag("error", cell["error"][:4000])
-        mlflow.log_metric("seconds", cell["seconds"])
-        for lr, score in cell["lr_scores"].items():
-            if score is not None:
-                mlflow.log_metric(f"lr_{lr}_dev_full_quality", score)
-        if cell["status"] == "ok":
-            mlflow.log_metrics({"dev_full_quality": cell["full"]["dev"], "test_full_quality": cell["full"]["test"]})
-            for name, point in cell["timed"].items():
-                mlflow.log_metrics({f"{name}_test_quality": point["test_quality"], f"{name}_layer_speedup": point["layer_speedup"],
-                                    f"{name}_wallclock_speedup": point["wallclock_speedup"]})
-        mlflow.log_dict(cell, "cell.json")
-
-
-def update_champion(params: Params, profile: str, cell: dict) -> dict:
-    """Register ``cell``'s model under ``model_name`` with the champion alias when its dev score
-    beats the current champion's (or there is none). Returns what happened."""
-    from mlflow import MlflowClient
-    from mlflow.exceptions import MlflowException
-
-    client, alias = MlflowClient(), params.compare.champion_alias
-    name = model_name(profile, cell["task"], cell["method"])
-    try:
-        current = client.get_model_version_by_alias(name, alias)
-        best = float(current.tags.get("dev_score", "-inf"))
-    except MlflowException as err:
-        if err.error_code not in NO_CHAMPION:
-            raise  # a registry that does not answer must not move the alias
-        current, best = None, float("-inf")
-    if cell["dev_score"] <= best:
-        return {"model": name, "moved": False, "version": current.version, "dev_score": best}
-    operating = {n: {"threshold": p["threshold"], "dev": {"layer_speedup": p["dev_layer_speedup"], "quality": p["dev_quality"]}}
-                 for n, p in cell["timed"].items() if "dev_layer_speedup" in p}
-    with mlflow.start_run(run_name=f"champion/{cell['task']}/{cell['method']}", nested=True):
-        info = log_exit_model(cell["checkpoint"], {"max_length": params.backbone.max_length, **shipped_criterion(operating)},
-                              name)
-    version = info.registered_model_version
-    for key in ("dev_score", "task", "method", "seed", "lr"):
-        client.set_model_version_tag(name, version, key, str(cell[key]))
-    client.set_registered_model_alias(name, alias, version)
-    return {"model": name, "moved": True, "version": version, "dev_score": cell["dev_score"]}
-
-
-def champions(params: Params, profile: str, cells: list[dict]) -> list[dict]:
-    """Per (task, method) of early-exit cells that ran: the best seed on dev challenges the champion."""
-    best: dict[tuple, dict] = {}
-    for c in cells:
-        if c["status"] == "ok" and c["kind"] == "early-exit":
-            key = (c["task"], c["method"])
-            if key not in best or c["dev_score"] > best[key]["dev_score"]:
-                best[key] = c
-    return [update_champion(params, profile, c) for c in best.values()]
-
-
-# ---- the flow -------------------------------------------------------------------------------------------
-
-def time_by_method(cells: list[dict]) -> dict[str, float]:
-    """Seconds summed over a method's cells (static-k under ``static``), largest first."""
-    total: dict[str, float] = defaultdict(float)
-    for c in cells:
-        total["static" if c["kind"] == "static" else c["method"]] += c["seconds"]
-    return dict(sorted(total.items(), key=lambda kv: -kv[1]))
-
-
-def build_grid(params: Params, cells_dir: Path) -> tuple[list[dict], list[tuple[Params, str]], list[dict]]:
-    """``(grid, units, n/a cells)``: one unit per task x (methods + static-k) x seed x lr, each
-    with its params; a method that cannot do regression gets an n/a cell per seed on a
-    regression task instead of units."""
-    grid, units, na = [], [], []
-    variants = comparison_methods(params)
-    for task_name in compare_tasks(params):
-        regression = load_meta(Layout.from_params(params).data, task_name)["spec"]["label_type"] == "float"
-        for variant in variants:
-            method = variant.name
-            for seed in params.compare.seeds:
-                if regression and not variant.regression:
-                    na.append(not_applicable(task_name, method, seed))
-                    continue
-                for lr in params.compare.lr_grid:
-                    grid.append({"task": task_name, "method": method, "seed": seed, "lr": lr})
-                    units.append((unit_params(params, cells_dir, task_name, seed, lr), method))
-    return grid, units, na
-
-
-def report_cells(cells: list[dict], root: Path) -> list[dict]:
-    """Cells as the DVC-tracked report keeps them: no wall time of the run (``timing.json`` has
-    it) and checkpoints relative to the project, so a re-run from the cache or a moved project
-    writes the same report."""
-    return [{**{k: v for k, v in c.items() if k != "seconds"},
-             **({"checkpoint": portable_path(Path(c["checkpoint"]), root)} if c.get("checkpoint") else {})}
-            for c in cells]
 
 
 @flow(name="exitflow_compare", log_prints=True)
@@ -304,14 +43,12 @@ def compare_flow(params_path: str = "params.yaml", overrides: list[str] | None =
                  address: str | None = None) -> dict:
     """The comparison over ``compare``'s grid; see the module docstring."""
     overrides = list(overrides or []) + ([f"compare.address={address}"] if address else [])
-    params = load_params(params_path, overrides, profile)
-    profile_name = profile or "default"
-    use_experiment(params, EXPERIMENT)  # fails fast, naming the URI, when the tracking server is down
+    ctx = start_flow(params_path, overrides, EXPERIMENT, profile,  # fails fast, naming the URI, when MLflow is down
+                     data_tasks=None, prepare=False, check=lambda c: check_unique(c.params))
+    params, profile_name = ctx.params, profile or "default"
     runner, threads, how = task_runner(params)  # fails fast, naming it, when a Dask address does not answer
-    check_unique(params)
-    tasks = compare_tasks(params)
-    prepare_task_data(params, tasks)
-    root = Layout.from_params(params).compare / profile_name
+    prepare_task_data(params, compare_tasks(params))
+    root = ctx.layout.compare / profile_name
     grid, units, na = build_grid(params, root / "cells")
     print(f"[compare] {len(units)} units (tasks x methods and static-k x seeds x learning rates) on {how}")
     start = time.perf_counter()
@@ -319,11 +56,9 @@ def compare_flow(params_path: str = "params.yaml", overrides: list[str] | None =
     wall = time.perf_counter() - start
     cells = assemble_cells(grid, results) + na
     report = compare_report(report_cells(cells, params.root), tuple(params.compare.speedups), out_dir=root / "report")
-    timing = {"wall_seconds": wall, "runner": how, "units": len(units), "unit_seconds": sum(r["seconds"] for r in results),
-              "by_method_seconds": time_by_method(cells),
-              "cells": [{k: c[k] for k in ("task", "method", "seed", "seconds")} for c in cells]}
+    timing = grid_timing(wall, how, results, cells)
     atomic_write_json(root / "timing.json", timing)  # wall-clock: beside the report, never inside it
-    with parent_run(params, f"compare-{profile_name}", ("seed", "backbone", "train", "evaluate", "compare")):
+    with ctx.parent_run(f"compare-{profile_name}", ("seed", "backbone", "train", "evaluate", "compare")):
         mlflow.set_tag("profile", profile_name)
         mlflow.log_metrics({"wall_seconds": wall, "unit_seconds": timing["unit_seconds"]})
         mlflow.log_dict(timing, "timing.json")
@@ -334,4 +69,4 @@ def compare_flow(params_path: str = "params.yaml", overrides: list[str] | None =
     print(report["table"])
     print(f"[compare] wall {wall / 60:.1f} min ({how}); by method: "
           + ", ".join(f"{m} {s / 60:.1f} min" for m, s in timing["by_method_seconds"].items()))
-    return {**report, "timing": timing, "cells": cells}
+    return {**report, "timing": timing, "cells": [c.to_json() for c in cells]}

@@ -22,7 +22,7 @@ from flows.tracking import active_logger, log_exit_run, nested_run
 from tasks.caching import run_cached
 from tasks.config import ConsistenteeConfig, TrainConfig
 from tasks.consistentee import compute_memorized_layer, consistentee_round, hardness_analysis
-from tasks.report import ablation_report, consistentee_report
+from tasks.reports.consistentee import ablation_report, consistentee_report
 
 INIT_OBJECTIVE = "weighted"
 SECTIONS = ("seed", "backbone", "train", "consistentee")

@@ -33,10 +33,10 @@ from tasks.generation import (
     evaluate_criterion,
     evaluation_part,
     full_depth_responses,
-    report_generation,
     train_exits,
     training_part,
 )
+from tasks.reports.generation import report_generation
 from tasks.versioning import record_pipeline_outputs
 
 SECTIONS = ("seed", "generate")

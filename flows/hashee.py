@@ -22,7 +22,7 @@ from tasks.config import HasheeConfig
 from tasks.hashee import evaluate_hashee
 from tasks.hashing import build_hash_table
 from tasks.io import read_metrics
-from tasks.report import hashee_study_report
+from tasks.reports.hashee import hashee_study_report
 from tasks.tracking import MetricLogger
 
 FULL_MODEL = "single"

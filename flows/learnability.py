@@ -28,7 +28,7 @@ from tasks.difficulty import (
     train_token_annotator,
 )
 from tasks.learnability import human_difficulty, train_difficulty_predictor
-from tasks.report import PREDICTOR_NAMES, learnability_report
+from tasks.reports.learnability import PREDICTOR_NAMES, learnability_report
 from tasks.versioning import record_pipeline_outputs
 
 ANNOTATOR_STRATEGY = "joint"

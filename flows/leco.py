@@ -23,14 +23,14 @@ import mlflow
 from prefect import flow
 
 from flows.context import RunContext, start_flow
-from flows.layout import TrainedDirs
 from flows.past_future import MIN_SWEEP_POINTS, default_model as past_future_model
 from flows.steps import ExitModel, compare_evaluate, exit_model_cell, train_exit_model, train_then_evaluate
 from flows.tracking import active_logger, log_exit_run
 from tasks.backbones import backbone_num_layers
 from tasks.caching import run_cached
 from tasks.config import ConfigError, EvaluateConfig, TrainConfig
-from tasks.leco import check_checkpoint_architecture, compare_leco, derive_exits, load_architecture, search_exits
+from tasks.leco import check_checkpoint_architecture, derive_exits, load_architecture, search_exits
+from tasks.reports.leco import compare_leco
 from tasks.versioning import record_pipeline_outputs
 
 SECTIONS = ("seed", "backbone", "train", "evaluate", "past_future", "leco")

@@ -26,7 +26,7 @@ from flows.steps import ExitModel, compare_evaluate, exit_model_cell, train_exit
 from flows.tracking import active_logger, log_exit_run
 from models.objectives import OBJECTIVES
 from tasks.config import ConfigError
-from tasks.report import build_report
+from tasks.reports.spine import build_report
 from tasks.versioning import DEFAULT_STAGES, record_pipeline_outputs, snapshot_data
 
 SECTIONS = ("seed", "backbone", "train", "evaluate")

@@ -14,8 +14,7 @@ from tasks.backbones import backbone_num_layers
 from tasks.caching import run_cached
 from tasks.compare import evaluate_static, single_point_summary
 from tasks.config import ConfigError, Params
-
-PREFIX = "static-"
+from tasks.reports.cells import static_depth, static_method
 
 
 def static_variants(params: Params) -> list[str]:
@@ -24,13 +23,13 @@ def static_variants(params: Params) -> list[str]:
     too_deep = [k for k in params.compare.static_layers if k > L]
     if too_deep:
         raise ConfigError(f"compare.static_layers: {too_deep} exceed {params.backbone.name}'s {L} layers")
-    return [f"{PREFIX}{k}" for k in params.compare.static_layers]
+    return [static_method(k) for k in params.compare.static_layers]
 
 
 def static_cell(ctx: RunContext, variant: str) -> dict:
     """The first k layers (``static-<k>``) fine-tuned as a single-exit model (no exit scorer),
     evaluated against the full-depth backbone (``tasks.compare.evaluate_static``)."""
-    params, k = ctx.params, int(variant.removeprefix(PREFIX))
+    params, k = ctx.params, static_depth(variant)
     dirs = ctx.layout.static_baseline(k)
     train = params.train.model_copy(update={"exit_scorer": None})
     trained = train_exit_model(ctx, train, "single", dirs.train, num_layers=k)

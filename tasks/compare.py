@@ -1,15 +1,5 @@
-"""Steps of ``exitflow compare``: one cell's summary in the shape the report reads, and the static
-smaller-model baseline's evaluation.
-
-A *cell summary* (what a ``flows.methods`` runner returns, JSON-able)::
-
-    {"metric": "accuracy", "num_layers": L,
-     "full": {"dev": q, "test": q},                 quality (percent) of the model at its deepest exit
-     "series": {criterion: [{"dev": point, "test": point}, ...]},   every swept threshold;
-                point = {"threshold", "quality", "layer_speedup", "flops_speedup"}
-     "timed": {criterion: {"threshold", "test_quality", "layer_speedup", "flops_speedup",
-                           "wallclock_speedup"}},   the dev operating point, timed at the batch size
-     "checkpoint": path}
+"""Steps of ``exitflow compare``: one cell's summary (``tasks.reports.cells.CellSummary``, the
+fields documented there) from an evaluation, and the static smaller-model baseline's evaluation.
 
 Wall-clock speed-ups are throughput ratios against the full-depth model measured in the same
 process (``models.timing.measure_throughput``: interleaved, medians); ``layer_speedup`` of a
@@ -35,6 +25,7 @@ from tasks.config import BackboneConfig, TrainConfig
 from tasks.data import load_meta
 from tasks.features import batches, encode_split
 from tasks.io import TIMING_FILE, atomic_write_json, write_result
+from tasks.reports.cells import CellSummary, TimedPoint
 from tasks.train import exit_config
 
 POINT_KEYS = ("threshold", "quality", "layer_speedup", "flops_speedup")
@@ -44,7 +35,7 @@ def _point(p: dict) -> dict:
     return {k: p[k] for k in POINT_KEYS}
 
 
-def exit_cell_summary(evaluated: dict, checkpoint: Path, batch_size: int) -> dict:
+def exit_cell_summary(evaluated: dict, checkpoint: Path, batch_size: int) -> CellSummary:
     """The cell summary of an ``evaluate_exits`` result, timed points at ``batch_size``."""
     summary = evaluated["summary"]
     curves = json.loads(Path(evaluated["curves"]).read_text())
@@ -53,30 +44,30 @@ def exit_cell_summary(evaluated: dict, checkpoint: Path, batch_size: int) -> dic
     for name, op in summary["operating_points"].items():
         wall = timing.get(name, {}).get(f"wallclock_speedup_bs{batch_size}")
         if wall is not None:
-            timed[name] = {"threshold": op["threshold"], "test_quality": op["test"]["quality"],
-                           "dev_quality": op["dev"]["quality"], "dev_layer_speedup": op["dev"]["layer_speedup"],
-                           "layer_speedup": op.get("timed_layer_speedup", op["test"]["layer_speedup"]),
-                           "flops_speedup": op["test"]["flops_speedup"], "wallclock_speedup": wall}
-    return {"metric": summary["metric"], "num_layers": summary["num_layers"],
-            "full": {"dev": summary["full"]["dev_quality"], "test": summary["full"]["test_quality"]},
-            "series": {name: [{s: _point(p[s]) for s in ("dev", "test")} for p in points] for name, points in curves.items()},
-            "timed": timed, "checkpoint": str(checkpoint)}
+            timed[name] = TimedPoint(threshold=op["threshold"], test_quality=op["test"]["quality"],
+                                     layer_speedup=op.get("timed_layer_speedup", op["test"]["layer_speedup"]),
+                                     flops_speedup=op["test"]["flops_speedup"], wallclock_speedup=wall,
+                                     dev_quality=op["dev"]["quality"], dev_layer_speedup=op["dev"]["layer_speedup"])
+    return CellSummary(metric=summary["metric"], num_layers=summary["num_layers"], full_dev=summary["full"]["dev_quality"],
+                       full_test=summary["full"]["test_quality"],
+                       series={name: [{s: _point(p[s]) for s in ("dev", "test")} for p in points] for name, points in curves.items()},
+                       timed=timed, checkpoint=str(checkpoint))
 
 
-def single_point_summary(name: str, metrics: dict, timing: dict, checkpoint: Path, batch_size: int) -> dict:
+def single_point_summary(name: str, metrics: dict, timing: dict, checkpoint: Path, batch_size: int) -> CellSummary:
     """The cell summary of a model with one operating point (HashEE, a static baseline):
     ``metrics`` holds ``dev_quality``, ``test_quality``, ``layer_speedup``, ``flops_speedup``
     (measured on test: the hash or the depth fixes them, dev's differ only by the token mix),
     ``timed_layer_speedup``, ``metric`` and ``backbone_layers``."""
     point = {"threshold": None, "layer_speedup": metrics["layer_speedup"], "flops_speedup": metrics["flops_speedup"]}
     wall = timing.get(f"wallclock_speedup_bs{batch_size}")
-    return {"metric": metrics["metric"], "num_layers": metrics["backbone_layers"],
-            "full": {"dev": metrics["dev_quality"], "test": metrics["test_quality"]},
-            "series": {name: [{s: {**point, "quality": metrics[f"{s}_quality"]} for s in ("dev", "test")}]},
-            "timed": {} if wall is None else {name: {
-                "threshold": None, "test_quality": metrics["test_quality"], "layer_speedup": metrics["timed_layer_speedup"],
-                "flops_speedup": metrics["flops_speedup"], "wallclock_speedup": wall}},
-            "checkpoint": str(checkpoint)}
+    timed = {} if wall is None else {name: TimedPoint(
+        threshold=None, test_quality=metrics["test_quality"], layer_speedup=metrics["timed_layer_speedup"],
+        flops_speedup=metrics["flops_speedup"], wallclock_speedup=wall)}
+    return CellSummary(metric=metrics["metric"], num_layers=metrics["backbone_layers"], full_dev=metrics["dev_quality"],
+                       full_test=metrics["test_quality"],
+                       series={name: [{s: {**point, "quality": metrics[f"{s}_quality"]} for s in ("dev", "test")}]},
+                       timed=timed, checkpoint=str(checkpoint))
 
 
 @task(name="evaluate_static", cache_policy=ARTIFACT_CACHE, persist_result=True)

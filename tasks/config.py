@@ -23,7 +23,6 @@ from models.generation import TOKEN_CRITERIA
 from models.leco import SEARCH_SPACE, check_architecture
 from models.past_future import NAIVE, PAST_STRATEGIES
 from models.registry import EXIT_STACKS, HEADS, SCORERS, choices
-from models.metrics import METRICS
 from models.objectives import OBJECTIVES
 
 SPLITS = ("train", "dev", "test")
@@ -432,7 +431,7 @@ class CompareConfig(Section):
     Each (task, method, seed) trains once per ``lr_grid`` value (cached); each (task, method)
     keeps the rate with the best mean dev quality at full depth over its seeds. ``tasks`` gains
     every ``data.custom`` task. Method names (``[all]``: every registered one) are checked
-    against ``flows.methods`` when the flow starts (the registry lives there).
+    against ``flows.registry`` when the flow starts.
     """
 
     tasks: list[str] = ["sst2", "mrpc", "stsb"]

@@ -7,6 +7,7 @@ Files (under ``artifacts/generate/seed-<seed>/``)::
     exits/init/, exits/consistentee/   exits.safetensors + exits.json (points, exit_head, decoder)
     evaluate/<criterion>/curve.json    one row per (split, threshold); examples.json
     report/                            report.md, curves.png, summary.json, examples.md
+                                       (written by ``tasks.reports.generation``)
 
 The responses are the decoder's own greedy full-depth responses (self-distillation): they are
 the training targets and the quality reference (ROUGE-L of an accelerated response against the
@@ -31,7 +32,6 @@ from tqdm.auto import tqdm
 
 from models.adapters.decoder import DecoderAdapter
 from models.consistentee import epsilon_at
-from models.operating import fastest_within
 from models.generation import (
     DecoderExits,
     GenerationError,
@@ -49,11 +49,9 @@ from models.generation import (
 )
 from tasks.backbones import BackboneError, packaged_path
 from tasks.caching import ARTIFACT_CACHE
-from tasks.comparisons import interpolate_at
 from tasks.config import GenerateConfig, GeneratePromptsConfig
 from tasks.data import load_columns, load_meta
 from tasks.io import atomic_write_json, atomic_write_text, write_result
-from tasks.plots import curve_plot
 from tasks.tracking import MetricLogger, NullLogger
 from tasks.train import seed_everything
 
@@ -490,105 +488,3 @@ def evaluate_criterion(generate_cfg: GenerateConfig, criterion: str, responses_d
     atomic_write_json(Path(out_dir) / "examples.json", examples)
     return write_result(out_dir, {"curve": Path(out_dir) / "curve.json", "examples": Path(out_dir) / "examples.json",
                                   "exits": Path(exits_dir)})
-
-
-# ---------------------------------------------------------------------------- report
-def sweep_points(rows: list[dict]) -> list[dict]:
-    """Curve rows (one per split and threshold) as the sweep points ``models.operating`` reads:
-    ``{"threshold", "dev": row, "test": row}`` with ``quality`` = ROUGE-L."""
-    by_threshold: dict[float, dict] = {}
-    for r in rows:
-        by_threshold.setdefault(r["threshold"], {"threshold": r["threshold"]})[r["split"]] = {**r, "quality": r["rouge_l"]}
-    return list(by_threshold.values())
-
-
-FULL_DEPTH = {"layer_speedup": 1.0, "flops_speedup": 1.0, "rouge_l": 1.0}  # every curve's anchor
-
-
-def pareto(rows: list[dict], x: str = "layer_speedup", y: str = "rouge_l") -> list[dict]:
-    """The front of ``rows`` sorted by ``x``: no kept point has another point that is at least
-    as fast and better."""
-    ordered = sorted(rows, key=lambda r: (-r[x], -r[y]))
-    front, best = [], -math.inf
-    for r in ordered:
-        if r[y] > best:
-            front.append(r)
-            best = r[y]
-    return sorted(front, key=lambda r: r[x])
-
-
-def claim_check(curves: dict[str, list[dict]], speedups: list[float], x: str = "layer_speedup") -> dict:
-    """ConsistentEE's policy above CALM (the better of softmax / saturation) on the test
-    ROUGE-L vs ``x`` front (anchored at full depth, 1x and ROUGE-L 1), read by interpolation at
-    each speed-up (None beyond a curve's reach). Holds when the policy is above CALM at every
-    speed-up >= 2 both reach, or when only the policy reaches one; None when neither does."""
-    fronts = {name: pareto([FULL_DEPTH] + [r for r in rows if r["split"] == "test"], x) for name, rows in curves.items()}
-    reach = {name: max(r[x] for r in front) for name, front in fronts.items()}
-    table = []
-    for s in speedups:
-        read = {name: interpolate_at([(r[x], r["rouge_l"]) for r in front], s) for name, front in fronts.items()}
-        calm = [v for k, v in read.items() if k in ("softmax", "saturation") and v is not None]
-        table.append({"speedup": s, **read, "calm_best": max(calm) if calm else None})
-    past2 = [row for row in table if row["speedup"] >= 2 and row.get("policy") is not None]
-    both = [row for row in past2 if row["calm_best"] is not None]
-    holds = None
-    if past2:
-        holds = all(row["policy"] > row["calm_best"] for row in both)
-    return {"axis": x, "rows": table, "holds": holds, "reach": reach,
-            "margins": {row["speedup"]: row["policy"] - row["calm_best"] for row in both}}
-
-
-def claim_sentence(claim: dict) -> str:
-    verdict = {True: "holds", False: "does not hold", None: "cannot be read (the policy does not reach 2x)"}[claim["holds"]]
-    margins = ", ".join(f"{k:g}x: {v:+.3f}" for k, v in claim["margins"].items()) or "none where both reach"
-    reach = ", ".join(f"{k} {v:.2f}x" for k, v in claim["reach"].items())
-    return (f"Claim on {claim['axis'].replace('_', ' ')} (ConsistentEE policy above CALM past 2x, test front): "
-            f"**{verdict}**; margins {margins}; reach {reach}.")
-
-
-@task(name="report_generation")
-def report_generation(curves_paths: dict[str, Path], examples_path: Path, speedups: list[float], rouge_target: float,
-                      out_dir: Path, title: str) -> dict:
-    """Curves plot, the read-off table with the claim check, and the example responses."""
-    curves = {name: json.loads(Path(p).read_text()) for name, p in curves_paths.items()}
-    claim = claim_check(curves, speedups)
-    claim_flops = claim_check(curves, speedups, "flops_speedup")
-    test = {name: [r for r in rows if r["split"] == "test"] for name, rows in curves.items()}
-    test = {name: [FULL_DEPTH, *rows] for name, rows in test.items()}
-    plot = curve_plot({name: [(r["layer_speedup"], r["rouge_l"]) for r in pareto(rows)] for name, rows in test.items()},
-                      "layer speed-up (decode steps)", "ROUGE-L vs full depth", title, Path(out_dir) / "curves.png",
-                      reference=rouge_target, others={name: [(r["flops_speedup"], r["rouge_l"]) for r in pareto(rows, "flops_speedup")]
-                                                      for name, rows in test.items()},
-                      others_xlabel="FLOPs speed-up (decode steps)")
-    names = list(curves)
-    lines = [f"Test ROUGE-L against the full-depth response, read on each criterion's front (n/a: beyond its reach)."]
-    for c, label in ((claim, "layer speed-up"), (claim_flops, "FLOPs speed-up")):
-        lines += ["", f"| {label} | " + " | ".join(names) + " |", "|---|" + "---|" * len(names)]
-        for row in c["rows"]:
-            lines.append(f"| {row['speedup']:g}x | " + " | ".join("n/a" if row[n] is None else f"{row[n]:.3f}" for n in names) + " |")
-    best = {}
-    for name, rows in curves.items():
-        pick = fastest_within(sweep_points(rows), rouge_target)
-        if pick is not None:
-            best[name] = {"threshold": pick["threshold"],
-                          **{k: pick["test"][k] for k in ("rouge_l", "layer_speedup", "flops_speedup", "avg_exit_layer")}}
-    lines += ["", f"Fastest setting with dev ROUGE-L >= {rouge_target} (reported on test):", "",
-              "| criterion | threshold | test ROUGE-L | layer speed-up | FLOPs speed-up |", "|---|---|---|---|---|"]
-    for name, b in best.items():
-        lines.append(f"| {name} | {b['threshold']:g} | {b['rouge_l']:.3f} | {b['layer_speedup']:.2f}x | {b['flops_speedup']:.2f}x |")
-    lines += ["", claim_sentence(claim), "", claim_sentence(claim_flops), "",
-              "The policy reads the exits after ConsistentEE's rounds (init + Eq. 6 epochs); static and CALM read "
-              "the init exits."]
-    table = "\n".join(lines) + "\n"
-    atomic_write_text(Path(out_dir) / "report.md", table)
-    examples = json.loads(Path(examples_path).read_text())
-    ex_lines = ["| prompt | full depth | accelerated | ROUGE-L |", "|---|---|---|---|"]
-    cell = lambda t: t.replace("|", "\\|").replace("\n", " ")[:300]  # noqa: E731
-    for e in examples[:1]:
-        for r in e["responses"]:
-            ex_lines.append(f"| {cell(r['prompt'])} | {cell(r['full_depth'])} | {cell(r['accelerated'])} | {r['rouge_l']:.2f} |")
-    examples_md = atomic_write_text(Path(out_dir) / "examples.md", "\n".join(ex_lines) + "\n")
-    summary = atomic_write_json(Path(out_dir) / "summary.json", {"claim": claim, "claim_flops": claim_flops,
-                                                                 "operating_points": best})
-    return write_result(out_dir, {"report": Path(out_dir) / "report.md", "plot": plot, "examples": examples_md,
-                                  "summary": summary, "table": table, "claim_holds": claim["holds"]})

@@ -117,30 +117,35 @@ def test_compare_grid_report_mlflow_and_champions(compare_project, prefect_harne
 
 
 def test_champion_moves_only_when_dev_improves(compare_project, prefect_harness):
-    from flows.compare import update_champion
+    from dataclasses import replace
+
+    from flows.champions import update_champion
     from tasks.config import load_params
+    from tasks.reports.cells import ComparisonCell
 
     result = run_compare(compare_project, "compare.methods=[joint]", "compare.static_layers=[]", "compare.lr_grid=[0.001]",
                          "compare.tasks=[sst2]", "data.custom={}")
-    cell = next(c for c in result["cells"] if c["method"] == "joint")
+    cell = ComparisonCell.from_json(next(c for c in result["cells"] if c["method"] == "joint"))
     params = load_params(compare_project / "params.yaml")
     first = mlflow.MlflowClient().get_model_version_by_alias("exitflow-default-sst2-joint", "champion")
-    worse = update_champion(params, "default", {**cell, "dev_score": cell["dev_score"] - 10})
+    worse = update_champion(params, "default", replace(cell, dev_score=cell.dev_score - 10))
     assert not worse["moved"] and worse["version"] == first.version
     with mlflow.start_run(run_name="challenger"):
-        better = update_champion(params, "default", {**cell, "dev_score": cell["dev_score"] + 10})
+        better = update_champion(params, "default", replace(cell, dev_score=cell.dev_score + 10))
     assert better["moved"] and better["version"] != first.version
     client_alias = mlflow.MlflowClient().get_model_version_by_alias("exitflow-default-sst2-joint", "champion")
     assert client_alias.version == better["version"]
 
 
+def broken_cell(ctx, variant):
+    """A registered comparison cell that always fails."""
+    raise ValueError(f"cannot handle {ctx.params.train.task}")
+
+
 def test_failing_cell_is_reported_and_the_grid_goes_on(compare_project, prefect_harness):
     from flows.registry import METHODS, Method, register
 
-    def broken(ctx, variant):
-        raise ValueError(f"cannot handle {ctx.params.train.task}")
-
-    register(Method(name="broken", summary="raises", cell=broken))
+    register(Method(name="broken", summary="raises", flows_module=__name__, cell="broken_cell"))
     try:
         result = run_compare(compare_project, "compare.methods=[joint, broken]", "compare.static_layers=[]",
                              "compare.lr_grid=[0.001]")
@@ -177,7 +182,8 @@ def silent_port():
 
 
 def test_dead_services_fail_fast_naming_them(silent_port):
-    from flows.compare import CONNECT_TIMEOUT_S, check_dask_address
+    from flows.compare import check_dask_address  # flows.cli imports it from flows.compare
+    from flows.compare_grid import CONNECT_TIMEOUT_S
     from flows.tracking import check_tracking_server
     from tasks.config import ConfigError
 
@@ -194,21 +200,28 @@ def test_dead_services_fail_fast_naming_them(silent_port):
 
 
 def test_lr_is_chosen_per_task_and_method_on_mean_dev_over_seeds():
-    from flows.compare import assemble_cells
+    from flows.compare_grid import assemble_cells
+    from tasks.reports.cells import CellSummary, UnitResult
 
     def unit(dev, test):
-        return {"full": {"dev": dev, "test": test}, "series": {}, "timed": {}, "seconds": 1.0}
+        return UnitResult(CellSummary("accuracy", 6, dev, test, {}, {}, "ckpt"), None, 1.0)
+
+    failed = UnitResult(None, "ValueError: boom", 0.0)
 
     # seed 1 prefers 0.1 on dev, seed 2 prefers 0.2; the mean prefers 0.2; test would prefer 0.1
     grid = [{"task": "t", "method": "m", "seed": s, "lr": lr} for s in (1, 2) for lr in (0.1, 0.2)]
     results = [unit(80, 99), unit(70, 50), unit(60, 99), unit(90, 50)]
-    cells = {c["seed"]: c for c in assemble_cells(grid, results)}
-    assert cells[1]["lr"] == cells[2]["lr"] == 0.2
-    assert (cells[1]["dev_score"], cells[2]["dev_score"]) == (70, 90)
+    cells = {c.seed: c for c in assemble_cells(grid, results)}
+    assert cells[1].lr == cells[2].lr == 0.2
+    assert (cells[1].dev_score, cells[2].dev_score) == (70, 90)
     # a rate that failed for one seed loses to a rate every seed trained; the failed seed is reported
-    results = [unit(80, 0), {"error": "ValueError: boom", "seconds": 0.0}, unit(60, 0), unit(99, 0)]
-    cells = {c["seed"]: c for c in assemble_cells(grid, results)}
-    assert cells[1]["lr"] == 0.1 and cells[1]["status"] == cells[2]["status"] == "ok"
-    results = [{"error": "ValueError: boom", "seconds": 0.0}, unit(70, 0), unit(60, 0), unit(90, 0)]
-    cells = {c["seed"]: c for c in assemble_cells(grid, results)}
-    assert cells[1]["lr"] == 0.2 and cells[1]["status"] == "ok"
+    results = [unit(80, 0), failed, unit(60, 0), unit(99, 0)]
+    cells = {c.seed: c for c in assemble_cells(grid, results)}
+    assert cells[1].lr == 0.1 and cells[1].status == cells[2].status == "ok"
+    results = [failed, unit(70, 0), unit(60, 0), unit(90, 0)]
+    cells = {c.seed: c for c in assemble_cells(grid, results)}
+    assert cells[1].lr == 0.2 and cells[1].status == "ok"
+    # seed 1 trained at no rate: its cell fails with the unit's error
+    results = [failed, failed, unit(60, 0), unit(90, 0)]
+    cells = {c.seed: c for c in assemble_cells(grid, results)}
+    assert cells[1].status == "failed" and cells[1].error == "ValueError: boom" and cells[2].status == "ok"

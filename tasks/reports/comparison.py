@@ -1,7 +1,7 @@
 """The report of ``exitflow compare``: finished grid cells (task x method x seed) -> ``compare.json``,
 ``compare.md``, and per task ``pareto-<task>.png`` / ``.csv`` and ``wallclock-<task>.png``.
 
-A cell is one (task, method, seed), JSON-able (the schema is in ``compare_report``). Quality is in
+A cell is one (task, method, seed), a ``tasks.reports.cells.ComparisonCell``. Quality is in
 percent (higher is better); speed-ups are ratios to the full-depth model (x). A sweep point is
 ``{"dev": {"threshold", "quality", "layer_speedup", "flops_speedup"}, "test": {...}}``.
 
@@ -36,12 +36,11 @@ from typing import Callable
 
 import numpy as np
 
-from models.operating import pareto_front
-from tasks.comparisons import interpolate_at
 from tasks.io import atomic_write_json, atomic_write_text
 from tasks.plots import XLABELS, _save, method_styles, speedup_scatter, tradeoff_panels
-
-Key = str | int | Callable[[object], float]
+from tasks.reports.cells import STATUSES, ComparisonCell, is_static, static_depth
+from tasks.reports.tables import escape_cell, format_mean_std, markdown_table
+from tasks.reports.tradeoff import average_ranks, claim, curve_auc, dev_chosen_front, mean_std, pareto_front, quality_at
 
 SELECTION = ("Numbers: per seed, the learning rate chosen on dev; a method's curve is the union of its criteria's "
              "sweep points reduced to the Pareto front on dev (dev layer speed-up, dev quality), reported with its "
@@ -52,119 +51,40 @@ SELECTION = ("Numbers: per seed, the learning rate chosen on dev; a method's cur
              "wall-clock speed-up at the dev operating point of the criterion fastest on dev, with its test quality.")
 
 
-# ---- curves -------------------------------------------------------------------------------------
-
-def method_points(series: dict[str, list[dict]]) -> list[dict]:
-    """The union of a cell's ``series`` (criterion -> sweep points), each point tagged with ``criterion``."""
-    return [{**p, "criterion": c} for c, pts in sorted(series.items()) for p in pts]
-
-
-def dev_chosen_front(series_points: list[dict], x: str = "layer_speedup") -> list[dict]:
-    """The sweep points on the DEV Pareto front of (dev ``x``, dev quality), sorted by dev ``x``;
-    report their ``"test"`` numbers."""
-    return pareto_front(series_points, lambda p: p["dev"][x], lambda p: p["dev"]["quality"])
-
-
-def quality_at(front: list[dict], target: float, x: str = "layer_speedup") -> float | None:
-    """Test quality at test ``x`` = ``target``, linear between the front's points; below its slowest
-    point that point's quality; None beyond its reach (or for an empty front)."""
-    pts = [(p["test"][x], p["test"]["quality"]) for p in front]
-    if not pts:
-        return None
-    return interpolate_at(pts, max(target, min(px for px, _ in pts)))
-
-
-def curve_auc(front: list[dict], lo: float = 1.0, hi: float = 3.0, x: str = "layer_speedup") -> tuple[float, float | None]:
-    """``(area / (hi - lo), reach)``: the exact area under ``quality_at`` (test quality vs test ``x``)
-    over [lo, hi], where quality counts as 0 beyond the reach = the front's largest test ``x``
-    (None for an empty front, whose AUC is 0). Same units as quality (percent)."""
-    if not front:
-        return 0.0, None
-    xs_front = [p["test"][x] for p in front]
-    reach = max(xs_front)
-    top = min(hi, reach)
-    if top <= lo:
-        return 0.0, reach
-    xs = sorted({lo, top, *(v for v in xs_front if lo < v < top)})  # the curve is linear between these
-    ys = [quality_at(front, v, x) for v in xs]
-    return float(np.trapezoid(ys, xs)) / (hi - lo), reach
-
-
 # ---- aggregation over seeds --------------------------------------------------------------------
 
-def mean_std(values: list[float | None]) -> dict:
-    """``{"mean", "std", "n", "of", "values"}`` over the non-None values: std with ddof=1, None below
-    2 values; ``n`` = values counted, ``of`` = all values (one per ok seed)."""
-    kept = [float(v) for v in values if v is not None]
-    return {"mean": float(np.mean(kept)) if kept else None,
-            "std": float(np.std(kept, ddof=1)) if len(kept) >= 2 else None,
-            "n": len(kept), "of": len(values), "values": list(values)}
-
-
-def format_mean_std(agg: dict, digits: int = 1, unit: str = "") -> str:
-    """``"71.2 ± 1.3"``, ``"71.2"`` (one value), ``"... (2/3 seeds)"`` (some None), ``"not reached"``, ``"—"``."""
-    if agg["of"] == 0:
-        return "—"
-    if agg["n"] == 0:
-        return "not reached"
-    text = f"{agg['mean']:.{digits}f}" + (f" ± {agg['std']:.{digits}f}" if agg["std"] is not None else "") + unit
-    return text + (f" ({agg['n']}/{agg['of']} seeds)" if agg["n"] < agg["of"] else "")
-
-
-def _static_k(method: str) -> int:
-    return int(method.rsplit("-", 1)[-1])
-
-
-def _points(cell: dict) -> list[dict]:
-    return method_points(cell.get("series") or {})
-
-
-def summarise_method(cells: list[dict], speedups: tuple[float, ...], auc_range: tuple[float, float] = (1.0, 3.0)) -> dict:
+def summarise_method(cells: list[ComparisonCell], speedups: tuple[float, ...],
+                     auc_range: tuple[float, float] = (1.0, 3.0)) -> dict:
     """One (task, method)'s cells (one per seed) -> aggregated numbers (see ``compare_report``)."""
-    ok = [c for c in cells if c["status"] == "ok"]
-    fronts = [dev_chosen_front(_points(c)) for c in ok]
+    ok = [c for c in cells if c.ok]
+    fronts = [dev_chosen_front(c.points) for c in ok]
     aucs = [curve_auc(f, *auc_range) for f in fronts]
-    criteria = sorted({k for c in ok for k in (c.get("timed") or {})})
+    timed_by_cell = [dict(c.timed) for c in ok]
+    criteria = sorted({k for timed in timed_by_cell for k in timed})
     timed = None
     if criteria:
-        def wallclock(k: str) -> list:
-            return [(c.get("timed") or {}).get(k, {}).get("wallclock_speedup") for c in ok]
         def dev_rank(k: str) -> tuple:  # chosen on dev: the fastest dev operating point, then its dev quality
-            points = [(c.get("timed") or {}).get(k) for c in ok]
-            speed = mean_std([p.get("dev_layer_speedup", p["layer_speedup"]) if p else None for p in points])["mean"]
-            quality = mean_std([p.get("dev_quality") if p else None for p in points])["mean"]
+            points = [t.get(k) for t in timed_by_cell]
+            speed = mean_std([p.dev_speedup if p else None for p in points])["mean"]
+            quality = mean_std([p.dev_quality if p else None for p in points])["mean"]
             return (-math.inf if speed is None else speed, -math.inf if quality is None else quality)
         best = max(criteria, key=dev_rank)
-        timed = {"criterion": best, "wallclock_speedup": mean_std(wallclock(best)),
-                 "test_quality": mean_std([(c.get("timed") or {}).get(best, {}).get("test_quality") for c in ok])}
+        chosen = [t.get(best) for t in timed_by_cell]
+        timed = {"criterion": best, "wallclock_speedup": mean_std([p.wallclock_speedup if p else None for p in chosen]),
+                 "test_quality": mean_std([p.test_quality if p else None for p in chosen])}
     return {
-        "kind": cells[0]["kind"], "metric": cells[0].get("metric"), "seeds": [c["seed"] for c in cells],
-        "status": {s: sum(c["status"] == s for c in cells) for s in ("ok", "failed", "n/a")},
-        "errors": [{"seed": c["seed"], "status": c["status"], "error": c.get("error")} for c in cells if c["status"] != "ok"],
-        "lr": [{"seed": c["seed"], "lr": c.get("lr")} for c in ok],
-        "full_dev": mean_std([c["full"]["dev"] for c in ok]), "full_test": mean_std([c["full"]["test"] for c in ok]),
+        "kind": cells[0].kind, "metric": cells[0].metric, "seeds": [c.seed for c in cells],
+        "status": {s: sum(c.status == s for c in cells) for s in STATUSES},
+        "errors": [{"seed": c.seed, "status": c.status, "error": c.error} for c in cells if not c.ok],
+        "lr": [{"seed": c.seed, "lr": c.lr} for c in ok],
+        "full_dev": mean_std([c.summary.full_dev for c in ok]), "full_test": mean_std([c.summary.full_test for c in ok]),
         "quality_at": {f"{t:g}x": mean_std([quality_at(f, t) for f in fronts]) for t in speedups},
         "auc": mean_std([a for a, _ in aucs]), "reach": mean_std([r for _, r in aucs]),
-        "timed": timed, "cells": cells,
+        "timed": timed, "cells": [c.to_json() for c in cells],
     }
 
 
-def average_ranks(auc: dict[str, dict[str, dict]], tasks: list[str]) -> dict[str, dict]:
-    """``auc[method][task]`` = aggregate -> ``{method: {"mean": average rank or None, "tasks": n}}``;
-    per task, rows with a mean AUC are ranked (1 = best, ties share the average rank)."""
-    ranks: dict[str, list[float]] = {m: [] for m in auc}
-    for task in tasks:
-        scores = {m: a[task]["mean"] for m, a in auc.items() if task in a and a[task]["mean"] is not None}
-        for m, s in scores.items():
-            ranks[m].append(1 + sum(v > s for v in scores.values()) + (sum(v == s for v in scores.values()) - 1) / 2)
-    return {m: {"mean": float(np.mean(r)) if r else None, "tasks": len(r)} for m, r in ranks.items()}
-
-
 # ---- markdown ----------------------------------------------------------------------------------
-
-def _md(text: object) -> str:
-    return str(text).replace("|", "\\|").replace("\n", " ")
-
 
 def _status_text(summary: dict) -> str:
     counts, total = summary["status"], len(summary["seeds"])
@@ -175,7 +95,7 @@ def _status_text(summary: dict) -> str:
         problems.setdefault((e["status"], e["error"]), []).append(str(e["seed"]))
     parts += [f"{status}: {error} (seed{'s' if len(seeds) > 1 else ''} {', '.join(seeds)})"
               for (status, error), seeds in problems.items()]
-    return _md("; ".join(p for p in parts if p))
+    return escape_cell("; ".join(p for p in parts if p))
 
 
 def _lr_text(summary: dict) -> str:
@@ -191,61 +111,57 @@ def _row(method: str, s: dict) -> list[str]:
                                              f"{format_mean_std(timed['test_quality'])} ({timed['criterion']})")
     return ([method, _status_text(s), _lr_text(s), format_mean_std(s["full_test"])]
             + [format_mean_std(a) for a in s["quality_at"].values()]
-            + [format_mean_std(s["auc"]), format_mean_std(s["reach"], 2, "x"), _md(timed_text)])
-
-
-def _table(head: list[str], rows: list[list[str]]) -> str:
-    return "\n".join(["| " + " | ".join(head) + " |", "|" + "---|" * len(head)] + ["| " + " | ".join(r) + " |" for r in rows])
+            + [format_mean_std(s["auc"]), format_mean_std(s["reach"], 2, "x"), escape_cell(timed_text)])
 
 
 # ---- plots and CSV -----------------------------------------------------------------------------
 
-def _timed(cell: dict) -> list[dict]:
-    """A cell's timed operating points, each tagged with its ``criterion``."""
-    return [{**t, "criterion": k} for k, t in sorted((cell.get("timed") or {}).items())]
-
-
-def _static_points(by_method: dict[str, list[dict]], point: Callable[[dict], tuple | None]) -> list[tuple[float, float, str]]:
+def _static_points(by_method: dict[str, list[ComparisonCell]],
+                   point: Callable[[ComparisonCell], tuple | None]) -> list[tuple[float, float, str]]:
     """Per static-k method, ``(mean x, mean y, "k")`` of ``point(cell)`` over its ok seeds that have one."""
     out = []
     for method, cells in by_method.items():
-        pts = [point(c) for c in cells if c["kind"] == "static" and c["status"] == "ok"]
+        pts = [point(c) for c in cells if c.is_static and c.ok]
         pts = [p for p in pts if p is not None]
         if pts:
-            out.append((float(np.mean([p[0] for p in pts])), float(np.mean([p[1] for p in pts])), str(_static_k(method))))
+            out.append((float(np.mean([p[0] for p in pts])), float(np.mean([p[1] for p in pts])), str(static_depth(method))))
     return out
 
 
-def _static_flops(c: dict) -> tuple | None:
-    pts = _points(c)
+def _static_flops(c: ComparisonCell) -> tuple | None:
+    pts = c.points
     return (pts[0]["test"]["flops_speedup"], pts[0]["test"]["quality"]) if pts else None
 
 
-def _static_timed(c: dict) -> tuple | None:
-    pts = _timed(c)
-    return (pts[0]["wallclock_speedup"], pts[0]["test_quality"]) if pts else None
+def _static_timed(c: ComparisonCell) -> tuple | None:
+    pts = c.timed
+    return (pts[0][1].wallclock_speedup, pts[0][1].test_quality) if pts else None
 
 
-def _static_wall_vs_layer(c: dict) -> tuple | None:
-    pts = _timed(c)
-    return (pts[0]["layer_speedup"], pts[0]["wallclock_speedup"]) if pts else None
+def _static_wall_vs_layer(c: ComparisonCell) -> tuple | None:
+    pts = c.timed
+    return (pts[0][1].layer_speedup, pts[0][1].wallclock_speedup) if pts else None
 
 
-def _early_ok(by_method: dict[str, list[dict]]) -> dict[str, list[dict]]:
-    return {m: [c for c in cells if c["status"] == "ok"] for m, cells in by_method.items() if cells[0]["kind"] != "static"}
+def _early_ok(by_method: dict[str, list[ComparisonCell]]) -> dict[str, list[ComparisonCell]]:
+    return {m: [c for c in cells if c.ok] for m, cells in by_method.items() if not is_static(m)}
 
 
-def full_model_quality(by_method: dict[str, list[dict]]) -> float | None:
+def _metric(by_method: dict[str, list[ComparisonCell]], default: str) -> str:
+    """The first metric a cell of the task names, else ``default``."""
+    return next((c.metric for cells in by_method.values() for c in cells if c.metric), default)
+
+
+def full_model_quality(by_method: dict[str, list[ComparisonCell]]) -> float | None:
     """Mean test quality of the static cell with the largest k if k = L (test layer speed-up 1), else None."""
-    static = {m: [c for c in cells if c["status"] == "ok" and _points(c)]
-              for m, cells in by_method.items() if cells[0]["kind"] == "static"}
+    static = {m: [c for c in cells if c.ok and c.points] for m, cells in by_method.items() if is_static(m)}
     static = {m: cells for m, cells in static.items() if cells}
     if not static:
         return None
-    deepest = static[max(static, key=_static_k)]
-    if any(abs(_points(c)[0]["test"]["layer_speedup"] - 1.0) > 1e-6 for c in deepest):
+    deepest = static[max(static, key=static_depth)]
+    if any(abs(c.points[0]["test"]["layer_speedup"] - 1.0) > 1e-6 for c in deepest):
         return None
-    return float(np.mean([c["full"]["test"] for c in deepest]))
+    return float(np.mean([c.summary.full_test for c in deepest]))
 
 
 def pareto_figure(task: str, by_method: dict[str, list[dict]], styles: dict[str, tuple[str, str]]):
@@ -256,16 +172,16 @@ def pareto_figure(task: str, by_method: dict[str, list[dict]], styles: dict[str,
     early = _early_ok(by_method)
     flops = {"xlabel": XLABELS["flops_speedup"],
              "lines": {m: [[(p["test"]["flops_speedup"], p["test"]["quality"])
-                            for p in dev_chosen_front(_points(c), "flops_speedup")] for c in cells]
+                            for p in dev_chosen_front(c.points, "flops_speedup")] for c in cells]
                        for m, cells in early.items()},
              "static": _static_points(by_method, _static_flops)}
-    wall = {m: [[(t["wallclock_speedup"], t["test_quality"]) for t in _timed(c)] for c in cells] for m, cells in early.items()}
+    wall = {m: [[(t.wallclock_speedup, t.test_quality) for _, t in c.timed] for c in cells] for m, cells in early.items()}
     timed = {"xlabel": XLABELS["wallclock_speedup"],
              "lines": {m: [pareto_front(pts, 0, 1) for pts in seeds] for m, seeds in wall.items()},
              "points": {m: [p for pts in seeds for p in pts] for m, seeds in wall.items()},
              "static": _static_points(by_method, _static_timed)}
     full = full_model_quality(by_method)
-    metric = next((c["metric"] for cells in by_method.values() for c in cells if c.get("metric")), "quality")
+    metric = _metric(by_method, "quality")
     return tradeoff_panels([flops, timed], styles, f"test {metric} (%)",
                            f"{task}: dev-chosen fronts at their test numbers (every seed drawn)",
                            None if full is None else (full, "full model (static-L)"))
@@ -274,7 +190,7 @@ def pareto_figure(task: str, by_method: dict[str, list[dict]], styles: dict[str,
 def wallclock_figure(task: str, by_method: dict[str, list[dict]], styles: dict[str, tuple[str, str]]):
     """Measured batch-32 wall-clock speed-up vs test layer speed-up of every timed point (every
     seed), the line y = x dashed. Unsaved Figure."""
-    points = {m: [(t["layer_speedup"], t["wallclock_speedup"]) for c in cells for t in _timed(c)]
+    points = {m: [(t.layer_speedup, t.wallclock_speedup) for c in cells for _, t in c.timed]
               for m, cells in _early_ok(by_method).items()}
     return speedup_scatter(points, styles, _static_points(by_method, _static_wall_vs_layer), XLABELS["layer_speedup"],
                            XLABELS["wallclock_speedup"], f"{task}: measured vs layer speed-up")
@@ -288,14 +204,14 @@ def pareto_csv(by_method: dict[str, list[dict]]) -> str:
     w.writerow(["method", "criterion", "seed", "source", "test_quality", "layer_speedup", "flops_speedup", "wallclock_speedup"])
     r = lambda v: "" if v is None else round(v, 4)  # noqa: E731
     for method, cells in by_method.items():
-        for c in (c for c in cells if c["status"] == "ok"):
-            for p in dev_chosen_front(_points(c)):
+        for c in (c for c in cells if c.ok):
+            for p in dev_chosen_front(c.points):
                 t = p["test"]
-                w.writerow([method, p["criterion"], c["seed"], "front", r(t["quality"]), r(t["layer_speedup"]),
+                w.writerow([method, p["criterion"], c.seed, "front", r(t["quality"]), r(t["layer_speedup"]),
                             r(t["flops_speedup"]), ""])
-            for t in _timed(c):
-                w.writerow([method, t["criterion"], c["seed"], "timed", r(t.get("test_quality")), r(t.get("layer_speedup")),
-                            r(t.get("flops_speedup")), r(t.get("wallclock_speedup"))])
+            for criterion, t in c.timed:
+                w.writerow([method, criterion, c.seed, "timed", r(t.test_quality), r(t.layer_speedup),
+                            r(t.flops_speedup), r(t.wallclock_speedup)])
     return buf.getvalue()
 
 
@@ -305,29 +221,16 @@ def static_line_at(by_method: dict[str, list[dict]], speedups: tuple[float, ...]
     by_seed: dict[int, list[dict]] = {}
     for cells in by_method.values():
         for c in cells:
-            if c["kind"] == "static" and c["status"] == "ok":
-                by_seed.setdefault(c["seed"], []).extend(_points(c))
+            if c.is_static and c.ok:
+                by_seed.setdefault(c.seed, []).extend(c.points)
     fronts = [dev_chosen_front(points) for _, points in sorted(by_seed.items())]
     return {f"{t:g}x": mean_std([quality_at(f, t) for f in fronts]) for t in speedups}
-
-
-def claim(method: dict, static: dict) -> dict:
-    """Method vs static line at one target: the mean difference and whether it exceeds the seed
-    spread, sqrt(std_method^2 + std_static^2); with fewer than 2 seeds there is no spread and no claim."""
-    if method["mean"] is None or static["mean"] is None:
-        return {"difference": None, "verdict": "not reached"}
-    diff = method["mean"] - static["mean"]
-    if method["std"] is None or static["std"] is None:
-        return {"difference": diff, "verdict": "one seed: no claim"}
-    spread = math.hypot(method["std"], static["std"])
-    verdict = "above static" if diff > spread else "below static" if diff < -spread else "within the seed spread"
-    return {"difference": diff, "spread": spread, "verdict": verdict}
 
 
 def claims_table(summaries: dict[str, dict], static: dict[str, dict], speedups: tuple[float, ...]) -> tuple[str, dict]:
     """Markdown and data: each early-exit method's test quality minus the static line's at each target."""
     data = {m: {f"{t:g}x": claim(s["quality_at"][f"{t:g}x"], static[f"{t:g}x"]) for t in speedups}
-            for m, s in summaries.items() if s["kind"] != "static" and s["status"]["ok"]}
+            for m, s in summaries.items() if not is_static(m) and s["status"]["ok"]}
 
     def text(c: dict) -> str:
         return c["verdict"] if c["difference"] is None else f"{c['difference']:+.1f} ({c['verdict']})"
@@ -335,34 +238,33 @@ def claims_table(summaries: dict[str, dict], static: dict[str, dict], speedups: 
     rows = [[m] + [text(by_target[f"{t:g}x"]) for t in speedups] for m, by_target in data.items()]
     head = ["method"] + [f"vs static @ {t:g}x" for t in speedups]
     return ("Against the static smaller models (test quality minus the static line at the same layer "
-            "speed-up; a claim needs the difference to exceed the seed spread):\n\n" + _table(head, rows)), data
+            "speed-up; a claim needs the difference to exceed the seed spread):\n\n" + markdown_table(head, rows)), data
 
 
 # ---- the report --------------------------------------------------------------------------------
 
-def _group(cells: list[dict]) -> dict[str, dict[str, list[dict]]]:
+def _method_order(method: str) -> tuple[bool, int]:
+    """Sort key: the early-exit methods (in their given order, the sort being stable), then static-k by k."""
+    return is_static(method), static_depth(method) or 0
+
+
+def _group(cells: list[ComparisonCell]) -> dict[str, dict[str, list[ComparisonCell]]]:
     """``{task: {method: cells}}``: tasks in order of appearance; per task the early-exit methods in
     order of appearance, then the static-k methods by k."""
-    grouped: dict[str, dict[str, list[dict]]] = {}
+    grouped: dict[str, dict[str, list[ComparisonCell]]] = {}
     for c in cells:
-        grouped.setdefault(c["task"], {}).setdefault(c["method"], []).append(c)
-
-    def order(item: tuple[str, list[dict]]) -> tuple:
-        static = item[1][0]["kind"] == "static"
-        return static, _static_k(item[0]) if static else 0
-
-    return {t: dict(sorted(by_method.items(), key=order)) for t, by_method in grouped.items()}
+        grouped.setdefault(c.task, {}).setdefault(c.method, []).append(c)
+    return {t: dict(sorted(by_method.items(), key=lambda item: _method_order(item[0]))) for t, by_method in grouped.items()}
 
 
 def _overall(summaries: dict[str, dict[str, dict]], auc_label: str) -> tuple[str, dict, dict]:
     """The method x task AUC table (markdown) with the early-exit methods' average rank; returns
     ``(markdown, {method: {task: AUC aggregate}}, average_ranks)``."""
     tasks = list(summaries)
-    rows = {m: s for by_method in summaries.values() for m, s in by_method.items()}  # any task's summary: kind
-    methods = sorted(rows, key=lambda m: (rows[m]["kind"] == "static", _static_k(m) if rows[m]["kind"] == "static" else 0))
+    methods = sorted({m: None for by_method in summaries.values() for m in by_method}, key=_method_order)
     auc = {m: {t: summaries[t][m]["auc"] for t in tasks if m in summaries[t] and summaries[t][m]["status"]["ok"]}
            for m in methods}
-    ranks = average_ranks({m: a for m, a in auc.items() if rows[m]["kind"] != "static"}, tasks)
+    ranks = average_ranks({m: a for m, a in auc.items() if not is_static(m)}, tasks)
 
     def cell(m: str, t: str) -> str:
         s = summaries[t].get(m)
@@ -378,20 +280,17 @@ def _overall(summaries: dict[str, dict[str, dict]], auc_label: str) -> tuple[str
 
     text = (f"## Overall: {auc_label} (mean ± std over seeds) and the early-exit methods' average rank "
             "(1 = best, ties share; static rows for reference)\n\n"
-            + _table(["method"] + tasks + ["average rank"], [[m] + [cell(m, t) for t in tasks] + [rank(m)] for m in methods])
+            + markdown_table(["method"] + tasks + ["average rank"], [[m] + [cell(m, t) for t in tasks] + [rank(m)] for m in methods])
             + "\n")
     return text, auc, ranks
 
 
-def compare_report(cells: list[dict], speedups: tuple[float, ...] = (1.5, 2.0, 3.0), *, out_dir: Path,
+def compare_report(cells: list[ComparisonCell], speedups: tuple[float, ...] = (1.5, 2.0, 3.0), *, out_dir: Path,
                    auc_range: tuple[float, float] = (1.0, 3.0)) -> dict:
     """Writes the comparison report of finished grid cells into ``out_dir``.
 
-    A cell (JSON-able): ``{"task", "method", "seed", "kind": "early-exit" | "static", "status": "ok" |
-    "failed" | "n/a", "error", "metric", "lr", "lr_scores", "dev_score", "full": {"dev", "test"},
-    "series": {criterion: [sweep point]}, "timed": {criterion: {"threshold", "test_quality",
-    "layer_speedup", "flops_speedup", "wallclock_speedup"}}, "seconds", "checkpoint"}``; a static
-    method is named ``static-<k>`` and its cell has one criterion with one point (layer speed-up L/k).
+    ``cells``: ``tasks.reports.cells.ComparisonCell``; a static baseline's cell has one criterion
+    with one point (layer speed-up L/k).
 
     Writes ``compare.json`` (per task, per method: ``summarise_method``'s numbers with the raw cells;
     overall AUC and average ranks), ``compare.md``, and per task ``pareto-<task>.png`` /
@@ -401,7 +300,7 @@ def compare_report(cells: list[dict], speedups: tuple[float, ...] = (1.5, 2.0, 3
     out_dir = Path(out_dir)
     grouped = _group(cells)
     tasks = list(grouped)
-    styles = method_styles(list(dict.fromkeys(c["method"] for c in cells if c["kind"] != "static")))
+    styles = method_styles(list(dict.fromkeys(c.method for c in cells if not c.is_static)))
     summaries = {t: {m: summarise_method(cs, speedups, auc_range) for m, cs in by_method.items()}
                  for t, by_method in grouped.items()}
     auc_label = f"AUC[{auc_range[0]:g},{auc_range[1]:g}]"
@@ -413,10 +312,10 @@ def compare_report(cells: list[dict], speedups: tuple[float, ...] = (1.5, 2.0, 3
         wallclock_plots[task] = str(_save(wallclock_figure(task, by_method, styles), out_dir / f"wallclock-{task}.png"))
         atomic_write_text(out_dir / f"pareto-{task}.csv", pareto_csv(by_method))
         full = full_model_quality(by_method)
-        metric = next((c["metric"] for cs in by_method.values() for c in cs if c.get("metric")), "?")
+        metric = _metric(by_method, "?")
         static = static_line_at(by_method, speedups)
         claims_md, claims[task] = claims_table(summaries[task], static, speedups)
-        sections.append(f"## {task} ({metric})\n\n" + _table(head, [_row(m, s) for m, s in summaries[task].items()])
+        sections.append(f"## {task} ({metric})\n\n" + markdown_table(head, [_row(m, s) for m, s in summaries[task].items()])
                         + ("" if full is None else f"\n\nFull model (static-L, test): {full:.1f}")
                         + "\n\n" + claims_md
                         + f"\n\n![{task} Pareto](pareto-{task}.png) ![{task} wall-clock](wallclock-{task}.png)\n")

@@ -1,9 +1,9 @@
-"""LECO's comparison pieces (tasks/leco.py) on hand-made numbers: AVG / BEST, the two claims."""
+"""LECO's comparison (tasks/reports/leco.py) on hand-made numbers: AVG / BEST, the two claims."""
 
 import pytest
 
-from tasks.comparisons import speedup_rows
-from tasks.leco import exiting_claim, leco_markdown, training_claim, training_rows
+from tasks.reports.leco import exiting_claim, leco_markdown, training_claim, training_rows
+from tasks.reports.tradeoff import speedup_rows
 
 
 def test_avg_is_the_mean_layer_score_and_best_the_best_layer_on_test():

@@ -1,30 +1,21 @@
-"""The comparison report: Pareto fronts, dev-chosen curves, interpolation / AUC, seed aggregation,
-failed and n/a cells, styles, reproducible files and the legend's place. Tiny hand-made cells (L = 6)."""
+"""The comparison report (tasks/reports/comparison.py): seed aggregation, failed and n/a cells, the
+timed column, the static line, styles, reproducible files and the legend's place. Tiny hand-made
+cells (L = 6). The maths under it is tested in test_tradeoff.py."""
 
 from __future__ import annotations
 
 import json
 import math
 
-import numpy as np
-
 import matplotlib
 import pytest
 
 import tasks.plots as plots
-from tasks.compare_report import (
-    average_ranks,
-    compare_report,
-    curve_auc,
-    dev_chosen_front,
-    format_mean_std,
-    full_model_quality,
-    method_points,
-    pareto_front,
-    pareto_figure,
-    quality_at,
-)
 from tasks.plots import method_styles
+from tasks.reports.cells import ComparisonCell
+from tasks.reports.comparison import compare_report, full_model_quality, pareto_figure, static_line_at, summarise_method
+from tasks.reports.tables import format_mean_std
+from tasks.reports.tradeoff import dev_chosen_front, quality_at
 
 
 def pt(dev_s: float, dev_q: float, test_s: float | None = None, test_q: float | None = None) -> dict:
@@ -44,24 +35,26 @@ def timed(s: float, q: float, wall: float) -> dict:
 
 
 def cell(method: str, seed: int = 1, task: str = "sst2", status: str = "ok", error: str | None = None,
-         series: dict | None = None, full_test: float = 90.0, kind: str = "early-exit", tmd: dict | None = None) -> dict:
-    ok = status == "ok"
+         series: dict | None = None, full_test: float = 90.0, tmd: dict | None = None) -> ComparisonCell:
+    """A cell as ``cell.json`` holds it, read back; an ok cell's entropy curve loses 5 points at 2x, 15 at 3x."""
+    if status != "ok":
+        return ComparisonCell.from_json({"task": task, "method": method, "seed": seed, "status": status, "error": error,
+                                         "lr": None, "lr_scores": {}, "seconds": 1.0})
     series = series if series is not None else {"entropy": front((1.0, full_test), (2.0, full_test - 5), (3.0, full_test - 15))}
-    return {"task": task, "method": method, "seed": seed, "kind": kind, "status": status, "error": error,
-            "metric": "accuracy", "lr": 3e-4 if ok else None, "lr_scores": {"0.0003": full_test} if ok else {},
-            "dev_score": full_test if ok else None, "full": {"dev": full_test, "test": full_test} if ok else None,
-            "series": series if ok else None,
-            "timed": (tmd if tmd is not None else {"entropy": timed(2.0, full_test - 5, 1.7)}) if ok else None,
-            "seconds": 1.0, "checkpoint": None}
+    return ComparisonCell.from_json({
+        "task": task, "method": method, "seed": seed, "status": status, "error": None, "metric": "accuracy",
+        "num_layers": 6, "lr": 3e-4, "lr_scores": {"0.0003": full_test}, "dev_score": full_test,
+        "full": {"dev": full_test, "test": full_test}, "series": series,
+        "timed": tmd if tmd is not None else {"entropy": timed(2.0, full_test - 5, 1.7)}, "seconds": 1.0, "checkpoint": None})
 
 
-def static(k: int, quality: float, seed: int = 1, task: str = "sst2") -> dict:
+def static(k: int, quality: float, seed: int = 1, task: str = "sst2") -> ComparisonCell:
     s = 6 / k
-    return cell(f"static-{k}", seed, task, kind="static", full_test=quality, series={"static": front((s, quality))},
+    return cell(f"static-{k}", seed, task, full_test=quality, series={"static": front((s, quality))},
                 tmd={"static": timed(s, quality, 0.95 * s)})
 
 
-def grid() -> list[dict]:
+def grid() -> list[ComparisonCell]:
     return [cell("joint", 1, full_test=90.0), cell("joint", 2, full_test=94.0), cell("pabee", 1, full_test=88.0),
             cell("pabee", 2, status="failed", error="CUDA out of memory | at step 3"),
             cell("leco", 1, status="n/a", error="leco cannot do regression"),
@@ -71,43 +64,12 @@ def grid() -> list[dict]:
 
 # ---- curves ---------------------------------------------------------------------------------------
 
-def test_pareto_front_drops_dominated_points_and_sorts_by_x():
-    zigzag = [(2.0, 88.0), (1.0, 90.0), (1.5, 85.0), (3.0, 70.0), (2.2, 60.0), (2.5, 80.0), (2.5, 75.0)]
-    assert pareto_front(zigzag, 0, 1) == [(1.0, 90.0), (2.0, 88.0), (2.5, 80.0), (3.0, 70.0)]
-    dicts = [{"s": x, "q": y} for x, y in zigzag]
-    assert [(p["s"], p["q"]) for p in pareto_front(dicts, "s", "q")] == [(1.0, 90.0), (2.0, 88.0), (2.5, 80.0), (3.0, 70.0)]
-
-
 def test_dev_chosen_front_selects_on_dev_and_reports_test():
     # "lucky" is the best point on test at 2x but dominated on dev by "honest": it must not be used
     series = {"entropy": [pt(1.0, 85.0, 1.0, 84.0), pt(2.0, 80.0, 2.0, 70.0)], "patience": [pt(2.0, 75.0, 2.0, 90.0)]}
-    chosen = dev_chosen_front(method_points(series))
+    chosen = dev_chosen_front(cell("joint", series=series).points)
     assert [(p["criterion"], p["test"]["quality"]) for p in chosen] == [("entropy", 84.0), ("entropy", 70.0)]
     assert quality_at(chosen, 2.0) == 70.0
-
-
-def test_quality_at_interpolates_and_is_none_beyond_reach():
-    curve = front((1.0, 90.0), (3.0, 70.0))
-    assert quality_at(curve, 2.0) == pytest.approx(80.0)
-    assert quality_at(curve, 3.0) == pytest.approx(70.0)
-    assert quality_at(curve, 3.5) is None
-    assert quality_at(front((1.2, 88.0), (2.0, 80.0)), 1.0) == 88.0  # below the slowest point: that point's quality
-    assert quality_at([], 1.5) is None
-
-
-def test_auc_flat_curve_is_its_quality_and_half_reach_is_half_area():
-    assert curve_auc(front((1.0, 80.0), (3.0, 80.0))) == (pytest.approx(80.0), 3.0)
-    assert curve_auc(front((1.0, 80.0), (2.0, 80.0))) == (pytest.approx(40.0), 2.0)
-    assert curve_auc(front((1.0, 90.0), (3.0, 70.0)))[0] == pytest.approx(80.0)
-    assert curve_auc(front((1.0, 90.0), (2.0, 80.0), (4.0, 60.0)))[0] == pytest.approx((85.0 + (80.0 + 70.0) / 2) / 2)
-    assert curve_auc(front((1.0, 90.0))) == (0.0, 1.0)  # the full model alone has no area
-
-
-def test_average_ranks_share_ties_and_skip_missing():
-    agg = lambda m: {"mean": m}  # noqa: E731
-    ranks = average_ranks({"a": {"t1": agg(80.0), "t2": agg(70.0)}, "b": {"t1": agg(80.0), "t2": agg(60.0)},
-                           "c": {"t1": agg(50.0)}}, ["t1", "t2"])
-    assert ranks == {"a": {"mean": 1.25, "tasks": 2}, "b": {"mean": 1.75, "tasks": 2}, "c": {"mean": 3.0, "tasks": 1}}
 
 
 def test_full_model_is_the_static_cell_with_k_equal_l_only():
@@ -218,8 +180,6 @@ def test_tradeoff_plot_draws_fronts_with_raw_points_and_legend_outside(tmp_path,
 
 
 def test_timed_column_takes_the_criterion_fastest_on_dev_not_on_wall_clock():
-    from tasks.compare_report import summarise_method
-
     slow_on_dev = {**timed(1.5, 80.0, 3.0), "dev_layer_speedup": 1.5, "dev_quality": 85.0}  # best wall-clock (test rows)
     fast_on_dev = {**timed(2.5, 70.0, 1.2), "dev_layer_speedup": 2.5, "dev_quality": 75.0}
     summary = summarise_method([cell("joint", tmd={"entropy": slow_on_dev, "patience": fast_on_dev})], (2.0,))
@@ -227,15 +187,7 @@ def test_timed_column_takes_the_criterion_fastest_on_dev_not_on_wall_clock():
     assert summary["timed"]["wallclock_speedup"]["mean"] == 1.2
 
 
-def test_claims_against_the_static_line_need_the_seed_spread():
-    from tasks.compare_report import claim, static_line_at
-
+def test_the_static_line_runs_through_every_static_k_point():
     # the static line through k=3 (2x, 80) and k=2 (3x, 70) reads 75 at 2.5x
     by_method = {"static-3": [static(3, 80.0)], "static-2": [static(2, 70.0)]}
     assert static_line_at(by_method, (2.5,))["2.5x"]["mean"] == pytest.approx(75.0)
-    agg = lambda *v: {"mean": sum(v) / len(v), "std": None if len(v) < 2 else float(np.std(v, ddof=1))}  # noqa: E731
-    assert claim(agg(80.0, 82.0), agg(70.0, 71.0))["verdict"] == "above static"
-    assert claim(agg(70.0, 80.0), agg(72.0, 73.0))["verdict"] == "within the seed spread"
-    assert claim(agg(60.0, 61.0), agg(72.0, 73.0))["verdict"] == "below static"
-    one = claim(agg(90.0), agg(70.0))
-    assert one["verdict"] == "one seed: no claim" and one["difference"] == pytest.approx(20.0)
