@@ -120,6 +120,12 @@ class Layout:
         """``artifacts/<task>/seed-<seed>``: every folder derived from ``train.task`` is under it."""
         return self.artifacts / self.task / f"seed-{self.seed}"
 
+    def method_dir(self, method: str) -> Path:
+        """``artifacts/<task>/seed-<seed>/<method>``: the folder of a registered method
+        (``flows/methods/``) that has no named folders below; its flows module names what it
+        writes inside (the methods that predate the registry keep their named folders in this class)."""
+        return self.base / method
+
     @property
     def task_data(self) -> Path:
         return self.data / self.task
