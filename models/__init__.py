@@ -1,5 +1,9 @@
-"""exitflow's pure-PyTorch layer. Importing it registers every method's exit modules
-(``models/registry.py``): one line per method module below."""
+"""exitflow's pure-PyTorch layer. Importing it imports every module of the package, so each
+method's exit modules register themselves (``models/registry.py``): a new method adds its
+module here and nothing else (``tasks.caching`` knows this package imports all of its modules)."""
 
-from models import berxit, consistentee, leco, past_future  # noqa: F401  (lte / policy scorers and criteria; the leco exit stack
-#                                                          and cobee criterion; the past_future exit stack)
+import importlib
+import pkgutil
+
+for _module in pkgutil.iter_modules(__path__):
+    importlib.import_module(f"{__name__}.{_module.name}")

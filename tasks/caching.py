@@ -5,7 +5,9 @@ arguments, bound to its signature (a default keys the same as passing it), with 
 by value, input artifacts (``Path`` arguments) by content, ``out_dir`` by location, and
 ``NOT_HASHED`` ones (``logger``, ``cache_dir``: they never change what a task computes) not at
 all; plus the source of the task's module and of every ``models``/``tasks`` module it imports,
-transitively (``source_closure``), so editing the report does not retrain a model.
+transitively (``source_closure``), so editing the report does not retrain a model. Importing
+``models`` imports every module in it (each method's exit modules register themselves), so the
+closure of anything that imports ``models`` holds all of them.
 
 A re-run with unchanged inputs is served from the cache. ``run_cached`` forces a refresh instead
 of a stale hit when the task's output stamp (``out_dir/result.json``) is gone, or when
@@ -35,6 +37,7 @@ from tasks.io import RESULT_FILE, atomic_write_text, file_hash, portable_path, t
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 PACKAGES = ("models", "tasks")  # the project packages whose source enters a key
+DISCOVERING = ("models",)  # packages whose __init__ imports every module in them (registries)
 NOT_HASHED = {"logger", "cache_dir"}  # cache_dir only holds features keyed by their own source hash
 
 
@@ -63,6 +66,12 @@ def _project_imports(path: Path, module: str) -> set[str]:
     return {prefix for name in names if name.split(".")[0] in PACKAGES for prefix in _prefixes(name.split("."))}
 
 
+def _package_modules(folder: Path) -> list[str]:
+    """The modules and subpackages directly in ``folder`` (what ``pkgutil.iter_modules`` imports)."""
+    return sorted({p.stem for p in folder.glob("*.py") if p.name != "__init__.py"}
+                  | {p.parent.name for p in folder.glob("*/__init__.py")})
+
+
 def _prefixes(parts: list[str]) -> list[str]:
     return [".".join(parts[:i]) for i in range(1, len(parts) + 1)]
 
@@ -80,6 +89,8 @@ def _closure(module: str, root: Path) -> tuple[tuple[str, Path], ...]:
             continue
         found[name] = path
         todo.extend((m, _module_file(m, root)) for m in _project_imports(path, name) if m not in found)
+        if name in DISCOVERING:
+            todo.extend((f"{name}.{m}", _module_file(f"{name}.{m}", root)) for m in _package_modules(path.parent))
     return tuple(sorted(found.items()))
 
 

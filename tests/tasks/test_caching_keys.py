@@ -78,17 +78,21 @@ def test_closure_resolves_function_level_relative_and_package_imports(tmp_path, 
         "models/c.py": "",
         "models/sub/__init__.py": "from .d import x\n",
         "models/sub/d.py": "import torch\nx = 1\n",
-        "models/unused.py": "",
+        "models/imported_by_the_package.py": "",
         "tasks/__init__.py": "",
+        "tasks/unused.py": "",
         "tasks/t.py": "import models.a\nfrom models.sub import x\nfrom flows import pipeline\n",
-        "flows/pipeline.py": "import models.unused\n",
+        "flows/pipeline.py": "import tasks.unused\n",
     }
     for name, text in files.items():
         (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
         (tmp_path / name).write_text(text)
     monkeypatch.setattr(caching, "REPO_ROOT", tmp_path)
+    # importing ``models`` imports every module in it (registries): all of them are in the closure;
+    # flows/ is not a hashed package, so what only it imports stays out
     assert set(caching.source_closure("tasks.t")) == {
-        "tasks", "tasks.t", "models", "models.a", "models.b", "models.c", "models.sub", "models.sub.d"}
+        "tasks", "tasks.t", "models", "models.a", "models.b", "models.c", "models.sub", "models.sub.d",
+        "models.imported_by_the_package"}
 
 
 def test_the_stamp_of_a_task_call_is_the_same_in_another_folder(tmp_path):
