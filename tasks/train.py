@@ -108,6 +108,38 @@ def fit_config(train: TrainConfig, strategy: str, steps_per_epoch: int, seed: in
                      freeze_layers=train.freeze_layers, seed=seed, dynamics_evals_per_epoch=dynamics_evals_per_epoch)
 
 
+def fit_batches(enc_train: dict, enc_dev: dict, cfg: FitConfig, train: TrainConfig, pad: int, device):
+    """The batch makers ``fit_multi_exit`` reads: each epoch's shuffled training batches (seed
+    ``cfg.seed + 1000 * stage + epoch``, with a progress bar), dev, and the training rows in order."""
+
+    def epoch_batches(stage: int, epoch: int):
+        return tqdm(batches(enc_train, train.batch_size, pad, shuffle=True, seed=cfg.seed + 1000 * stage + epoch, device=device),
+                    total=cfg.steps_per_epoch, disable=None, desc=f"{cfg.objective} stage {stage} epoch {epoch}/{cfg.epochs}",
+                    leave=False)
+
+    def dev_batches():
+        return batches(enc_dev, 64, pad, device=device)
+
+    def train_rows():
+        return batches(enc_train, 64, pad, device=device)
+
+    return epoch_batches, dev_batches, train_rows
+
+
+def epoch_reporter(strategy: str, logger: MetricLogger, resume_path: Path):
+    """After each epoch: the progress line, the metrics, and the state to resume from (saved atomically)."""
+
+    def finish_epoch(record: dict, state: dict) -> None:
+        scores, mean_score = record["dev_layer_scores"], record["dev_mean_score"]
+        tqdm.write(f"[{strategy}] stage {record['stage']} epoch {record['epoch']}: loss {record['train_loss']:.4f}, "
+                   f"dev mean layer score {mean_score:.2f}, last layer {scores[-1]:.2f}")
+        logger.log_metrics({"train_loss": record["train_loss"], "dev_mean_layer_score": mean_score,
+                            **{f"dev_layer_{k}": s for k, s in enumerate(scores, 1)}}, step=len(state["history"]))
+        atomic_torch_save(resume_path, state)
+
+    return finish_epoch
+
+
 def save_fit_outputs(out_dir: Path, fit: FitResult, enc_train: dict) -> None:
     """``history.json``, and ``train_dynamics.pt`` when the fit recorded dynamics."""
     atomic_write_json(out_dir / "history.json", fit.history)
@@ -158,27 +190,10 @@ def train_multi_exit(
     cfg = fit_config(train, strategy, num_batches(enc_train, train.batch_size), seed, dynamics_evals_per_epoch)
     resume_path = out_dir / "_resume" / "state.pt"
 
-    def epoch_batches(stage: int, epoch: int):
-        return tqdm(batches(enc_train, train.batch_size, pad, shuffle=True, seed=seed + 1000 * stage + epoch, device=dev_),
-                    total=cfg.steps_per_epoch, disable=None, desc=f"{strategy} stage {stage} epoch {epoch}/{train.epochs}",
-                    leave=False)
-
-    def dev_batches():
-        return batches(enc_dev, 64, pad, device=dev_)
-
-    def train_rows():
-        return batches(enc_train, 64, pad, device=dev_)
-
-    def finish_epoch(record: dict, state: dict) -> None:
-        scores, mean_score = record["dev_layer_scores"], record["dev_mean_score"]
-        tqdm.write(f"[{strategy}] stage {record['stage']} epoch {record['epoch']}: loss {record['train_loss']:.4f}, "
-                   f"dev mean layer score {mean_score:.2f}, last layer {scores[-1]:.2f}")
-        logger.log_metrics({"train_loss": record["train_loss"], "dev_mean_layer_score": mean_score,
-                            **{f"dev_layer_{k}": s for k, s in enumerate(scores, 1)}}, step=len(state["history"]))
-        atomic_torch_save(resume_path, state)
-
+    epoch_batches, dev_batches, train_rows = fit_batches(enc_train, enc_dev, cfg, train, pad, dev_)
     fit = fit_multi_exit(model, cfg, epoch_batches, dev_batches, spec["metric"], train_rows,
-                         resume=load_resume_state(resume_path, cfg, train.task), on_epoch=finish_epoch)
+                         resume=load_resume_state(resume_path, cfg, train.task),
+                         on_epoch=epoch_reporter(strategy, logger, resume_path))
     warn_if_at_chance(fit.selected["dev_chance_check"], f"{train.task} ({strategy})", train)
     ckpt = save_checkpoint(model.cpu(), tokenizer, out_dir / "checkpoint", {
         "task": train.task, "strategy": strategy, "backbone": backbone.name, "metric": spec["metric"],
