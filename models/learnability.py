@@ -205,6 +205,19 @@ def predict_bits(model: nn.Module, predictor: str, batches: Iterable[dict]) -> t
     return torch.cat(gold).numpy(), torch.cat(pred).numpy()
 
 
+def item_batches(states: torch.Tensor, labels: torch.Tensor, order: list[int], device: torch.device | str = "cpu",
+                 size: int = 256) -> Iterable[dict[str, torch.Tensor]]:
+    """Linear-B batches over precomputed states in ``order``: ``{"states": [L, b, d], "labels": [b, L]}``.
+
+    Args:
+        states: ``[n, L, d]`` the annotator's state per item and layer.
+        labels: ``[n, L]`` difficulty bits.
+    """
+    for start in range(0, len(order), size):
+        idx = torch.tensor(order[start:start + size])
+        yield {"states": states[idx].transpose(0, 1).to(device), "labels": labels[idx].to(device)}
+
+
 def fit_predictor(model: nn.Module, predictor: str, train_batches: Callable[[int], Iterable[dict]],
                   dev_batches: Callable[[], Iterable[dict]], epochs: int, lr: float,
                   progress: Callable[[Iterable, int], Iterable] = lambda batches, epoch: batches) -> tuple[list[dict], dict]:
