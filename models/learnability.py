@@ -260,3 +260,35 @@ def train_classifier_epoch(model: nn.Module, batches: Iterable[dict], optimizer:
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
+
+
+@torch.no_grad()
+def classifier_accuracy(model: nn.Module, batches: Iterable[dict]) -> float:
+    """Accuracy (percent) of ``model``'s argmax over ``batches`` (eval mode)."""
+    model.eval()
+    right, rows = 0, 0
+    for batch in batches:
+        right += (model(batch["input_ids"], batch["attention_mask"], batch.get("token_type_ids")).argmax(-1)
+                  == batch["labels"]).sum().item()
+        rows += len(batch["labels"])
+    return 100.0 * right / rows
+
+
+def fit_classifier(model: nn.Module, train_batches: Callable[[int], Iterable[dict]],
+                   eval_batches: dict[str, Callable[[], Iterable[dict]]], epochs: int, lr: float,
+                   on_epoch: Callable[[dict], None] | None = None) -> list[dict]:
+    """Train the human-difficulty classifier (AdamW, weight decay 0.01) for ``epochs``, without
+    selection; after each epoch the accuracy on every ``eval_batches`` split.
+
+    Returns ``[{"epoch", "<split>_accuracy", ...}]``; ``on_epoch`` gets each record.
+    """
+    optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.01)
+    history = []
+    for epoch in range(1, epochs + 1):
+        model.train()
+        train_classifier_epoch(model, train_batches(epoch), optimizer)
+        history.append({"epoch": epoch, **{f"{split}_accuracy": classifier_accuracy(model, make())
+                                           for split, make in eval_batches.items()}})
+        if on_epoch is not None:
+            on_epoch(history[-1])
+    return history

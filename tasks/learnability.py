@@ -26,13 +26,13 @@ from models.learnability import (
     LinearB,
     LinearM,
     difficulty_metrics,
+    fit_classifier,
     fit_predictor,
     item_batches,
     majority_bits,
     negative_share,
     oversample_order,
     predict_bits,
-    train_classifier_epoch,
 )
 from tasks.backbones import load_backbone, load_checkpoint, pick_device
 from tasks.caching import ARTIFACT_CACHE
@@ -298,6 +298,18 @@ def _finish(out_dir: Path, predictor: str, test: dict, dev: dict, history: list[
     return result
 
 
+def human_epoch_batches(enc: dict, batch_size: int, pad: int, device, seed: int, epochs: int, epoch: int):
+    """One epoch of the human-difficulty classifier's batches (rows shuffled with ``seed + epoch``)."""
+    order = _shuffled(list(range(len(enc["labels"]))), seed + epoch)
+    return tqdm(_sequence_batches(enc, batch_size, pad, device, order), disable=None, leave=False,
+                desc=f"human difficulty epoch {epoch}/{epochs}")
+
+
+def report_human_epoch(record: dict) -> None:
+    tqdm.write(f"[human difficulty] epoch {record['epoch']}: train {record['train_accuracy']:.1f}, "
+               f"test {record['test_accuracy']:.1f}")
+
+
 @task(name="human_difficulty", cache_policy=ARTIFACT_CACHE, persist_result=True)
 def human_difficulty(cfg: LearnabilityConfig, backbone: BackboneConfig, source: Path, out_dir: Path, seed: int = 42,
                      device: str = "auto") -> dict:
@@ -315,26 +327,9 @@ def human_difficulty(cfg: LearnabilityConfig, backbone: BackboneConfig, source: 
     model = EncoderPredictor(backbone_model, 2).to(dev_)
     pad = tokenizer.pad_token_id or 0
     enc = {s: _encode(rows, tokenizer, backbone.max_length) for s, rows in parts.items()}
-    optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.human_lr, weight_decay=0.01)
-
-    @torch.no_grad()
-    def accuracy(split: str) -> float:
-        model.eval()
-        right = 0
-        for batch in _sequence_batches(enc[split], 64, pad, dev_):
-            right += (model(batch["input_ids"], batch["attention_mask"], batch.get("token_type_ids")).argmax(-1)
-                      == batch["labels"]).sum().item()
-        return 100.0 * right / len(enc[split]["labels"])
-
-    history = []
-    for epoch in range(1, cfg.human_epochs + 1):
-        model.train()
-        order = _shuffled(list(range(len(enc["train"]["labels"]))), seed + epoch)
-        train_classifier_epoch(model, tqdm(_sequence_batches(enc["train"], cfg.batch_size, pad, dev_, order), disable=None,
-                                           leave=False, desc=f"human difficulty epoch {epoch}/{cfg.human_epochs}"), optimizer)
-        history.append({"epoch": epoch, "train_accuracy": accuracy("train"), "test_accuracy": accuracy("test")})
-        tqdm.write(f"[human difficulty] epoch {epoch}: train {history[-1]['train_accuracy']:.1f}, "
-                   f"test {history[-1]['test_accuracy']:.1f}")
+    history = fit_classifier(model, partial(human_epoch_batches, enc["train"], cfg.batch_size, pad, dev_, seed, cfg.human_epochs),
+                             {s: partial(_sequence_batches, enc[s], 64, pad, dev_) for s in ("train", "test")},
+                             cfg.human_epochs, cfg.human_lr, report_human_epoch)
     plot = layerwise_plot({"train": [h["train_accuracy"] for h in history], "test": [h["test_accuracy"] for h in history]},
                           "SNLI human-defined difficulty: accuracy per epoch", Path(out_dir) / "accuracy.png", xlabel="epoch",
                           ylabel="accuracy (%)")
