@@ -24,7 +24,13 @@ import torch
 from models.exiting import MultiExitModel
 from models.metrics import chance_check, layerwise_scores, predictions_tensor
 from models.objectives import selection_score
-from models.training import build_optimizer, linear_schedule, record_exits, stochastic_freeze, train_epoch
+from models.training import (
+    build_optimizer,
+    linear_schedule,
+    record_exits,
+    stochastic_freeze,
+    train_epoch,
+)
 
 Batches = Iterable[dict[str, torch.Tensor]]
 

@@ -28,7 +28,12 @@ from prefect import task
 
 from models.criteria import make_criterion
 from models.metrics import chance_check, layerwise_scores, task_score
-from models.operating import fixed_points, operating_points, real_vs_simulated, usable_criteria
+from models.operating import (
+    fixed_points,
+    operating_points,
+    real_vs_simulated,
+    usable_criteria,
+)
 from models.timing import exit_runner, throughput_by_batch_size
 from models.training import Recording, record_exits
 from tasks.backbones import load_checkpoint, pick_device

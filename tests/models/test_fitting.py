@@ -6,7 +6,7 @@ import copy
 import pytest
 import torch
 
-import models.fitting as fitting
+from models import fitting
 from models.fitting import FitConfig, dynamics_steps, fit_multi_exit, resume_point
 from tests.conftest import tiny_batch, tiny_model
 

@@ -4,7 +4,13 @@ throughput table: the pure half of the evaluation step."""
 import torch
 
 from models.criteria import make_criterion
-from models.operating import curve_point, fixed_points, operating_points, real_vs_simulated, sweep
+from models.operating import (
+    curve_point,
+    fixed_points,
+    operating_points,
+    real_vs_simulated,
+    sweep,
+)
 from models.timing import throughput_by_batch_size
 from models.training import record_exits
 from tests.conftest import tiny_batch, tiny_model

@@ -37,7 +37,7 @@ def test_fit_token_annotator_trains_every_head_lowers_the_loss_and_ends_its_sche
 
 
 def test_the_schedule_spans_all_epochs(monkeypatch):
-    import models.token_exits as token_exits
+    from models import token_exits
 
     seen = []
     real = token_exits.train_token_epoch
