@@ -23,7 +23,7 @@ no log-prob term).
 
 from __future__ import annotations
 
-from typing import ClassVar, Iterable
+from typing import Callable, ClassVar, Iterable
 
 import torch
 from torch import nn
@@ -32,6 +32,7 @@ from models.criteria import ScoreThreshold, register_criterion, simulate
 from models.exit_heads import task_loss
 from models.metrics import correct_predictions
 from models.registry import ExitScorer, register_scorer
+from models.training import build_optimizer, linear_schedule
 
 
 @register_scorer("policy")
@@ -252,6 +253,50 @@ def train_heads_epoch(model, batches: Iterable[dict], optimizer: torch.optim.Opt
         for p in model.policy.parameters():
             p.requires_grad_(True)
     return {"loss": total / max(1, count), "exit_layer": layers / max(1, count)}
+
+
+def fit_policy(model, epoch_batches: Callable[[int], Iterable[dict]], steps_per_epoch: int, epochs: int, lr: float,
+               copies: int, alpha: float, epsilon_start: float, epsilon_end: float, hardness: bool,
+               generator: torch.Generator | None = None, max_grad_norm: float = 1.0,
+               on_epoch: Callable[[int, dict], None] | None = None) -> dict:
+    """Step (3) of a round: ``epochs`` passes of ``train_policy_epoch`` with a fresh AdamW on the
+    policy networks and epsilon decaying linearly from ``epsilon_start`` to ``epsilon_end`` over
+    all ``steps_per_epoch * epochs`` steps (``epsilon_at``).
+
+    ``epoch_batches(epoch)`` yields that epoch's batches; ``on_epoch(epoch, info)`` follows each.
+    Returns the last epoch's ``info`` (mean ``loss``, ``reward``, ``exit_layer``).
+    """
+    optimizer = torch.optim.AdamW(model.policy.parameters(), lr=lr)
+    total = steps_per_epoch * epochs
+    epsilons = [epsilon_at(i, total, epsilon_start, epsilon_end) for i in range(total)]
+    info = {}
+    for epoch in range(1, epochs + 1):
+        info = train_policy_epoch(model, epoch_batches(epoch), optimizer, copies, alpha,
+                                  epsilons[(epoch - 1) * steps_per_epoch: epoch * steps_per_epoch], hardness, generator,
+                                  max_grad_norm)
+        if on_epoch is not None:
+            on_epoch(epoch, info)
+    return info
+
+
+def fit_heads(model, epoch_batches: Callable[[int], Iterable[dict]], steps_per_epoch: int, epochs: int, lr: float,
+              weight_decay: float, warmup_ratio: float, generator: torch.Generator | None = None,
+              max_grad_norm: float = 1.0, on_epoch: Callable[[int, dict], None] | None = None) -> dict:
+    """Step (4) of a round: ``epochs`` passes of ``train_heads_epoch`` with a fresh AdamW on
+    everything but the policy (``lr`` warmed up over ``warmup_ratio`` of the steps, then decayed to 0).
+
+    ``epoch_batches(epoch)`` yields that epoch's batches; ``on_epoch(epoch, info)`` follows each.
+    Returns the last epoch's ``info`` (mean ``loss``, ``exit_layer``).
+    """
+    optimizer = build_optimizer(model, lr, weight_decay, exclude="policy.")
+    total = steps_per_epoch * epochs
+    scheduler = linear_schedule(optimizer, int(warmup_ratio * total), total)
+    info = {}
+    for epoch in range(1, epochs + 1):
+        info = train_heads_epoch(model, epoch_batches(epoch), optimizer, scheduler, generator, max_grad_norm)
+        if on_epoch is not None:
+            on_epoch(epoch, info)
+    return info
 
 
 def policy_objective(logits: torch.Tensor, certainty: torch.Tensor, labels: torch.Tensor, tau: float, alpha: float,

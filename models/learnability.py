@@ -205,6 +205,19 @@ def predict_bits(model: nn.Module, predictor: str, batches: Iterable[dict]) -> t
     return torch.cat(gold).numpy(), torch.cat(pred).numpy()
 
 
+def item_batches(states: torch.Tensor, labels: torch.Tensor, order: list[int], device: torch.device | str = "cpu",
+                 size: int = 256) -> Iterable[dict[str, torch.Tensor]]:
+    """Linear-B batches over precomputed states in ``order``: ``{"states": [L, b, d], "labels": [b, L]}``.
+
+    Args:
+        states: ``[n, L, d]`` the annotator's state per item and layer.
+        labels: ``[n, L]`` difficulty bits.
+    """
+    for start in range(0, len(order), size):
+        idx = torch.tensor(order[start:start + size])
+        yield {"states": states[idx].transpose(0, 1).to(device), "labels": labels[idx].to(device)}
+
+
 def fit_predictor(model: nn.Module, predictor: str, train_batches: Callable[[int], Iterable[dict]],
                   dev_batches: Callable[[], Iterable[dict]], epochs: int, lr: float,
                   progress: Callable[[Iterable, int], Iterable] = lambda batches, epoch: batches) -> tuple[list[dict], dict]:
@@ -247,3 +260,35 @@ def train_classifier_epoch(model: nn.Module, batches: Iterable[dict], optimizer:
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
+
+
+@torch.no_grad()
+def classifier_accuracy(model: nn.Module, batches: Iterable[dict]) -> float:
+    """Accuracy (percent) of ``model``'s argmax over ``batches`` (eval mode)."""
+    model.eval()
+    right, rows = 0, 0
+    for batch in batches:
+        right += (model(batch["input_ids"], batch["attention_mask"], batch.get("token_type_ids")).argmax(-1)
+                  == batch["labels"]).sum().item()
+        rows += len(batch["labels"])
+    return 100.0 * right / rows
+
+
+def fit_classifier(model: nn.Module, train_batches: Callable[[int], Iterable[dict]],
+                   eval_batches: dict[str, Callable[[], Iterable[dict]]], epochs: int, lr: float,
+                   on_epoch: Callable[[dict], None] | None = None) -> list[dict]:
+    """Train the human-difficulty classifier (AdamW, weight decay 0.01) for ``epochs``, without
+    selection; after each epoch the accuracy on every ``eval_batches`` split.
+
+    Returns ``[{"epoch", "<split>_accuracy", ...}]``; ``on_epoch`` gets each record.
+    """
+    optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.01)
+    history = []
+    for epoch in range(1, epochs + 1):
+        model.train()
+        train_classifier_epoch(model, train_batches(epoch), optimizer)
+        history.append({"epoch": epoch, **{f"{split}_accuracy": classifier_accuracy(model, make())
+                                           for split, make in eval_batches.items()}})
+        if on_epoch is not None:
+            on_epoch(history[-1])
+    return history

@@ -11,11 +11,13 @@ Shared by the evaluation task, the ConsistentEE comparison report and the benchm
 from __future__ import annotations
 
 import math
-from typing import Callable
+from typing import Callable, Iterable
+
+import torch
 
 from models.criteria import CRITERIA, ExitCriterion, make_criterion, simulate
 from models.flops import flops_per_instance, full_model_flops
-from models.metrics import task_score
+from models.metrics import predictions, task_score
 from models.training import Recording
 
 
@@ -53,6 +55,59 @@ def sweep(model, name: str, recordings: dict[str, Recording], metric: str, regre
         crit = make_criterion(name, tau, **(options or {}))
         out.append({split: curve_point(model, crit, rec, metric, regression) for split, rec in recordings.items()})
     return out
+
+
+def best_dev_quality(point: dict) -> float:
+    return point["dev"]["quality"]
+
+
+def operating_points(model, names: list[str], recordings: dict[str, Recording], metric: str, regression: bool,
+                     points: int, options: Callable[[str], dict], floor: float) -> tuple[dict[str, list[dict]], dict[str, dict]]:
+    """Every criterion's sweep and its operating point: the fastest setting whose dev quality is at
+    least ``floor`` (when none is, the best on dev).
+
+    Args:
+        recordings: ``{"dev": ..., "test": ...}``; the grid comes from dev.
+        points: thresholds per sweep; ``options(name)``: the criterion's settings besides its threshold.
+
+    Returns:
+        ``(curves, operating)``: ``{name: sweep}`` and ``{name: {"threshold", "dev", "test"}}``.
+    """
+    curves, operating = {}, {}
+    for name in names:
+        swept = curves[name] = sweep(model, name, recordings, metric, regression, points, options(name))
+        chosen = fastest_within(swept, floor) or max(swept, key=best_dev_quality)  # nothing within the floor: the best on dev
+        operating[name] = {"threshold": chosen["dev"]["threshold"], "dev": chosen["dev"], "test": chosen["test"]}
+    return curves, operating
+
+
+def fixed_points(model, criteria: dict[str, ExitCriterion], recordings: dict[str, Recording], metric: str,
+                 regression: bool) -> dict[str, dict]:
+    """Each given criterion setting (e.g. a method's default threshold) on every recorded split:
+    ``{name: {"threshold": tau, split: curve point, ...}}``."""
+    return {name: {"threshold": crit.threshold,
+                   **{split: curve_point(model, crit, rec, metric, regression) for split, rec in recordings.items()}}
+            for name, crit in criteria.items()}
+
+
+def real_vs_simulated(model, criterion: ExitCriterion, batches: Iterable[dict[str, torch.Tensor]], rec: Recording,
+                      regression: bool) -> tuple[int, torch.Tensor]:
+    """Real early exit (``model.early_exit``) over ``batches`` against the simulation on ``rec``, the
+    recording of the same rows in the same order.
+
+    Returns:
+        ``(mismatches, exit_layer)``: rows whose real exit layer or prediction differs from the
+        simulated one, and the simulated exit layers ``[n]`` (1-based).
+    """
+    real_layers, real_logits = [], []
+    for b in batches:
+        out = model.early_exit(b["input_ids"], b["attention_mask"], b.get("token_type_ids"), criterion)
+        real_layers.append(out.exit_layer)
+        real_logits.append(out.logits)
+    sim_layer, sim_logits = simulate(criterion, rec.logits, rec.scores)
+    same_layer = torch.cat(real_layers) == sim_layer
+    same_pred = torch.as_tensor(predictions(torch.cat(real_logits), regression) == predictions(sim_logits, regression))
+    return int((~(same_layer & same_pred)).sum()), sim_layer
 
 
 def fastest_within(points: list[dict], floor: float, view: Callable[[dict], dict] = lambda p: p["dev"]) -> dict | None:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import statistics
 import time
-from typing import Callable
+from typing import Callable, Iterable
 
 import torch
 
@@ -42,3 +42,22 @@ def measure_throughput(batches: list[dict[str, torch.Tensor]], methods: dict[str
             if r >= warmup:
                 times[name].append(time.perf_counter() - start)
     return {name: rows / statistics.median(t) for name, t in times.items()}
+
+
+def throughput_by_batch_size(batches_at: Callable[[int], list[dict[str, torch.Tensor]]], methods: dict[str, Runner],
+                             batch_sizes: Iterable[int], repeats: int) -> dict[str, dict]:
+    """``measure_throughput`` at each batch size, against the ``"full"`` method (which ``methods`` must have).
+
+    ``batches_at(b)``: the timed rows in batches of ``b``. Returns ``{"full": {"throughput_bs<b>": samples/s},
+    "operating_points": {name: {"wallclock_speedup_bs<b>": x, "throughput_bs<b>": samples/s}}}`` over
+    every other method.
+    """
+    timing = {"full": {}, "operating_points": {name: {} for name in methods if name != "full"}}
+    for bs in batch_sizes:
+        tp = measure_throughput(batches_at(bs), methods, repeats=repeats)
+        timing["full"][f"throughput_bs{bs}"] = tp["full"]
+        for name, v in tp.items():
+            if name in timing["operating_points"]:
+                timing["operating_points"][name][f"wallclock_speedup_bs{bs}"] = v / tp["full"]
+                timing["operating_points"][name][f"throughput_bs{bs}"] = v
+    return timing

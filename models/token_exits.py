@@ -9,11 +9,14 @@ put per-token cases into every one of them.
 
 from __future__ import annotations
 
+from typing import Callable, Iterable
+
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from models.adapters import adapter_for
+from models.training import build_optimizer, linear_schedule
 
 
 class TokenMultiExitModel(nn.Module):
@@ -65,3 +68,23 @@ def train_token_epoch(model: TokenMultiExitModel, batches, optimizer: torch.opti
         scheduler.step()
         total += loss.item()
     return total
+
+
+def fit_token_annotator(model: TokenMultiExitModel, epoch_batches: Callable[[int], Iterable[dict]], steps_per_epoch: int,
+                        epochs: int, lr: float, on_epoch: Callable[[int, float], None] | None = None) -> list[float]:
+    """Train every tag head and the backbone: AdamW (weight decay 0.01), linear warmup over the
+    first 10% of the steps, then decay to 0; ``epoch_batches(epoch)`` yields that epoch's batches.
+
+    Returns the mean loss per epoch (the summed loss over ``steps_per_epoch``); ``on_epoch(epoch,
+    mean loss)`` follows each epoch.
+    """
+    optimizer = build_optimizer(model, lr, 0.01)
+    steps = steps_per_epoch * epochs
+    scheduler = linear_schedule(optimizer, int(0.1 * steps), steps)
+    model.train()
+    losses = []
+    for epoch in range(1, epochs + 1):
+        losses.append(train_token_epoch(model, epoch_batches(epoch), optimizer, scheduler) / max(1, steps_per_epoch))
+        if on_epoch is not None:
+            on_epoch(epoch, losses[-1])
+    return losses

@@ -1,6 +1,7 @@
 """Pure training pieces: optimizer with weight-decay groups, a warmup/decay schedule, one epoch.
 
-No file I/O: checkpointing and resuming live in ``tasks/train.py``.
+No file I/O: checkpointing and resuming live in ``tasks/train.py``; the stage/epoch loop with dev
+selection is ``models.fitting``.
 """
 
 from __future__ import annotations

@@ -12,6 +12,7 @@ content fingerprint (``tasks.features.split_fingerprint``) are checked before it
 
 from __future__ import annotations
 
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -22,18 +23,17 @@ from tqdm.auto import tqdm
 
 from models.consistentee import (
     PolicyExit,
-    epsilon_at,
+    fit_heads,
+    fit_policy,
     forgetting_events,
     memorized_layer,
     policy_objective,
-    train_heads_epoch,
-    train_policy_epoch,
 )
 from models.criteria import simulate
 from models.errors import CheckpointError, ExitflowError
 from models.exit_heads import task_loss
 from models.metrics import correct_predictions, layerwise_scores, prediction_is_correct, task_score
-from models.training import build_optimizer, linear_schedule, record_exits
+from models.training import record_exits
 from tasks.backbones import load_checkpoint, pick_device, save_checkpoint
 from tasks.caching import ARTIFACT_CACHE
 from tasks.config import BackboneConfig, ConsistenteeConfig, TrainConfig
@@ -110,6 +110,25 @@ def dev_tradeoff(model, enc_dev: dict, cfg: ConsistenteeConfig, metric: str, pad
             "layer_scores": layerwise_scores(metric, logits, labels, regression)}
 
 
+def round_batches(enc: dict, batch_size: int, pad: int, seed: int, round_index: int, steps: int, device, step: str,
+                  total: int, epoch: int):
+    """One epoch of a round's ``step`` (``"policy"`` or ``"heads"``): shuffled with its own seed, with a progress bar."""
+    order_seed = seed + 7919 * round_index + (0 if step == "policy" else 1000) + epoch
+    return tqdm(batches(enc, batch_size, pad, shuffle=True, seed=order_seed, device=device), total=steps,
+                disable=None, leave=False, desc=f"round {round_index} {step} step, epoch {epoch}/{total}")
+
+
+def report_policy_epoch(logger: MetricLogger, round_index: int, epoch: int, info: dict) -> None:
+    tqdm.write(f"[consistentee] round {round_index} policy epoch {epoch}: reward {info['reward']:.4f}, "
+               f"sampled exit layer {info['exit_layer']:.2f}")
+    logger.log_metrics({f"policy_{k}": v for k, v in info.items()}, step=epoch)
+
+
+def report_heads_epoch(logger: MetricLogger, round_index: int, epoch: int, info: dict) -> None:
+    tqdm.write(f"[consistentee] round {round_index} heads epoch {epoch}: loss {info['loss']:.4f}")
+    logger.log_metrics({f"heads_{k}": v for k, v in info.items()}, step=epoch)
+
+
 @task(name="consistentee_round", cache_policy=ARTIFACT_CACHE, persist_result=True)
 def consistentee_round(consistentee: ConsistenteeConfig, train: TrainConfig, backbone: BackboneConfig, ckpt_dir: Path,
                        memorized_dir: Path, data_dir: Path, out_dir: Path, round_index: int, cache_dir: Path | None = None,
@@ -134,33 +153,13 @@ def consistentee_round(consistentee: ConsistenteeConfig, train: TrainConfig, bac
     before = dev_tradeoff(model, enc_dev, cfg, meta["metric"], pad, dev_)
     generator = torch.Generator().manual_seed(seed + round_index)
     steps = num_batches(enc, train.batch_size)
-
-    def epoch_batches(step: str, epoch: int, total: int):
-        order_seed = seed + 7919 * round_index + (0 if step == "policy" else 1000) + epoch
-        return tqdm(batches(enc, train.batch_size, pad, shuffle=True, seed=order_seed, device=dev_), total=steps,
-                    disable=None, leave=False, desc=f"round {round_index} {step} step, epoch {epoch}/{total}")
-
-    policy_opt = torch.optim.AdamW(model.policy.parameters(), lr=cfg.policy_lr)
-    total = steps * cfg.policy_epochs
-    epsilons = [epsilon_at(i, total, cfg.epsilon_start, cfg.epsilon_end) for i in range(total)]
-    policy_info = {}
-    for epoch in range(1, cfg.policy_epochs + 1):
-        policy_info = train_policy_epoch(model, epoch_batches("policy", epoch, cfg.policy_epochs), policy_opt, cfg.copies,
-                                         cfg.alpha, epsilons[(epoch - 1) * steps: epoch * steps], cfg.reward == "hardness",
-                                         generator, train.max_grad_norm)
-        tqdm.write(f"[consistentee] round {round_index} policy epoch {epoch}: reward {policy_info['reward']:.4f}, "
-                   f"sampled exit layer {policy_info['exit_layer']:.2f}")
-        logger.log_metrics({f"policy_{k}": v for k, v in policy_info.items()}, step=epoch)
-
-    heads_opt = build_optimizer(model, cfg.heads_lr, train.weight_decay, exclude="policy.")
-    total = steps * cfg.heads_epochs
-    scheduler = linear_schedule(heads_opt, int(train.warmup_ratio * total), total)
-    heads_info = {}
-    for epoch in range(1, cfg.heads_epochs + 1):
-        heads_info = train_heads_epoch(model, epoch_batches("heads", epoch, cfg.heads_epochs), heads_opt, scheduler,
-                                       generator, train.max_grad_norm)
-        tqdm.write(f"[consistentee] round {round_index} heads epoch {epoch}: loss {heads_info['loss']:.4f}")
-        logger.log_metrics({f"heads_{k}": v for k, v in heads_info.items()}, step=epoch)
+    epochs = partial(round_batches, enc, train.batch_size, pad, seed, round_index, steps, dev_)
+    policy_info = fit_policy(model, partial(epochs, "policy", cfg.policy_epochs), steps, cfg.policy_epochs, cfg.policy_lr,
+                             cfg.copies, cfg.alpha, cfg.epsilon_start, cfg.epsilon_end, cfg.reward == "hardness", generator,
+                             train.max_grad_norm, partial(report_policy_epoch, logger, round_index))
+    heads_info = fit_heads(model, partial(epochs, "heads", cfg.heads_epochs), steps, cfg.heads_epochs, cfg.heads_lr,
+                           train.weight_decay, train.warmup_ratio, generator, train.max_grad_norm,
+                           partial(report_heads_epoch, logger, round_index))
 
     after = dev_tradeoff(model, enc_dev, cfg, meta["metric"], pad, dev_)
     logger.log_metrics({"dev_quality": after["quality"], "dev_layer_speedup": after["layer_speedup"],

@@ -16,6 +16,7 @@ from __future__ import annotations
 import csv
 import json
 import random
+from functools import partial
 from pathlib import Path
 
 import torch
@@ -25,8 +26,8 @@ from tqdm.auto import tqdm
 from models.errors import ExitflowError
 from models.learnability import IGNORE
 from models.metrics import correct_predictions
-from models.token_exits import TokenMultiExitModel, train_token_epoch
-from models.training import build_optimizer, linear_schedule, record_exits
+from models.token_exits import TokenMultiExitModel, fit_token_annotator
+from models.training import record_exits
 from tasks.backbones import load_backbone, load_checkpoint, pick_device, save_backbone
 from tasks.caching import ARTIFACT_CACHE
 from tasks.config import BackboneConfig, LearnabilityConfig
@@ -178,6 +179,16 @@ def build_sentence_difficulty(annotator_dir: Path, backbone: BackboneConfig, dat
                                           "annotator_layer_accuracy": (100.0 * bits.float().mean(0)).tolist()})
 
 
+def annotator_batches(enc: dict, batch_size: int, pad: int, seed: int, device, steps: int, epochs: int, epoch: int):
+    """One epoch of the token annotator's shuffled batches (seed ``seed + epoch``), with a progress bar."""
+    return tqdm(token_batches(enc, batch_size, pad, shuffle=True, seed=seed + epoch, device=device), total=steps,
+                disable=None, leave=False, desc=f"token annotator epoch {epoch}/{epochs}")
+
+
+def report_annotator_epoch(epoch: int, loss: float) -> None:
+    tqdm.write(f"[token annotator] epoch {epoch}: loss {loss:.4f}")
+
+
 @task(name="train_token_annotator", cache_policy=ARTIFACT_CACHE, persist_result=True)
 def train_token_annotator(cfg: LearnabilityConfig, backbone: BackboneConfig, conll_dir: Path, out_dir: Path,
                           seed: int = 42, device: str = "auto") -> dict:
@@ -193,16 +204,9 @@ def train_token_annotator(cfg: LearnabilityConfig, backbone: BackboneConfig, con
     backbone_model, tokenizer = load_backbone(backbone.name, backbone.attn_implementation)
     model = TokenMultiExitModel(backbone_model, len(tag_names)).to(dev_)
     enc = token_batches_source(tokenizer, train, tag_names, backbone.max_length)
-    optimizer = build_optimizer(model, cfg.token_lr, 0.01)
-    steps = (len(train) + cfg.batch_size - 1) // cfg.batch_size * cfg.token_epochs
-    scheduler = linear_schedule(optimizer, int(0.1 * steps), steps)
-    model.train()
-    for epoch in range(1, cfg.token_epochs + 1):
-        bar = tqdm(token_batches(enc, cfg.batch_size, tokenizer.pad_token_id or 0, shuffle=True, seed=seed + epoch, device=dev_),
-                   total=(len(train) + cfg.batch_size - 1) // cfg.batch_size, disable=None, leave=False,
-                   desc=f"token annotator epoch {epoch}/{cfg.token_epochs}")
-        total = train_token_epoch(model, bar, optimizer, scheduler)
-        tqdm.write(f"[token annotator] epoch {epoch}: loss {total / max(1, bar.total):.4f}")
+    steps = (len(train) + cfg.batch_size - 1) // cfg.batch_size
+    fit_token_annotator(model, partial(annotator_batches, enc, cfg.batch_size, tokenizer.pad_token_id or 0, seed, dev_, steps,
+                                       cfg.token_epochs), steps, cfg.token_epochs, cfg.token_lr, report_annotator_epoch)
     save_backbone(model.backbone, tokenizer, out_dir / "checkpoint" / "backbone")
     atomic_torch_save(out_dir / "checkpoint" / "heads.pt", {"heads": model.heads.state_dict(), "tags": tag_names})
     return write_result(out_dir, {"checkpoint": out_dir / "checkpoint", "tags": tag_names, "train_sentences": len(train)})

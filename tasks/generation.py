@@ -21,6 +21,7 @@ import math
 import random
 import re
 import warnings
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -31,22 +32,17 @@ from safetensors.torch import load_file, save_file
 from tqdm.auto import tqdm
 
 from models.adapters.decoder import DecoderAdapter
-from models.consistentee import epsilon_at
 from models.generation import (
     DecoderExits,
     GenerationError,
     StaticExit,
     collect_exit_states,
-    exit_norm_step_loss,
     exit_points,
     full_depth_decode_flops,
     generate,
-    memorized_exit_layer,
-    point_losses,
-    policy_step_loss,
     token_criterion,
-    weighted_exit_loss,
 )
+from models.generation_training import InitTraining, PolicyTraining, point_report, train_init_exits, train_policy_rounds
 from tasks.backbones import BackboneError, packaged_path
 from tasks.caching import ARTIFACT_CACHE
 from tasks.config import GenerateConfig, GeneratePromptsConfig
@@ -312,11 +308,6 @@ def training_tokens(exits: DecoderExits, rows: list[dict], batch_size: int):
     return torch.cat(states, 1), torch.cat(targets)
 
 
-def token_batches(n: int, size: int, generator: torch.Generator):
-    order = torch.randperm(n, generator=generator)
-    return [order[i:i + size] for i in range(0, n, size)]
-
-
 def save_exits(exits: DecoderExits, folder: Path, meta: dict) -> Path:
     folder.mkdir(parents=True, exist_ok=True)
     tmp = folder / "exits.safetensors.tmp"
@@ -365,79 +356,49 @@ def train_exits(generate_cfg: GenerateConfig, responses_dir: Path, out_dir: Path
         raise GenerationError(f"generate.policy.held_out {generate_cfg.policy.held_out} leaves no train prompts for the exits")
     states, targets = training_tokens(exits, rows[: len(rows) - held], generate_cfg.batch_size)
     p_states, p_targets = training_tokens(exits, rows[len(rows) - held:], generate_cfg.batch_size) if held else (states, targets)
+    token_sets = {"fit": (states, targets), "held_out": (p_states, p_targets)}
     generator = torch.Generator().manual_seed(seed)
     history = {"points": points, "tokens": int(targets.numel()), "policy_tokens": int(p_targets.numel()),
                "init": [], "rounds": []}
     meta = {"decoder": generate_cfg.decoder, "num_layers": adapter.num_layers}
 
-    def accuracy(tag: str) -> None:
-        for name, (st, tg) in {"fit": (states, targets), "held_out": (p_states, p_targets)}.items():
-            loss, right = point_losses(exits, st, tg)
-            history[f"{tag}_{name}"] = {"point_loss": loss.mean(1).tolist(), "point_accuracy": right.float().mean(1).tolist()}
-
-    trainable = list(exits.translators.parameters())
-    accuracy("init_before")
-    if trainable and generate_cfg.init.epochs:
-        optimizer = torch.optim.AdamW(trainable, lr=generate_cfg.init.lr, weight_decay=generate_cfg.init.weight_decay)
-        for epoch in range(1, generate_cfg.init.epochs + 1):
-            total, count = 0.0, 0
-            for idx in tqdm(token_batches(targets.numel(), generate_cfg.init.batch_tokens, generator), disable=None,
-                            leave=False, desc=f"init exits epoch {epoch}"):
-                loss = weighted_exit_loss(exits, states[:, idx], targets[idx])
-                optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                optimizer.step()
-                total, count = total + loss.item(), count + 1
-            history["init"].append({"epoch": epoch, "weighted_loss": total / count})
-            logger.log_metrics({"init_weighted_loss": total / count}, step=epoch)
-            tqdm.write(f"[generate] init epoch {epoch}: weighted loss {total / count:.3f}")
-    accuracy("init_after")
+    init, cfg = generate_cfg.init, generate_cfg.policy
+    history.update(point_report(exits, token_sets, "init_before"))
+    history["init"] = train_init_exits(exits, states, targets, InitTraining(init.epochs, init.lr, init.weight_decay, init.batch_tokens),
+                                       generator, init_progress, partial(report_init_epoch, logger))
+    history.update(point_report(exits, token_sets, "init_after"))
     init_dir = save_exits(exits, Path(out_dir) / "init", meta | {"stage": "init"})
 
-    cfg = generate_cfg.policy
-    batches_per_epoch = math.ceil(p_targets.numel() / cfg.batch_tokens)
-    total_policy_steps = cfg.rounds * cfg.policy_epochs * batches_per_epoch
-    policy_opt = torch.optim.AdamW(exits.policy.parameters(), lr=cfg.policy_lr, weight_decay=0.0)
-    exit_opt = torch.optim.AdamW(trainable, lr=cfg.exit_lr, weight_decay=generate_cfg.init.weight_decay) if trainable else None
-    step = 0
-    for r in range(1, cfg.rounds + 1):
-        losses, correct = point_losses(exits, p_states, p_targets)
-        memorized = memorized_exit_layer(exits, correct) if cfg.reward == "hardness" else None
-        rewards = []
-        for _ in range(cfg.policy_epochs):
-            for idx in tqdm(token_batches(p_targets.numel(), cfg.batch_tokens, generator), disable=None,
-                            leave=False, desc=f"policy round {r}"):
-                eps = epsilon_at(step, total_policy_steps, cfg.epsilon_start, cfg.epsilon_end)
-                loss, info = policy_step_loss(exits, p_states[:, idx], losses[:, idx], cfg.copies, cfg.alpha, eps,
-                                              memorized[idx] if memorized is not None else None, generator)
-                policy_opt.zero_grad(set_to_none=True)
-                loss.backward()
-                torch.nn.utils.clip_grad_norm_(exits.policy.parameters(), 1.0)
-                policy_opt.step()
-                rewards.append(info["reward"])
-                step += 1
-        exit_loss = 0.0
-        if exit_opt is not None:
-            batches = token_batches(targets.numel(), generate_cfg.init.batch_tokens, generator)
-            for idx in batches:
-                loss = exit_norm_step_loss(exits, states[:, idx], targets[idx], generator)
-                if loss.requires_grad:  # else every token of the batch exits at L, whose head is the model's
-                    exit_opt.zero_grad(set_to_none=True)
-                    loss.backward()
-                    exit_opt.step()
-                exit_loss += loss.item() / len(batches)
-        with torch.no_grad():
-            pi = torch.stack([exits.policy(p + 1, exits.normed(p, p_states[p])) for p in range(len(points))])
-        record = {"round": r, "reward": float(np.mean(rewards)), "exit_loss": exit_loss, "mean_pi": pi[:-1].mean(1).tolist()}
-        history["rounds"].append(record)
-        logger.log_metrics({"policy_reward": record["reward"], "policy_exit_loss": exit_loss}, step=r)
-        tqdm.write(f"[generate] round {r}: reward {record['reward']:.3f}, exit loss (Eq. 6) {exit_loss:.3f}, "
-                   f"mean pi per point {[round(x, 3) for x in record['mean_pi']]}")
+    policy = PolicyTraining(rounds=cfg.rounds, policy_epochs=cfg.policy_epochs, batch_tokens=cfg.batch_tokens,
+                            policy_lr=cfg.policy_lr, exit_lr=cfg.exit_lr, weight_decay=init.weight_decay,
+                            exit_batch_tokens=init.batch_tokens, reward=cfg.reward, copies=cfg.copies, alpha=cfg.alpha,
+                            epsilon_start=cfg.epsilon_start, epsilon_end=cfg.epsilon_end)
+    history["rounds"] = train_policy_rounds(exits, states, targets, p_states, p_targets, policy, generator, policy_progress,
+                                            partial(report_policy_round, logger))
     cee_dir = save_exits(exits, Path(out_dir) / "consistentee", meta | {"stage": "consistentee", "reward": cfg.reward,
                                                                           "alpha": cfg.alpha})
     atomic_write_json(Path(out_dir) / "history.json", history)
     return write_result(out_dir, {"init": init_dir, "consistentee": cee_dir, "history": Path(out_dir) / "history.json",
                                   "tokens": int(targets.numel())})
+
+
+def init_progress(batches, epoch: int):
+    return tqdm(batches, disable=None, leave=False, desc=f"init exits epoch {epoch}")
+
+
+def policy_progress(batches, round_index: int):
+    return tqdm(batches, disable=None, leave=False, desc=f"policy round {round_index}")
+
+
+def report_init_epoch(logger: MetricLogger, record: dict) -> None:
+    logger.log_metrics({"init_weighted_loss": record["weighted_loss"]}, step=record["epoch"])
+    tqdm.write(f"[generate] init epoch {record['epoch']}: weighted loss {record['weighted_loss']:.3f}")
+
+
+def report_policy_round(logger: MetricLogger, record: dict) -> None:
+    logger.log_metrics({"policy_reward": record["reward"], "policy_exit_loss": record["exit_loss"]}, step=record["round"])
+    tqdm.write(f"[generate] round {record['round']}: reward {record['reward']:.3f}, exit loss (Eq. 6) {record['exit_loss']:.3f}, "
+               f"mean pi per point {[round(x, 3) for x in record['mean_pi']]}")
 
 
 # ---------------------------------------------------------------------------- evaluation

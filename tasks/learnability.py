@@ -10,7 +10,10 @@ study also writes ``accuracy.png`` (paper Figure 1).
 from __future__ import annotations
 
 import random
+from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 import torch
@@ -23,12 +26,13 @@ from models.learnability import (
     LinearB,
     LinearM,
     difficulty_metrics,
+    fit_classifier,
     fit_predictor,
+    item_batches,
     majority_bits,
     negative_share,
     oversample_order,
     predict_bits,
-    train_classifier_epoch,
 )
 from tasks.backbones import load_backbone, load_checkpoint, pick_device
 from tasks.caching import ARTIFACT_CACHE
@@ -149,6 +153,104 @@ def _annotator_states(annotator_dir: Path, rows: list[dict], backbone: BackboneC
     return torch.cat(out), model.num_layers
 
 
+@dataclass
+class PredictorSetup:
+    """A predictor ready to fit: the model, its epochs and lr, oversampling counts and the base
+    order, and batch makers (``train_batches(epoch)``, ``dev_batches()``, ``test_batches(rows)``)."""
+
+    model: torch.nn.Module
+    epochs: int
+    lr: float
+    counts: tuple[np.ndarray, np.ndarray]
+    order: list[int]
+    train_batches: Callable
+    dev_batches: Callable
+    test_batches: Callable
+
+
+def majority_result(parts: DifficultyParts, out_dir: Path) -> dict:
+    """The majority baseline: predictor-train's per-layer prior for every dev and test item."""
+    prior = majority_bits(_item_labels(parts.train))
+    dev_gold = _item_labels(parts.dev)
+    dev = difficulty_metrics(dev_gold, np.tile(prior, (len(dev_gold), 1)))
+    test_gold = _item_labels(parts.open_test())
+    test = difficulty_metrics(test_gold, np.tile(prior, (len(test_gold), 1)))
+    return _finish(out_dir, "majority", test, dev, [], None, {"prior": prior.tolist()})
+
+
+def epoch_item_batches(states: torch.Tensor, labels: torch.Tensor, order: list[int], seed: int, device, epoch: int):
+    """One epoch of Linear-B batches: ``order`` shuffled with ``seed + epoch``."""
+    return item_batches(states, labels, _shuffled(order, seed + epoch), device)
+
+
+def annotator_test_batches(annotator_dir: Path, backbone: BackboneConfig, device, rows: list[dict]):
+    """Linear-B batches over the test rows' annotator states (loaded once selection is over)."""
+    x_test, _ = _annotator_states(annotator_dir, rows, backbone, device)
+    y_test = torch.tensor(_item_labels(rows))
+    return item_batches(x_test, y_test, list(range(len(y_test))), device)
+
+
+def linear_b_setup(cfg: LearnabilityConfig, parts: DifficultyParts, rows: list[dict], source: str, L: int,
+                   backbone: BackboneConfig, annotator_dir: Path | None, seed: int, device) -> PredictorSetup:
+    """Linear-B on the frozen annotator's states (train, then dev; test after selection)."""
+    if annotator_dir is None:
+        raise DifficultyDataError(f"{source}: Linear-B probes the annotator's hidden states, and this dataset has no "
+                                  "annotator (published sets ship labels only)")
+    (x_train, layers), (x_dev, _) = (_annotator_states(annotator_dir, part, backbone, device) for part in (parts.train, parts.dev))
+    check_difficulty_rows(rows, source, layers)
+    y_train, y_dev = torch.tensor(_item_labels(parts.train)), torch.tensor(_item_labels(parts.dev))
+    model = LinearB(x_train.shape[-1], L).to(device)
+    counts = ((y_train == 0).sum(1).numpy(), np.full(len(y_train), L))
+    order = oversample_order(*counts, seed) if cfg.oversample else list(range(len(y_train)))
+    return PredictorSetup(model, cfg.linear_epochs, cfg.linear_lr, counts, order,
+                          partial(epoch_item_batches, x_train, y_train, order, seed, device),
+                          partial(item_batches, x_dev, y_dev, list(range(len(y_dev))), device),
+                          partial(annotator_test_batches, annotator_dir, backbone, device))
+
+
+def epoch_sequence_batches(enc: dict, batch_size: int, pad: int, device, order: list[int], seed: int, epoch: int):
+    """One epoch of text batches: ``order`` shuffled with ``seed + epoch``."""
+    return _sequence_batches(enc, batch_size, pad, device, _shuffled(order, seed + epoch))
+
+
+def encoded_batches(tokenizer, max_length: int, pad: int, device, rows: list[dict]):
+    """Batches of 64 over ``rows`` encoded in order (the test part, once selection is over)."""
+    return _sequence_batches(_encode(rows, tokenizer, max_length), 64, pad, device)
+
+
+def text_predictor_setup(predictor: str, cfg: LearnabilityConfig, parts: DifficultyParts, L: int, token_level: bool,
+                         backbone: BackboneConfig, seed: int, device) -> PredictorSetup:
+    """Linear-M, BiLSTM or the fine-tuned encoder, on the rows' text."""
+    backbone_model, tokenizer = load_backbone(backbone.name, backbone.attn_implementation)
+    embeddings = backbone_model.get_input_embeddings().weight
+    if predictor == "linear_m":
+        if token_level:
+            raise DifficultyDataError("Linear-M reads non-contextual mean-pooled embeddings: sentence level only")
+        model, epochs, lr = LinearM(embeddings, L), cfg.linear_epochs, cfg.linear_lr
+    elif predictor == "bilstm":
+        model, epochs, lr = BiLSTMPredictor(embeddings, L, token_level=token_level), cfg.bilstm_epochs, cfg.bilstm_lr
+    elif predictor == "bert":
+        model, epochs, lr = EncoderPredictor(backbone_model, L, token_level=token_level), cfg.bert_epochs, cfg.bert_lr
+    else:
+        raise ValueError(f"unknown predictor {predictor!r}")
+    model.to(device)
+    pad = tokenizer.pad_token_id or 0
+    enc_train = _encode(parts.train, tokenizer, backbone.max_length)
+    enc_dev = _encode(parts.dev, tokenizer, backbone.max_length)
+    counts = _label_counts(parts.train)
+    order = oversample_order(*counts, seed) if cfg.oversample else list(range(len(parts.train)))
+    if predictor == "bert" and cfg.bert_max_train_rows is not None:
+        order = order[: cfg.bert_max_train_rows]
+    return PredictorSetup(model, epochs, lr, counts, order,
+                          partial(epoch_sequence_batches, enc_train, cfg.batch_size, pad, device, order, seed),
+                          partial(_sequence_batches, enc_dev, 64, pad, device),
+                          partial(encoded_batches, tokenizer, backbone.max_length, pad, device))
+
+
+def epoch_progress(predictor: str, epochs: int, batches, epoch: int):
+    return tqdm(batches, disable=None, leave=False, desc=f"{predictor} epoch {epoch}/{epochs}")
+
+
 @task(name="train_difficulty_predictor", cache_policy=ARTIFACT_CACHE, persist_result=True)
 def train_difficulty_predictor(predictor: str, cfg: LearnabilityConfig, backbone: BackboneConfig, dataset_dir: Path,
                                out_dir: Path, annotator_dir: Path | None = None, seed: int = 42,
@@ -161,75 +263,20 @@ def train_difficulty_predictor(predictor: str, cfg: LearnabilityConfig, backbone
     rows = load_difficulty(dataset_dir)
     L = check_difficulty_rows(rows, source)
     parts = DifficultyParts(rows, source)
-    token_level = "words" in rows[0]
-    history: list[dict] = []
-
     if predictor == "majority":
-        prior = majority_bits(_item_labels(parts.train))
-        dev_gold = _item_labels(parts.dev)
-        dev = difficulty_metrics(dev_gold, np.tile(prior, (len(dev_gold), 1)))
-        test_gold = _item_labels(parts.open_test())
-        test = difficulty_metrics(test_gold, np.tile(prior, (len(test_gold), 1)))
-        return _finish(out_dir, predictor, test, dev, history, None, {"prior": prior.tolist()})
-
+        return majority_result(parts, out_dir)
     if predictor == "linear_b":
-        if annotator_dir is None:
-            raise DifficultyDataError(f"{source}: Linear-B probes the annotator's hidden states, and this dataset has no "
-                                      "annotator (published sets ship labels only)")
-        (x_train, layers), (x_dev, _) = (_annotator_states(annotator_dir, part, backbone, dev_) for part in (parts.train, parts.dev))
-        check_difficulty_rows(rows, source, layers)
-        y_train, y_dev = torch.tensor(_item_labels(parts.train)), torch.tensor(_item_labels(parts.dev))
-        model = LinearB(x_train.shape[-1], L).to(dev_)
-
-        def item_batches(x, y, order, size=256):
-            for start in range(0, len(order), size):
-                idx = torch.tensor(order[start:start + size])
-                yield {"states": x[idx].transpose(0, 1).to(dev_), "labels": y[idx].to(dev_)}
-
-        counts = ((y_train == 0).sum(1).numpy(), np.full(len(y_train), L))
-        order_base = oversample_order(*counts, seed) if cfg.oversample else list(range(len(y_train)))
-        train_batches = lambda epoch: item_batches(x_train, y_train, _shuffled(order_base, seed + epoch))  # noqa: E731
-        dev_batches = lambda: item_batches(x_dev, y_dev, list(range(len(y_dev))))  # noqa: E731
-        epochs, lr = cfg.linear_epochs, cfg.linear_lr
+        setup = linear_b_setup(cfg, parts, rows, source, L, backbone, annotator_dir, seed, dev_)
     else:
-        backbone_model, tokenizer = load_backbone(backbone.name, backbone.attn_implementation)
-        embeddings = backbone_model.get_input_embeddings().weight
-        if predictor == "linear_m":
-            if token_level:
-                raise DifficultyDataError("Linear-M reads non-contextual mean-pooled embeddings: sentence level only")
-            model, epochs, lr = LinearM(embeddings, L), cfg.linear_epochs, cfg.linear_lr
-        elif predictor == "bilstm":
-            model, epochs, lr = BiLSTMPredictor(embeddings, L, token_level=token_level), cfg.bilstm_epochs, cfg.bilstm_lr
-        elif predictor == "bert":
-            model, epochs, lr = EncoderPredictor(backbone_model, L, token_level=token_level), cfg.bert_epochs, cfg.bert_lr
-        else:
-            raise ValueError(f"unknown predictor {predictor!r}")
-        model.to(dev_)
-        pad = tokenizer.pad_token_id or 0
-        enc_train = _encode(parts.train, tokenizer, backbone.max_length)
-        enc_dev = _encode(parts.dev, tokenizer, backbone.max_length)
-        counts = _label_counts(parts.train)
-        order_base = oversample_order(*counts, seed) if cfg.oversample else list(range(len(parts.train)))
-        if predictor == "bert" and cfg.bert_max_train_rows is not None:
-            order_base = order_base[: cfg.bert_max_train_rows]
-        train_batches = lambda epoch: _sequence_batches(enc_train, cfg.batch_size, pad, dev_, _shuffled(order_base, seed + epoch))  # noqa: E731
-        dev_batches = lambda: _sequence_batches(enc_dev, 64, pad, dev_)  # noqa: E731
-
-    shares = {"negative_share_train": negative_share(*counts), "negative_share_train_oversampled": negative_share(*counts, order_base)}
+        setup = text_predictor_setup(predictor, cfg, parts, L, "words" in rows[0], backbone, seed, dev_)
+    counts = setup.counts
+    shares = {"negative_share_train": negative_share(*counts), "negative_share_train_oversampled": negative_share(*counts, setup.order)}
     tqdm.write(f"[{predictor}] {source}: negative-label share of predictor-train {shares['negative_share_train']:.1%}"
                f" -> {shares['negative_share_train_oversampled']:.1%} as trained (learnability.oversample: {cfg.oversample})")
-    history, best = fit_predictor(model, predictor, train_batches, dev_batches, epochs, lr,
-                                  progress=lambda batches, epoch: tqdm(batches, disable=None, leave=False,
-                                                                       desc=f"{predictor} epoch {epoch}/{epochs}"))
-
+    history, best = fit_predictor(setup.model, predictor, setup.train_batches, setup.dev_batches, setup.epochs, setup.lr,
+                                  progress=partial(epoch_progress, predictor, setup.epochs))
     test_rows = parts.open_test()  # selection is over: the test part is read once, here
-    if predictor == "linear_b":
-        x_test, _ = _annotator_states(annotator_dir, test_rows, backbone, dev_)
-        y_test = torch.tensor(_item_labels(test_rows))
-        test = difficulty_metrics(*predict_bits(model, predictor, item_batches(x_test, y_test, list(range(len(y_test))))))
-    else:
-        enc_test = _encode(test_rows, tokenizer, backbone.max_length)
-        test = difficulty_metrics(*predict_bits(model, predictor, _sequence_batches(enc_test, 64, pad, dev_)))
+    test = difficulty_metrics(*predict_bits(setup.model, predictor, setup.test_batches(test_rows)))
     return _finish(out_dir, predictor, test, best["dev"], history, best["epoch"], shares)
 
 
@@ -251,6 +298,18 @@ def _finish(out_dir: Path, predictor: str, test: dict, dev: dict, history: list[
     return result
 
 
+def human_epoch_batches(enc: dict, batch_size: int, pad: int, device, seed: int, epochs: int, epoch: int):
+    """One epoch of the human-difficulty classifier's batches (rows shuffled with ``seed + epoch``)."""
+    order = _shuffled(list(range(len(enc["labels"]))), seed + epoch)
+    return tqdm(_sequence_batches(enc, batch_size, pad, device, order), disable=None, leave=False,
+                desc=f"human difficulty epoch {epoch}/{epochs}")
+
+
+def report_human_epoch(record: dict) -> None:
+    tqdm.write(f"[human difficulty] epoch {record['epoch']}: train {record['train_accuracy']:.1f}, "
+               f"test {record['test_accuracy']:.1f}")
+
+
 @task(name="human_difficulty", cache_policy=ARTIFACT_CACHE, persist_result=True)
 def human_difficulty(cfg: LearnabilityConfig, backbone: BackboneConfig, source: Path, out_dir: Path, seed: int = 42,
                      device: str = "auto") -> dict:
@@ -268,26 +327,9 @@ def human_difficulty(cfg: LearnabilityConfig, backbone: BackboneConfig, source: 
     model = EncoderPredictor(backbone_model, 2).to(dev_)
     pad = tokenizer.pad_token_id or 0
     enc = {s: _encode(rows, tokenizer, backbone.max_length) for s, rows in parts.items()}
-    optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.human_lr, weight_decay=0.01)
-
-    @torch.no_grad()
-    def accuracy(split: str) -> float:
-        model.eval()
-        right = 0
-        for batch in _sequence_batches(enc[split], 64, pad, dev_):
-            right += (model(batch["input_ids"], batch["attention_mask"], batch.get("token_type_ids")).argmax(-1)
-                      == batch["labels"]).sum().item()
-        return 100.0 * right / len(enc[split]["labels"])
-
-    history = []
-    for epoch in range(1, cfg.human_epochs + 1):
-        model.train()
-        order = _shuffled(list(range(len(enc["train"]["labels"]))), seed + epoch)
-        train_classifier_epoch(model, tqdm(_sequence_batches(enc["train"], cfg.batch_size, pad, dev_, order), disable=None,
-                                           leave=False, desc=f"human difficulty epoch {epoch}/{cfg.human_epochs}"), optimizer)
-        history.append({"epoch": epoch, "train_accuracy": accuracy("train"), "test_accuracy": accuracy("test")})
-        tqdm.write(f"[human difficulty] epoch {epoch}: train {history[-1]['train_accuracy']:.1f}, "
-                   f"test {history[-1]['test_accuracy']:.1f}")
+    history = fit_classifier(model, partial(human_epoch_batches, enc["train"], cfg.batch_size, pad, dev_, seed, cfg.human_epochs),
+                             {s: partial(_sequence_batches, enc[s], 64, pad, dev_) for s in ("train", "test")},
+                             cfg.human_epochs, cfg.human_lr, report_human_epoch)
     plot = layerwise_plot({"train": [h["train_accuracy"] for h in history], "test": [h["test_accuracy"] for h in history]},
                           "SNLI human-defined difficulty: accuracy per epoch", Path(out_dir) / "accuracy.png", xlabel="epoch",
                           ylabel="accuracy (%)")

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 import shutil
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -26,9 +27,8 @@ from tqdm.auto import tqdm
 
 from models.errors import CheckpointError, MissingCheckpointError
 from models.exiting import MultiExitModel
-from models.leco import ENCODER_SLOTS, SEARCH_SPACE, check_architecture, derive_architecture, search_epoch, split_halves
-from models.metrics import layerwise_scores
-from models.training import build_optimizer, linear_schedule, record_exits
+from models.leco import ENCODER_SLOTS, SEARCH_SPACE, check_architecture, derive_architecture
+from models.leco_search import SearchConfig, search_architecture, search_orders
 from tasks.backbones import load_backbone, pick_device
 from tasks.caching import ARTIFACT_CACHE
 from tasks.config import BackboneConfig, LecoConfig, TrainConfig
@@ -68,63 +68,59 @@ def search_exits(
     backbone_model, tokenizer = load_backbone(backbone.name, backbone.attn_implementation)
     searched = train.model_copy(update={"head": "leco", "head_options": leco.exits(), "exit_scorer": None})
     model = MultiExitModel(backbone_model, exit_config(searched, spec)).to(dev_)
-    alphas = model.heads.architecture_parameters()
-    weight_optimizer = build_optimizer(model, train.lr, train.weight_decay, leave_out=alphas)
-    architecture_optimizer = torch.optim.AdamW(alphas, lr=leco.architecture_lr, weight_decay=leco.architecture_weight_decay)
     enc_train = encode_split(data_dir, train.task, "train", tokenizer, backbone.max_length, cache_dir, train.subsample.train, seed)
     enc_dev = encode_split(data_dir, train.task, "dev", tokenizer, backbone.max_length, cache_dir, train.subsample.dev, seed)
     pad = tokenizer.pad_token_id or 0
     n = len(enc_train["labels"])
-    steps_per_epoch = (n // 2 + train.batch_size - 1) // train.batch_size
-    total = steps_per_epoch * leco.search_epochs
-    scheduler = linear_schedule(weight_optimizer, int(train.warmup_ratio * total), total)
-
+    cfg = SearchConfig(epochs=leco.search_epochs, steps_per_epoch=(n // 2 + train.batch_size - 1) // train.batch_size,
+                       lr=train.lr, weight_decay=train.weight_decay, warmup_ratio=train.warmup_ratio,
+                       max_grad_norm=train.max_grad_norm, architecture_lr=leco.architecture_lr,
+                       architecture_weight_decay=leco.architecture_weight_decay)
     resume_path = out_dir / "_resume" / "state.pt"
-    history, trajectory, global_step, start = [], [], 0, 1
-    if resume_path.exists():
-        saved = torch.load(resume_path, weights_only=False)
-        model.load_state_dict(saved["model"])
-        weight_optimizer.load_state_dict(saved["weight_optimizer"])
-        architecture_optimizer.load_state_dict(saved["architecture_optimizer"])
-        scheduler.load_state_dict(saved["scheduler"])
-        torch.set_rng_state(saved["rng"])
-        history, trajectory, global_step, start = saved["history"], saved["trajectory"], saved["global_step"], saved["epoch"] + 1
-        tqdm.write(f"[leco search] resuming {train.task} from {resume_path.parent}: epoch {saved['epoch']}/{leco.search_epochs} finished earlier")
-
-    for epoch in range(start, leco.search_epochs + 1):
-        d1, d2 = split_halves(n, seed * 1000 + epoch)
-        shuffle = np.random.default_rng(seed * 1000 + epoch + 500)
-        d1_batches = batches(enc_train, train.batch_size, pad, device=dev_, order=shuffle.permutation(d1).tolist())
-        d2_batches = batches(enc_train, train.batch_size, pad, device=dev_, order=shuffle.permutation(d2).tolist())
-        bar = tqdm(d1_batches, total=steps_per_epoch, disable=None, leave=False,
-                   desc=f"leco search epoch {epoch}/{leco.search_epochs}")
-        global_step, d1_loss, d2_loss = search_epoch(model, bar, d2_batches, weight_optimizer, architecture_optimizer,
-                                                     scheduler, train.max_grad_norm, global_step=global_step)
-        weights = model.heads.architecture_weights()
-        trajectory.append(weights)
-        rec = record_exits(model, batches(enc_dev, 64, pad, device=dev_)).cpu()
-        scores = layerwise_scores(spec["metric"], rec.logits, rec.labels, spec["label_type"] == "float")
-        history.append({"epoch": epoch, "step": global_step, "d1_loss": d1_loss, "d2_loss": d2_loss,
-                        "dev_layer_scores": scores, "dev_mean_score": float(np.mean(scores)),
-                        "derived": derive_architecture(weights)})
-        tqdm.write(f"[leco search] epoch {epoch}: D1 loss {d1_loss:.4f}, D2 loss {d2_loss:.4f}, "
-                   f"dev mean layer score {np.mean(scores):.2f}")
-        logger.log_metrics({"search_d1_loss": d1_loss, "search_d2_loss": d2_loss, "search_dev_mean_layer_score": float(np.mean(scores)),
-                            **{f"alpha_layer_{k}_{choice}_{op}": w for k, layer in enumerate(weights, 1)
-                               for choice, ops in layer.items() for op, w in ops.items()}}, step=epoch)
-        atomic_torch_save(resume_path, {"model": model.state_dict(), "weight_optimizer": weight_optimizer.state_dict(),
-                                        "architecture_optimizer": architecture_optimizer.state_dict(),
-                                        "scheduler": scheduler.state_dict(), "rng": torch.get_rng_state(),
-                                        "history": history, "trajectory": trajectory, "global_step": global_step, "epoch": epoch})
+    search = search_architecture(model, cfg, partial(search_batches, enc_train, cfg, train.batch_size, pad, seed, dev_),
+                                 partial(batches, enc_dev, 64, pad, device=dev_), spec["metric"],
+                                 resume=load_search_state(resume_path, train.task, leco.search_epochs),
+                                 on_epoch=partial(report_search_epoch, logger, resume_path))
     weights_path = atomic_write_json(out_dir / "architecture_weights.json", {
         "task": train.task, "seed": seed, "search_space": leco.search_space, "inner_size": leco.inner_size,
-        "epochs": trajectory})
-    atomic_write_json(out_dir / "history.json", history)
-    plot = architecture_heatmap(trajectory, f"{train.task}: LECO architecture weights per epoch", out_dir / "architecture_weights.png")
+        "epochs": search.trajectory})
+    atomic_write_json(out_dir / "history.json", search.history)
+    plot = architecture_heatmap(search.trajectory, f"{train.task}: LECO architecture weights per epoch",
+                                out_dir / "architecture_weights.png")
     result = write_result(out_dir, {"architecture_weights": weights_path, "plot": plot, "history": out_dir / "history.json",
                                     "train_rows": n, "epochs": leco.search_epochs})
     shutil.rmtree(out_dir / "_resume", ignore_errors=True)
     return result
+
+
+def search_batches(enc: dict, cfg: SearchConfig, batch_size: int, pad: int, seed: int, device, epoch: int):
+    """One search epoch's ``(D1 batches with a progress bar, D2 batches)`` (``search_orders``)."""
+    d1, d2 = search_orders(len(enc["labels"]), seed, epoch)
+    d1_batches = batches(enc, batch_size, pad, device=device, order=d1)
+    d2_batches = batches(enc, batch_size, pad, device=device, order=d2)
+    return (tqdm(d1_batches, total=cfg.steps_per_epoch, disable=None, leave=False, desc=f"leco search epoch {epoch}/{cfg.epochs}"),
+            d2_batches)
+
+
+def load_search_state(resume_path: Path, task_name: str, epochs: int) -> dict | None:
+    """The last finished search epoch's state in ``resume_path`` (None without one), said aloud."""
+    if not resume_path.exists():
+        return None
+    saved = torch.load(resume_path, weights_only=False)
+    tqdm.write(f"[leco search] resuming {task_name} from {resume_path.parent}: epoch {saved['epoch']}/{epochs} finished earlier")
+    return saved
+
+
+def report_search_epoch(logger: MetricLogger, resume_path: Path, record: dict, weights: list, state: dict) -> None:
+    """After each search epoch: the progress line, the metrics (every alpha), the resume state."""
+    epoch, scores = record["epoch"], record["dev_layer_scores"]
+    tqdm.write(f"[leco search] epoch {epoch}: D1 loss {record['d1_loss']:.4f}, D2 loss {record['d2_loss']:.4f}, "
+               f"dev mean layer score {np.mean(scores):.2f}")
+    logger.log_metrics({"search_d1_loss": record["d1_loss"], "search_d2_loss": record["d2_loss"],
+                        "search_dev_mean_layer_score": float(np.mean(scores)),
+                        **{f"alpha_layer_{k}_{choice}_{op}": w for k, layer in enumerate(weights, 1)
+                           for choice, ops in layer.items() for op, w in ops.items()}}, step=epoch)
+    atomic_torch_save(resume_path, state)
 
 
 def architecture_table(architecture: list[dict[str, str]], weights: list[dict[str, dict[str, float]]] | None = None) -> str:

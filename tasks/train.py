@@ -27,9 +27,7 @@ from tqdm.auto import tqdm
 from models.exiting import MultiExitConfig, MultiExitModel
 from models.adapters import adapter_for
 from models.hashee import HashEEModel
-from models.metrics import chance_check, layerwise_scores, predictions_tensor
-from models.objectives import selection_score
-from models.training import build_optimizer, linear_schedule, record_exits, stochastic_freeze, train_epoch
+from models.fitting import FitConfig, FitResult, fit_multi_exit, resume_point
 from tasks.backbones import load_backbone, pick_device, save_checkpoint, truncate_layers
 from tasks.caching import ARTIFACT_CACHE
 from tasks.config import BackboneConfig, ConfigError, TrainConfig
@@ -72,6 +70,85 @@ def exit_config(train: TrainConfig, spec: dict) -> MultiExitConfig:
                            pooling=train.pooling, scorer=train.exit_scorer)
 
 
+def build_model(train: TrainConfig, backbone: BackboneConfig, spec: dict, num_layers: int | None,
+                hash_table_dir: Path | None, device) -> tuple[MultiExitModel, object]:
+    """The backbone (first ``num_layers`` layers) with ``train``'s exits, a HashEE model when
+    ``hash_table_dir`` is given; ``(model on device, tokenizer)``."""
+    backbone_model, tokenizer = load_backbone(backbone.name, backbone.attn_implementation)
+    backbone_model = truncate_layers(backbone_model, num_layers)
+    config = exit_config(train, spec)
+    if hash_table_dir is not None:
+        layers = adapter_for(backbone_model).num_layers
+        model = HashEEModel(backbone_model, config, load_hash_table(hash_table_dir, tokenizer, layers))
+    else:
+        model = MultiExitModel(backbone_model, config)
+    model = model.to(device)
+    if not 0 <= train.freeze_layers < model.num_layers:
+        raise ConfigError(f"freeze_layers (the bottom layers frozen during fine-tuning) is {train.freeze_layers}; expected "
+                          f"0..{model.num_layers - 1} for this {model.num_layers}-layer backbone")
+    return model, tokenizer
+
+
+def load_resume_state(resume_path: Path, cfg: FitConfig, task_name: str) -> dict | None:
+    """The last finished epoch's state saved in ``resume_path`` (None without one), said aloud."""
+    if not resume_path.exists():
+        return None
+    resumed = torch.load(resume_path, weights_only=False)
+    start_stage, start_epoch = resume_point(resumed, cfg.epochs)
+    next_step = (f"continuing at stage {start_stage} epoch {start_epoch}" if start_stage <= cfg.stages[-1]
+                 else "all epochs done, selecting the checkpoint")
+    tqdm.write(f"[{cfg.objective}] resuming {task_name} training from {resume_path.parent}: stage {resumed['stage']} "
+               f"epoch {resumed['epoch']}/{cfg.epochs} finished earlier, {next_step}")
+    return resumed
+
+
+def fit_config(train: TrainConfig, strategy: str, steps_per_epoch: int, seed: int, dynamics_evals_per_epoch: int) -> FitConfig:
+    return FitConfig(objective=strategy, epochs=train.epochs, steps_per_epoch=steps_per_epoch, lr=train.lr,
+                     weight_decay=train.weight_decay, warmup_ratio=train.warmup_ratio, max_grad_norm=train.max_grad_norm,
+                     freeze_layers=train.freeze_layers, seed=seed, dynamics_evals_per_epoch=dynamics_evals_per_epoch)
+
+
+def fit_batches(enc_train: dict, enc_dev: dict, cfg: FitConfig, train: TrainConfig, pad: int, device):
+    """The batch makers ``fit_multi_exit`` reads: each epoch's shuffled training batches (seed
+    ``cfg.seed + 1000 * stage + epoch``, with a progress bar), dev, and the training rows in order."""
+
+    def epoch_batches(stage: int, epoch: int):
+        return tqdm(batches(enc_train, train.batch_size, pad, shuffle=True, seed=cfg.seed + 1000 * stage + epoch, device=device),
+                    total=cfg.steps_per_epoch, disable=None, desc=f"{cfg.objective} stage {stage} epoch {epoch}/{cfg.epochs}",
+                    leave=False)
+
+    def dev_batches():
+        return batches(enc_dev, 64, pad, device=device)
+
+    def train_rows():
+        return batches(enc_train, 64, pad, device=device)
+
+    return epoch_batches, dev_batches, train_rows
+
+
+def epoch_reporter(strategy: str, logger: MetricLogger, resume_path: Path):
+    """After each epoch: the progress line, the metrics, and the state to resume from (saved atomically)."""
+
+    def finish_epoch(record: dict, state: dict) -> None:
+        scores, mean_score = record["dev_layer_scores"], record["dev_mean_score"]
+        tqdm.write(f"[{strategy}] stage {record['stage']} epoch {record['epoch']}: loss {record['train_loss']:.4f}, "
+                   f"dev mean layer score {mean_score:.2f}, last layer {scores[-1]:.2f}")
+        logger.log_metrics({"train_loss": record["train_loss"], "dev_mean_layer_score": mean_score,
+                            **{f"dev_layer_{k}": s for k, s in enumerate(scores, 1)}}, step=len(state["history"]))
+        atomic_torch_save(resume_path, state)
+
+    return finish_epoch
+
+
+def save_fit_outputs(out_dir: Path, fit: FitResult, enc_train: dict) -> None:
+    """``history.json``, and ``train_dynamics.pt`` when the fit recorded dynamics."""
+    atomic_write_json(out_dir / "history.json", fit.history)
+    if fit.dynamics:
+        atomic_torch_save(out_dir / "train_dynamics.pt", {
+            "steps": [s for s, _ in fit.dynamics], "predictions": torch.stack([p for _, p in fit.dynamics]),
+            "labels": torch.tensor(enc_train["labels"]), "fingerprint": split_fingerprint(enc_train)})
+
+
 @task(name="train_multi_exit", cache_policy=ARTIFACT_CACHE, persist_result=True)
 def train_multi_exit(
     train: TrainConfig,
@@ -105,109 +182,29 @@ def train_multi_exit(
     spec = meta["spec"]
     if "train" not in meta["rows"] or "dev" not in meta["rows"]:
         raise DataError(f"task {train.task!r} needs train and dev splits to train; it has {', '.join(meta['rows'])}")
-    regression = spec["label_type"] == "float"
-
     seed_everything(seed)
-    backbone_model, tokenizer = load_backbone(backbone.name, backbone.attn_implementation)
-    backbone_model = truncate_layers(backbone_model, num_layers)
-    config = exit_config(train, spec)
-    if hash_table_dir is not None:
-        layers = adapter_for(backbone_model).num_layers
-        model = HashEEModel(backbone_model, config, load_hash_table(hash_table_dir, tokenizer, layers))
-    else:
-        model = MultiExitModel(backbone_model, config)
-    model = model.to(dev_)
-    if not 0 <= train.freeze_layers < model.num_layers:
-        raise ConfigError(f"freeze_layers (the bottom layers frozen during fine-tuning) is {train.freeze_layers}; expected "
-                          f"0..{model.num_layers - 1} for this {model.num_layers}-layer backbone")
+    model, tokenizer = build_model(train, backbone, spec, num_layers, hash_table_dir, dev_)
     enc_train = encode_split(data_dir, train.task, "train", tokenizer, backbone.max_length, cache_dir, train.subsample.train, seed)
     enc_dev = encode_split(data_dir, train.task, "dev", tokenizer, backbone.max_length, cache_dir, train.subsample.dev, seed)
     pad = tokenizer.pad_token_id or 0
-
-    stages = [1, 2] if strategy == "two_stage" else [1]
-    steps_per_epoch = num_batches(enc_train, train.batch_size)
+    cfg = fit_config(train, strategy, num_batches(enc_train, train.batch_size), seed, dynamics_evals_per_epoch)
     resume_path = out_dir / "_resume" / "state.pt"
-    history: list[dict] = []
-    dynamics: list[tuple[int, torch.Tensor]] = []  # (global step, predictions [L, n]) on the training rows
-    record_at = {round(steps_per_epoch * (i + 1) / dynamics_evals_per_epoch) for i in range(dynamics_evals_per_epoch)}
 
-    def record_dynamics(step: int, _loss: float) -> None:
-        if (step - 1) % steps_per_epoch + 1 in record_at:
-            logits = record_exits(model, batches(enc_train, 64, pad, device=dev_)).logits.cpu()
-            dynamics.append((step, predictions_tensor(logits, config.regression)))
-            model.train()
-
-    def freeze(step: int) -> None:  # Past-Future section 3.4: bottom layers frozen with p decaying 1 -> 0
-        model.detached_layers = stochastic_freeze(train.freeze_layers, step, steps_per_epoch * train.epochs * len(stages), seed)
-
-    best = {"score": -float("inf"), "state": None, "epoch": None}
-    start_stage, start_epoch, global_step = 1, 1, 0
-    resumed = None
-    if resume_path.exists():
-        resumed = torch.load(resume_path, weights_only=False)
-        model.load_state_dict(resumed["model"])
-        history, best, global_step = resumed["history"], resumed["best"], resumed["global_step"]
-        dynamics = resumed.get("dynamics", [])
-        start_stage, start_epoch = resumed["stage"], resumed["epoch"] + 1
-        if start_epoch > train.epochs:
-            start_stage, start_epoch = start_stage + 1, 1
-        next_step = (f"continuing at stage {start_stage} epoch {start_epoch}" if start_stage <= stages[-1]
-                     else "all epochs done, selecting the checkpoint")
-        tqdm.write(f"[{strategy}] resuming {train.task} training from {resume_path.parent}: stage {resumed['stage']} "
-                   f"epoch {resumed['epoch']}/{train.epochs} finished earlier, {next_step}")
-
-    for stage in stages:
-        if stage < start_stage:
-            continue
-        optimizer = build_optimizer(model, train.lr, train.weight_decay)
-        total = steps_per_epoch * train.epochs
-        scheduler = linear_schedule(optimizer, int(train.warmup_ratio * total), total)
-        if resumed is not None and resumed["stage"] == stage and start_epoch > 1:
-            optimizer.load_state_dict(resumed["optimizer"])
-            scheduler.load_state_dict(resumed["scheduler"])
-            torch.set_rng_state(resumed["rng"])
-        final_stage = stage == stages[-1]
-        for epoch in range(start_epoch if stage == start_stage else 1, train.epochs + 1):
-            bar = tqdm(batches(enc_train, train.batch_size, pad, shuffle=True, seed=seed + 1000 * stage + epoch, device=dev_),
-                       total=steps_per_epoch, disable=None, desc=f"{strategy} stage {stage} epoch {epoch}/{train.epochs}", leave=False)
-            global_step, loss = train_epoch(model, bar, optimizer, scheduler, strategy, global_step, stage, train.max_grad_norm,
-                                            on_step=record_dynamics if dynamics_evals_per_epoch else None,
-                                            before_step=freeze if train.freeze_layers else None)
-            rec = record_exits(model, batches(enc_dev, 64, pad, device=dev_)).cpu()
-            scores = layerwise_scores(spec["metric"], rec.logits, rec.labels, regression)
-            mean_score = float(np.mean(scores))
-            selected_by = selection_score(strategy, scores)  # untrained heads never choose the epoch
-            record = {"stage": stage, "epoch": epoch, "step": global_step, "train_loss": loss,
-                      "dev_layer_scores": scores, "dev_mean_score": mean_score, "dev_selection_score": selected_by,
-                      "dev_chance_check": chance_check(spec["metric"], rec.logits[-1], rec.labels, regression)}
-            history.append(record)
-            tqdm.write(f"[{strategy}] stage {stage} epoch {epoch}: loss {loss:.4f}, dev mean layer score {mean_score:.2f}, last layer {scores[-1]:.2f}")
-            logger.log_metrics({"train_loss": loss, "dev_mean_layer_score": mean_score,
-                                **{f"dev_layer_{k}": s for k, s in enumerate(scores, 1)}}, step=len(history))
-            if final_stage and selected_by > best["score"]:
-                best = {"score": selected_by, "state": {k: v.detach().cpu().clone() for k, v in model.state_dict().items()},
-                        "epoch": epoch}
-            atomic_torch_save(resume_path, {"model": model.state_dict(), "optimizer": optimizer.state_dict(),
-                                       "scheduler": scheduler.state_dict(), "rng": torch.get_rng_state(),
-                                       "history": history, "best": best, "global_step": global_step, "dynamics": dynamics,
-                                       "stage": stage, "epoch": epoch})
-    if best["state"] is not None:
-        model.load_state_dict(best["state"])
-    best_record = next(r for r in history if r["stage"] == stages[-1] and r["epoch"] == best["epoch"])
-    warn_if_at_chance(best_record["dev_chance_check"], f"{train.task} ({strategy})", train)
+    epoch_batches, dev_batches, train_rows = fit_batches(enc_train, enc_dev, cfg, train, pad, dev_)
+    fit = fit_multi_exit(model, cfg, epoch_batches, dev_batches, spec["metric"], train_rows,
+                         resume=load_resume_state(resume_path, cfg, train.task),
+                         on_epoch=epoch_reporter(strategy, logger, resume_path))
+    warn_if_at_chance(fit.selected["dev_chance_check"], f"{train.task} ({strategy})", train)
     ckpt = save_checkpoint(model.cpu(), tokenizer, out_dir / "checkpoint", {
         "task": train.task, "strategy": strategy, "backbone": backbone.name, "metric": spec["metric"],
-        "train_config": train.record(), "selected_epoch": best["epoch"], "seed": seed,
+        "train_config": train.record(), "selected_epoch": fit.selected_epoch, "seed": seed,
         "hash_table_dir": portable_path(hash_table_dir, out_dir) if hash_table_dir is not None else None,
     })
-    atomic_write_json(out_dir / "history.json", history)
-    if dynamics:
-        atomic_torch_save(out_dir / "train_dynamics.pt", {
-            "steps": [s for s, _ in dynamics], "predictions": torch.stack([p for _, p in dynamics]),
-            "labels": torch.tensor(enc_train["labels"]), "fingerprint": split_fingerprint(enc_train)})
+    save_fit_outputs(out_dir, fit, enc_train)
     result = {"checkpoint": Path(ckpt), "strategy": strategy, "task": train.task,
-              "dev_layer_scores": best_record["dev_layer_scores"], "dev_mean_score": best_record["dev_mean_score"],
-              "selected_epoch": best["epoch"], "dev_chance_check": best_record["dev_chance_check"], "train_rows": len(enc_train["labels"])}
+              "dev_layer_scores": fit.selected["dev_layer_scores"], "dev_mean_score": fit.selected["dev_mean_score"],
+              "selected_epoch": fit.selected_epoch, "dev_chance_check": fit.selected["dev_chance_check"],
+              "train_rows": len(enc_train["labels"])}
     result = write_result(out_dir, result)
     shutil.rmtree(out_dir / "_resume", ignore_errors=True)
     return result

@@ -75,7 +75,7 @@ def test_interrupted_run_resumes_from_the_last_finished_round(project, prefect_h
             raise KeyboardInterrupt
         return original(*args, **kwargs)
 
-    monkeypatch.setattr("tasks.consistentee.train_heads_epoch", crash_in_round_two)
+    monkeypatch.setattr("models.consistentee.train_heads_epoch", crash_in_round_two)
     with pytest.raises(KeyboardInterrupt):
         consistentee_pipeline(str(project / "params.yaml"), TINY)
     round1 = project / "artifacts/sst2/seed-42/consistentee/default/rounds/round-1/train/checkpoint/exits.safetensors"
@@ -84,7 +84,7 @@ def test_interrupted_run_resumes_from_the_last_finished_round(project, prefect_h
     assert not (project / "artifacts/sst2/seed-42/consistentee/default/rounds/round-2/train/result.json").exists()
 
     calls.clear()
-    monkeypatch.setattr("tasks.consistentee.train_heads_epoch", lambda *a, **k: (calls.append(1), original(*a, **k))[1])
+    monkeypatch.setattr("models.consistentee.train_heads_epoch", lambda *a, **k: (calls.append(1), original(*a, **k))[1])
     out = consistentee_pipeline(str(project / "params.yaml"), TINY)
     assert len(calls) == 1  # only round 2's heads step ran
     assert (init.stat().st_mtime_ns, round1.stat().st_mtime_ns) == stamps

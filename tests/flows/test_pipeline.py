@@ -121,12 +121,12 @@ def test_training_resumes_from_last_finished_epoch(project, prefect_harness, mon
             raise KeyboardInterrupt
         return original(*args, **kwargs)
 
-    monkeypatch.setattr("tasks.train.train_epoch", crash_on_second_epoch)
+    monkeypatch.setattr("models.fitting.train_epoch", crash_on_second_epoch)
     with pytest.raises(KeyboardInterrupt):
         train_multi_exit.fn(out_dir=project / "resumed", **kw)
     assert (project / "resumed/_resume/state.pt").exists() and not (project / "resumed/result.json").exists()
     calls.clear()
-    monkeypatch.setattr("tasks.train.train_epoch", lambda *a, **k: (calls.append(1), original(*a, **k))[1])
+    monkeypatch.setattr("models.fitting.train_epoch", lambda *a, **k: (calls.append(1), original(*a, **k))[1])
     resumed = train_multi_exit.fn(out_dir=project / "resumed", **kw)
     assert len(calls) == 1  # only epoch 2 ran
     assert resumed["dev_layer_scores"] == pytest.approx(full["dev_layer_scores"])

@@ -41,12 +41,12 @@ def test_resumed_training_says_where_it_continues(tiny, monkeypatch, capsys):
             raise KeyboardInterrupt
         return original(*args, **kwargs)
 
-    monkeypatch.setattr("tasks.train.train_epoch", killed_in_second_epoch)
+    monkeypatch.setattr("models.fitting.train_epoch", killed_in_second_epoch)
     with pytest.raises(KeyboardInterrupt):
         train_multi_exit.fn(**kw)
     assert "resuming" not in capsys.readouterr().out  # a fresh start says nothing about resuming
 
-    monkeypatch.setattr("tasks.train.train_epoch", original)
+    monkeypatch.setattr("models.fitting.train_epoch", original)
     train_multi_exit.fn(**kw)
     out = capsys.readouterr().out
     line = next((l for l in out.splitlines() if "resuming" in l), None)

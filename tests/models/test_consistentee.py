@@ -237,3 +237,48 @@ def test_epoch_loops_train_their_own_parameters_and_restore_the_policy():
     info = train_heads_epoch(model, data, opt, linear_schedule(opt, 0, 3), torch.Generator().manual_seed(0))
     assert _moved_groups(model, before) == {"backbone", "heads"} and info["loss"] > 0
     assert all(p.requires_grad for p in model.policy.parameters())  # unfrozen again for the next policy step
+
+
+def test_fit_policy_hands_each_epoch_its_slice_of_one_decaying_epsilon_schedule(monkeypatch):
+    import models.consistentee as cee
+    from tests.conftest import tiny_batch
+
+    seen, reported = [], []
+    real = cee.train_policy_epoch
+
+    def recording(model, batches, optimizer, copies, alpha, epsilons, *args):
+        seen.append(list(epsilons))
+        return real(model, batches, optimizer, copies, alpha, epsilons, *args)
+
+    monkeypatch.setattr(cee, "train_policy_epoch", recording)
+    model = _policy_model(seed=7)
+    before = {n: p.detach().clone() for n, p in model.named_parameters()}
+    data = [dict(tiny_batch(batch=6, seed=s), memorized=torch.tensor([1, 2, 3, 4, 4, 1])) for s in range(2)]
+    info = cee.fit_policy(model, lambda epoch: data, steps_per_epoch=2, epochs=3, lr=1e-2, copies=4, alpha=0.1,
+                          epsilon_start=0.3, epsilon_end=0.0, hardness=True, generator=torch.Generator().manual_seed(0),
+                          on_epoch=lambda epoch, i: reported.append((epoch, i)))
+    assert seen == [[epsilon_at(i, 6, 0.3, 0.0) for i in range(2 * e, 2 * e + 2)] for e in range(3)]
+    assert [e for e, _ in reported] == [1, 2, 3] and reported[-1][1] == info
+    assert _moved_groups(model, before) == {"policy"}
+
+
+def test_fit_heads_decays_its_learning_rate_to_zero_and_leaves_the_policy_alone(monkeypatch):
+    import models.consistentee as cee
+    from tests.conftest import tiny_batch
+
+    lrs = []
+    real = cee.train_heads_epoch
+
+    def recording(model, batches, optimizer, scheduler, *args):
+        out = real(model, batches, optimizer, scheduler, *args)
+        lrs.append(scheduler.get_last_lr()[0])
+        return out
+
+    monkeypatch.setattr(cee, "train_heads_epoch", recording)
+    model = _policy_model(seed=7)
+    before = {n: p.detach().clone() for n, p in model.named_parameters()}
+    data = [tiny_batch(batch=6, seed=s) for s in range(2)]
+    cee.fit_heads(model, lambda epoch: data, steps_per_epoch=2, epochs=2, lr=1e-2, weight_decay=0.01, warmup_ratio=0.0,
+                  generator=torch.Generator().manual_seed(0))
+    assert lrs == [pytest.approx(0.5e-2), 0.0]  # one schedule over both epochs, not one per epoch
+    assert _moved_groups(model, before) == {"backbone", "heads"}

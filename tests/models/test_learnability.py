@@ -5,6 +5,13 @@ import pytest
 import torch
 
 from models.learnability import (
+    EncoderPredictor,
+    classifier_accuracy,
+    fit_classifier,
+    LinearB,
+    fit_predictor,
+    item_batches,
+    predict_bits,
     BiLSTMPredictor,
     difficulty_metrics,
     exit_outcome,
@@ -90,3 +97,47 @@ def test_bilstm_ignores_padding():
     other_pad[0, 3:] = 9
     assert torch.allclose(model(ids, mask), model(other_pad, mask))
     assert torch.allclose(model(ids, mask), model(ids[:, :3], mask[:, :3]), atol=1e-6)
+
+
+def test_item_batches_follow_the_order_with_layers_first():
+    states = torch.arange(5 * 3 * 2, dtype=torch.float32).reshape(5, 3, 2)  # [n, L, d]
+    labels = torch.arange(5 * 3).reshape(5, 3)
+    out = list(item_batches(states, labels, [4, 0, 2], size=2))
+    assert [b["states"].shape for b in out] == [(3, 2, 2), (3, 1, 2)]
+    assert torch.equal(out[0]["states"][:, 1], states[0]) and torch.equal(out[1]["labels"], labels[[2]])
+
+
+def test_fit_predictor_ends_with_the_epoch_best_on_dev_f1():
+    g = torch.Generator().manual_seed(0)
+    states, labels = torch.randn(40, 3, 4, generator=g), (torch.rand(40, 3, generator=g) < 0.6).long()
+    torch.manual_seed(0)
+    model = LinearB(4, 3)
+    history, best = fit_predictor(model, "linear_b", lambda epoch: item_batches(states[:30], labels[:30], list(range(30)), size=8),
+                                  lambda: item_batches(states[30:], labels[30:], list(range(10))), epochs=5, lr=0.3)
+    f1 = [h["dev_f1"] or 0.0 for h in history]
+    assert best["epoch"] == 1 + f1.index(max(f1)) < len(history)  # not the last epoch: selection did something
+    again = difficulty_metrics(*predict_bits(model, "linear_b", item_batches(states[30:], labels[30:], list(range(10)))))
+    assert again == best["dev"]
+
+
+def test_classifier_accuracy_counts_argmax_hits_over_every_row():
+    class Fixed(torch.nn.Module):
+        def forward(self, input_ids, attention_mask, token_type_ids=None):
+            return torch.nn.functional.one_hot(input_ids[:, 0] % 2, 2).float()
+
+    batches = [{"input_ids": torch.tensor([[0], [1], [2]]), "attention_mask": torch.ones(3, 1), "labels": torch.tensor([0, 0, 0])},
+               {"input_ids": torch.tensor([[3]]), "attention_mask": torch.ones(1, 1), "labels": torch.tensor([1])}]
+    assert classifier_accuracy(Fixed(), batches) == 75.0  # rows 0, 2, 3 of 4; not a mean of per-batch accuracies
+
+
+def test_fit_classifier_scores_every_split_after_every_epoch_without_selection():
+    from tests.conftest import tiny_backbone, tiny_batch
+
+    torch.manual_seed(0)
+    model = EncoderPredictor(tiny_backbone("bert", layers=2), 2)
+    data = [tiny_batch(batch=8, seed=s, labels=2) for s in range(2)]
+    seen = []
+    history = fit_classifier(model, lambda epoch: data, {"train": lambda: data, "test": lambda: data[:1]}, epochs=3, lr=1e-3,
+                             on_epoch=seen.append)
+    assert [list(h) for h in history] == [["epoch", "train_accuracy", "test_accuracy"]] * 3 and seen == history
+    assert history[-1]["train_accuracy"] == classifier_accuracy(model, data)  # the last epoch's weights are kept
