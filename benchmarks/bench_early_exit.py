@@ -32,7 +32,7 @@ from models.operating import fastest_within, sweep, usable_criteria  # noqa: E40
 from models.timing import exit_runner, measure_throughput  # noqa: E402
 from models.training import record_exits  # noqa: E402
 from tasks.backbones import load_checkpoint  # noqa: E402
-from tasks.config import load_params  # noqa: E402
+from config.params import load_params  # noqa: E402
 from tasks.features import batches, encode_split  # noqa: E402
 from tasks.io import atomic_write_json  # noqa: E402
 

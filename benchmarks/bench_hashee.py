@@ -6,7 +6,7 @@ task's dev split:
 - ``full``: the single-exit fine-tuned backbone (``reference/single-exit`` in the task's
   artifact folder, ``flows/layout.py``), all layers;
 - ``hashee-<kind>``: the pipeline's HashEE model (``hashee/default``);
-- ``entropy`` / ``patience``: the spine's multi-exit model (``--strategy``, default
+- ``entropy`` / ``patience``: the default run's multi-exit model (``--strategy``, default
   alternating) with batched compaction, at the fastest dev threshold whose accuracy stays
   within ``--tolerance`` points of the full model.
 
@@ -37,7 +37,7 @@ from models.metrics import task_score  # noqa: E402
 from models.timing import exit_runner, full_model_runner, measure_throughput  # noqa: E402
 from models.training import record_exits  # noqa: E402
 from tasks.backbones import load_checkpoint  # noqa: E402
-from tasks.config import load_params  # noqa: E402
+from config.params import load_params  # noqa: E402
 from tasks.features import batches, encode_split  # noqa: E402
 from tasks.hashee import predict  # noqa: E402
 from tasks.io import atomic_write_json  # noqa: E402

@@ -29,7 +29,7 @@ from benchmarks.bench_early_exit import machine, print_rows  # noqa: E402
 from benchmarks.targets import add_timing_arguments, rows_at_targets  # noqa: E402
 from flows.layout import Layout  # noqa: E402
 from tasks.backbones import load_checkpoint  # noqa: E402
-from tasks.config import load_params  # noqa: E402
+from config.params import load_params  # noqa: E402
 from tasks.features import encode_split  # noqa: E402
 from tasks.io import atomic_write_json  # noqa: E402
 from tasks.past_future import LOCAL_PREFIX, check_setting  # noqa: E402

@@ -15,7 +15,7 @@ import re
 import mlflow
 
 from flows.tracking import log_exit_model, shipped_criterion
-from tasks.config import Params
+from config.params import Params
 from tasks.reports.cells import ComparisonCell
 
 NO_CHAMPION = {"RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE"}  # no such model, or no such alias on it

@@ -77,7 +77,7 @@ def _run(fn, *args, **kwargs):
 
 
 def _check(params: Path, overrides, profile=None):
-    from tasks.config import load_params
+    from config.params import load_params
 
     return _run(load_params, params, overrides or [], profile)
 

@@ -35,7 +35,7 @@ from prefect.task_runners import ThreadPoolTaskRunner
 from flows.context import RunContext
 from flows.layout import Layout
 from flows.registry import comparison_methods, comparison_variants
-from tasks.config import ConfigError, Params
+from config.params import ConfigError, Params
 from tasks.data import load_meta
 from tasks.io import portable_path
 from tasks.reports.cells import CellSummary, ComparisonCell, UnitResult

@@ -4,7 +4,7 @@ reward ablation (paper Figure 4).
 ``run_consistentee`` reads like the method: initialise with the ``weighted`` objective (with
 training dynamics for forgetting events) -> for each round: memorized layer -> policy step ->
 heads step, stop when the dev trade-off stops improving -> hardness analysis (Table 1) ->
-evaluation of the best round with the spine's criteria next to the policy -> comparison report.
+evaluation of the best round with the strategy models' criteria next to the policy -> comparison report.
 
 Every step is a cached task with its own artifact folder (``flows/layout.py``), so an
 interrupted run resumes from the last finished round.
@@ -20,7 +20,7 @@ from flows.layout import TrainedDirs
 from flows.steps import ExitModel, evaluate_cell, evaluate_exit_model, train_exit_model
 from flows.tracking import active_logger, log_exit_run, nested_run
 from tasks.caching import run_cached
-from tasks.config import ConsistenteeConfig, TrainConfig
+from config.params import ConsistenteeConfig, TrainConfig
 from tasks.consistentee import compute_memorized_layer, consistentee_round, hardness_analysis
 from tasks.reports.consistentee import ablation_report, consistentee_report
 

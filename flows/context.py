@@ -22,7 +22,7 @@ from typing import Callable
 
 from flows.layout import Layout
 from flows.tracking import parent_run, use_experiment
-from tasks.config import ConfigError, Params, load_params
+from config.params import ConfigError, Params, load_params
 from tasks.data import load_meta, prepare_data
 
 

@@ -18,12 +18,12 @@ from flows.steps import train_exit_model
 from flows.tracking import active_logger
 from tasks.caching import run_cached
 from tasks.compare import single_point_summary
-from tasks.config import HasheeConfig
+from config.params import HasheeConfig
 from tasks.hashee import evaluate_hashee
-from tasks.hashing import build_hash_table
+from tasks.hash_table import build_hash_table
 from tasks.io import read_metrics
 from tasks.reports.hashee import hashee_study_report
-from tasks.tracking import MetricLogger
+from tasks.metric_logger import MetricLogger
 
 FULL_MODEL = "single"
 SECTIONS = ("seed", "backbone", "train", "hashee")

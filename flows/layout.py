@@ -45,7 +45,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from tasks.config import Params
+from config.params import Params
 
 REFERENCE = ("reference", "single-exit")  # beside train/, so no strategy name can reach it
 # learnability.studies name -> (bound to train.task, folder name)
@@ -134,7 +134,7 @@ class Layout:
     def token_cache(self) -> Path:
         return self.artifacts / "cache" / "tokens"
 
-    # the spine: one multi-exit model per strategy, its evaluation, the comparison report
+    # the default run: one multi-exit model per strategy, its evaluation, the comparison report
     def train(self, strategy: str) -> Path:
         return self.base / "train" / strategy
 
@@ -180,7 +180,7 @@ class Layout:
 
     # Global Past-Future
     def past_future(self, setting: str) -> TrainedDirs:
-        """``setting``: ``tasks.config.setting_name`` (``concat``, ``concat-future``) or ``local-<strategy>``."""
+        """``setting``: ``config.params.setting_name`` (``concat``, ``concat-future``) or ``local-<strategy>``."""
         base = self.base / "past_future" / "models" / setting
         return TrainedDirs(train=base / "train", evaluate=base / "evaluate")
 

@@ -1,7 +1,7 @@
 """The learnability study (HashEE paper, section 2): can a model predict how hard an instance is?
 
 ``learnability`` reads like the study: build the difficulty datasets (published SNLI set;
-``train.task`` dev annotated by the spine's ``joint`` model; CoNLL-2003 dev annotated by a
+``train.task`` dev annotated by the default run's ``joint`` model; CoNLL-2003 dev annotated by a
 multi-exit token classifier) -> train every predictor on each -> human-defined difficulty ->
 one table (paper Table 1) and one F1 bar chart in the MLflow experiment ``learnability``.
 
@@ -81,7 +81,7 @@ def train_predictor(ctx: RunContext, study: str, kind: str, predictor: str, data
                    annotator_dir=annotator, seed=params.seed, device=params.device)
     mlflow.log_params({"study": study, "predictor": predictor})
     mlflow.log_metrics({f"test_{k}": v for k, v in r["test"].items() if isinstance(v, float)})
-    mlflow.log_metrics({f"dev_{k}": v for k, v in r["dev"].items() if isinstance(v, float)})
+    mlflow.log_metrics({f"torch_device{k}": v for k, v in r["dev"].items() if isinstance(v, float)})
     mlflow.log_metrics({k: v for k, v in r.items() if k.startswith("negative_share")})
     for k, acc in enumerate(r["test"]["layer_accuracy"], start=1):
         mlflow.log_metric("test_layer_accuracy", acc, step=k)

@@ -28,7 +28,7 @@ from flows.steps import ExitModel, compare_evaluate, exit_model_cell, train_exit
 from flows.tracking import active_logger, log_exit_run
 from tasks.backbones import backbone_num_layers
 from tasks.caching import run_cached
-from tasks.config import ConfigError, EvaluateConfig, TrainConfig
+from config.params import ConfigError, EvaluateConfig, TrainConfig
 from tasks.leco import check_checkpoint_architecture, derive_exits, load_architecture, search_exits
 from tasks.reports.leco import compare_leco
 from tasks.versioning import record_pipeline_outputs

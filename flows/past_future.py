@@ -21,7 +21,7 @@ from flows.context import RunContext, start_flow
 from flows.layout import TrainedDirs
 from flows.steps import ExitModel, compare_evaluate, exit_model_cell, train_then_evaluate
 from flows.tracking import active_logger, log_exit_run
-from tasks.config import TrainConfig, setting_name
+from config.params import TrainConfig, setting_name
 from tasks.past_future import LOCAL_PREFIX
 from tasks.reports.past_future import compare_past_future
 from tasks.versioning import record_pipeline_outputs

@@ -25,8 +25,8 @@ from flows.past_future import run_default_past_future
 from flows.steps import ExitModel, compare_evaluate, exit_model_cell, train_exit_model, train_then_evaluate
 from flows.tracking import active_logger, log_exit_run
 from models.objectives import OBJECTIVES
-from tasks.config import ConfigError
-from tasks.reports.spine import build_report
+from config.params import ConfigError
+from tasks.reports.default_run import build_report
 from tasks.versioning import DEFAULT_STAGES, record_pipeline_outputs, snapshot_data
 
 SECTIONS = ("seed", "backbone", "train", "evaluate")

@@ -137,7 +137,7 @@ def comparison_variants(params) -> dict[str, Variant]:
 def comparison_methods(params) -> list[Variant]:
     """``compare.methods`` (``all``: every variant) checked against the registry, then the
     baselines (the static line), which are always in the grid."""
-    from tasks.config import ConfigError
+    from config.params import ConfigError
 
     variants = comparison_variants(params)
     chosen = [v for v in variants.values() if not v.baseline]

@@ -13,7 +13,7 @@ from flows.steps import train_exit_model
 from tasks.backbones import backbone_num_layers
 from tasks.caching import run_cached
 from tasks.compare import evaluate_static, single_point_summary
-from tasks.config import ConfigError, Params
+from config.params import ConfigError, Params
 from tasks.reports.cells import static_depth, static_method
 
 

@@ -15,9 +15,9 @@ from flows.context import RunContext
 from flows.layout import TrainedDirs
 from tasks.caching import run_cached
 from tasks.compare import exit_cell_summary
-from tasks.config import EvaluateConfig, TrainConfig
+from config.params import EvaluateConfig, TrainConfig
 from tasks.evaluate import evaluate_exits
-from tasks.tracking import MetricLogger
+from tasks.metric_logger import MetricLogger
 from tasks.train import train_multi_exit
 
 

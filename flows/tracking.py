@@ -10,7 +10,7 @@ from pathlib import Path
 
 import mlflow
 
-from tasks.config import Params
+from config.params import Params
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
@@ -32,7 +32,7 @@ def check_tracking_server(uri: str, timeout_s: float = 5.0) -> None:
     import urllib.error
     import urllib.request
 
-    from tasks.config import ConfigError
+    from config.params import ConfigError
 
     try:
         with urllib.request.urlopen(uri.rstrip("/") + "/health", timeout=timeout_s):
@@ -103,7 +103,7 @@ def nested_run(name: str):
 
 def active_logger():
     """A metric logger for the active MLflow run, or one that drops metrics when none is active."""
-    from tasks.tracking import MlflowLogger, NullLogger
+    from tasks.metric_logger import MlflowLogger, NullLogger
 
     run = mlflow.active_run()
     return NullLogger() if run is None else MlflowLogger(run.info.run_id)
@@ -155,7 +155,7 @@ def log_exit_model(checkpoint, model_config: dict, registered_model_name: str | 
         name="model",
         python_model=MultiExitPyfunc(),
         artifacts={"checkpoint": str(checkpoint)},
-        code_paths=[str(REPO_ROOT / "models"), str(REPO_ROOT / "tasks")],
+        code_paths=[str(REPO_ROOT / "models"), str(REPO_ROOT / "tasks"), str(REPO_ROOT / "config")],
         model_config=model_config,
         pip_requirements=["torch==2.13.0", "transformers", "safetensors", "pandas", "pyyaml", "pydantic", "prefect"],
         registered_model_name=registered_model_name,

@@ -4,7 +4,7 @@ An ``ExitflowError`` says the input is wrong (params, data, a checkpoint, a mode
 code: the ``exitflow`` command prints its message as one ``error: ...`` line and exits 2. Any
 other exception is a bug and keeps its traceback. Each subclass names the input in its message.
 
-Subclasses elsewhere: ``ConfigError`` (tasks/config.py), ``DataError`` (tasks/data.py),
+Subclasses elsewhere: ``ConfigError`` (config/params.py), ``DataError`` (tasks/data.py),
 ``BackboneError`` (tasks/backbones.py), ``VersioningError`` (tasks/versioning.py),
 ``MemorizedLayerError`` (tasks/consistentee.py), ``DifficultyDataError`` (tasks/difficulty.py),
 ``HashTableError`` (models/hashee.py), ``NonFiniteLossError`` (models/training.py),

@@ -37,7 +37,7 @@ Batches = Iterable[dict[str, torch.Tensor]]
 
 @dataclass(frozen=True)
 class FitConfig:
-    """Plain settings of a fit (``tasks.config.TrainConfig`` holds them in the pipeline).
+    """Plain settings of a fit (``config.params.TrainConfig`` holds them in the pipeline).
 
     ``lr``: AdamW's base learning rate, warmed up over ``warmup_ratio`` of each stage's steps,
     then decayed linearly to 0; ``freeze_layers``: bottom layers stochastically detached

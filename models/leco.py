@@ -37,9 +37,9 @@ softmax-weighted sum of all its candidates ``sum_o softmax(alpha)_o * o(x)`` wit
   weights' lr follows a linear warmup/decay, the architecture's lr is constant. The
   architecture step detaches every layer's output: the alphas live in the exits only, so
   their gradient is the same and the backbone's backward pass is skipped.
-- Budget (``params.yaml`` ``leco:``): 2 search epochs on the spine's 4,000-row SST-2 subsample
+- Budget (``params.yaml`` ``leco:``): 2 search epochs on the default run's 4,000-row SST-2 subsample
   (the paper: 30 epochs on the full split), weights at ``train.lr`` 3e-4 and the architecture
-  at 3e-3, the paper's 10x ratio (2e-5 / 2e-4 for ALBERT). Retraining keeps the spine's LTE
+  at 3e-3, the paper's 10x ratio (2e-5 / 2e-4 for ALBERT). Retraining keeps the default run's LTE
   scorer (L_i + J_i, BERxiT), as do the JT / ALT / 2ST baselines; Past-Future has none.
 - COBEE at regression: not defined (k* needs classes); the criterion is classification-only.
   COBEE sweeps tau at a fixed patience t (``leco.cobee_patience``, 1): the counter is 0 at

@@ -27,7 +27,7 @@ from pathlib import Path
 import mlflow
 
 from flows.tracking import tracking_uri
-from tasks.config import load_params
+from config.params import load_params
 
 ROOT = Path(__file__).resolve().parent.parent
 

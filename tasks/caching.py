@@ -4,7 +4,7 @@ Prefect's ``TASK_SOURCE`` hashes only the task's own lines; exitflow's key cover
 arguments, bound to its signature (a default keys the same as passing it), with config sections
 by value, input artifacts (``Path`` arguments) by content, ``out_dir`` by location, and
 ``NOT_HASHED`` ones (``logger``, ``cache_dir``: they never change what a task computes) not at
-all; plus the source of the task's module and of every ``models``/``tasks`` module it imports,
+all; plus the source of the task's module and of every ``models``/``tasks``/``config`` module it imports,
 transitively (``source_closure``), so editing the report does not retrain a model. Importing
 ``models`` imports every module in it (each method's exit modules register themselves), so the
 closure of anything that imports ``models`` holds all of them.
@@ -36,7 +36,7 @@ from pydantic import BaseModel
 from tasks.io import RESULT_FILE, atomic_write_text, file_hash, portable_path, tree_hash
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
-PACKAGES = ("models", "tasks")  # the project packages whose source enters a key
+PACKAGES = ("models", "tasks", "config")  # the project packages whose source enters a key
 DISCOVERING = ("models",)  # packages whose __init__ imports every module in them (registries)
 NOT_HASHED = {"logger", "cache_dir"}  # cache_dir only holds features keyed by their own source hash
 
@@ -95,7 +95,7 @@ def _closure(module: str, root: Path) -> tuple[tuple[str, Path], ...]:
 
 
 def source_closure(module: str) -> dict[str, Path]:
-    """``module``'s file and those of the ``models``/``tasks`` modules it imports, transitively,
+    """``module``'s file and those of the ``models``/``tasks``/``config`` modules it imports, transitively,
     resolved statically with ``ast``. Computed once per module per process (edit a file's imports
     and a running process keeps the old closure; contents are re-read on every key)."""
     return dict(_closure(module, REPO_ROOT))

@@ -21,7 +21,7 @@ from models.metrics import task_score
 from models.timing import full_model_runner, measure_throughput
 from tasks.backbones import backbone_num_layers, load_backbone, load_checkpoint, pick_device
 from tasks.caching import ARTIFACT_CACHE
-from tasks.config import BackboneConfig, TrainConfig
+from config.params import BackboneConfig, TrainConfig
 from tasks.data import load_meta
 from tasks.features import batches, encode_split
 from tasks.io import TIMING_FILE, atomic_write_json, write_result
@@ -80,14 +80,14 @@ def evaluate_static(train: TrainConfig, backbone: BackboneConfig, ckpt_dir: Path
     The full-depth reference for FLOPs and wall-clock is the backbone with all L layers and the
     same head (its weights do not change its cost), run in this process, interleaved.
     """
-    dev_ = pick_device(device)
+    torch_device = pick_device(device)
     model, tokenizer, meta = load_checkpoint(ckpt_dir, backbone.attn_implementation)
     L = backbone_num_layers(backbone.name)
     if model.num_layers > L:
         raise CheckpointError(f"{ckpt_dir}: {model.num_layers} layers, more than {backbone.name}'s {L}")
     full_backbone, _ = load_backbone(backbone.name, backbone.attn_implementation)
     full = MultiExitModel(full_backbone, exit_config(train, load_meta(data_dir, meta["task"])["spec"])).eval()
-    model = model.to(dev_)
+    model = model.to(torch_device)
     metric, regression, pad = meta["metric"], model.config.regression, tokenizer.pad_token_id or 0
     out = {"task": meta["task"], "metric": metric, "num_layers": model.num_layers, "backbone_layers": L,
            "layer_speedup": L / model.num_layers, "timed_layer_speedup": L / model.num_layers}
@@ -96,7 +96,7 @@ def evaluate_static(train: TrainConfig, backbone: BackboneConfig, ckpt_dir: Path
         enc = encoded[split] = encode_split(data_dir, meta["task"], split, tokenizer, backbone.max_length, cache_dir, sub, seed)
         with torch.no_grad():
             logits = torch.cat([model.early_exit(b["input_ids"], b["attention_mask"], b.get("token_type_ids")).logits.cpu()
-                                for b in batches(enc, batch_size, pad, device=dev_)])
+                                for b in batches(enc, batch_size, pad, device=torch_device)])
         out[f"{split}_quality"] = task_score(metric, logits, torch.tensor(enc["labels"]), regression)
     model.cpu()  # timed on CPU, as evaluate_exits and evaluate_hashee time
     lengths = torch.tensor([len(ids) for ids in encoded["test"]["input_ids"]])

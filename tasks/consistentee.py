@@ -36,11 +36,11 @@ from models.metrics import correct_predictions, layerwise_scores, prediction_is_
 from models.training import record_exits
 from tasks.backbones import load_checkpoint, pick_device, save_checkpoint
 from tasks.caching import ARTIFACT_CACHE
-from tasks.config import BackboneConfig, ConsistenteeConfig, TrainConfig
+from config.params import BackboneConfig, ConsistenteeConfig, TrainConfig
 from tasks.features import batches, encode_split, num_batches, split_fingerprint
 from tasks.io import atomic_torch_save, atomic_write_json, atomic_write_text, write_result
-from tasks.plots import bar_plot
-from tasks.tracking import MetricLogger, NullLogger
+from tasks.reports.plots import bar_plot
+from tasks.metric_logger import MetricLogger, NullLogger
 from tasks.train import seed_everything
 
 
@@ -61,11 +61,11 @@ def compute_memorized_layer(train: TrainConfig, backbone: BackboneConfig, ckpt_d
     Returns ``{"memorized": path, "histogram": [count of M = 1..L], "mean": ..., "plot": path}``.
     """
     out_dir = Path(out_dir)
-    dev_ = pick_device(device)
+    torch_device = pick_device(device)
     model, tokenizer, meta = load_checkpoint(ckpt_dir, backbone.attn_implementation)
-    model.to(dev_)
+    model.to(torch_device)
     enc = _train_split(train, backbone, tokenizer, data_dir, cache_dir, seed)
-    rec = record_exits(model, batches(enc, 64, tokenizer.pad_token_id or 0, device=dev_)).cpu()
+    rec = record_exits(model, batches(enc, 64, tokenizer.pad_token_id or 0, device=torch_device)).cpu()
     logits, labels = rec.logits, rec.labels
     regression = model.config.regression
     memorized = memorized_layer(correct_predictions(logits, labels, regression, tolerance))
@@ -140,20 +140,20 @@ def consistentee_round(consistentee: ConsistenteeConfig, train: TrainConfig, bac
     """
     cfg, logger = consistentee, logger or NullLogger()
     out_dir = Path(out_dir)
-    dev_ = pick_device(device)
+    torch_device = pick_device(device)
     seed_everything(seed + round_index)
     model, tokenizer, meta = load_checkpoint(ckpt_dir, backbone.attn_implementation)
     if model.config.scorer != "policy":
         raise CheckpointError(f"{ckpt_dir}: not a ConsistentEE checkpoint (no policy networks)")
-    model.to(dev_)
+    model.to(torch_device)
     pad = tokenizer.pad_token_id or 0
     enc = _train_split(train, backbone, tokenizer, data_dir, cache_dir, seed)
     enc["memorized"] = load_memorized_layer(memorized_dir, enc).tolist()
     enc_dev = encode_split(data_dir, train.task, "dev", tokenizer, backbone.max_length, cache_dir, train.subsample.dev, seed)
-    before = dev_tradeoff(model, enc_dev, cfg, meta["metric"], pad, dev_)
+    before = dev_tradeoff(model, enc_dev, cfg, meta["metric"], pad, torch_device)
     generator = torch.Generator().manual_seed(seed + round_index)
     steps = num_batches(enc, train.batch_size)
-    epochs = partial(round_batches, enc, train.batch_size, pad, seed, round_index, steps, dev_)
+    epochs = partial(round_batches, enc, train.batch_size, pad, seed, round_index, steps, torch_device)
     policy_info = fit_policy(model, partial(epochs, "policy", cfg.policy_epochs), steps, cfg.policy_epochs, cfg.policy_lr,
                              cfg.copies, cfg.alpha, cfg.epsilon_start, cfg.epsilon_end, cfg.reward == "hardness", generator,
                              train.max_grad_norm, partial(report_policy_epoch, logger, round_index))
@@ -161,7 +161,7 @@ def consistentee_round(consistentee: ConsistenteeConfig, train: TrainConfig, bac
                            train.weight_decay, train.warmup_ratio, generator, train.max_grad_norm,
                            partial(report_heads_epoch, logger, round_index))
 
-    after = dev_tradeoff(model, enc_dev, cfg, meta["metric"], pad, dev_)
+    after = dev_tradeoff(model, enc_dev, cfg, meta["metric"], pad, torch_device)
     logger.log_metrics({"dev_quality": after["quality"], "dev_layer_speedup": after["layer_speedup"],
                         "dev_objective": after["objective"], "dev_avg_exit_layer": after["avg_exit_layer"]})
     ckpt = save_checkpoint(model.cpu(), tokenizer, out_dir / "checkpoint",

@@ -26,7 +26,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from models.errors import ExitflowError
-from tasks.config import SPLITS, DataConfig, TaskSpec
+from config.params import SPLITS, DataConfig, TaskSpec
 from tasks.io import atomic_dir, file_hash
 
 csv.field_size_limit(sys.maxsize)

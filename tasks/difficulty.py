@@ -30,7 +30,7 @@ from models.token_exits import TokenMultiExitModel, fit_token_annotator
 from models.training import record_exits
 from tasks.backbones import load_backbone, load_checkpoint, pick_device, save_backbone
 from tasks.caching import ARTIFACT_CACHE
-from tasks.config import BackboneConfig, LearnabilityConfig
+from config.params import BackboneConfig, LearnabilityConfig
 from tasks.data import load_columns
 from tasks.features import batches
 from tasks.io import atomic_torch_save, atomic_write_text, write_result
@@ -159,9 +159,9 @@ def build_sentence_difficulty(annotator_dir: Path, backbone: BackboneConfig, dat
                               fractions: tuple[float, float, float], seed: int = 42, device: str = "auto") -> dict:
     """Annotate every dev instance of the annotator's task with one correctness bit per exit
     (argmax == gold), then split the annotated rows into predictor train/dev/test (seeded)."""
-    dev_ = pick_device(device)
+    torch_device = pick_device(device)
     model, tokenizer, meta = load_checkpoint(annotator_dir, backbone.attn_implementation)
-    model.to(dev_)
+    model.to(torch_device)
     cols = load_columns(data_dir, meta["task"], "dev")
     pairs = [t for t in cols["text_b"] if t is not None]
     tok = tokenizer(*((cols["text_a"], cols["text_b"]) if pairs else (cols["text_a"],)), truncation=True,
@@ -169,7 +169,7 @@ def build_sentence_difficulty(annotator_dir: Path, backbone: BackboneConfig, dat
     enc = {"input_ids": tok["input_ids"], "labels": cols["label"]}
     if "token_type_ids" in tok:
         enc["token_type_ids"] = tok["token_type_ids"]
-    rec = record_exits(model, batches(enc, 64, tokenizer.pad_token_id or 0, device=dev_))
+    rec = record_exits(model, batches(enc, 64, tokenizer.pad_token_id or 0, device=torch_device))
     logits, labels = rec.logits, rec.labels
     bits = correct_predictions(logits.cpu(), labels.cpu(), model.config.regression).long().T  # [n, L]
     parts = assign_parts(len(bits), fractions, seed)
@@ -195,17 +195,17 @@ def train_token_annotator(cfg: LearnabilityConfig, backbone: BackboneConfig, con
     """A multi-exit token classifier (one tag head per layer, mean of the per-layer losses) on
     CoNLL-2003 train (seeded subsample of ``cfg.token_train_sentences``)."""
     out_dir = Path(out_dir)
-    dev_ = pick_device(device)
+    torch_device = pick_device(device)
     seed_everything(seed)
     train = read_conll(Path(conll_dir) / "train.txt")
     if cfg.token_train_sentences is not None and cfg.token_train_sentences < len(train):
         train = random.Random(seed).sample(train, cfg.token_train_sentences)
     tag_names = sorted({t for s in train for t in s["tags"]})
     backbone_model, tokenizer = load_backbone(backbone.name, backbone.attn_implementation)
-    model = TokenMultiExitModel(backbone_model, len(tag_names)).to(dev_)
+    model = TokenMultiExitModel(backbone_model, len(tag_names)).to(torch_device)
     enc = token_batches_source(tokenizer, train, tag_names, backbone.max_length)
     steps = (len(train) + cfg.batch_size - 1) // cfg.batch_size
-    fit_token_annotator(model, partial(annotator_batches, enc, cfg.batch_size, tokenizer.pad_token_id or 0, seed, dev_, steps,
+    fit_token_annotator(model, partial(annotator_batches, enc, cfg.batch_size, tokenizer.pad_token_id or 0, seed, torch_device, steps,
                                        cfg.token_epochs), steps, cfg.token_epochs, cfg.token_lr, report_annotator_epoch)
     save_backbone(model.backbone, tokenizer, out_dir / "checkpoint" / "backbone")
     atomic_torch_save(out_dir / "checkpoint" / "heads.pt", {"heads": model.heads.state_dict(), "tags": tag_names})
@@ -282,14 +282,14 @@ def build_token_difficulty(annotator_dir: Path, backbone: BackboneConfig, conll_
                            fractions: tuple[float, float, float], seed: int = 42, device: str = "auto") -> dict:
     """Annotate every word of CoNLL-2003 dev with one bit per exit (first sub-token's tag argmax
     == gold tag), then split the sentences into predictor train/dev/test (seeded)."""
-    dev_ = pick_device(device)
+    torch_device = pick_device(device)
     model, tokenizer, tag_names = load_token_annotator(annotator_dir, backbone.attn_implementation)
-    model.to(dev_)
+    model.to(torch_device)
     sentences = read_conll(Path(conll_dir) / "dev.txt")
     enc = token_batches_source(tokenizer, sentences, tag_names, backbone.max_length)
     bits_per_sentence = []
     with torch.no_grad():
-        for batch in token_batches(enc, 64, tokenizer.pad_token_id or 0, device=dev_):
+        for batch in token_batches(enc, 64, tokenizer.pad_token_id or 0, device=torch_device):
             logits, _ = model(batch["input_ids"], batch["attention_mask"])  # [L, b, s, c]
             right = (logits.argmax(-1) == batch["tags"][None]).long().permute(1, 2, 0).cpu()  # [b, s, L]
             for row_bits, row_tags in zip(right, batch["tags"].cpu()):

@@ -38,11 +38,11 @@ from models.timing import exit_runner, throughput_by_batch_size
 from models.training import Recording, record_exits
 from tasks.backbones import load_checkpoint, pick_device
 from tasks.caching import ARTIFACT_CACHE
-from tasks.config import BackboneConfig, EvaluateConfig, TrainConfig
+from config.params import BackboneConfig, EvaluateConfig, TrainConfig
 from tasks.features import batches, encode_split
 from tasks.io import TIMING_FILE, atomic_write_json, atomic_write_text, write_result
-from tasks.plots import layerwise_plot, tradeoff_plot
-from tasks.tracking import MetricLogger, NullLogger
+from tasks.reports.plots import layerwise_plot, tradeoff_plot
+from tasks.metric_logger import MetricLogger, NullLogger
 from tasks.train import warn_if_at_chance
 
 
@@ -135,12 +135,12 @@ def evaluate_exits(
     """
     logger = logger or NullLogger()
     out_dir = Path(out_dir)
-    dev_ = pick_device(device)
+    torch_device = pick_device(device)
     model, tokenizer, meta = load_checkpoint(ckpt_dir, backbone.attn_implementation)
-    model.to(dev_)
+    model.to(torch_device)
     metric, regression, task_name = meta["metric"], model.config.regression, meta["task"]
     pad = tokenizer.pad_token_id or 0
-    splits = record_splits(model, tokenizer, evaluate, backbone, train, task_name, data_dir, cache_dir, seed, dev_)
+    splits = record_splits(model, tokenizer, evaluate, backbone, train, task_name, data_dir, cache_dir, seed, torch_device)
     model.cpu()
     recordings = {s: rec for s, (_, rec) in splits.items()}
     full = {s: task_score(metric, rec.logits[-1], rec.labels, regression) for s, rec in recordings.items()}

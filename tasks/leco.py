@@ -31,12 +31,12 @@ from models.leco import ENCODER_SLOTS, SEARCH_SPACE, check_architecture, derive_
 from models.leco_search import SearchConfig, search_architecture, search_orders
 from tasks.backbones import load_backbone, pick_device
 from tasks.caching import ARTIFACT_CACHE
-from tasks.config import BackboneConfig, LecoConfig, TrainConfig
+from config.params import BackboneConfig, LecoConfig, TrainConfig
 from tasks.data import load_meta
 from tasks.features import batches, encode_split
 from tasks.io import atomic_torch_save, atomic_write_json, atomic_write_text, write_result
-from tasks.plots import architecture_heatmap
-from tasks.tracking import MetricLogger, NullLogger
+from tasks.reports.plots import architecture_heatmap
+from tasks.metric_logger import MetricLogger, NullLogger
 from tasks.train import exit_config, seed_everything
 
 ARCHITECTURE_FILE = "architecture.json"
@@ -62,12 +62,12 @@ def search_exits(
     """
     logger = logger or NullLogger()
     out_dir = Path(out_dir)
-    dev_ = pick_device(device)
+    torch_device = pick_device(device)
     spec = load_meta(data_dir, train.task)["spec"]
     seed_everything(seed)
     backbone_model, tokenizer = load_backbone(backbone.name, backbone.attn_implementation)
     searched = train.model_copy(update={"head": "leco", "head_options": leco.exits(), "exit_scorer": None})
-    model = MultiExitModel(backbone_model, exit_config(searched, spec)).to(dev_)
+    model = MultiExitModel(backbone_model, exit_config(searched, spec)).to(torch_device)
     enc_train = encode_split(data_dir, train.task, "train", tokenizer, backbone.max_length, cache_dir, train.subsample.train, seed)
     enc_dev = encode_split(data_dir, train.task, "dev", tokenizer, backbone.max_length, cache_dir, train.subsample.dev, seed)
     pad = tokenizer.pad_token_id or 0
@@ -77,8 +77,8 @@ def search_exits(
                        max_grad_norm=train.max_grad_norm, architecture_lr=leco.architecture_lr,
                        architecture_weight_decay=leco.architecture_weight_decay)
     resume_path = out_dir / "_resume" / "state.pt"
-    search = search_architecture(model, cfg, partial(search_batches, enc_train, cfg, train.batch_size, pad, seed, dev_),
-                                 partial(batches, enc_dev, 64, pad, device=dev_), spec["metric"],
+    search = search_architecture(model, cfg, partial(search_batches, enc_train, cfg, train.batch_size, pad, seed, torch_device),
+                                 partial(batches, enc_dev, 64, pad, device=torch_device), spec["metric"],
                                  resume=load_search_state(resume_path, train.task, leco.search_epochs),
                                  on_epoch=partial(report_search_epoch, logger, resume_path))
     weights_path = atomic_write_json(out_dir / "architecture_weights.json", {

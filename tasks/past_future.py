@@ -9,7 +9,7 @@ import json
 from pathlib import Path
 
 from models.errors import CheckpointError, MissingCheckpointError
-from tasks.config import setting_name
+from config.params import setting_name
 
 LOCAL_PREFIX = "local-"
 

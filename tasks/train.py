@@ -30,12 +30,12 @@ from models.hashee import HashEEModel
 from models.fitting import FitConfig, FitResult, fit_multi_exit, resume_point
 from tasks.backbones import load_backbone, pick_device, save_checkpoint, truncate_layers
 from tasks.caching import ARTIFACT_CACHE
-from tasks.config import BackboneConfig, ConfigError, TrainConfig
+from config.params import BackboneConfig, ConfigError, TrainConfig
 from tasks.data import DataError, load_meta
 from tasks.features import batches, encode_split, num_batches, split_fingerprint
-from tasks.hashing import load_hash_table
+from tasks.hash_table import load_hash_table
 from tasks.io import atomic_torch_save, atomic_write_json, portable_path, write_result
-from tasks.tracking import MetricLogger, NullLogger
+from tasks.metric_logger import MetricLogger, NullLogger
 
 log = logging.getLogger(__name__)
 
@@ -177,20 +177,20 @@ def train_multi_exit(
     """
     logger = logger or NullLogger()
     out_dir = Path(out_dir)
-    dev_ = pick_device(device)
+    torch_device = pick_device(device)
     meta = load_meta(data_dir, train.task)
     spec = meta["spec"]
     if "train" not in meta["rows"] or "dev" not in meta["rows"]:
         raise DataError(f"task {train.task!r} needs train and dev splits to train; it has {', '.join(meta['rows'])}")
     seed_everything(seed)
-    model, tokenizer = build_model(train, backbone, spec, num_layers, hash_table_dir, dev_)
+    model, tokenizer = build_model(train, backbone, spec, num_layers, hash_table_dir, torch_device)
     enc_train = encode_split(data_dir, train.task, "train", tokenizer, backbone.max_length, cache_dir, train.subsample.train, seed)
     enc_dev = encode_split(data_dir, train.task, "dev", tokenizer, backbone.max_length, cache_dir, train.subsample.dev, seed)
     pad = tokenizer.pad_token_id or 0
     cfg = fit_config(train, strategy, num_batches(enc_train, train.batch_size), seed, dynamics_evals_per_epoch)
     resume_path = out_dir / "_resume" / "state.pt"
 
-    epoch_batches, dev_batches, train_rows = fit_batches(enc_train, enc_dev, cfg, train, pad, dev_)
+    epoch_batches, dev_batches, train_rows = fit_batches(enc_train, enc_dev, cfg, train, pad, torch_device)
     fit = fit_multi_exit(model, cfg, epoch_batches, dev_batches, spec["metric"], train_rows,
                          resume=load_resume_state(resume_path, cfg, train.task),
                          on_epoch=epoch_reporter(strategy, logger, resume_path))

@@ -5,7 +5,7 @@ from flows.registry import Command, Method, register
 register(Method(
     name="generation", order=60,
     summary="early exit in generation on a decoder LLM: ConsistentEE's policy against CALM",
-    flows_module="flows.generate", model_module="models.generation", config_section="generate",
+    flows_module="flows.generation", model_module="models.generation", config_section="generate",
     commands=(Command(
         "generate", "generate_pipeline",
         "Early exit in generation on a decoder LLM (generate.decoder, default the packaged SmolLM2-135M-Instruct "

@@ -1,10 +1,12 @@
-"""Every report exitflow writes, on one trade-off maths module and one table helper.
+"""Every report exitflow writes: the renderers, one table helper and the plots, on the trade-off
+maths of ``models.tradeoff`` (pure: fronts, interpolation at a speed-up, quality at a target on a
+dev-chosen front, AUC, mean and std over seeds, claims, rows at target speed-ups).
 
-- ``tradeoff``: Pareto fronts, interpolation at a speed-up, quality at a target on a dev-chosen
-  front, AUC, mean and std over seeds, claims against a reference, rows at target speed-ups;
 - ``tables``: the Markdown table builder and cell formatting;
+- ``plots``: every figure (trade-off curves, layer-wise scores, heat maps, bar charts);
 - ``cells``: the comparison's typed cell summary and cell (the JSON of ``cell.json`` / ``compare.json``);
 - ``targets``: the table and curves file of rows read at target speed-ups (Past-Future, LECO);
-- renderers: ``spine`` (``build_report``), ``hashee``, ``consistentee`` (report and ablation),
-  ``past_future``, ``leco``, ``generation``, ``learnability``, ``comparison`` (``exitflow compare``).
+- renderers: ``default_run`` (``build_report``: the default run's comparison), ``hashee``,
+  ``consistentee`` (report and ablation), ``past_future``, ``leco``, ``generation``, ``learnability``,
+  ``comparison`` (``exitflow compare``).
 """

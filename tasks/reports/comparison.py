@@ -37,10 +37,10 @@ from typing import Callable
 import numpy as np
 
 from tasks.io import atomic_write_json, atomic_write_text
-from tasks.plots import XLABELS, _save, method_styles, speedup_scatter, tradeoff_panels
+from tasks.reports.plots import XLABELS, _save, method_styles, speedup_scatter, tradeoff_panels
 from tasks.reports.cells import STATUSES, ComparisonCell, is_static, static_depth
 from tasks.reports.tables import escape_cell, format_mean_std, markdown_table
-from tasks.reports.tradeoff import average_ranks, claim, curve_auc, dev_chosen_front, mean_std, pareto_front, quality_at
+from models.tradeoff import average_ranks, claim, curve_auc, dev_chosen_front, mean_std, pareto_front, quality_at
 
 SELECTION = ("Numbers: per seed, the learning rate chosen on dev; a method's curve is the union of its criteria's "
              "sweep points reduced to the Pareto front on dev (dev layer speed-up, dev quality), reported with its "

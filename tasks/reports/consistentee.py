@@ -1,4 +1,4 @@
-"""ConsistentEE's reports: the comparison against the spine's criteria (paper claim: at <= 1%
+"""ConsistentEE's reports: the comparison against the strategy models' criteria (paper claim: at <= 1%
 relative accuracy loss it saves more layers than the best baseline) and the reward ablation
 (paper Figure 4)."""
 
@@ -9,7 +9,7 @@ from pathlib import Path
 
 from models.operating import fastest_within
 from tasks.io import atomic_write_json, atomic_write_text
-from tasks.plots import tradeoff_plot
+from tasks.reports.plots import tradeoff_plot
 from tasks.reports.tables import markdown_table
 
 
@@ -51,7 +51,7 @@ def consistentee_markdown(rows: list[dict], relative_loss: float) -> str:
 
 def consistentee_report(cee_dir: Path, baseline_dirs: dict[str, Path], out_dir: Path, relative_loss: float = 0.01,
                         tau: float = 0.5) -> dict:
-    """ConsistentEE vs the spine's criteria. Thresholds are chosen on dev; test numbers are reported.
+    """ConsistentEE vs the strategy models' criteria. Thresholds are chosen on dev; test numbers are reported.
 
     ``cee_dir``/``baseline_dirs`` are ``evaluate_exits`` output folders; every criterion on every
     model is a candidate (the ConsistentEE model's own entropy/patience too). Writes

@@ -14,9 +14,9 @@ from prefect import task
 
 from models.operating import fastest_within
 from tasks.io import atomic_write_json, atomic_write_text, write_result
-from tasks.plots import curve_plot
+from tasks.reports.plots import curve_plot
 from tasks.reports.tables import escape_cell, markdown_table
-from tasks.reports.tradeoff import interpolate_at, pareto_front
+from models.tradeoff import interpolate_at, pareto_front
 
 FULL_DEPTH = {"layer_speedup": 1.0, "flops_speedup": 1.0, "rouge_l": 1.0}  # every curve's anchor
 

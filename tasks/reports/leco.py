@@ -17,7 +17,7 @@ from prefect import task
 from tasks.io import atomic_write_json, atomic_write_text
 from tasks.reports.tables import markdown_table
 from tasks.reports.targets import speedup_markdown, write_curves
-from tasks.reports.tradeoff import best_on_target, speedup_rows
+from models.tradeoff import best_on_target, speedup_rows
 
 
 def training_rows(layerwise: dict[str, dict[str, list[float]]]) -> list[dict]:

@@ -27,7 +27,7 @@ from models.past_future import NAIVE
 from tasks.io import atomic_write_json, atomic_write_text
 from tasks.past_future import LOCAL_PREFIX
 from tasks.reports.targets import speedup_markdown, write_curves
-from tasks.reports.tradeoff import best_on_target, speedup_rows
+from models.tradeoff import best_on_target, speedup_rows
 
 
 def row_kind(setting: str) -> str:

@@ -8,9 +8,9 @@ import io
 from pathlib import Path
 
 from tasks.io import atomic_write_text
-from tasks.plots import tradeoff_plot
+from tasks.reports.plots import tradeoff_plot
 from tasks.reports.tables import markdown_table
-from tasks.reports.tradeoff import SPEEDUP_TOLERANCE
+from models.tradeoff import SPEEDUP_TOLERANCE
 
 
 def speedup_markdown(rows: list[dict], speedups: list[float]) -> str:

@@ -6,10 +6,10 @@ pytestmark = pytest.mark.integration
 
 
 def test_untrained_model_is_flagged_at_chance_in_log_result_and_report(project, prefect_harness, capsys):
-    from tasks.config import load_params
+    from config.params import load_params
     from tasks.data import prepare_task
     from tasks.evaluate import evaluate_exits
-    from tasks.reports.spine import build_report
+    from tasks.reports.default_run import build_report
     from tasks.train import train_multi_exit
 
     params = load_params(project / "params.yaml", ["train.lr=1e-12"])  # nothing can be learned

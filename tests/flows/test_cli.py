@@ -123,7 +123,7 @@ def test_every_user_error_is_an_exitflow_error_and_keeps_its_old_base():
     from models.hashee import HashTableError
     from models.training import NonFiniteLossError
     from tasks.backbones import BackboneError
-    from tasks.config import ConfigError
+    from config.params import ConfigError
     from tasks.consistentee import MemorizedLayerError
     from tasks.data import DataError
     from tasks.difficulty import DifficultyDataError
@@ -174,7 +174,7 @@ def test_user_error_subclass_raised_in_a_command_is_one_line(tmp_path, monkeypat
     def missing_checkpoint(*args, **kwargs):
         raise MissingCheckpointError("ckpt/exitflow.json: no exitflow checkpoint; run `exitflow leco` first")
 
-    monkeypatch.setattr("tasks.config.load_params", missing_checkpoint)
+    monkeypatch.setattr("config.params.load_params", missing_checkpoint)
     result = invoke(["report", "--params", str(tmp_path / "params.yaml")])
     assert result.exit_code == 2, result.output
     assert error_lines(result.output) == ["error: ckpt/exitflow.json: no exitflow checkpoint; run `exitflow leco` first"]
@@ -188,7 +188,7 @@ def test_a_bug_inside_a_command_is_not_swallowed(tmp_path, monkeypatch, bug):
     def broken(*args, **kwargs):
         raise bug("an internal invariant broke")
 
-    monkeypatch.setattr("tasks.config.load_params", broken)
+    monkeypatch.setattr("config.params.load_params", broken)
     result = invoke(["report", "--params", str(tmp_path / "params.yaml")])
     assert result.exit_code == 1, result.output
     assert type(result.exception) is bug
@@ -196,12 +196,12 @@ def test_a_bug_inside_a_command_is_not_swallowed(tmp_path, monkeypatch, bug):
 
 
 BROKEN = '''
-import tasks.config
+import config.params
 
 def broken(*args, **kwargs):
     raise ValueError("an internal invariant broke")
 
-tasks.config.load_params = broken
+config.params.load_params = broken
 
 from flows.cli import app
 

@@ -120,7 +120,7 @@ def test_champion_moves_only_when_dev_improves(compare_project, prefect_harness)
     from dataclasses import replace
 
     from flows.champions import update_champion
-    from tasks.config import load_params
+    from config.params import load_params
     from tasks.reports.cells import ComparisonCell
 
     result = run_compare(compare_project, "compare.methods=[joint]", "compare.static_layers=[]", "compare.lr_grid=[0.001]",
@@ -185,7 +185,7 @@ def test_dead_services_fail_fast_naming_them(silent_port):
     from flows.compare import check_dask_address  # flows.cli imports it from flows.compare
     from flows.compare_grid import CONNECT_TIMEOUT_S
     from flows.tracking import check_tracking_server
-    from tasks.config import ConfigError
+    from config.params import ConfigError
 
     for address in (f"tcp://127.0.0.1:{silent_port}", "tcp://127.0.0.1:9"):  # silent; refused
         start = time.perf_counter()

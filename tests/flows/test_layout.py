@@ -9,7 +9,7 @@ import yaml
 
 from flows.layout import Layout
 from models.objectives import OBJECTIVES
-from tasks.config import load_params
+from config.params import load_params
 
 ROOT = Path(__file__).resolve().parents[2]
 STUDIES = ("snli_model", "sentence", "token")

@@ -80,7 +80,7 @@ def test_learnability_flow_runs_every_study_and_logs_one_run_per_predictor(study
 def test_sentence_annotation_bits_are_per_layer_argmax_equals_gold(project, prefect_harness):
     from models.exiting import MultiExitConfig, MultiExitModel
     from tasks.backbones import load_backbone, save_checkpoint
-    from tasks.config import load_params
+    from config.params import load_params
     from tasks.data import load_columns, prepare_task
     from tasks.difficulty import build_sentence_difficulty, load_difficulty
 
@@ -103,7 +103,7 @@ def test_sentence_annotation_bits_are_per_layer_argmax_equals_gold(project, pref
 
 def test_selection_reads_only_dev_and_the_test_part_once_afterwards(study, monkeypatch):
     import tasks.learnability as tl
-    from tasks.config import load_params
+    from config.params import load_params
     from tasks.difficulty import load_published_difficulty
 
     project, overrides = study

@@ -63,7 +63,7 @@ def test_search_derive_retrain_and_compare(project, prefect_harness, monkeypatch
     assert {a.path for a in client.list_artifacts(search_run.info.run_id, "leco")} >= {
         "leco/architecture.json", "leco/architecture_weights.png", "leco/architecture.md"}
 
-    # the benchmark times the LECO and JT + linear models in one process, in the spine's row format
+    # the benchmark times the LECO and JT + linear models in one process, in the default run's benchmark row format
     from benchmarks.bench_leco import main as bench
 
     out = bench(["--params", str(project / "params.yaml"), "--task", "sst2", "--speedups", "1.5", "--batch-sizes", "1", "4",
@@ -94,7 +94,7 @@ def test_search_derive_retrain_and_compare(project, prefect_harness, monkeypatch
 
 
 def test_bad_leco_settings_name_the_key(tmp_path):
-    from tasks.config import ConfigError, load_params
+    from config.params import ConfigError, load_params
 
     (tmp_path / "params.yaml").write_text("seed: 1\n")
     with pytest.raises(ConfigError, match=r"leco.search_space: .*encoder_1 = \['conv_2'\]"):

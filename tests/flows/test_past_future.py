@@ -67,7 +67,7 @@ def test_settings_train_exit_and_compare_at_dev_chosen_speedups(project, prefect
     saved_local = json.loads((base / "models/local-weighted/train/checkpoint/exitflow.json").read_text())["exits"]
     assert (saved_local["head"], saved_local["pooling"], saved_local["scorer"]) == ("pooler", "mean", None)
 
-    # the benchmark times the same models in one process, in the spine's row format
+    # the benchmark times the same models in one process, in the default run's benchmark row format
     from benchmarks.bench_past_future import main as bench
 
     out = bench(["--params", str(project / "params.yaml"), "--task", "sst2", "--settings", "concat-future",
@@ -83,7 +83,7 @@ def test_settings_train_exit_and_compare_at_dev_chosen_speedups(project, prefect
 
 def test_bad_settings_fail_naming_the_key(project, prefect_harness, monkeypatch):
     from flows.past_future import past_future_pipeline
-    from tasks.config import ConfigError
+    from config.params import ConfigError
 
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
     with pytest.raises(ConfigError, match="past_future.strategies.*median"):

@@ -47,7 +47,7 @@ def test_pipeline_writes_mlflow_runs_dvc_outputs_and_reruns_from_cache(project, 
 
     # report: full model + every criterion per strategy, the single-exit full model and HashEE, then
     # ConsistentEE (full model + the criteria but LTE + its policy), then Past-Future (full model + entropy)
-    from tasks.config import load_params
+    from config.params import load_params
 
     criteria = load_params(project / "params.yaml").evaluate.criteria
     rows = [(r["strategy"], r["criterion"]) for r in report["rows"]]
@@ -104,7 +104,7 @@ def test_training_resumes_from_last_finished_epoch(project, prefect_harness, mon
     import json
 
     import models.training as training
-    from tasks.config import load_params
+    from config.params import load_params
     from tasks.data import prepare_task
     from tasks.train import train_multi_exit
 
@@ -147,7 +147,7 @@ def test_hashee_study_trains_every_configuration_once_and_reports(project, prefe
     import torch
 
     from tasks.backbones import load_checkpoint
-    from tasks.config import load_params
+    from config.params import load_params
     from tasks.features import encode_split
     from tasks.hashee import predict
 

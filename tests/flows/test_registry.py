@@ -41,7 +41,7 @@ def test_dvc_stages_are_the_registered_ones():
 
 
 def test_comparison_methods_come_from_the_registry(tmp_path):
-    from tasks.config import ConfigError, load_params
+    from config.params import ConfigError, load_params
 
     (tmp_path / "params.yaml").write_text(yaml.safe_dump({"compare": {"static_layers": [1, 6]}}))
     every = registry.comparison_methods(load_params(tmp_path / "params.yaml"))

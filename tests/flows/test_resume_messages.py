@@ -25,7 +25,7 @@ def tiny(tmp_path):
 
 def test_resumed_training_says_where_it_continues(tiny, monkeypatch, capsys):
     import models.training as training
-    from tasks.config import load_params
+    from config.params import load_params
     from tasks.data import prepare_task
     from tasks.train import train_multi_exit
 
@@ -59,7 +59,7 @@ def test_consistentee_says_which_round_it_resumes_after(tiny, monkeypatch, capsy
     """Round 1 finished before the kill (its result.json is there); round 2 did not."""
     import flows.consistentee as cee
     from flows.layout import Layout
-    from tasks.config import load_params
+    from config.params import load_params
 
     params = load_params(tiny / "params.yaml", ["consistentee.rounds=3", "consistentee.early_stop=false"])
     dirs = Layout.from_params(params).consistentee("default")

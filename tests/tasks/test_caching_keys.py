@@ -8,8 +8,8 @@ import pytest
 
 from tasks import caching
 from tasks.caching import ARTIFACT_CACHE
-from tasks.config import BackboneConfig, TrainConfig
-from tasks.tracking import NullLogger
+from config.params import BackboneConfig, TrainConfig
+from tasks.metric_logger import NullLogger
 from tasks.train import train_multi_exit
 
 
@@ -52,7 +52,7 @@ def test_only_the_source_a_task_runs_changes_its_key(call, tmp_path, monkeypatch
     src = copy_sources(tmp_path / "src")
     monkeypatch.setattr(caching, "REPO_ROOT", src)
     before = prefect_key(train_multi_exit, call)
-    with open(src / "tasks" / "reports" / "spine.py", "a") as f:
+    with open(src / "tasks" / "reports" / "default_run.py", "a") as f:
         f.write("\n# a report edit\n")
     assert prefect_key(train_multi_exit, call) == before
     with open(src / "models" / "objectives.py", "a") as f:

@@ -32,9 +32,9 @@ def test_checkpoint_round_trip_gives_identical_outputs(tmp_path, kind):
 
 
 def test_checkpoints_of_per_layer_heads_carry_no_exit_stack_fields():
-    """Exit-stack settings are saved only when set: the spine's checkpoints read as before them."""
+    """Exit-stack settings are saved only when set: the default run's checkpoints read as before them."""
     from models.exiting import MultiExitConfig
-    from tasks.config import TrainConfig
+    from config.params import TrainConfig
 
     assert "head_options" not in MultiExitConfig(num_outputs=2).to_dict()
     stack = MultiExitConfig(num_outputs=2, head="past_future", head_options={"past": "max"})

@@ -4,7 +4,7 @@ from pathlib import Path
 
 import pytest
 
-from tasks.config import ConfigError, Params, load_params
+from config.params import ConfigError, Params, load_params
 
 ROOT = Path(__file__).resolve().parents[2]
 

@@ -3,7 +3,7 @@
 import pyarrow.parquet as pq
 import pytest
 
-from tasks.config import DataConfig, TaskSpec
+from config.params import DataConfig, TaskSpec
 from tasks.data import BUILTIN_TASKS, DataError, prepare_task, read_split
 
 

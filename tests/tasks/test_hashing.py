@@ -8,7 +8,7 @@ from safetensors.torch import save
 from transformers import BertTokenizer
 
 from models.hashee import HashTableError
-from tasks.hashing import load_hash_table, vocabulary_hash
+from tasks.hash_table import load_hash_table, vocabulary_hash
 
 
 def tokenizer(words):

@@ -8,7 +8,7 @@ import pytest
 from typer.testing import CliRunner
 
 from tasks.backbones import BackboneError, resolve_backbone
-from tasks.config import DataConfig
+from config.params import DataConfig
 from tasks.data import prepare_task
 
 

@@ -10,12 +10,12 @@ import math
 import matplotlib
 import pytest
 
-import tasks.plots as plots
-from tasks.plots import method_styles
+import tasks.reports.plots as plots
+from tasks.reports.plots import method_styles
 from tasks.reports.cells import ComparisonCell
 from tasks.reports.comparison import compare_report, full_model_quality, pareto_figure, static_line_at, summarise_method
 from tasks.reports.tables import format_mean_std
-from tasks.reports.tradeoff import dev_chosen_front, quality_at
+from models.tradeoff import dev_chosen_front, quality_at
 
 
 def pt(dev_s: float, dev_q: float, test_s: float | None = None, test_q: float | None = None) -> dict:

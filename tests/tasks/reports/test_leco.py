@@ -3,7 +3,7 @@
 import pytest
 
 from tasks.reports.leco import exiting_claim, leco_markdown, training_claim, training_rows
-from tasks.reports.tradeoff import speedup_rows
+from models.tradeoff import speedup_rows
 
 
 def test_avg_is_the_mean_layer_score_and_best_the_best_layer_on_test():

@@ -4,7 +4,7 @@ import math
 
 import pytest
 
-from tasks.reports.tradeoff import (
+from models.tradeoff import (
     average_ranks,
     best_on_target,
     claim,

@@ -21,7 +21,7 @@ def tiny(project):
 def test_generate_flow_end_to_end(project, prefect_harness, monkeypatch):
     from mlflow.tracking import MlflowClient
 
-    from flows.generate import generate_pipeline
+    from flows.generation import generate_pipeline
 
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
     overrides = tiny(project)
@@ -80,7 +80,7 @@ def test_generate_flow_end_to_end(project, prefect_harness, monkeypatch):
 
 
 def test_generate_bad_input(project, prefect_harness, monkeypatch):
-    from flows.generate import generate_pipeline
+    from flows.generation import generate_pipeline
     from models.generation import GenerationError
 
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)

@@ -1,4 +1,4 @@
-"""The spine's report (``exitflow report``): every strategy's operating points, the full models and
+"""The default run's report (``exitflow report``): every strategy's operating points, the full models and
 HashEE in one table (Markdown + JSON), the wall-clock columns in ``timing.json``, and two plots."""
 
 from __future__ import annotations
@@ -9,7 +9,7 @@ from pathlib import Path
 from prefect import task
 
 from tasks.io import TIMING_FILE, atomic_write_json, atomic_write_text, read_metrics
-from tasks.plots import layerwise_plot, tradeoff_plot
+from tasks.reports.plots import layerwise_plot, tradeoff_plot
 from tasks.reports.tables import markdown_table
 
 
