@@ -37,8 +37,9 @@ from models.adapters.decoder import DecoderAdapter  # noqa: E402
 from models.generation import DecoderExits, StaticExit, generate, token_criterion  # noqa: E402
 from models.timing import measure_throughput  # noqa: E402
 from config.params import load_params  # noqa: E402
+from tasks.backbones import load_decoder  # noqa: E402
 from tasks.generation import (  # noqa: E402
-    EXIT_SETS, end_ids, load_decoder, load_exits, prompt_batches, read_jsonl, rouge_l, run_generation, strip_end,
+    EXIT_SETS, end_ids, load_exits, prompt_batches, read_jsonl, rouge_l, run_generation, strip_end,
 )
 from tasks.io import atomic_write_json  # noqa: E402
 

@@ -391,6 +391,22 @@ class GeneratePolicyConfig(Section):
     epsilon_end: float = Field(default=0.0, ge=0.0, le=1.0)
 
 
+class DecodingConfig(Section):
+    """What every generation step decodes with (``GenerateConfig.decoding``): the decoder, the
+    response length, the batch size."""
+
+    decoder: str
+    max_new_tokens: int
+    batch_size: int
+
+
+class DecoderExitsConfig(Section):
+    """Where the decoder's exits sit and what each trains (``GenerateConfig.exit_config``)."""
+
+    layers: int | list[int] | Literal["all"]
+    head: Literal["affine", "norm", "shared"]
+
+
 class GenerateConfig(Section):
     """Early exit in generation (``exitflow generate``): a causal LM with exits at
     ``exit_layers``, self-distilled responses, init, ConsistentEE policy, CALM baselines."""
@@ -413,6 +429,16 @@ class GenerateConfig(Section):
     rouge_target: float = Field(default=0.8, gt=0.0, le=1.0)  # the benchmark's quality bar
     speedups: list[float] = [1.5, 2.0, 2.5, 3.0]  # where the report reads each curve (layer speed-up)
     examples: int = Field(default=8, ge=0)  # example responses in the report
+
+    @property
+    def decoding(self) -> DecodingConfig:
+        """The part every step reads (responses, exit training, evaluation): its cache key."""
+        return DecodingConfig(decoder=self.decoder, max_new_tokens=self.max_new_tokens, batch_size=self.batch_size)
+
+    @property
+    def exit_config(self) -> DecoderExitsConfig:
+        """The part the exit training reads beside ``init`` and ``policy``."""
+        return DecoderExitsConfig(layers=self.exit_layers, head=self.exit_head)
 
     @field_validator("criteria")
     @classmethod

@@ -27,15 +27,8 @@ from prefect import flow
 from flows.context import RunContext, start_flow
 from flows.tracking import active_logger
 from tasks.caching import run_cached
-from tasks.generation import (
-    EXIT_SETS,
-    build_prompts,
-    evaluate_criterion,
-    evaluation_part,
-    full_depth_responses,
-    train_exits,
-    training_part,
-)
+from tasks.generation import EXIT_SETS, evaluate_criterion, full_depth_responses, train_exits
+from tasks.prompts import build_prompts
 from tasks.reports.generation import report_generation
 from tasks.versioning import record_pipeline_outputs
 
@@ -48,8 +41,7 @@ def prompts_and_responses(ctx: RunContext) -> Path:
     prompts = run_cached(build_prompts, out_dir=base / "prompts", prompts=cfg.prompts, data_dir=ctx.layout.data,
                          seed=ctx.params.seed)
     mlflow.log_params({f"prompts_{k}": v for k, v in prompts["counts"].items()})
-    responses = run_cached(full_depth_responses, out_dir=base / "responses", decoder=cfg.decoder,
-                           max_new_tokens=cfg.max_new_tokens, batch_size=cfg.batch_size,
+    responses = run_cached(full_depth_responses, out_dir=base / "responses", decoding=cfg.decoding,
                            prompts_dir=Path(prompts["train"]).parent)
     return Path(responses["train"]).parent
 
@@ -62,8 +54,8 @@ def evaluate_criteria(ctx: RunContext, trained: dict, responses_dir: Path) -> tu
         exits_dir = Path(trained[EXIT_SETS.get(criterion, "init")])
         with mlflow.start_run(run_name=criterion, nested=True):
             mlflow.log_params({"criterion": criterion, "thresholds": cfg.criteria[criterion], "exits": exits_dir.name})
-            evaluated = run_cached(evaluate_criterion, out_dir=base / "evaluate" / criterion,
-                                   generate_cfg=evaluation_part(cfg, criterion), criterion=criterion,
+            evaluated = run_cached(evaluate_criterion, out_dir=base / "evaluate" / criterion, decoding=cfg.decoding,
+                                   criterion=criterion, thresholds=cfg.criteria[criterion], example_count=cfg.examples,
                                    responses_dir=responses_dir, exits_dir=exits_dir, logger=active_logger())
             mlflow.log_artifact(evaluated["curve"], "generate")
             mlflow.log_artifact(evaluated["examples"], "generate")
@@ -82,8 +74,9 @@ def generate_pipeline(params_path: str = "params.yaml", overrides: list[str] | N
     with ctx.parent_run("generate", SECTIONS):
         responses_dir = prompts_and_responses(ctx)
         with mlflow.start_run(run_name="train", nested=True):
-            trained = run_cached(train_exits, out_dir=base / "exits", generate_cfg=training_part(cfg),
-                                 responses_dir=responses_dir, seed=ctx.params.seed, logger=active_logger())
+            trained = run_cached(train_exits, out_dir=base / "exits", decoding=cfg.decoding, exit_config=cfg.exit_config,
+                                 init=cfg.init, policy=cfg.policy, responses_dir=responses_dir, seed=ctx.params.seed,
+                                 logger=active_logger())
             mlflow.log_artifact(trained["history"], "exits")
         curves, examples = evaluate_criteria(ctx, trained, responses_dir)
         report = report_generation(curves, examples, cfg.speedups, cfg.rouge_target, base / "report",

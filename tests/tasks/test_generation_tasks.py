@@ -5,15 +5,9 @@ import warnings
 import pytest
 
 from models.generation import GenerationError
-from tasks.backbones import BackboneError
-from tasks.generation import (
-    chat_text,
-    detokenize,
-    load_decoder,
-    read_prompt_jsonl,
-    rouge_l,
-    warn_without_chat_template,
-)
+from tasks.backbones import BackboneError, load_decoder
+from tasks.generation import chat_text, rouge_l, warn_without_chat_template
+from tasks.prompts import detokenize, read_prompt_jsonl
 from tests.flows.conftest import make_backbone, make_decoder
 
 
