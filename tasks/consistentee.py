@@ -39,7 +39,7 @@ from tasks.caching import ARTIFACT_CACHE
 from config.params import BackboneConfig, ConsistenteeConfig, TrainConfig
 from tasks.features import batches, encode_split, num_batches, split_fingerprint
 from tasks.io import atomic_torch_save, atomic_write_json, atomic_write_text, write_result
-from tasks.reports.plots import bar_plot
+from tasks.plots import bar_plot
 from tasks.metric_logger import MetricLogger, NullLogger
 from tasks.train import seed_everything
 

@@ -41,7 +41,7 @@ from tasks.caching import ARTIFACT_CACHE
 from config.params import BackboneConfig, EvaluateConfig, TrainConfig
 from tasks.features import batches, encode_split
 from tasks.io import TIMING_FILE, atomic_write_json, atomic_write_text, write_result
-from tasks.reports.plots import layerwise_plot, tradeoff_plot
+from tasks.plots import layerwise_plot, tradeoff_plot
 from tasks.metric_logger import MetricLogger, NullLogger
 from tasks.train import warn_if_at_chance
 

@@ -33,7 +33,7 @@ from config.params import BackboneConfig, HasheeConfig, TrainConfig
 from tasks.data import load_meta
 from tasks.features import encode_split
 from tasks.io import atomic_write_bytes, atomic_write_json, atomic_write_text, write_result
-from tasks.reports.plots import bar_plot
+from tasks.plots import bar_plot
 
 
 def vocabulary_hash(tokenizer) -> str:

@@ -48,7 +48,7 @@ from tasks.difficulty import (
 )
 from tasks.features import batches
 from tasks.io import atomic_write_json, write_result
-from tasks.reports.plots import layerwise_plot
+from tasks.plots import layerwise_plot
 from tasks.train import seed_everything
 
 

@@ -35,7 +35,7 @@ from config.params import BackboneConfig, LecoConfig, TrainConfig
 from tasks.data import load_meta
 from tasks.features import batches, encode_split
 from tasks.io import atomic_torch_save, atomic_write_json, atomic_write_text, write_result
-from tasks.reports.plots import architecture_heatmap
+from tasks.plots import architecture_heatmap
 from tasks.metric_logger import MetricLogger, NullLogger
 from tasks.train import exit_config, seed_everything
 

@@ -37,7 +37,7 @@ from typing import Callable
 import numpy as np
 
 from tasks.io import atomic_write_json, atomic_write_text
-from tasks.reports.plots import XLABELS, _save, method_styles, speedup_scatter, tradeoff_panels
+from tasks.plots import XLABELS, _save, method_styles, speedup_scatter, tradeoff_panels
 from tasks.reports.cells import STATUSES, ComparisonCell, is_static, static_depth
 from tasks.reports.tables import escape_cell, format_mean_std, markdown_table
 from models.tradeoff import average_ranks, claim, curve_auc, dev_chosen_front, mean_std, pareto_front, quality_at

@@ -9,7 +9,7 @@ from pathlib import Path
 
 from models.operating import fastest_within
 from tasks.io import atomic_write_json, atomic_write_text
-from tasks.reports.plots import tradeoff_plot
+from tasks.plots import tradeoff_plot
 from tasks.reports.tables import markdown_table
 
 

@@ -9,7 +9,7 @@ from pathlib import Path
 from prefect import task
 
 from tasks.io import TIMING_FILE, atomic_write_json, atomic_write_text, read_metrics
-from tasks.reports.plots import layerwise_plot, tradeoff_plot
+from tasks.plots import layerwise_plot, tradeoff_plot
 from tasks.reports.tables import markdown_table
 
 

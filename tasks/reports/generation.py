@@ -14,7 +14,7 @@ from prefect import task
 
 from models.operating import fastest_within
 from tasks.io import atomic_write_json, atomic_write_text, write_result
-from tasks.reports.plots import curve_plot
+from tasks.plots import curve_plot
 from tasks.reports.tables import escape_cell, markdown_table
 from models.tradeoff import interpolate_at, pareto_front
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from tasks.io import atomic_write_json, atomic_write_text
-from tasks.reports.plots import tradeoff_plot
+from tasks.plots import tradeoff_plot
 from tasks.reports.tables import markdown_table
 
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from tasks.io import atomic_write_json, atomic_write_text
-from tasks.reports.plots import grouped_bar_plot
+from tasks.plots import grouped_bar_plot
 from tasks.reports.tables import markdown_table
 
 PREDICTOR_NAMES = {"majority": "Majority", "linear_m": "Linear-M", "linear_b": "Linear-B", "bilstm": "BiLSTM", "bert": "BERT"}

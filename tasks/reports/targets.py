@@ -8,7 +8,7 @@ import io
 from pathlib import Path
 
 from tasks.io import atomic_write_text
-from tasks.reports.plots import tradeoff_plot
+from tasks.plots import tradeoff_plot
 from tasks.reports.tables import markdown_table
 from models.tradeoff import SPEEDUP_TOLERANCE
 

@@ -10,8 +10,8 @@ import math
 import matplotlib
 import pytest
 
-import tasks.reports.plots as plots
-from tasks.reports.plots import method_styles
+import tasks.plots as plots
+from tasks.plots import method_styles
 from tasks.reports.cells import ComparisonCell
 from tasks.reports.comparison import compare_report, full_model_quality, pareto_figure, static_line_at, summarise_method
 from tasks.reports.tables import format_mean_std
