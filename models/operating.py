@@ -39,7 +39,7 @@ def curve_point(model, criterion: ExitCriterion, rec: Recording, metric: str, re
     exit_layer, exit_logits = simulate(criterion, rec.logits, rec.scores)
     L = rec.logits.shape[0]
     avg = exit_layer.double().mean().item()
-    flops = flops_per_instance(model, rec.lengths, exit_layer).sum().item()
+    flops = flops_per_instance(model, rec.lengths, exit_layer, criterion).sum().item()
     full = full_model_flops(model, rec.lengths).sum().item()
     return {"threshold": criterion.threshold, "quality": task_score(metric, exit_logits, rec.labels, regression),
             "avg_exit_layer": avg, "saved_layers": 1 - avg / L, "layer_speedup": L / avg, "flops_speedup": full / flops}

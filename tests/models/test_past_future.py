@@ -62,10 +62,10 @@ def test_flops_match_the_flop_counter(past, future):
         return counter.get_total_flops(), out.exit_layer.item()
 
     every, layer = counted(Entropy(-1.0))  # never fires: every exit runs, all 4 layers
-    assert layer == 4 and instance_flops(model, 10, 4, every_head=True) == every
+    assert layer == 4 and instance_flops(model, 10, 4, Entropy(-1.0)) == every
     static, layer = counted(Static(2))  # memory updates at layer 1, one decision at layer 2
-    assert layer == 2 and instance_flops(model, 10, 2, every_head=False) == static
-    assert static < instance_flops(model, 10, 2, every_head=True) or past in NAIVE
+    assert layer == 2 and instance_flops(model, 10, 2, Static(2)) == static
+    assert static < instance_flops(model, 10, 2, Entropy(-1.0)) or past in NAIVE
 
 
 @pytest.mark.parametrize("past", ["max", "avg", "attn", "concat", "lstm"])
