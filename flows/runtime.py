@@ -222,16 +222,21 @@ def _template_database() -> Path | None:
     return template
 
 
-def _remove_orphaned_homes(tmp: Path) -> None:
-    """Remove the private homes of commands that died without cleaning up (``kill -9``)."""
+def _remove_orphaned_homes(tmp: Path, idle_s: float = 3600) -> None:
+    """Remove the private homes of commands that died without cleaning up (``kill -9``): their
+    pid is gone and nothing was written there for ``idle_s`` seconds (a pid seen from another
+    PID namespace sharing ``/tmp`` keeps its home while it works)."""
     import shutil
+    import time
 
     for home in tmp.glob(f"{PRIVATE_HOME_PREFIX}*"):
         try:
+            if time.time() - home.stat().st_mtime < idle_s:
+                continue
             os.kill(int(home.name[len(PRIVATE_HOME_PREFIX):].split("-")[0]), 0)
         except ProcessLookupError:
             shutil.rmtree(home, ignore_errors=True)
-        except (ValueError, PermissionError):
+        except (ValueError, OSError):  # not ours to judge (PermissionError: another user's), or gone
             continue
 
 

@@ -149,4 +149,5 @@ def test_two_commands_started_together_both_start_their_server_and_succeed(proje
         assert proc.returncode == 0, output
         assert "sst2: train 48, dev 16, test 16" in output
         assert not [line for line in output.splitlines() if "Traceback" in line or "ERROR" in line], output
-    assert not list(Path(os.environ.get("TMPDIR", "/tmp")).glob("exitflow-prefect-%d-*" % procs[0].pid))
+    assert not (project / "prefect-home" / "prefect.db").exists()  # no server database shared in the Prefect home
+    assert not list(Path(os.environ.get("TMPDIR", "/tmp")).glob("exitflow-prefect-%d-*" % procs[0].pid))  # removed
