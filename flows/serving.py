@@ -40,7 +40,7 @@ import time
 from typing import Any
 
 import psutil
-from prefect.client.schemas.objects import ConcurrencyLimitConfig, ConcurrencyLimitStrategy
+from prefect.client.schemas import objects
 from prefect.logging import get_logger
 from prefect.runner import Runner
 from prefect.settings import PREFECT_API_URL
@@ -50,7 +50,7 @@ STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
 # The deployment runs one flow run at a time, whoever starts it (the schedule, `prefect deployment
 # run`, another runner or worker): a run due while one is running waits, AwaitingConcurrencySlot,
 # and starts when that one ends (it then finds the steps done: served from the cache).
-ONE_RUN_AT_A_TIME = ConcurrencyLimitConfig(limit=1, collision_strategy=ConcurrencyLimitStrategy.ENQUEUE)
+ONE_RUN_AT_A_TIME = objects.ConcurrencyLimitConfig(limit=1, collision_strategy=objects.ConcurrencyLimitStrategy.ENQUEUE)
 
 logger = get_logger("exitflow.serve")
 

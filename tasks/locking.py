@@ -25,8 +25,8 @@ import os
 import shlex
 import sys
 import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Callable, Iterator
 
 from models.errors import ExitflowError
 

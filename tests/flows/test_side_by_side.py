@@ -99,8 +99,8 @@ def test_a_second_run_of_a_step_waits_for_the_first_then_is_served_from_the_cach
         assert out1.splitlines()[-1] == out2.splitlines()[-1] == "result hello"
         assert (tmp_path / "artifacts" / "runs.txt").read_text() == f"{first.pid}\n"  # the step ran once
         waiting = [line for line in err2.splitlines() if line.startswith("waiting for")]
-        assert waiting == [f"waiting for {out}: it is being written by pid {first.pid} "
-                           f"(python step.py step {out}), since {waiting[0].split('since ')[-1]}"]
+        assert waiting == [(f"waiting for {out}: it is being written by pid {first.pid} "
+                            f"(python step.py step {out}), since {waiting[0].split('since ')[-1]}")]
         assert "Traceback" not in err1 + err2
         assert not list(out.parent.glob("*.exitflow-lock"))  # released and removed
     finally:
@@ -120,10 +120,10 @@ def test_no_wait_fails_fast_with_one_line_naming_the_folder_and_the_holder(tmp_p
         _, err = second.communicate(timeout=120)
         assert second.returncode == 75, err
         assert "Traceback" not in err and "Finished in state Failed" not in err, err
-        assert [line for line in err.splitlines() if line.startswith("error:")] == [
+        assert [line for line in err.splitlines() if line.startswith("error:")] == [(
             f"error: {out} is being written by pid {first.pid} (python step.py step {out}), since "
             f"{err.split('since ')[-1].split(';')[0]}; wait for it to finish, or run without --no-wait "
-            "(EXITFLOW_NO_WAIT) to wait"]
+            "(EXITFLOW_NO_WAIT) to wait")]
         assert first.poll() is None  # the holder goes on
     finally:
         first.kill()
@@ -150,4 +150,4 @@ def test_two_commands_started_together_both_start_their_server_and_succeed(proje
         assert "sst2: train 48, dev 16, test 16" in output
         assert not [line for line in output.splitlines() if "Traceback" in line or "ERROR" in line], output
     assert not (project / "prefect-home" / "prefect.db").exists()  # no server database shared in the Prefect home
-    assert not list(Path(os.environ.get("TMPDIR", "/tmp")).glob("exitflow-prefect-%d-*" % procs[0].pid))  # removed
+    assert not list(Path(os.environ.get("TMPDIR", "/tmp")).glob(f"exitflow-prefect-{procs[0].pid}-*"))  # removed
