@@ -50,9 +50,13 @@ SetOpt = typer.Option(None, "--set", "-s", help="override a value, e.g. --set tr
 
 @app.callback()
 def _global_options(verbose: bool = typer.Option(False, "--verbose", "-v",
-                                                 help=f"show tracebacks of user errors too (or set {VERBOSE_ENV}=1)")):
+                                                 help=f"show tracebacks of user errors too (or set {VERBOSE_ENV}=1)"),
+                    no_wait: bool = typer.Option(False, "--no-wait", help="fail at once (exit 75) instead of waiting when "
+                                                 "another run writes a step's output folder (or set EXITFLOW_NO_WAIT=1)")):
     if verbose:
         os.environ[VERBOSE_ENV] = "1"
+    if no_wait:
+        os.environ["EXITFLOW_NO_WAIT"] = "1"  # tasks.locking reads it, in Dask workers too
 
 
 # ---- user errors: one clean line, no traceback on the console ------------------------------------
@@ -62,7 +66,7 @@ def _fail(err: Exception) -> None:
     if runtime.verbose() and err.__traceback__ is not None and err is not runtime.CONSOLE_FILTER.last_seen:
         traceback.print_exception(err, file=sys.stderr)
     typer.secho(f"error: {err}", fg=typer.colors.RED, err=True)
-    raise typer.Exit(code=2)
+    raise typer.Exit(code=getattr(err, "exit_code", 2))  # 75: an output folder busy (tasks.locking)
 
 
 def _run(fn, *args, **kwargs):

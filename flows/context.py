@@ -24,6 +24,7 @@ from flows.layout import Layout
 from flows.tracking import parent_run, use_experiment
 from config.params import ConfigError, Params, load_params
 from tasks.data import load_meta, prepare_data
+from tasks.locking import folder_lock
 
 
 @dataclass(frozen=True)
@@ -89,7 +90,9 @@ def prepare_task_data(params: Params, tasks: list[str] | None = None) -> dict:
     """The data step every flow starts with: validated Parquet splits under ``data.out_dir``
     for ``data.tasks`` (or ``tasks``) and every ``data.custom`` task."""
     data = params.data if tasks is None else params.data.model_copy(update={"tasks": tasks})
-    return prepare_data(data, params.path(params.data.source_dir), Layout.from_params(params).data, params.seed)
+    out_dir = Layout.from_params(params).data
+    with folder_lock(out_dir):  # commands started together: one rewrites data/ at a time
+        return prepare_data(data, params.path(params.data.source_dir), out_dir, params.seed)
 
 
 def load_context(params_path: str | Path, overrides: list[str] | None = None, profile: str | None = None) -> RunContext:

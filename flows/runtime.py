@@ -38,6 +38,8 @@ os.environ.setdefault("PREFECT_LOCAL_STORAGE_PATH", str(REPO_ROOT / ".prefect-re
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
 os.environ.setdefault("PREFECT_LOGGING_TO_API_WHEN_MISSING_FLOW", "ignore")
+# Prefect's 20 s: a loaded 2-core machine starting two commands' servers at once was seen to need more
+os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")
 
 VERBOSE_ENV = "EXITFLOW_VERBOSE"
 
@@ -119,6 +121,7 @@ def exit_now(code: int) -> None:
         except Exception:
             pass
     stop_prefect_servers()
+    remove_private_prefect_home()
     for stream in (sys.stdout, sys.stderr):
         try:
             stream.flush()
@@ -153,13 +156,123 @@ def clean_termination():
 
 @contextmanager
 def command_process():
-    """Run one ``exitflow`` command: under ``clean_termination``, and sure to stop its temporary
-    Prefect server at exit."""
+    """Run one ``exitflow`` command: under ``clean_termination``, with a private database for its
+    temporary Prefect server, and sure to stop that server at exit."""
+    # registered first, so it runs last at exit: after the server is stopped
+    atexit.register(remove_private_prefect_home)
     # registered before Prefect registers its own stop, so it runs after it at exit and stops
     # a server that one left running (see stop_prefect_servers)
     atexit.register(stop_prefect_servers)
+    use_private_prefect_database()
     with clean_termination():
         yield
+
+
+# ---- commands side by side: each temporary server on a database of its own ---------------------
+
+PRIVATE_HOME_PREFIX = "exitflow-prefect-"  # + pid: /tmp/exitflow-prefect-<pid>-xxxx, removed at exit
+_BUILD_TEMPLATE = """
+import asyncio
+from prefect.server.database import provide_database_interface
+from prefect.server.models.block_registration import run_block_auto_registration
+
+async def build():
+    db = provide_database_interface()
+    await db.create_db()
+    async with await db.session() as session:
+        await run_block_auto_registration(session=session)
+
+asyncio.run(build())
+"""
+_private_home: Path | None = None
+
+
+def _template_database() -> Path | None:
+    """A migrated Prefect server database with its block types registered, shared by every command
+    on this machine (one per Prefect version, under ``~/.cache/exitflow``) and only ever copied.
+    Built here when missing (as long as one server start's migration); None while another command
+    builds it: then this one's server migrates its own database, and waits on nobody."""
+    import fcntl
+    import importlib.metadata
+    import tempfile
+
+    cache = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "exitflow"
+    template = cache / f"prefect-{importlib.metadata.version('prefect')}-server.db"
+    if template.is_file():
+        return template
+    cache.mkdir(parents=True, exist_ok=True)
+    with open(cache / f"{template.name}.lock", "w") as lock:
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return None
+        if template.is_file():
+            return template
+        fd, tmp = tempfile.mkstemp(dir=cache, prefix=f".{template.name}.", suffix=".tmp")
+        os.close(fd)
+        env = {**os.environ, "PREFECT_SERVER_DATABASE_CONNECTION_URL": f"sqlite+aiosqlite:///{tmp}"}
+        try:
+            subprocess.run([sys.executable, "-c", _BUILD_TEMPLATE], env=env, check=True, timeout=300,
+                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            os.replace(tmp, template)
+        except (OSError, subprocess.SubprocessError):  # no template: each server migrates its own
+            return None
+        finally:
+            Path(tmp).unlink(missing_ok=True)
+    return template
+
+
+def _remove_orphaned_homes(tmp: Path, idle_s: float = 3600) -> None:
+    """Remove the private homes of commands that died without cleaning up (``kill -9``): their
+    pid is gone and nothing was written there for ``idle_s`` seconds (a pid seen from another
+    PID namespace sharing ``/tmp`` keeps its home while it works)."""
+    import shutil
+    import time
+
+    for home in tmp.glob(f"{PRIVATE_HOME_PREFIX}*"):
+        try:
+            if time.time() - home.stat().st_mtime < idle_s:
+                continue
+            os.kill(int(home.name[len(PRIVATE_HOME_PREFIX):].split("-")[0]), 0)
+        except ProcessLookupError:
+            shutil.rmtree(home, ignore_errors=True)
+        except (ValueError, OSError):  # not ours to judge (PermissionError: another user's), or gone
+            continue
+
+
+def use_private_prefect_database() -> None:
+    """Point the temporary Prefect server this command may start at a database of its own, in a
+    private folder removed at exit, so commands started together never race on one SQLite file
+    (seen: a migration timing out on ``database is locked``, and the second command failing with
+    "Timed out while attempting to connect to ephemeral Prefect API server"). The database starts
+    as a copy of ``_template_database()``. Nothing changes when ``PREFECT_API_URL`` or a database
+    URL is set. Cached task results stay in the project's ``.prefect-results``."""
+    global _private_home
+    if "--help" in sys.argv[1:]:
+        return  # no server starts: no database to build
+    if _private_home is not None or any(os.environ.get(k) for k in (
+            "PREFECT_API_URL", "PREFECT_SERVER_DATABASE_CONNECTION_URL", "PREFECT_API_DATABASE_CONNECTION_URL")):
+        return
+    import shutil
+    import tempfile
+
+    _remove_orphaned_homes(Path(tempfile.gettempdir()))
+    template = _template_database()
+    _private_home = Path(tempfile.mkdtemp(prefix=f"{PRIVATE_HOME_PREFIX}{os.getpid()}-"))
+    database = _private_home / "prefect.db"
+    if template is not None:
+        shutil.copyfile(template, database)
+        os.environ["PREFECT_SERVER_REGISTER_BLOCKS_ON_START"] = "false"  # the template has them
+    os.environ["PREFECT_SERVER_DATABASE_CONNECTION_URL"] = f"sqlite+aiosqlite:///{database}"
+    os.environ["PREFECT_MEMO_STORE_PATH"] = str(_private_home / "memo_store.toml")
+
+
+def remove_private_prefect_home() -> None:
+    """Remove this command's private Prefect folder (after its server has stopped)."""
+    import shutil
+
+    if _private_home is not None:
+        shutil.rmtree(_private_home, ignore_errors=True)
 
 
 def ensure_prefect_api() -> None:

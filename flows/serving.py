@@ -40,12 +40,17 @@ import time
 from typing import Any
 
 import psutil
+from prefect.client.schemas import objects
 from prefect.logging import get_logger
 from prefect.runner import Runner
 from prefect.settings import PREFECT_API_URL
 
 GRACE_S = 5.0  # between SIGTERM and SIGKILL
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
+# The deployment runs one flow run at a time, whoever starts it (the schedule, `prefect deployment
+# run`, another runner or worker): a run due while one is running waits, AwaitingConcurrencySlot,
+# and starts when that one ends (it then finds the steps done: served from the cache).
+ONE_RUN_AT_A_TIME = objects.ConcurrencyLimitConfig(limit=1, collision_strategy=objects.ConcurrencyLimitStrategy.ENQUEUE)
 
 logger = get_logger("exitflow.serve")
 
@@ -124,7 +129,8 @@ def serve_deployment(flow, name: str, cron: str, parameters: dict, limit: int = 
         name: the deployment name.
         cron: its schedule, e.g. ``"0 3 * * *"``.
         parameters: the default parameters of each run.
-        limit: at most this many runs at once (1: a scheduled run never overlaps the previous one).
+        limit: at most this many runs at once in this runner (the deployment itself carries
+            ``ONE_RUN_AT_A_TIME``: Prefect's server enforces it whoever starts a run).
 
     Raises:
         RuntimeError: ``PREFECT_API_URL`` is not set (a deployment needs a running Prefect server).
@@ -132,7 +138,7 @@ def serve_deployment(flow, name: str, cron: str, parameters: dict, limit: int = 
     if not PREFECT_API_URL.value():
         raise RuntimeError("serving a deployment needs a running Prefect server: set PREFECT_API_URL")
     runner = _TreeStoppingRunner(name=name, limit=limit, pause_on_shutdown=True)
-    runner.add_flow(flow, name=name, cron=cron, parameters=parameters)
+    runner.add_flow(flow, name=name, cron=cron, parameters=parameters, concurrency_limit=ONE_RUN_AT_A_TIME)
     logger.info("serving deployment '%s/%s' on cron %r (run now: prefect deployment run '%s/%s')",
                 flow.name, name, cron, flow.name, name)
     # Runner.start installs handle_sigterm for SIGTERM (and leaves it); SIGINT and SIGHUP are ours.

@@ -34,6 +34,7 @@ from prefect.cache_policies import CachePolicy
 from pydantic import BaseModel
 
 from tasks.io import RESULT_FILE, atomic_write_text, file_hash, portable_path, tree_hash
+from tasks.locking import one_writer
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 PACKAGES = ("models", "tasks", "config")  # the project packages whose source enters a key
@@ -163,6 +164,7 @@ ARTIFACT_CACHE = ArtifactCachePolicy()
 STAMP = ".inputs-key"
 
 
+@one_writer  # holds out_dir's lock (tasks.locking): a second run waits, then finds the step done
 def run_cached(task, out_dir: Path, **kwargs):
     """Call a Prefect task; refresh its cache when ``out_dir`` does not hold this call's outputs."""
     out_dir = Path(out_dir)

@@ -140,6 +140,8 @@ def test_stopping_serve_stops_its_flow_runs_and_their_children(prefect_server, t
                     return None
 
             wait_for("deployment registered", deployment, 60)
+            limit = deployment()  # it never overlaps itself: one run at a time, the next one waits
+            assert (limit.global_concurrency_limit.limit, limit.concurrency_options.collision_strategy) == (1, "ENQUEUE")
             flow_run = client.create_flow_run_from_deployment(deployment().id)
             wait_for("flow run started", pid_file.exists, 60)
             pids = [int(p) for p in pid_file.read_text().split()]  # the flow-run process, its child
