@@ -133,7 +133,7 @@ def test_policy_real_early_exit_equals_simulation_and_flops_count_policy():
     one = tiny_batch(batch=1, max_len=9)
     with fc.FlopCounterMode(display=False) as counter:  # pi never > 2: runs all 4 layers and 3 policy nets
         model.early_exit(one["input_ids"], one["attention_mask"], criterion=PolicyExit(2.0))
-    assert instance_flops(model, 9, 4) == pytest.approx(counter.get_total_flops(), rel=0.02)
+    assert instance_flops(model, 9, 4, PolicyExit(2.0)) == pytest.approx(counter.get_total_flops(), rel=0.02)
 
 
 def _moved_groups(model, before):

@@ -182,7 +182,7 @@ def test_exit_flops_match_flop_counter_mode(architecture):
         assert exit_.flops(7) == counter.get_total_flops()
     with FlopCounterMode(display=False) as counter:
         out = model.early_exit(one["input_ids"], one["attention_mask"], criterion=Cobee(-1.0))  # never fires
-    assert out.exit_layer.item() == 4 and instance_flops(model, 7, 4) == counter.get_total_flops()
+    assert out.exit_layer.item() == 4 and instance_flops(model, 7, 4, Cobee(-1.0)) == counter.get_total_flops()
 
 
 def test_cobee_counts_calm_layers_and_resets_as_eqs_6_and_7_say():
