@@ -26,7 +26,7 @@ import numpy as np
 import torch
 from prefect import task
 from rouge_score import rouge_scorer
-from safetensors.torch import save_file
+from safetensors.torch import save as save_safetensors
 from tqdm.auto import tqdm
 
 from models.adapters.decoder import DecoderAdapter
@@ -45,7 +45,7 @@ from tasks.backbones import load_decoder
 from tasks.caching import ARTIFACT_CACHE
 from tasks.checkpoint_files import read_json, read_safetensors
 from config.params import DecoderExitsConfig, DecodingConfig, GeneratePolicyConfig, GenerateTrainConfig
-from tasks.io import atomic_write_json, atomic_write_text, write_result
+from tasks.io import atomic_write_bytes, atomic_write_json, atomic_write_text, write_result
 from tasks.metric_logger import MetricLogger, NullLogger
 from tasks.train import seed_everything
 
@@ -166,10 +166,8 @@ def training_tokens(exits: DecoderExits, rows: list[dict], batch_size: int):
 
 
 def save_exits(exits: DecoderExits, folder: Path, meta: dict) -> Path:
-    folder.mkdir(parents=True, exist_ok=True)
-    tmp = folder / "exits.safetensors.tmp"
-    save_file({k: v.detach().contiguous() for k, v in exits.state_dict().items()}, str(tmp))
-    tmp.replace(folder / "exits.safetensors")
+    atomic_write_bytes(folder / "exits.safetensors",
+                       save_safetensors({k: v.detach().contiguous() for k, v in exits.state_dict().items()}))
     atomic_write_json(folder / "exits.json", {"points": exits.points, "exit_head": exits.exit_head,
                                               "policy": exits.policy is not None, **meta})
     return folder
