@@ -129,7 +129,8 @@ def _method_command(method, command):
     """A typer command running ``command`` of ``method`` with ``--params``, ``--set`` and its options."""
     def run_command(params: Path = ParamsOpt, set_: Optional[list[str]] = SetOpt, **options):
         _check(params, set_)
-        result = _run(lambda: method.function(command.function)(str(params), set_ or [], **options))
+        flow_command = method.function(command.function)  # imported before _run filters the console logs it sets up
+        result = _run(flow_command, str(params), set_ or [], **options)
         if isinstance(result, str):
             typer.echo(result)
 
