@@ -43,8 +43,10 @@ def disk_full(folder: Path, needed: int | None = None):
     free = shutil.disk_usage(folder).free if Path(folder).exists() else None
     size = f"{needed / 1e6:.1f} MB needed, " if needed is not None else ""
     left = f"{free / 1e6:.1f} MB free" if free is not None else "free space unknown"
-    return DiskFullError(errno.ENOSPC, f"no space left on the device writing to {folder} ({size}{left}); nothing "
-                                       "half-written was left: free some space and re-run (finished steps are kept)")
+    err = DiskFullError(f"no space left on the device writing to {folder} ({size}{left}); nothing half-written "
+                        "was left: free some space and re-run (finished steps are kept)")
+    err.errno = errno.ENOSPC
+    return err
 
 
 def atomic_write_bytes(path: Path, data: bytes) -> Path:
