@@ -11,6 +11,7 @@ from pathlib import Path
 import mlflow
 
 from config.params import Params
+from tasks.metric_logger import server_gone, tracking_unreachable
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
@@ -42,10 +43,19 @@ def check_tracking_server(uri: str, timeout_s: float = 5.0) -> None:
                           "(`mlflow server ...`) or point mlflow.tracking_uri / MLFLOW_TRACKING_URI elsewhere") from None
 
 
+# MLflow's defaults retry a request for minutes (7 retries, backoff factor 2, 120 s timeout): a
+# server that went away would hang the run that long; these give up on a request after about 3 s of retries (env wins)
+HTTP_RETRIES = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "2", "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1",
+                "MLFLOW_HTTP_REQUEST_TIMEOUT": "30"}
+
+
 def use_experiment(params: Params, name: str) -> str:
     """Point MLflow at the configured store and experiment (artifacts beside a SQLite store)."""
     uri = tracking_uri(params)
     check_tracking_server(uri)
+    if uri.startswith(("http://", "https://")):
+        for key, value in HTTP_RETRIES.items():
+            os.environ.setdefault(key, value)
     mlflow.set_tracking_uri(uri)
     mlflow.set_registry_uri(uri)  # else the registry keeps the first tracking URI this process used
     if mlflow.get_experiment_by_name(name) is None:
@@ -74,7 +84,8 @@ def flatten(d: dict, prefix: str = "") -> dict[str, str]:
 
 @contextlib.contextmanager
 def parent_run(params: Params, run_name: str, sections: tuple[str, ...]):
-    """Open the flow's parent run; log the params sections, git SHA and DVC input hashes."""
+    """Open the flow's parent run; log the params sections, git SHA and DVC input hashes. A tracking
+    server that stops answering inside ends the command with ``TrackingServerGone`` (exit 3)."""
     run = mlflow.start_run(run_name=run_name)
     try:
         dump = params.model_dump(mode="json")
@@ -85,8 +96,14 @@ def parent_run(params: Params, run_name: str, sections: tuple[str, ...]):
             mlflow.log_text(lock.read_text(), "dvc/data.dvc")
         yield run
         mlflow.end_run("FINISHED")
-    except BaseException:
-        mlflow.end_run("FAILED")
+    except BaseException as err:
+        try:
+            mlflow.end_run("FAILED")  # leaves the active-run stack even when the server is gone
+        except Exception:
+            if not tracking_unreachable(err):
+                raise
+        if tracking_unreachable(err):
+            raise server_gone() from None
         raise
 
 
