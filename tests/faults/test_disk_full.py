@@ -90,3 +90,21 @@ def test_a_full_disk_during_training(project, small_disk, prefect_harness):
     again = exitflow_process(project, "train", "--strategy", "joint")
     assert again.returncode == 0, again.stdout
     assert folder_hashes(small_disk) == folder_hashes(reference / TRAIN)
+
+
+@pytest.mark.parametrize(("fault", "code"), [(DiskFullError("no space left on the device writing to /x"), 3),
+                                             (ExitflowError("params.yaml: bad"), 2)])
+def test_the_cli_maps_environment_faults_to_exit_3_and_user_errors_to_2(fault, code, capsys, monkeypatch):
+    import typer
+
+    from flows.cli import _run
+
+    monkeypatch.delenv("EXITFLOW_VERBOSE", raising=False)
+
+    def command():
+        raise fault
+
+    with pytest.raises(typer.Exit) as done:
+        _run(command)
+    assert done.value.exit_code == code
+    assert capsys.readouterr().err == f"error: {fault}\n"

@@ -16,7 +16,6 @@ import pytest
 
 from tests.faults.conftest import ROOT, TRAIN, error_lines, exitflow_process, folder_hashes, prepare
 
-pytestmark = pytest.mark.integration
 
 
 class TrackingServer:
@@ -55,6 +54,7 @@ def wait_for(path, process, timeout_s: float = 120) -> None:
         time.sleep(0.05)
 
 
+@pytest.mark.integration
 def test_the_tracking_server_goes_away_after_training(project, prefect_harness, server_store):
     from prefect.settings import PREFECT_API_URL
 
@@ -92,3 +92,32 @@ def test_the_tracking_server_goes_away_after_training(project, prefect_harness, 
     assert folder_hashes(project / TRAIN) == kept  # continued from the kept training step
     assert (project / "artifacts/sst2/seed-42/evaluate/joint/metrics.json").exists()
     print(f"took {time.monotonic() - started:.0f} s")
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_the_metric_logger_names_a_server_that_does_not_answer(monkeypatch):
+    """The mechanism alone, in seconds: a refused port, MLflow's retries bounded as ``use_experiment`` bounds them."""
+    import mlflow
+
+    from flows.tracking import HTTP_RETRIES
+    from models.errors import EnvironmentFault, TrackingServerGone
+    from tasks.metric_logger import MlflowLogger
+
+    for key, value in HTTP_RETRIES.items():
+        monkeypatch.setenv(key, value)
+    uri = f"http://127.0.0.1:{free_port()}"
+    monkeypatch.setattr(mlflow, "get_tracking_uri", lambda: uri)
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    start = time.monotonic()
+    with pytest.raises(TrackingServerGone) as err:
+        MlflowLogger("0" * 32).log_metrics({"loss": 1.0}, step=1)
+    assert isinstance(err.value, EnvironmentFault)
+    assert str(err.value).startswith(f"MLflow tracking server {uri} stopped answering during the run;")
+    assert time.monotonic() - start < 20  # MLflow's defaults would retry for minutes
