@@ -49,4 +49,5 @@ def server_gone() -> TrackingServerGone:
     import mlflow
 
     return TrackingServerGone(f"MLflow tracking server {mlflow.get_tracking_uri()} stopped answering during the run; "
-                              "the finished steps are kept on disk: restart the server and re-run to continue from them")
+                              "the finished steps are kept on disk: restart the server and re-run to continue from them "
+                              "(the run is then marked FAILED)")

@@ -77,7 +77,9 @@ def test_the_tracking_server_goes_away_after_training(project, prefect_harness, 
     assert "Traceback" not in output, output
     assert error_lines(output) == [f"error: MLflow tracking server {server.uri} stopped answering during the run; the "
                                    "finished steps are kept on disk: restart the server and re-run to continue from "
-                                   "them"], output
+                                   "them (the run is then marked FAILED)"], output
+    [unfinished] = (project / ".exitflow-unfinished-runs").read_text().splitlines()
+    assert unfinished.startswith(f"{server.uri} ")
     kept = folder_hashes(project / TRAIN)
     assert "checkpoint/exits.safetensors" in kept
 
@@ -85,8 +87,14 @@ def test_the_tracking_server_goes_away_after_training(project, prefect_harness, 
     server = TrackingServer(port)  # back, on the same port and store
     try:
         again = exitflow_process(project, "evaluate", "--strategy", "joint", **env)
+        from mlflow import MlflowClient
+
+        failed = MlflowClient(tracking_uri=server.uri).get_run(unfinished.split(" ")[1])
     finally:
         server.stop()
+    assert failed.info.status == "FAILED" and failed.info.run_name == "evaluate-joint"
+    assert f"MLflow run {failed.info.run_id} on {server.uri}, left running when the server went away, is now marked FAILED" in again.stdout
+    assert not (project / ".exitflow-unfinished-runs").exists()
     assert again.returncode == 0, again.stdout
     assert "Task run 'train_multi_exit" in again.stdout and "Finished in state Cached" in again.stdout
     assert folder_hashes(project / TRAIN) == kept  # continued from the kept training step
@@ -112,12 +120,14 @@ def test_the_metric_logger_names_a_server_that_does_not_answer(monkeypatch):
 
     for key, value in HTTP_RETRIES.items():
         monkeypatch.setenv(key, value)
-    uri = f"http://127.0.0.1:{free_port()}"
-    monkeypatch.setattr(mlflow, "get_tracking_uri", lambda: uri)
-    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    uri, before = f"http://127.0.0.1:{free_port()}", mlflow.get_tracking_uri()
+    mlflow.set_tracking_uri(uri)
     start = time.monotonic()
-    with pytest.raises(TrackingServerGone) as err:
-        MlflowLogger("0" * 32).log_metrics({"loss": 1.0}, step=1)
+    try:
+        with pytest.raises(TrackingServerGone) as err:
+            MlflowLogger("0" * 32).log_metrics({"loss": 1.0}, step=1)
+    finally:
+        mlflow.set_tracking_uri(before)
     assert isinstance(err.value, EnvironmentFault)
     assert str(err.value).startswith(f"MLflow tracking server {uri} stopped answering during the run;")
     assert time.monotonic() - start < 20  # MLflow's defaults would retry for minutes
