@@ -52,8 +52,9 @@ def output_files(out_dir: Path) -> list[str]:
     """The step's output files below ``out_dir``, as sorted POSIX paths relative to it."""
     found, todo = [], [Path(out_dir)]
     while todo:
-        folder = todo.pop()
-        for entry in os.scandir(folder):
+        with os.scandir(todo.pop()) as entries:
+            entries = list(entries)
+        for entry in entries:
             if any(fnmatch.fnmatch(entry.name, pattern) for pattern in NOT_OUTPUTS):
                 continue
             path = Path(entry.path)

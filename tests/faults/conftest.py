@@ -22,14 +22,14 @@ def exitflow(*args: str, env: dict | None = None):
     return CliRunner().invoke(app, list(args), env={"EXITFLOW_VERBOSE": "", **(env or {})})
 
 
-def exitflow_process(project: Path, *args: str, timeout: int = 300, **env) -> subprocess.CompletedProcess:
-    """``exitflow *args`` in a subprocess in ``project``, on the session's Prefect test server (no
+def exitflow_process(root: Path, *args: str, timeout: int = 300, **env) -> subprocess.CompletedProcess:
+    """``exitflow *args`` in a subprocess in the project at ``root``, on the session's Prefect test server (no
     temporary server per call); stdout and stderr together in ``.stdout``."""
     from prefect.settings import PREFECT_API_URL
 
     environ = {k: v for k, v in os.environ.items() if k not in ("EXITFLOW_VERBOSE", "EXITFLOW_VERIFY")}
     environ.update(PYTHONPATH=str(ROOT), PREFECT_API_URL=PREFECT_API_URL.value(), **env)
-    return subprocess.run([sys.executable, "-m", "flows.cli", *args], cwd=project, env=environ, text=True,
+    return subprocess.run([sys.executable, "-m", "flows.cli", *args], cwd=root, env=environ, text=True, check=False,
                           stdout=subprocess.PIPE, stderr=subprocess.STDOUT, timeout=timeout)
 
 
@@ -44,11 +44,11 @@ def folder_hashes(folder: Path) -> dict[str, str]:
             for p in sorted(Path(folder).rglob("*")) if p.is_file()}
 
 
-def prepare(project: Path) -> Path:
-    """Prepare the tiny project's data in this process (what `exitflow prepare` writes); the project."""
+def prepare(root: Path) -> Path:
+    """Prepare the tiny project's data in this process (what `exitflow prepare` writes); ``root``."""
     from config.params import load_params
     from tasks.data import prepare_task
 
-    params = load_params(project / "params.yaml")
-    prepare_task("sst2", params.data, project / "src", project / "data")
-    return project
+    params = load_params(root / "params.yaml")
+    prepare_task("sst2", params.data, root / "src", root / "data")
+    return root

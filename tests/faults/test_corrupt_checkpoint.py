@@ -12,7 +12,13 @@ from models.exiting import MultiExitConfig, MultiExitModel
 from tasks.backbones import load_checkpoint, save_checkpoint
 from tasks.checkpoint_files import read_torch
 from tests.conftest import tiny_backbone
-from tests.faults.conftest import TRAIN, error_lines, exitflow_process, folder_hashes, prepare
+from tests.faults.conftest import (
+    TRAIN,
+    error_lines,
+    exitflow_process,
+    folder_hashes,
+    prepare,
+)
 
 FILES = ["exits.safetensors", "exitflow.json", "backbone/config.json", "backbone/model.safetensors",
          "backbone/tokenizer.json", "backbone/tokenizer_config.json"]
@@ -69,9 +75,9 @@ def test_a_damaged_checkpoint_of_a_finished_run(project, prefect_harness):
     refused = exitflow_process(project, "--verify", "off", "evaluate", "--strategy", "joint")
     assert refused.returncode == 2, refused.stdout
     assert "Traceback" not in refused.stdout and "SafetensorError" not in refused.stdout, refused.stdout
-    assert error_lines(refused.stdout) == [f"error: {exits} is damaged or incomplete (Error while deserializing header: "
-                                           "header too large); delete it and re-run the command (the step that "
-                                           "writes it runs again)"], refused.stdout
+    assert error_lines(refused.stdout) == [(f"error: {exits} is damaged or incomplete (Error while deserializing header: "
+                                            "header too large); delete it and re-run the command (the step that "
+                                            "writes it runs again)")], refused.stdout
 
     rebuilt = exitflow_process(project, "evaluate", "--strategy", "joint")
     assert rebuilt.returncode == 0, rebuilt.stdout

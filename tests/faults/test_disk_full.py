@@ -9,7 +9,13 @@ import pytest
 
 from models.errors import DiskFullError, EnvironmentFault, ExitflowError
 from tasks.io import atomic_dir, atomic_write_bytes
-from tests.faults.conftest import TRAIN, error_lines, exitflow_process, folder_hashes, prepare
+from tests.faults.conftest import (
+    TRAIN,
+    error_lines,
+    exitflow_process,
+    folder_hashes,
+    prepare,
+)
 
 
 class FullFile:
@@ -60,7 +66,7 @@ def small_disk(project):
     folder = project / TRAIN
     folder.parent.mkdir(parents=True)
     mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64k", "tmpfs", str(folder.parent)],
-                             capture_output=True, text=True)
+                             capture_output=True, text=True, check=False)
     if mounted.returncode != 0:
         pytest.skip(f"cannot mount a size-limited tmpfs here: {mounted.stderr.strip()}")
     try:

@@ -7,6 +7,7 @@ about 30 s to start on a loaded 2-core machine, which would not keep the test un
 answers one request per connection, so stopping it refuses every later request at once.
 """
 
+import os
 import subprocess
 import sys
 import threading
@@ -14,8 +15,14 @@ import time
 
 import pytest
 
-from tests.faults.conftest import ROOT, TRAIN, error_lines, exitflow_process, folder_hashes, prepare
-
+from tests.faults.conftest import (
+    ROOT,
+    TRAIN,
+    error_lines,
+    exitflow_process,
+    folder_hashes,
+    prepare,
+)
 
 
 class TrackingServer:
@@ -61,7 +68,7 @@ def test_the_tracking_server_goes_away_after_training(project, prefect_harness, 
     started = time.monotonic()
     server = TrackingServer()
     env = {"MLFLOW_TRACKING_URI": server.uri}
-    environ = {**__import__("os").environ, "PYTHONPATH": str(ROOT), "PREFECT_API_URL": PREFECT_API_URL.value(), **env}
+    environ = {**os.environ, "PYTHONPATH": str(ROOT), "PREFECT_API_URL": PREFECT_API_URL.value(), **env}
     environ.pop("EXITFLOW_VERBOSE", None)
     command = subprocess.Popen([sys.executable, "-m", "flows.cli", "evaluate", "--strategy", "joint"],
                                cwd=prepare(project), env=environ, text=True,
@@ -75,9 +82,9 @@ def test_the_tracking_server_goes_away_after_training(project, prefect_harness, 
             command.kill()
     assert command.returncode == 3, output
     assert "Traceback" not in output, output
-    assert error_lines(output) == [f"error: MLflow tracking server {server.uri} stopped answering during the run; the "
-                                   "finished steps are kept on disk: restart the server and re-run to continue from "
-                                   "them (the run is then marked FAILED)"], output
+    assert error_lines(output) == [(f"error: MLflow tracking server {server.uri} stopped answering during the run; the "
+                                    "finished steps are kept on disk: restart the server and re-run to continue from "
+                                    "them (the run is then marked FAILED)")], output
     [unfinished] = (project / ".exitflow-unfinished-runs").read_text().splitlines()
     assert unfinished.startswith(f"{server.uri} ")
     kept = folder_hashes(project / TRAIN)

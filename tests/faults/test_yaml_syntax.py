@@ -12,8 +12,8 @@ def test_a_tab_in_the_indentation_names_file_line_and_column(tmp_path):
     result = exitflow("prepare", "--params", str(params))
     assert result.exit_code == 2, result.output
     assert "Traceback" not in result.output
-    assert error_lines(result.output) == [f"error: {params}:2:1: YAML syntax error: found character '\\t' that cannot "
-                                          "start any token; indent with spaces, not tabs"], result.output
+    assert error_lines(result.output) == [(f"error: {params}:2:1: YAML syntax error: found character '\\t' that cannot "
+                                           "start any token; indent with spaces, not tabs")], result.output
     assert params.read_text() == TABBED  # the file is left as it was
 
 
