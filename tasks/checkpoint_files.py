@@ -56,12 +56,12 @@ def read_safetensors(path: Path) -> dict:
 
 
 def read_torch(path: Path, **kwargs) -> Any:
-    """``torch.load(path, weights_only=False, **kwargs)`` (files this project wrote)."""
+    """``torch.load(path, weights_only=False, **kwargs)`` (files this project wrote; ``kwargs`` win)."""
     import torch
 
     path = _present(path)
     try:
-        return torch.load(path, weights_only=False, **kwargs)
+        return torch.load(path, **{"weights_only": False, **kwargs})
     except (pickle.UnpicklingError, EOFError, zipfile.BadZipFile, RuntimeError) as err:
         # a torch zip cut short: RuntimeError "PytorchStreamReader failed reading zip archive"
         if isinstance(err, RuntimeError) and "PytorchStreamReader" not in str(err):

@@ -84,3 +84,20 @@ def test_a_damaged_checkpoint_of_a_finished_run(project, prefect_harness):
     assert f"{exits} changed since step train_multi_exit wrote it: rebuilding {project / TRAIN}" in rebuilt.stdout
     assert folder_hashes(project / TRAIN) == undisturbed
     assert (project / "artifacts/sst2/seed-42/evaluate/joint/metrics.json").exists()
+
+
+def test_a_damaged_token_cache_entry_is_tokenised_again(project, capsys):
+    from transformers import AutoTokenizer
+
+    from tasks.features import encode_split
+    from tests.faults.conftest import prepare
+
+    tokenizer = AutoTokenizer.from_pretrained(prepare(project) / "backbone")
+    cache = project / "cache"
+    first = encode_split(project / "data", "sst2", "dev", tokenizer, 16, cache)
+    [entry] = cache.iterdir()
+    good = entry.read_bytes()
+    damage(entry, "truncated")
+    assert encode_split(project / "data", "sst2", "dev", tokenizer, 16, cache) == first
+    assert f"{entry} is damaged or incomplete (" in capsys.readouterr().err
+    assert entry.read_bytes() == good  # written again, byte-identical
