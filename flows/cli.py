@@ -59,6 +59,8 @@ def _global_options(verbose: bool = typer.Option(False, "--verbose", "-v",
     if verbose:
         os.environ[VERBOSE_ENV] = "1"
     if verify:
+        if verify not in ("rebuild", "strict", "off"):
+            raise typer.BadParameter(f"{verify!r}: choose rebuild, strict or off", param_hint="--verify")
         os.environ["EXITFLOW_VERIFY"] = verify
 
 
