@@ -542,12 +542,26 @@ def deep_merge(base: dict, override: dict) -> dict:
     return out
 
 
+def parse_yaml(text: str, source: str, where: bool = True):
+    """``yaml.safe_load(text)``; a syntax error becomes a ``ConfigError`` naming ``source`` and, when
+    ``where``, the line and column (1-based) where the parser stopped."""
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError as err:
+        mark = getattr(err, "problem_mark", None)
+        if where and mark is not None:
+            source = f"{source}:{mark.line + 1}:{mark.column + 1}"
+        problem = getattr(err, "problem", None) or str(err)
+        hint = "; indent with spaces, not tabs" if "\\t" in problem else ""
+        raise ConfigError(f"{source}: YAML syntax error: {problem}{hint}") from None
+
+
 def parse_override(text: str) -> dict:
     """``train.epochs=3`` -> ``{"train": {"epochs": 3}}`` (value parsed as YAML)."""
     if "=" not in text:
         raise ConfigError(f"override {text!r} must look like section.key=value")
     key, raw = text.split("=", 1)
-    value = yaml.safe_load(raw)
+    value = parse_yaml(raw, f"override {text!r}", where=False)
     for part in reversed(key.strip().split(".")):
         value = {part: value}
     return value
@@ -558,7 +572,7 @@ def load_params(path: Path | str = "params.yaml", overrides: list[str] = (), pro
     path = Path(path).resolve()
     if not path.exists():
         raise ConfigError(f"params file {path} not found; run from the repository or pass --params")
-    raw = yaml.safe_load(path.read_text()) or {}
+    raw = parse_yaml(path.read_text(), str(path)) or {}
     if not isinstance(raw, dict):
         raise ConfigError(f"{path.name}: expected a mapping at the top level")
     if profile is not None:

@@ -3,9 +3,10 @@
 Every command reads ``params.yaml`` (``--params``), accepts ``--set section.key=value``
 overrides, and runs offline by default (``HF_HUB_OFFLINE=1``).
 
-Errors: a user mistake (``models.errors.ExitflowError``: bad data, bad params, a missing
-checkpoint) prints one ``error: ...`` line and exits 2; ``--verbose`` / ``EXITFLOW_VERBOSE=1``
-adds its traceback. Any other exception is a bug and keeps its traceback. Signals, the temporary
+Errors: a user mistake (``models.errors.ExitflowError``: bad data, bad params, a missing or
+damaged checkpoint) prints one ``error: ...`` line and exits 2; an environment fault
+(``models.errors.EnvironmentFault``: a full disk, a tracking server gone) one line and exits 3;
+``--verbose`` / ``EXITFLOW_VERBOSE=1`` adds its traceback. Any other exception is a bug and keeps its traceback. Signals, the temporary
 Prefect server and the console log filter: ``flows.runtime``.
 """
 
@@ -25,7 +26,8 @@ from flows.runtime import VERBOSE_ENV
 
 HELP = (
     "exitflow: reproducible pipelines for early-exiting pretrained language models.\n\n"
-    "A user error (bad data, bad params, a missing checkpoint) prints one `error:` line and exits 2; "
+    "A user error (bad data, bad params, a missing or damaged checkpoint) prints one `error:` line and exits 2; "
+    "an environment fault (a full disk, a tracking server gone) one line and exits 3; "
     f"--verbose or {VERBOSE_ENV}=1 adds its traceback.\n\n"
     "Startup: a command that runs a flow first starts Prefect's temporary server (about 5-10 s on a "
     "2-core machine). To skip that, keep a server running in another terminal (`prefect server start`) "
@@ -52,21 +54,32 @@ SetOpt = typer.Option(None, "--set", "-s", help="override a value, e.g. --set tr
 def _global_options(verbose: bool = typer.Option(False, "--verbose", "-v",
                                                  help=f"show tracebacks of user errors too (or set {VERBOSE_ENV}=1)"),
                     no_wait: bool = typer.Option(False, "--no-wait", help="fail at once (exit 75) instead of waiting when "
-                                                 "another run writes a step's output folder (or set EXITFLOW_NO_WAIT=1)")):
+                                                 "another run writes a step's output folder (or set EXITFLOW_NO_WAIT=1)"),
+                    verify: Optional[str] = typer.Option(None, "--verify", help="a cached step whose outputs changed "
+                                                         "on disk: rebuild (default), strict (refuse) or off "
+                                                         "(no hashing); or set EXITFLOW_VERIFY")):
     if verbose:
         os.environ[VERBOSE_ENV] = "1"
     if no_wait:
         os.environ["EXITFLOW_NO_WAIT"] = "1"  # tasks.locking reads it, in Dask workers too
+    if verify:
+        if verify not in ("rebuild", "strict", "off"):
+            raise typer.BadParameter(f"{verify!r}: choose rebuild, strict or off", param_hint="--verify")
+        os.environ["EXITFLOW_VERIFY"] = verify
 
 
 # ---- user errors: one clean line, no traceback on the console ------------------------------------
 
 def _fail(err: Exception) -> None:
-    """Print ``err`` as one red ``error:`` line (its traceback first when verbose) and exit 2."""
+    """Print ``err`` as one red ``error:`` line (its traceback first when verbose) and exit 2, or 3
+    for an environment fault (``models.errors.EnvironmentFault``)."""
     if runtime.verbose() and err.__traceback__ is not None and err is not runtime.CONSOLE_FILTER.last_seen:
         traceback.print_exception(err, file=sys.stderr)
     typer.secho(f"error: {err}", fg=typer.colors.RED, err=True)
-    raise typer.Exit(code=getattr(err, "exit_code", 2))  # 75: an output folder busy (tasks.locking)
+    from models.errors import EnvironmentFault
+
+    # 2: a user mistake, 3: an environment fault, 75: an output folder busy (tasks.locking, --no-wait)
+    raise typer.Exit(code=getattr(err, "exit_code", 3 if isinstance(err, EnvironmentFault) else 2))
 
 
 def _run(fn, *args, **kwargs):
@@ -123,7 +136,8 @@ def _method_command(method, command):
     """A typer command running ``command`` of ``method`` with ``--params``, ``--set`` and its options."""
     def run_command(params: Path = ParamsOpt, set_: Optional[list[str]] = SetOpt, **options):
         _check(params, set_)
-        result = _run(lambda: method.function(command.function)(str(params), set_ or [], **options))
+        flow_command = method.function(command.function)  # imported before _run filters the console logs it sets up
+        result = _run(flow_command, str(params), set_ or [], **options)
         if isinstance(result, str):
             typer.echo(result)
 

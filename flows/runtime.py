@@ -50,10 +50,11 @@ def verbose() -> bool:
 
 
 def user_error_class() -> type[Exception]:
-    """``ExitflowError``, imported on first use: ``models`` loads torch, which ``--help`` should not wait for."""
-    from models.errors import ExitflowError
+    """``CleanFailure`` (a user error, exit 2, or an environment fault, exit 3), imported on first
+    use: ``models`` loads torch, which ``--help`` should not wait for."""
+    from models.errors import CleanFailure
 
-    return ExitflowError
+    return CleanFailure
 
 
 # ---- termination: SIGTERM / SIGHUP unwind the command and stop its temporary server ---------------

@@ -6,11 +6,14 @@ import contextlib
 import json
 import os
 import subprocess
+import sys
 from pathlib import Path
 
 import mlflow
 
 from config.params import Params
+from tasks.io import atomic_write_text
+from tasks.metric_logger import server_gone, tracking_unreachable
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
@@ -42,10 +45,20 @@ def check_tracking_server(uri: str, timeout_s: float = 5.0) -> None:
                           "(`mlflow server ...`) or point mlflow.tracking_uri / MLFLOW_TRACKING_URI elsewhere") from None
 
 
+# MLflow's defaults retry a request for minutes (7 retries, backoff factor 2, 120 s timeout): a
+# server that went away would hang the run that long; these give up on a request after about 3 s of retries (env wins)
+HTTP_RETRIES = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "2", "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1",
+                "MLFLOW_HTTP_REQUEST_TIMEOUT": "30"}
+
+
 def use_experiment(params: Params, name: str) -> str:
     """Point MLflow at the configured store and experiment (artifacts beside a SQLite store)."""
     uri = tracking_uri(params)
     check_tracking_server(uri)
+    if uri.startswith(("http://", "https://")):
+        for key, value in HTTP_RETRIES.items():
+            os.environ.setdefault(key, value)
+        close_unfinished_runs(params.root, uri)
     mlflow.set_tracking_uri(uri)
     mlflow.set_registry_uri(uri)  # else the registry keeps the first tracking URI this process used
     if mlflow.get_experiment_by_name(name) is None:
@@ -72,9 +85,39 @@ def flatten(d: dict, prefix: str = "") -> dict[str, str]:
     return out
 
 
+UNFINISHED_RUNS = ".exitflow-unfinished-runs"  # in the project root: "<tracking URI> <run id>" lines
+
+
+def close_unfinished_runs(root: Path, uri: str) -> None:
+    """Mark FAILED the runs (and their nested runs) left RUNNING on ``uri`` when it stopped
+    answering during an earlier command of this project, now that it answers again."""
+    path = Path(root) / UNFINISHED_RUNS
+    if not path.exists():
+        return
+    lines = path.read_text().splitlines()
+    client = mlflow.MlflowClient(tracking_uri=uri)
+    for run_id in [line.split(" ", 1)[1] for line in lines if line.split(" ", 1)[0] == uri]:
+        try:
+            run = client.get_run(run_id)
+        except mlflow.exceptions.MlflowException:  # not on this server (its store was replaced)
+            continue
+        nested = client.search_runs([run.info.experiment_id], f"tags.mlflow.parentRunId = '{run_id}'")
+        for unfinished in [run, *nested]:
+            if unfinished.info.status == "RUNNING":
+                client.set_terminated(unfinished.info.run_id, "FAILED")
+        print(f"MLflow run {run_id} on {uri}, left running when the server went away, is now marked FAILED",
+              file=sys.stderr, flush=True)
+    rest = [line for line in lines if line.split(" ", 1)[0] != uri]
+    if rest:
+        atomic_write_text(path, "".join(f"{line}\n" for line in rest))
+    else:
+        path.unlink()
+
+
 @contextlib.contextmanager
 def parent_run(params: Params, run_name: str, sections: tuple[str, ...]):
-    """Open the flow's parent run; log the params sections, git SHA and DVC input hashes."""
+    """Open the flow's parent run; log the params sections, git SHA and DVC input hashes. A tracking
+    server that stops answering inside ends the command with ``TrackingServerGone`` (exit 3)."""
     run = mlflow.start_run(run_name=run_name)
     try:
         dump = params.model_dump(mode="json")
@@ -85,8 +128,16 @@ def parent_run(params: Params, run_name: str, sections: tuple[str, ...]):
             mlflow.log_text(lock.read_text(), "dvc/data.dvc")
         yield run
         mlflow.end_run("FINISHED")
-    except BaseException:
-        mlflow.end_run("FAILED")
+    except BaseException as err:
+        try:
+            mlflow.end_run("FAILED")  # leaves the active-run stack even when the server is gone
+        except Exception:
+            if not tracking_unreachable(err):
+                raise
+        if tracking_unreachable(err):
+            with open(params.root / UNFINISHED_RUNS, "a") as f:  # closed by the next command that reaches the server
+                f.write(f"{mlflow.get_tracking_uri()} {run.info.run_id}\n")
+            raise server_gone() from None
         raise
 
 

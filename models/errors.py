@@ -1,8 +1,10 @@
-"""User mistakes, as exceptions: one base class the CLI catches, and the kinds ``models/`` raises.
+"""Failures that are no bug, as exceptions: the base classes the CLI catches, and the kinds ``models/`` raises.
 
 An ``ExitflowError`` says the input is wrong (params, data, a checkpoint, a model choice), not the
-code: the ``exitflow`` command prints its message as one ``error: ...`` line and exits 2. Any
-other exception is a bug and keeps its traceback. Each subclass names the input in its message.
+code: the ``exitflow`` command prints its message as one ``error: ...`` line and exits 2. An
+``EnvironmentFault`` says the machine failed the run (a full disk, a tracking server gone): one
+``error: ...`` line too, exit 3; the work on disk is kept and a re-run continues. Any other
+exception is a bug and keeps its traceback. Each subclass names the input or the place in its message.
 
 Subclasses elsewhere: ``ConfigError`` (config/params.py), ``DataError`` (tasks/data.py),
 ``BackboneError`` (tasks/backbones.py), ``VersioningError`` (tasks/versioning.py),
@@ -12,8 +14,24 @@ Subclasses elsewhere: ``ConfigError`` (config/params.py), ``DataError`` (tasks/d
 """
 
 
-class ExitflowError(Exception):
-    """A user mistake: the message says what to change."""
+class CleanFailure(Exception):
+    """A failure that is no bug: the CLI prints its message as one line, without a traceback."""
+
+
+class ExitflowError(CleanFailure):
+    """A user mistake: the message says what to change (exit 2)."""
+
+
+class EnvironmentFault(CleanFailure):
+    """The machine or a service failed the run, not the input nor the code (exit 3)."""
+
+
+class DiskFullError(EnvironmentFault, OSError):
+    """No space left where an artifact was being written; nothing half-written is left."""
+
+
+class TrackingServerGone(EnvironmentFault, ConnectionError):
+    """The MLflow tracking server stopped answering during a run."""
 
 
 class ModelSpecError(ExitflowError, ValueError):

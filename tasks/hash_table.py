@@ -16,7 +16,7 @@ from pathlib import Path
 
 import torch
 from prefect import task
-from safetensors.torch import load_file, save
+from safetensors.torch import save
 
 from models.hashee import (
     HashTableError,
@@ -29,6 +29,7 @@ from models.hashee import (
 )
 from tasks.backbones import load_backbone, truncate_layers
 from tasks.caching import ARTIFACT_CACHE
+from tasks.checkpoint_files import read_json, read_safetensors
 from config.params import BackboneConfig, HasheeConfig, TrainConfig
 from tasks.data import load_meta
 from tasks.features import encode_split
@@ -101,12 +102,12 @@ def build_hash_table(hashee: HasheeConfig, train: TrainConfig, backbone: Backbon
 
 def load_hash_table(table_dir: Path, tokenizer, num_layers: int, inference: bool = False) -> torch.Tensor:
     """Load a table and refuse it if it was built for another vocabulary or depth."""
-    info = json.loads((Path(table_dir) / "hash_table.json").read_text())
+    info = read_json(Path(table_dir) / "hash_table.json")
     if info["vocabulary_hash"] != vocabulary_hash(tokenizer):
         raise HashTableError(f"hash table in {table_dir} was built for another tokenizer/vocabulary "
                              f"({info['backbone']}); rebuild it for this backbone")
     if info["num_layers"] != num_layers:
         raise HashTableError(f"hash table in {table_dir} was built for {info['num_layers']} layers, "
                              f"the model has {num_layers}; rebuild it")
-    tensors = load_file(str(Path(table_dir) / "hash_table.safetensors"))
+    tensors = read_safetensors(Path(table_dir) / "hash_table.safetensors")
     return tensors["inference_table" if inference and "inference_table" in tensors else "exit_table"]

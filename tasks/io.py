@@ -1,7 +1,9 @@
 """Atomic artifact writes, content hashes, and the paths artifacts record.
 
 Every artifact is written to a temporary sibling and renamed into place, so a failure never
-leaves a half-written file or directory behind.
+leaves a half-written file or directory behind. A full disk (``ENOSPC``, a quota) during a write
+becomes ``models.errors.DiskFullError`` naming the folder and the bytes needed when known (the
+CLI: one line, exit 3).
 
 Artifacts must not depend on where the project lives: a path an artifact records (a
 ``result.json`` field, a checkpoint's ``hash_table_dir``, a cache stamp) is written relative to
@@ -13,6 +15,7 @@ artifacts on another machine changes nothing else.
 from __future__ import annotations
 
 import contextlib
+import errno
 import hashlib
 import json
 import os
@@ -26,6 +29,26 @@ TIMING_FILE = "timing.json"     # machine-dependent measurements, kept out of ev
 RESULT_FILE = "result.json"     # a task's stamp: what it returned, with portable paths
 
 
+def is_disk_full(err: BaseException) -> bool:
+    """``err`` says the disk (or the user's quota) is full; writers in Rust (safetensors) say it in words."""
+    if isinstance(err, OSError) and err.errno in (errno.ENOSPC, errno.EDQUOT):
+        return True
+    return "No space left on device" in str(err) or "Disk quota exceeded" in str(err)
+
+
+def disk_full(folder: Path, needed: int | None = None):
+    """The ``DiskFullError`` for a write into ``folder`` (``needed``: the bytes it was writing)."""
+    from models.errors import DiskFullError
+
+    free = shutil.disk_usage(folder).free if Path(folder).exists() else None
+    size = f"{needed / 1e6:.1f} MB needed, " if needed is not None else ""
+    left = f"{free / 1e6:.1f} MB free" if free is not None else "free space unknown"
+    err = DiskFullError(f"no space left on the device writing to {folder} ({size}{left}); nothing half-written "
+                        "was left: free some space and re-run (finished steps are kept)")
+    err.errno = errno.ENOSPC
+    return err
+
+
 def atomic_write_bytes(path: Path, data: bytes) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -34,8 +57,10 @@ def atomic_write_bytes(path: Path, data: bytes) -> Path:
         with os.fdopen(fd, "wb") as f:
             f.write(data)
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as err:
         Path(tmp).unlink(missing_ok=True)
+        if is_disk_full(err):
+            raise disk_full(path.parent, len(data)) from err
         raise
     return path
 
@@ -71,7 +96,14 @@ def atomic_dir(target: Path) -> Iterator[Path]:
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp"))
     try:
-        yield tmp
+        try:
+            yield tmp
+        except Exception as err:  # a writer in the block ran out of space (save_pretrained, safetensors)
+            from models.errors import DiskFullError
+
+            if is_disk_full(err) and not isinstance(err, DiskFullError):
+                raise disk_full(target.parent) from err
+            raise
         if target.exists():
             old = target.with_name(f".{target.name}.old")
             shutil.rmtree(old, ignore_errors=True)

@@ -15,13 +15,11 @@ comparisons, paper Table 2 and Figure 2 shape, are ``tasks.reports.leco``).
 
 from __future__ import annotations
 
-import json
 import shutil
 from functools import partial
 from pathlib import Path
 
 import numpy as np
-import torch
 from prefect import task
 from tqdm.auto import tqdm
 
@@ -31,6 +29,7 @@ from models.leco import ENCODER_SLOTS, SEARCH_SPACE, check_architecture, derive_
 from models.leco_search import SearchConfig, search_architecture, search_orders
 from tasks.backbones import load_backbone, pick_device
 from tasks.caching import ARTIFACT_CACHE
+from tasks.checkpoint_files import read_json, read_torch
 from config.params import BackboneConfig, LecoConfig, TrainConfig
 from tasks.data import load_meta
 from tasks.features import batches, encode_split
@@ -106,7 +105,7 @@ def load_search_state(resume_path: Path, task_name: str, epochs: int) -> dict | 
     """The last finished search epoch's state in ``resume_path`` (None without one), said aloud."""
     if not resume_path.exists():
         return None
-    saved = torch.load(resume_path, weights_only=False)
+    saved = read_torch(resume_path)
     tqdm.write(f"[leco search] resuming {task_name} from {resume_path.parent}: epoch {saved['epoch']}/{epochs} finished earlier")
     return saved
 
@@ -140,7 +139,7 @@ def derive_exits(architecture_weights: Path, out_dir: Path) -> dict:
     """Discretise the last search epoch (argmax per choice, ``null`` included) ->
     ``architecture.json`` and ``architecture.md``."""
     out_dir = Path(out_dir)
-    searched = json.loads(Path(architecture_weights).read_text())
+    searched = read_json(architecture_weights)
     architecture = derive_architecture(searched["epochs"][-1])
     path = atomic_write_json(out_dir / ARCHITECTURE_FILE, {"task": searched["task"], "seed": searched["seed"],
                                                            "inner_size": searched["inner_size"], "layers": architecture})
@@ -156,8 +155,8 @@ def load_architecture(path: Path, num_layers: int | None = None) -> list[dict[st
     if not path.exists():
         raise MissingCheckpointError(f"{path}: no derived LECO architecture; run `exitflow leco` (search, derive) first")
     try:
-        layers = json.loads(path.read_text())["layers"]
-    except (json.JSONDecodeError, KeyError, TypeError) as err:
+        layers = read_json(path)["layers"]
+    except (KeyError, TypeError) as err:
         raise CheckpointError(f"{path}: not a derived LECO architecture (expected JSON with a 'layers' list): {err}") from None
     cells = check_architecture(layers, num_layers if num_layers is not None else len(layers), str(path))
     for k, cell in enumerate(cells, 1):
@@ -174,7 +173,7 @@ def check_checkpoint_architecture(ckpt_dir: Path, architecture_file: Path) -> No
     meta_path = Path(ckpt_dir) / "exitflow.json"
     if not meta_path.exists():
         raise MissingCheckpointError(f"{meta_path}: no exitflow checkpoint; run `exitflow leco` first")
-    exits = json.loads(meta_path.read_text()).get("exits", {})
+    exits = read_json(meta_path).get("exits", {})
     expected = load_architecture(architecture_file)
     held = exits.get("head_options", {}).get("architecture")
     if exits.get("head") != "leco" or not isinstance(held, list):

@@ -5,11 +5,11 @@ The comparison of the settings is ``tasks.reports.past_future``.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 from models.errors import CheckpointError, MissingCheckpointError
 from config.params import setting_name
+from tasks.checkpoint_files import read_json
 
 LOCAL_PREFIX = "local-"
 
@@ -20,7 +20,7 @@ def check_setting(ckpt_dir: Path, setting: str) -> None:
     meta_path = Path(ckpt_dir) / "exitflow.json"
     if not meta_path.exists():
         raise MissingCheckpointError(f"{meta_path}: no exitflow checkpoint for setting {setting!r}; run `exitflow past-future` first")
-    meta = json.loads(meta_path.read_text())
+    meta = read_json(meta_path)
     exits = meta.get("exits", {})
     if exits.get("head") == "past_future":
         options = exits.get("head_options", {})
