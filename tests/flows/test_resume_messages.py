@@ -58,6 +58,7 @@ def test_resumed_training_says_where_it_continues(tiny, monkeypatch, capsys):
 def test_consistentee_says_which_round_it_resumes_after(tiny, monkeypatch, capsys):
     """Round 1 finished before the kill (its result.json is there); round 2 did not."""
     import flows.consistentee as cee
+    from flows.context import RunContext
     from flows.layout import Layout
     from config.params import load_params
 
@@ -81,9 +82,11 @@ def test_consistentee_says_which_round_it_resumes_after(tiny, monkeypatch, capsy
                                   log_metric=lambda *a, **k: None, active_run=lambda: SimpleNamespace(info=SimpleNamespace(run_id="r")))
     monkeypatch.setattr(cee, "run_cached", fake_run_cached)
     monkeypatch.setattr(cee, "mlflow", fake_mlflow)
-    monkeypatch.setattr(cee, "MlflowLogger", lambda run_id: None)
+    monkeypatch.setattr(cee, "active_logger", lambda: None)
+    monkeypatch.setattr(cee, "train_exit_model", lambda *a, **k: {})  # the init step
+    ctx = RunContext.from_params(params)
 
-    cee.train_rounds(params, params.consistentee, "default", 3)
+    cee.train_rounds(ctx, params.consistentee, "default", 3)
     out = capsys.readouterr().out
     assert "[consistentee default] resuming after round 1: round 1 finished earlier" in out, out
     assert out.index("resuming after round 1") < out.index("round 1: dev quality")
@@ -92,5 +95,5 @@ def test_consistentee_says_which_round_it_resumes_after(tiny, monkeypatch, capsy
         dirs.train(r).mkdir(parents=True)
         (dirs.train(r) / "result.json").write_text(json.dumps({}))
     (dirs.train(2) / "result.json").unlink()  # only the finished prefix counts
-    cee.train_rounds(params, params.consistentee, "default", 3)
+    cee.train_rounds(ctx, params.consistentee, "default", 3)
     assert "resuming after round 1: round 1 finished" in capsys.readouterr().out
