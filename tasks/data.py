@@ -27,6 +27,7 @@ import pyarrow.parquet as pq
 
 from models.errors import ExitflowError
 from config.params import SPLITS, DataConfig, TaskSpec
+from tasks.failpoints import failpoint
 from tasks.io import atomic_dir, file_hash
 
 csv.field_size_limit(sys.maxsize)
@@ -240,6 +241,7 @@ def prepare_task(task: str, data: DataConfig, source_dir: Path, out_dir: Path, s
         for split, cols in columns.items():
             pq.write_table(pa.table(cols, schema=schema), tmp / f"{split}.parquet")
             meta["rows"][split] = len(cols["label"])
+            failpoint("prepare.split")
         (tmp / "meta.json").write_text(json.dumps(meta, indent=2, sort_keys=True) + "\n")
     return meta
 

@@ -39,6 +39,7 @@ from models.training import Recording, record_exits
 from tasks.backbones import load_checkpoint, pick_device
 from tasks.caching import ARTIFACT_CACHE
 from config.params import BackboneConfig, EvaluateConfig, TrainConfig
+from tasks.failpoints import failpoint
 from tasks.features import batches, encode_split
 from tasks.io import TIMING_FILE, atomic_write_json, atomic_write_text, write_result
 from tasks.plots import layerwise_plot, tradeoff_plot
@@ -96,6 +97,7 @@ def write_evaluation(out_dir: Path, curves: dict, summary: dict, timing: dict) -
     out_dir.mkdir(parents=True, exist_ok=True)
     atomic_write_json(out_dir / "curves.json", curves)
     atomic_write_json(out_dir / "metrics.json", summary)
+    failpoint("evaluate.write")
     atomic_write_json(out_dir / TIMING_FILE, timing)
     atomic_write_text(out_dir / "tradeoff.csv", tradeoff_csv(curves))
     tradeoff_plot({n: [p["test"] for p in pts] for n, pts in curves.items()}, summary["full"]["test_quality"],

@@ -3,7 +3,8 @@
 Every artifact is written to a temporary sibling and renamed into place, so a failure never
 leaves a half-written file or directory behind. A full disk (``ENOSPC``, a quota) during a write
 becomes ``models.errors.DiskFullError`` naming the folder and the bytes needed when known (the
-CLI: one line, exit 3).
+CLI: one line, exit 3). A writer killed before its rename (``kill -9``) leaves the temporary
+sibling, named with its pid; the next write of the same target deletes it.
 
 Artifacts must not depend on where the project lives: a path an artifact records (a
 ``result.json`` field, a checkpoint's ``hash_table_dir``, a cache stamp) is written relative to
@@ -16,9 +17,11 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import glob
 import hashlib
 import json
 import os
+import re
 import shutil
 import tempfile
 from pathlib import Path
@@ -49,10 +52,41 @@ def disk_full(folder: Path, needed: int | None = None):
     return err
 
 
+def _temporary_prefix(target: Path) -> str:
+    """The start of this process's temporary siblings of ``target``: ``.<name>.<pid>.``."""
+    return f".{target.name}.{os.getpid()}."
+
+
+def process_alive(pid: int) -> bool:
+    """Whether process ``pid`` exists and is not a zombie (killed, not yet reaped by its parent)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process
+        return True
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()[0] != "Z"
+    except (OSError, IndexError):  # no /proc: take it as alive
+        return True
+
+
+def remove_stale_temporaries(target: Path) -> None:
+    """Delete the temporary siblings of ``target`` left by writers that died before renaming them
+    (``kill -9``): ``.<name>.<pid>.<random>.tmp`` and ``.<name>.<pid>.old`` of a pid that is gone.
+    A live writer's (another process sharing the folder) are kept."""
+    pattern = re.compile(rf"\.{re.escape(target.name)}\.(\d+)\.(?:[^.]+\.tmp|old)")
+    for path in target.parent.glob(f".{glob.escape(target.name)}.*"):
+        match = pattern.fullmatch(path.name)
+        if match and not process_alive(int(match.group(1))):
+            shutil.rmtree(path, ignore_errors=True) if path.is_dir() else path.unlink(missing_ok=True)
+
+
 def atomic_write_bytes(path: Path, data: bytes) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    remove_stale_temporaries(path)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=_temporary_prefix(path), suffix=".tmp")
     try:
         with os.fdopen(fd, "wb") as f:
             f.write(data)
@@ -94,7 +128,8 @@ def atomic_dir(target: Path) -> Iterator[Path]:
     """Yield a temporary directory that replaces ``target`` only if the block succeeds."""
     target = Path(target)
     target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp"))
+    remove_stale_temporaries(target)
+    tmp = Path(tempfile.mkdtemp(dir=target.parent, prefix=_temporary_prefix(target), suffix=".tmp"))
     try:
         try:
             yield tmp
@@ -105,7 +140,7 @@ def atomic_dir(target: Path) -> Iterator[Path]:
                 raise disk_full(target.parent) from err
             raise
         if target.exists():
-            old = target.with_name(f".{target.name}.old")
+            old = target.with_name(f"{_temporary_prefix(target)}old")
             shutil.rmtree(old, ignore_errors=True)
             os.replace(target, old)
             os.replace(tmp, target)

@@ -32,6 +32,7 @@ from tasks.backbones import load_backbone, pick_device, save_checkpoint, truncat
 from tasks.caching import ARTIFACT_CACHE
 from config.params import BackboneConfig, ConfigError, TrainConfig
 from tasks.data import DataError, load_meta
+from tasks.failpoints import passing
 from tasks.features import batches, encode_split, num_batches, split_fingerprint
 from tasks.hash_table import load_hash_table
 from tasks.io import atomic_torch_save, atomic_write_json, portable_path, write_result
@@ -113,9 +114,9 @@ def fit_batches(enc_train: dict, enc_dev: dict, cfg: FitConfig, train: TrainConf
     ``cfg.seed + 1000 * stage + epoch``, with a progress bar), dev, and the training rows in order."""
 
     def epoch_batches(stage: int, epoch: int):
-        return tqdm(batches(enc_train, train.batch_size, pad, shuffle=True, seed=cfg.seed + 1000 * stage + epoch, device=device),
-                    total=cfg.steps_per_epoch, disable=None, desc=f"{cfg.objective} stage {stage} epoch {epoch}/{cfg.epochs}",
-                    leave=False)
+        shuffled = batches(enc_train, train.batch_size, pad, shuffle=True, seed=cfg.seed + 1000 * stage + epoch, device=device)
+        return tqdm(passing(shuffled, "train.batch"), total=cfg.steps_per_epoch, disable=None,
+                    desc=f"{cfg.objective} stage {stage} epoch {epoch}/{cfg.epochs}", leave=False)
 
     def dev_batches():
         return batches(enc_dev, 64, pad, device=device)

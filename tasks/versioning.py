@@ -12,6 +12,7 @@ from pathlib import Path
 from prefect import task
 
 from models.errors import ExitflowError
+from tasks.failpoints import failpoint_during
 
 
 class VersioningError(ExitflowError, RuntimeError):
@@ -22,11 +23,22 @@ class VersioningError(ExitflowError, RuntimeError):
 DEFAULT_STAGES = ("train", "evaluate", "hashee", "consistentee", "past_future_default", "report")
 
 
+def _holds_repo_lock(root: Path, pid: int) -> bool:
+    """Whether process ``pid`` has taken DVC's repository lock (its pid is in ``.dvc/tmp/lock``)."""
+    try:
+        return (Path(root) / ".dvc" / "tmp" / "lock").read_text().split() == [str(pid)]
+    except OSError:
+        return False
+
+
 def _dvc(root: Path, *args: str) -> str:
-    proc = subprocess.run([sys.executable, "-m", "dvc", *args], cwd=root, capture_output=True, text=True)
+    with subprocess.Popen([sys.executable, "-m", "dvc", *args], cwd=root, stdout=subprocess.PIPE,
+                          stderr=subprocess.PIPE, text=True) as proc:
+        failpoint_during(f"dvc.{args[0]}", proc, lambda: _holds_repo_lock(root, proc.pid))
+        stdout, stderr = proc.communicate()
     if proc.returncode != 0:
-        raise VersioningError(f"`dvc {' '.join(args)}` failed in {root}:\n{proc.stderr.strip() or proc.stdout.strip()}")
-    return proc.stdout
+        raise VersioningError(f"`dvc {' '.join(args)}` failed in {root}:\n{stderr.strip() or stdout.strip()}")
+    return stdout
 
 
 def is_dvc_repo(root: Path) -> bool:
