@@ -171,7 +171,7 @@ def command_process():
 
 # ---- commands side by side: each temporary server on a database of its own ---------------------
 
-PRIVATE_HOME_PREFIX = "exitflow-prefect-"  # + pid: /tmp/exitflow-prefect-<pid>-xxxx, removed at exit
+PRIVATE_HOME_PREFIX = "exitflow-prefect-"  # + pid: a folder in tempfile.gettempdir(), removed at exit
 _BUILD_TEMPLATE = """
 import asyncio
 from prefect.server.database import provide_database_interface
@@ -190,7 +190,8 @@ _private_home: Path | None = None
 
 def _template_database() -> Path | None:
     """A migrated Prefect server database with its block types registered, shared by every command
-    on this machine (one per Prefect version, under ``~/.cache/exitflow``) and only ever copied.
+    on this machine (one per Prefect version, in the user's cache folder: ``$XDG_CACHE_HOME/exitflow``,
+    default ``.cache/exitflow`` in the home folder) and only ever copied.
     Built here when missing (as long as one server start's migration); None while another command
     builds it: then this one's server migrates its own database, and waits on nobody."""
     import fcntl
@@ -226,7 +227,7 @@ def _template_database() -> Path | None:
 def _remove_orphaned_homes(tmp: Path, idle_s: float = 3600) -> None:
     """Remove the private homes of commands that died without cleaning up (``kill -9``): their
     pid is gone and nothing was written there for ``idle_s`` seconds (a pid seen from another
-    PID namespace sharing ``/tmp`` keeps its home while it works)."""
+    PID namespace sharing the temporary folder keeps its home while it works)."""
     import shutil
     import time
 

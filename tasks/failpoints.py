@@ -18,7 +18,7 @@ The points:
     ``curves.json`` and ``metrics.json`` written and the other files and ``result.json`` not.
 ``dvc.commit``
     ``tasks/versioning``, while the ``dvc commit`` subprocess runs: once it holds DVC's
-    repository lock (``.dvc/tmp/lock``), the dvc process and then this one are killed.
+    repository lock (its lock file in the repository's ``.dvc`` folder), the dvc process and then this one are killed.
 ``prepare.split``
     ``tasks/data.prepare_task``, after each split written to the task's temporary folder
     (``:n``: after the n-th), before ``meta.json`` and the rename.

@@ -23,10 +23,13 @@ class VersioningError(ExitflowError, RuntimeError):
 DEFAULT_STAGES = ("train", "evaluate", "hashee", "consistentee", "past_future_default", "report")
 
 
+DVC_REPO_LOCK = (".dvc", "tmp", "lock")  # DVC's repository lock file, relative to the repository
+
+
 def _holds_repo_lock(root: Path, pid: int) -> bool:
-    """Whether process ``pid`` has taken DVC's repository lock (its pid is in ``.dvc/tmp/lock``)."""
+    """Whether process ``pid`` has taken DVC's repository lock (its pid is in ``DVC_REPO_LOCK``)."""
     try:
-        return (Path(root) / ".dvc" / "tmp" / "lock").read_text().split() == [str(pid)]
+        return Path(root).joinpath(*DVC_REPO_LOCK).read_text().split() == [str(pid)]
     except OSError:
         return False
 
