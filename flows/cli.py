@@ -93,6 +93,12 @@ def _run(fn, *args, **kwargs):
         _fail(err)
 
 
+def _run_flow(flow, *args, **kwargs):
+    """``_run`` for a flow: its Prefect server started first, bound to this process (``runtime.ensure_prefect_api``)."""
+    runtime.ensure_prefect_api()
+    return _run(flow, *args, **kwargs)
+
+
 def _check(params: Path, overrides, profile=None):
     from config.params import load_params
 
@@ -105,7 +111,7 @@ def prepare(params: Path = ParamsOpt, set_: Optional[list[str]] = SetOpt):
     from flows.pipeline import exitflow_stage
 
     _check(params, set_)
-    metas = _run(exitflow_stage, "prepare", str(params), overrides=set_)
+    metas = _run_flow(exitflow_stage, "prepare", str(params), overrides=set_)
     for task, meta in metas.items():
         typer.echo(f"{task}: " + ", ".join(f"{k} {v}" for k, v in meta["rows"].items()))
 
@@ -116,7 +122,7 @@ def report(params: Path = ParamsOpt, set_: Optional[list[str]] = SetOpt):
     from flows.pipeline import exitflow_stage
 
     _check(params, set_)
-    typer.echo(_run(exitflow_stage, "report", str(params), overrides=set_)["table"])
+    typer.echo(_run_flow(exitflow_stage, "report", str(params), overrides=set_)["table"])
 
 
 @app.command()
@@ -127,7 +133,7 @@ def run(params: Path = ParamsOpt, set_: Optional[list[str]] = SetOpt,
     from flows.pipeline import exitflow_pipeline
 
     _check(params, set_, "full" if full else None)
-    _run(exitflow_pipeline, str(params), set_ or [], "full" if full else None)
+    _run_flow(exitflow_pipeline, str(params), set_ or [], "full" if full else None)
 
 
 # ---- the methods' commands, derived from their registrations (flows/methods/) ------------------------
@@ -137,7 +143,7 @@ def _method_command(method, command):
     def run_command(params: Path = ParamsOpt, set_: Optional[list[str]] = SetOpt, **options):
         _check(params, set_)
         flow_command = method.function(command.function)  # imported before _run filters the console logs it sets up
-        result = _run(flow_command, str(params), set_ or [], **options)
+        result = _run_flow(flow_command, str(params), set_ or [], **options)
         if isinstance(result, str):
             typer.echo(result)
 
@@ -177,8 +183,7 @@ def compare_cmd(params: Path = ParamsOpt, set_: Optional[list[str]] = SetOpt,
         from flows.compare import check_dask_address
 
         _run(check_dask_address, cfg.compare.address)
-    runtime.ensure_prefect_api()
-    _run(compare_flow, str(params), overrides, profile, address)
+    _run_flow(compare_flow, str(params), overrides, profile, address)
 
 
 @app.command()

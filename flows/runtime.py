@@ -21,14 +21,18 @@ filtered out (``ConsoleFilter``) but stays in the Prefect run log; ``--verbose``
 from __future__ import annotations
 
 import atexit
+import functools
 import logging
 import os
 import re
 import signal
 import subprocess
 import sys
+import threading
+from collections.abc import Callable
 from contextlib import contextmanager
 from pathlib import Path
+from types import SimpleNamespace
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -279,14 +283,44 @@ def remove_private_prefect_home() -> None:
 
 def ensure_prefect_api() -> None:
     """Start Prefect's temporary server now and export its URL when no ``PREFECT_API_URL`` is set,
-    so Dask worker processes inherit it (without it each worker starts a server of its own)."""
-    if os.environ.get("PREFECT_API_URL"):
-        return
-    from prefect.server.api.server import SubprocessASGIServer
+    so child processes (Dask workers, DVC's stage commands) use it instead of starting their own.
 
-    server = SubprocessASGIServer()
-    server.start()
+    The server dies with this process: on Linux the kernel sends it SIGTERM when the command dies,
+    ``kill -9`` included (``PR_SET_PDEATHSIG``); an orderly exit stops it as before."""
+    from prefect.settings import PREFECT_API_URL
+
+    if os.environ.get("PREFECT_API_URL") or PREFECT_API_URL.value():  # a server of the user's, or a test harness's
+        return
+    from prefect.server.api import server as server_module
+
+    die_with_us = _die_with_this_process()
+    if die_with_us is not None:  # the module's own Popen, for this start only
+        server_module.subprocess = SimpleNamespace(
+            **{**vars(subprocess), "Popen": functools.partial(subprocess.Popen, preexec_fn=die_with_us)})
+    try:
+        server = server_module.SubprocessASGIServer()
+        server.start()
+    finally:
+        server_module.subprocess = subprocess
     os.environ["PREFECT_API_URL"] = server.api_url
+
+
+def _die_with_this_process() -> Callable[[], None] | None:
+    """A ``preexec_fn`` asking the kernel to SIGTERM the child when this process dies, or None off
+    Linux or off the main thread (the signal follows the thread that started the child)."""
+    if not sys.platform.startswith("linux") or threading.current_thread() is not threading.main_thread():
+        return None
+    import ctypes
+
+    prctl, parent = ctypes.CDLL(None, use_errno=True).prctl, os.getpid()
+    pr_set_pdeathsig = 1
+
+    def die_with_parent() -> None:
+        prctl(pr_set_pdeathsig, signal.SIGTERM)
+        if os.getppid() != parent:  # the parent died before the request took effect
+            os._exit(0)
+
+    return die_with_parent
 
 
 # ---- user errors: one clean line, no traceback on the console ------------------------------------

@@ -17,6 +17,8 @@ from tasks.output_hashes import (
 )
 from tests.faults.conftest import folder_hashes
 
+pytestmark = pytest.mark.timeout(300)  # a hung command fails, not the suite
+
 CALLS = []
 
 

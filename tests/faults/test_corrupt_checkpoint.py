@@ -20,6 +20,8 @@ from tests.faults.conftest import (
     prepare,
 )
 
+pytestmark = pytest.mark.timeout(300)  # a hung command fails, not the suite
+
 FILES = ["exits.safetensors", "exitflow.json", "backbone/config.json", "backbone/model.safetensors",
          "backbone/tokenizer.json", "backbone/tokenizer_config.json"]
 

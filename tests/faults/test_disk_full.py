@@ -17,6 +17,8 @@ from tests.faults.conftest import (
     prepare,
 )
 
+pytestmark = pytest.mark.timeout(300)  # a hung command fails, not the suite
+
 
 class FullFile:
     """A file object whose writes fail as on a full disk."""

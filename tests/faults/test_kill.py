@@ -32,7 +32,7 @@ from tests.flows.conftest import make_backbone, make_sst2
 ROOT = Path(__file__).resolve().parents[2]
 RUN = "artifacts/sst2/seed-42"
 TIMEOUT = 600  # seconds per command, on a loaded 2-core machine
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.timeout(900)]  # a hung command fails, not the suite
 
 REFERENCE = ("from flows import runtime\nfrom flows.pipeline import exitflow_stage\n"
              "exitflow_stage('prepare', 'params.yaml')\nexitflow_stage('train', 'params.yaml', 'joint')\n"
@@ -206,3 +206,44 @@ def test_a_killed_run_completes_on_rerun_with_the_undisturbed_outputs(case, refe
     expected = {f: h for f, h in expected.items() if f.startswith(compared)}
     assert sorted(got) == sorted(expected)
     assert [f for f in got if got[f] != expected[f]] == []
+
+
+def test_a_killed_command_takes_its_temporary_prefect_server_along(tmp_path):
+    """kill -9 of a command that started its own temporary Prefect server: the server goes too
+    (``flows.runtime.ensure_prefect_api``; before, it kept running with nobody to stop it)."""
+    make_backbone(tmp_path / "backbone")
+    make_sst2(tmp_path / "src")
+    project = make_project(tmp_path / "p", tmp_path)
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("PREFECT_API_", "MLFLOW_TRACKING_URI"))}
+    env.update(PYTHONPATH=str(ROOT), HF_HUB_OFFLINE="1", EXITFLOW_FAILPOINT="prepare.split:2",
+               PREFECT_LOCAL_STORAGE_PATH=str(project / ".prefect-results"))
+    log = tmp_path / "prepare.log"  # not a pipe: a surviving server would hold it open
+    with open(log, "w") as output:
+        proc = subprocess.Popen(CLI + ["prepare"], cwd=project, env=env, stdout=output, stderr=subprocess.STDOUT,
+                                start_new_session=True)
+    try:
+        proc.wait(timeout=TIMEOUT)
+        assert proc.returncode == -signal.SIGKILL, log.read_text()
+        deadline, left = time.monotonic() + 30, None
+        while time.monotonic() < deadline and (left := session_processes(proc.pid)):
+            time.sleep(0.5)
+        assert not left, f"still running after the command was killed: {left}"
+    finally:
+        try:
+            os.killpg(proc.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+
+
+def session_processes(session: int) -> list[str]:
+    """The command lines of the live processes in ``session``."""
+    import psutil
+
+    found = []
+    for process in psutil.process_iter(["pid", "cmdline"]):
+        try:
+            if os.getsid(process.pid) == session and process_alive(process.pid):
+                found.append(" ".join(process.info["cmdline"] or []))
+        except OSError:
+            continue
+    return found

@@ -24,6 +24,8 @@ from tests.faults.conftest import (
     prepare,
 )
 
+pytestmark = pytest.mark.timeout(300)  # a hung command fails, not the suite
+
 
 class TrackingServer:
     """MLflow's tracking server app on 127.0.0.1 (a free port, or ``port``), in a thread."""

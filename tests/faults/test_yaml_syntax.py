@@ -1,6 +1,10 @@
 """A YAML syntax error in a params file: one ``error:`` line naming the file, line and column; exit 2."""
 
+import pytest
+
 from tests.faults.conftest import error_lines, exitflow
+
+pytestmark = pytest.mark.timeout(120)  # a hung command fails, not the suite
 
 GOOD = "train:\n  epochs: 1\n"
 TABBED = "train:\n\tepochs: 1\n"  # a tab in the indentation
