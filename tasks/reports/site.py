@@ -23,7 +23,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Callable
 
-from tasks.io import TIMING_FILE, atomic_write_bytes, atomic_write_text, with_timing
+from tasks.io import RESULT_FILE, TIMING_FILE, atomic_write_bytes, atomic_write_text, with_timing
 from tasks.reports.comparison import _row as comparison_row
 from tasks.reports.consistentee import consistentee_markdown, consistentee_report
 from tasks.reports.default_run import layerwise_markdown, results_markdown
@@ -195,6 +195,26 @@ def consistentee_page_markdown(report: dict, spearman: dict | None) -> str:
     return text
 
 
+def rounds_markdown(results: dict[str, dict]) -> str:
+    """ConsistentEE's rounds from ``rounds/round-<r>/{train,memorized}/result.json``: the policy at tau
+    on dev after each round (before round 1: the init policy) and the memorized-layer histogram of
+    the round's input model."""
+    rounds = sorted({int(k.split("/")[0].removeprefix("round-")) for k in results if k.startswith("round-")})
+    rows = []
+    for r in rounds:
+        train, memorized = results.get(f"round-{r}/train/{RESULT_FILE}"), results.get(f"round-{r}/memorized/{RESULT_FILE}")
+        if train is None:
+            continue
+        if r == rounds[0]:
+            before = train["dev_before"]
+            rows.append([f"before round {r} (its input policy)", num(before["quality"]), num(before["layer_speedup"], suffix="x"),
+                         num(before["objective"], 3), ""])
+        rows.append([str(r), num(train["dev"]["quality"]), num(train["dev"]["layer_speedup"], suffix="x"),
+                     num(train["dev"]["objective"], 3), " / ".join(map(str, memorized["histogram"])) if memorized else ""])
+    return markdown_table(["round", "dev quality at tau", "dev layer speed-up", "dev reward (objective)",
+                           "memorized layer histogram of the round's input (M = 1..L, training rows)"], rows) + "\n"
+
+
 def past_future_page_markdown(comparison: dict) -> str:
     """``past_future/report/comparison.json`` through the report's own Markdown builder."""
     return comparison_markdown(comparison["rows"], comparison["speedups"], comparison["claim"], comparison["full_test_quality"])
@@ -297,7 +317,9 @@ def results_pages(layout, root: Path, past_future_tasks: list[str], leco_tasks: 
 
     cee = layout.consistentee("default")
     cee_report, spearman = r(cee.report / "results.json"), r(cee.hardness / "spearman.json")
-    cee_sections = (Section("Against the strategy models' criteria", (cee_report, spearman),
+    rounds = r(cee.rounds)
+    cee_sections = (Section("Rounds", (rounds,), lambda d: rounds_markdown(d[rounds]), "exitflow consistentee"),
+                    Section("Against the strategy models' criteria", (cee_report, spearman),
                             lambda d: consistentee_page_markdown(d[cee_report], d[spearman]), "exitflow consistentee",
                             (r(cee.report / "tradeoff.png"),)),)
 
@@ -346,7 +368,7 @@ def results_pages(layout, root: Path, past_future_tasks: list[str], leco_tasks: 
              "target speed-ups, next to static smaller models.", compare_sections),
         Page("hashee", "HashEE", "Token-level exits fixed by a hash table (Sun et al. 2022).", hashee_sections),
         Page("consistentee", "ConsistentEE", "A policy network per layer trained with a hardness-guided reward "
-             "(Zeng et al. 2024), compared at <= 1% relative loss.", cee_sections),
+             f"(Zeng et al. 2024), compared at <= {100 * CONSISTENTEE_RELATIVE_LOSS:g}% relative loss.", cee_sections),
         Page("past-future", "Global Past-Future", "Every past strategy with and without the imitated future, against "
              "local exits, read at target layer speed-ups (Liao et al. 2021).", tuple(pf_sections)),
         Page("leco", "LECO", "Searched exit architectures and the COBEE criterion (Zhang et al. 2023).", tuple(leco_sections)),
@@ -374,12 +396,17 @@ def render_section(section: Section, root: Path) -> str:
     user error naming the file and the command that rewrites it."""
     from models.errors import ExitflowError
 
-    data = {}
-    for source in section.sources:
+    def read(path: Path):
         try:
-            data[source] = json.loads((root / source).read_text())
+            return json.loads(path.read_text())
         except (json.JSONDecodeError, UnicodeDecodeError) as err:
-            raise ExitflowError(f"{source}: not valid JSON ({err}); re-run `{section.command}` to rewrite it") from None
+            raise ExitflowError(f"{_rel(path, root)}: not valid JSON ({err}); re-run `{section.command}` to rewrite it") from None
+
+    data = {}
+    for source in section.sources:  # a folder: every step's result.json below it, by path inside the folder
+        folder = root / source
+        data[source] = ({_rel(p, folder): read(p) for p in sorted(folder.rglob(RESULT_FILE))} if folder.is_dir()
+                        else read(folder))
     try:
         return section.render(data)
     except (KeyError, TypeError, IndexError, AttributeError) as err:
@@ -410,7 +437,7 @@ def render_page(page: Page, root: Path, render_command: str) -> tuple[str, dict[
                         if image_name(page.name, s) not in inline)
         parts.append(f"\n{sources_line(list(section.sources) + shown)}\n\n{body}{plots}")
     if not rendered:
-        commands = "; ".join(f"`{s.command}`" for s in page.sections)
+        commands = "; ".join(f"`{c}`" for c in dict.fromkeys(s.command for s in page.sections))
         parts = [f"# {page.title}\n\n{page.intro}\n\nNot generated yet: run {commands}, then `{render_command}`.\n"]
     return "".join(parts), images, rendered
 

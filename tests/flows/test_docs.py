@@ -76,3 +76,24 @@ def test_docs_stage_reads_what_the_renderer_reads_and_writes_its_pages():
     expected |= {f"{RESULTS_DIR.as_posix()}/{IMAGE_DIR}"} | {f"{REFERENCE_DIR.as_posix()}/{n}" for n in REFERENCE_PAGES}
     assert outs == expected
     assert stage["cmd"] == "python -m flows.cli docs"
+
+
+def test_docs_command_renders_an_empty_project_and_a_damaged_file_is_one_error_line(tmp_path):
+    from typer.testing import CliRunner
+
+    from flows.cli import app
+
+    (tmp_path / "params.yaml").write_text("seed: 7\n")
+    done = CliRunner().invoke(app, ["docs", "--params", str(tmp_path / "params.yaml")])
+    assert done.exit_code == 0, done.output
+    page = (tmp_path / "docs/results/learnability.md").read_text()
+    assert "Not generated yet: run `exitflow learnability`, then `exitflow docs`" in page
+    assert (tmp_path / "docs/reference/cli.md").read_text() == cli_reference()
+
+    summary = tmp_path / "artifacts/generate/seed-7/report/summary.json"
+    summary.parent.mkdir(parents=True)
+    summary.write_text("{")
+    failed = CliRunner().invoke(app, ["docs", "--params", str(tmp_path / "params.yaml")])
+    assert failed.exit_code == 2
+    assert failed.output.startswith("error: artifacts/generate/seed-7/report/summary.json: not valid JSON")
+    assert len(failed.output.strip().splitlines()) == 1 and "Traceback" not in failed.output

@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from flows.layout import Layout
-from tasks.io import TIMING_FILE, atomic_write_json
+from tasks.io import RESULT_FILE, TIMING_FILE, atomic_write_json, write_result
 from tasks.reports.comparison import compare_report
 from tasks.reports.consistentee import consistentee_report
 from tasks.reports.default_run import build_report
@@ -85,6 +85,13 @@ def tiny_run(root: Path) -> Layout:
     build_report.fn(evals, [1, 4], layout.report, hashee)
 
     cee = layout.consistentee("default")
+    for r in (1, 2):  # tasks.consistentee: compute_memorized_layer, consistentee_round
+        write_result(cee.memorized(r), {"memorized": cee.memorized(r) / "memorized.pt", "histogram": [rng.randint(0, 40) for _ in range(L)],
+                                        "plot": cee.memorized(r) / "histogram.png", "mean": rng.uniform(1, L), "rows": 48})
+        tradeoff = lambda: {"quality": rng.uniform(50, 90), "avg_exit_layer": rng.uniform(1, L), "layer_speedup": rng.uniform(1, 3),  # noqa: E731
+                            "objective": rng.uniform(-1, 0), "layer_scores": [rng.uniform(50, 90) for _ in range(L)]}
+        write_result(cee.train(r), {"checkpoint": cee.train(r) / "checkpoint", "round": r, "policy": {"reward": rng.uniform(-1, 0)},
+                                    "heads": {"loss": rng.uniform(0, 1)}, "dev_before": tradeoff(), "dev": tradeoff()})
     write_evaluation(rng, cee.evaluate, "consistentee", ["entropy", "patience", "policy"], fixed=("policy",))
     consistentee_report(cee.evaluate, {"joint": evals["joint"]}, cee.report)
     atomic_write_json(cee.hardness / "spearman.json", {  # tasks.consistentee.spearman_table
@@ -187,6 +194,11 @@ def row_where(rows: list[dict], **match) -> dict:
     return hits[0]
 
 
+def read_source(path: Path):
+    """A page's source: a JSON file, or a folder's ``result.json`` files."""
+    return [load(path, p) for p in sorted(path.rglob(RESULT_FILE))] if path.is_dir() else load(path, path)
+
+
 NUMBER = re.compile(r"-?\d+\.\d+")
 
 
@@ -206,8 +218,8 @@ def test_every_decimal_in_a_table_is_a_value_of_the_files_the_page_names(site):
     root, _ = site
     for md in sorted((root / "docs" / "results").glob("*.md")):
         text = md.read_text()
-        sources = re.findall(r"`([^`]+\.json)`", "\n".join(l for l in text.splitlines() if l.startswith("Rendered from")))
-        pool = [n for s in sources for n in json_numbers(load(root, root / s))]
+        sources = re.findall(r"`([^`]+)`", "\n".join(l for l in text.splitlines() if l.startswith("Rendered from")))
+        pool = [n for s in sources if not s.endswith(".png") for n in json_numbers(read_source(root / s))]
         pool += [100 * n for n in pool]
         for table in tables(text):
             for row in table:
@@ -248,7 +260,15 @@ def test_method_pages_hold_their_report_values(site):
     assert shown(hashee["wallclock_speedup_bs4"], row["wall-clock bs4"])
 
     cee = load(root, layout.consistentee("default").report / "results.json")
-    cee_rows, spearman_rows = tables(page(root, "consistentee"))
+    rounds, cee_rows, spearman_rows = tables(page(root, "consistentee"))
+    first = load(root, layout.consistentee("default").train(1) / RESULT_FILE)
+    assert shown(first["dev_before"]["quality"], rounds[0]["dev quality at tau"])
+    for r in (1, 2):
+        train = load(root, layout.consistentee("default").train(r) / RESULT_FILE)
+        memorized = load(root, layout.consistentee("default").memorized(r) / RESULT_FILE)
+        row = row_where(rounds, round=str(r))
+        assert shown(train["dev"]["quality"], row["dev quality at tau"]) and shown(train["dev"]["objective"], row["dev reward (objective)"])
+        assert row["memorized layer histogram of the round's input (M = 1..L, training rows)"] == " / ".join(map(str, memorized["histogram"]))
     for r in cee["rows"]:
         row = row_where(cee_rows, model=r["model"], criterion=r["criterion"])
         assert shown(r["saved_layers_pct"], row["saved layers %"]) and shown(r["test_quality"], row["test quality"])
