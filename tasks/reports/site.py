@@ -220,14 +220,14 @@ def past_future_page_markdown(comparison: dict) -> str:
     return comparison_markdown(comparison["rows"], comparison["speedups"], comparison["claim"], comparison["full_test_quality"])
 
 
-def leco_page_markdown(comparison: dict, architecture: dict | None) -> str:
+def leco_page_markdown(comparison: dict, architecture: dict, weights: dict) -> str:
     """``leco/report/comparison.json`` through the report's own Markdown builder, after the derived
-    exits of ``leco/derive/architecture.json``."""
-    text = ""
-    if architecture is not None:
-        choices = list(dict.fromkeys(k for layer in architecture["layers"] for k in layer))
-        cells = [[str(i)] + [escape_cell(layer.get(c, "")) for c in choices] for i, layer in enumerate(architecture["layers"], 1)]
-        text += "The derived exits (one per layer):\n\n" + markdown_table(["layer"] + choices, cells) + "\n\n"
+    exits of ``leco/derive/architecture.json`` with each op's final search weight
+    (``leco/search/architecture_weights.json``), as the derive step's own table shows them."""
+    from tasks.leco import architecture_table  # the derive step's table (imports torch: only when a LECO page renders)
+
+    text = ("The derived exits, one per layer (each op's weight after the last search epoch in brackets):\n\n"
+            + architecture_table(architecture["layers"], weights["epochs"][-1]) + "\n")
     seed = comparison["seeds"][0] if comparison.get("seeds") else "?"
     return text + leco_markdown(comparison["training"], comparison["training_claim"],
                                 speedup_markdown(comparison["exiting_rows"], comparison["speedups"]),
@@ -338,7 +338,9 @@ def results_pages(layout, root: Path, past_future_tasks: list[str], leco_tasks: 
     for task in leco_tasks:
         tl = task_layout(task)
         path, arch = r(tl.leco_report / "comparison.json"), r(tl.leco_derive / "architecture.json")
-        leco_sections.append(Section(task, (path, arch), lambda d, p=path, a=arch: leco_page_markdown(d[p], d[a]),
+        weights = r(tl.leco_search / "architecture_weights.json")
+        leco_sections.append(Section(task, (path, arch, weights),
+                                     lambda d, p=path, a=arch, w=weights: leco_page_markdown(d[p], d[a], d[w]),
                                      f"exitflow leco --task {task}", (r(tl.leco_report / "curves.png"),)))
     leco_sections.append(benchmark_section("Benchmark: wall-clock on SST-2", bench("leco_sst2")))
 

@@ -79,7 +79,8 @@ def stage_folders(layout: Layout, stage: str) -> dict[str, list[Path]]:
                           *(Layout(layout.artifacts, layout.data, task, layout.seed).past_future_report for task in ("sst2", "mrpc")),
                           *(folder for task in ("sst2", "mrpc")  # past_future.tasks' and leco.tasks' defaults
                             for folder in (Layout(layout.artifacts, layout.data, task, layout.seed).leco_report,
-                                           Layout(layout.artifacts, layout.data, task, layout.seed).leco_derive))],
+                                           Layout(layout.artifacts, layout.data, task, layout.seed).leco_derive,
+                                           Layout(layout.artifacts, layout.data, task, layout.seed).leco_search))],
                  "outs": []},  # docs/ pages, not artifacts
     }[name]
 

@@ -16,12 +16,14 @@ from pathlib import Path
 import pytest
 
 from flows.layout import Layout
+from models.leco import SEARCH_SPACE
 from tasks.io import RESULT_FILE, TIMING_FILE, atomic_write_json, write_result
 from tasks.reports.comparison import compare_report
 from tasks.reports.consistentee import consistentee_report
 from tasks.reports.default_run import build_report
 from tasks.reports.generation import report_generation
 from tasks.reports.learnability import PREDICTOR_NAMES, learnability_report
+from tasks.leco import derive_exits
 from tasks.reports.leco import compare_leco
 from tasks.reports.past_future import compare_past_future
 from tasks.reports.site import results_pages, write_site
@@ -105,10 +107,11 @@ def tiny_run(root: Path) -> Layout:
     leco = {"leco": write_evaluation(rng, layout.leco_model.evaluate, "leco", ["cobee", "entropy", "patience"]),
             "jt-linear": write_evaluation(rng, layout.leco_baseline("jt-linear").evaluate, "jt-linear", ["entropy", "patience"])}
     compare_leco.fn(leco, leco, [1.5, 2.0], layout.leco_report, "sst2", 42)
-    atomic_write_json(layout.leco_derive / "architecture.json", {  # tasks.leco.derive_exits
-        "task": "sst2", "seed": 42, "inner_size": 8,
-        "layers": [{"activation_1": "relu", "activation_2": "identity", "pooler": "max", "encoder_op_1": "conv_3",
-                    "encoder_op_2": "skip"} for _ in range(L)]})
+    epoch = lambda: [{choice: {op: rng.uniform(0, 1) for op in ops} for choice, ops in SEARCH_SPACE.items()}  # noqa: E731
+                     for _ in range(L)]
+    searched = atomic_write_json(layout.leco_search / "architecture_weights.json",  # tasks.leco.search_exits
+                                 {"task": "sst2", "seed": 42, "inner_size": 8, "epochs": [epoch(), epoch()]})
+    derive_exits.fn(searched, layout.leco_derive)
 
     gen = layout.generate
     curves = {}
@@ -285,7 +288,12 @@ def test_method_pages_hold_their_report_values(site):
     assert "Not generated yet: run `exitflow past-future --task mrpc`, then `exitflow docs`" in pf_text
 
     leco = load(root, layout.leco_report / "comparison.json")
-    _, training, exiting = tables(page(root, "leco"))[:3]
+    architecture, training, exiting = tables(page(root, "leco"))[:3]
+    derived = load(root, layout.leco_derive / "architecture.json")["layers"]
+    last = load(root, layout.leco_search / "architecture_weights.json")["epochs"][-1]
+    for k, (row, layer) in enumerate(zip(architecture, derived)):
+        op, weight = row["pooler"].split()
+        assert op == layer["pooling"] and shown(last[k]["pooling"][op], weight.strip("()"))
     for r in leco["training"]:
         row = row_where(training, method=r["method"])
         assert shown(r["test_avg"], row["test AVG"]) and shown(r["dev_avg"], row["dev AVG"])
