@@ -234,6 +234,9 @@ def leco_page_markdown(comparison: dict, architecture: dict, weights: dict) -> s
                                 comparison["exiting_claim"], seed)
 
 
+AXES = {"layer_speedup": "layer speed-up", "flops_speedup": "FLOPs speed-up"}
+
+
 def generation_markdown(summary: dict) -> str:
     """``generate/seed-<seed>/report/summary.json``: the operating points over the dev bar and the
     read-off of each criterion's front at the target speed-ups, both axes."""
@@ -249,10 +252,26 @@ def generation_markdown(summary: dict) -> str:
         names = [k for k in claim["rows"][0] if k not in ("speedup", "calm_best")] if claim["rows"] else []
         cells = [[f"{row['speedup']:g}x"] + ["n/a" if row[n] is None else num(row[n], 3) for n in names] for row in claim["rows"]]
         verdict = {True: "holds", False: "does not hold", None: "cannot be read"}[claim["holds"]]
-        text += (f"\nTest ROUGE-L read on each front at a {claim['axis'].replace('_', ' ')} (n/a: beyond its reach); "
-                 f"claim (policy above CALM past 2x): **{verdict}**.\n\n"
-                 + markdown_table([claim["axis"].replace("_", " ")] + names, cells) + "\n")
+        axis = AXES.get(claim["axis"], claim["axis"])
+        text += (f"\nTest ROUGE-L read on each front at each {axis} (n/a: beyond its reach); "
+                 f"claim (policy above CALM past 2x): **{verdict}**.\n\n" + markdown_table([axis] + names, cells) + "\n")
     return text
+
+
+def exit_accuracy_markdown(history: dict) -> str:
+    """``generate/seed-<seed>/exits/history.json``: each exit point's next-token accuracy against the
+    full-depth greedy token (``models.generation_training.point_report``), before and after the
+    exits' init training, on the fitted and the held-out tokens."""
+    counts = {"fit": history.get("tokens"), "held_out": history.get("policy_tokens")}
+    rows = []
+    for stage in ("before", "after"):
+        for tokens in ("fit", "held_out"):
+            report = history.get(f"init_{stage}_{tokens}")
+            if report is not None:
+                label = f"{tokens.replace('_', '-')} ({counts[tokens]} tokens)" if counts[tokens] is not None else tokens
+                rows.append([f"{stage} init", label] + [num(a, 3) for a in report["point_accuracy"]])
+    return ("Next-token accuracy against the full-depth greedy token, per exit point (layer):\n\n"
+            + markdown_table(["exit heads", "tokens"] + [str(p) for p in history["points"]], rows) + "\n")
 
 
 def learnability_page_markdown(results: dict) -> str:
@@ -346,7 +365,10 @@ def results_pages(layout, root: Path, past_future_tasks: list[str], leco_tasks: 
 
     gen = layout.generate / "report"
     summary = r(gen / "summary.json")
-    gen_sections = (Section("Quality vs speed-up", (summary,), lambda d: generation_markdown(d[summary]), "exitflow generate",
+    exits_history = r(layout.generate / "exits" / "history.json")
+    gen_sections = (Section("What the exits can read", (exits_history,), lambda d: exit_accuracy_markdown(d[exits_history]),
+                            "exitflow generate"),
+                    Section("Quality vs speed-up", (summary,), lambda d: generation_markdown(d[summary]), "exitflow generate",
                             (r(gen / "curves.png"),)),
                     benchmark_section("Benchmark: measured tokens/s", bench("generation")))
 

@@ -75,6 +75,7 @@ def stage_folders(layout: Layout, stage: str) -> dict[str, list[Path]]:
         "leco_compare": {"deps": [item_task.task_data, item_task.leco_model.train],
                          "outs": [item_task.leco_model.evaluate, item_task.leco_baselines, item_task.leco_report]},
         "docs": {"deps": [layout.report, layout.evaluations, hashee.evaluate, cee.rounds, cee.report, cee.hardness, layout.generate / "report",
+                          layout.generate / "exits",
                           layout.learnability_report, layout.compare / "quick" / "report",
                           *(Layout(layout.artifacts, layout.data, task, layout.seed).past_future_report for task in ("sst2", "mrpc")),
                           *(folder for task in ("sst2", "mrpc")  # past_future.tasks' and leco.tasks' defaults

@@ -114,6 +114,12 @@ def tiny_run(root: Path) -> Layout:
     derive_exits.fn(searched, layout.leco_derive)
 
     gen = layout.generate
+    points = [1, 2, 3]  # tasks.generation.train_exits' history.json (models.generation_training.point_report)
+    atomic_write_json(gen / "exits" / "history.json", {
+        "points": points, "tokens": 60, "policy_tokens": 20, "init": [], "rounds": [],
+        **{f"init_{stage}_{tokens}": {"point_loss": [rng.uniform(0, 5) for _ in points],
+                                      "point_accuracy": [rng.uniform(0, 1) for _ in points]}
+           for stage in ("before", "after") for tokens in ("fit", "held_out")}})
     curves = {}
     for name in ("static", "softmax", "saturation", "policy"):  # tasks.generation curve rows
         curves[name] = gen / "evaluate" / f"{name}.json"
@@ -298,8 +304,11 @@ def test_method_pages_hold_their_report_values(site):
         row = row_where(training, method=r["method"])
         assert shown(r["test_avg"], row["test AVG"]) and shown(r["dev_avg"], row["dev AVG"])
 
+    history = load(root, layout.generate / "exits" / "history.json")
+    accuracy, ops = tables(page(root, "generation"))[:2]
+    row = row_where(accuracy, **{"exit heads": "after init", "tokens": "held-out (20 tokens)"})
+    assert all(shown(a, row[str(p)]) for p, a in zip(history["points"], history["init_after_held_out"]["point_accuracy"]))
     summary = load(root, layout.generate / "report" / "summary.json")
-    ops = tables(page(root, "generation"))[0]
     for name, op in summary["operating_points"].items():
         row = row_where(ops, criterion=name)
         assert shown(op["rouge_l"], row["test ROUGE-L"]) and shown(op["layer_speedup"], row["layer speed-up"])
