@@ -148,9 +148,9 @@ def params_reference() -> str:
         return out
 
     text = ["# params.yaml reference\n",
-            f"Generated from the pydantic models in `config/params.py` by `{RENDER_COMMAND}`; do not edit by hand. "
-            "Defaults are the code's; `params.yaml` overrides some of them, and `--set section.key=value` overrides "
-            "either on the command line.\n"]
+            (f"Generated from the pydantic models in `config/params.py` by `{RENDER_COMMAND}`; do not edit by hand. "
+             "Defaults are the code's; `params.yaml` overrides some of them, and `--set section.key=value` overrides "
+             "either on the command line.\n")]
     return "\n".join(line for line in text + section("", Params) if line != "")
 
 

@@ -19,11 +19,17 @@ from __future__ import annotations
 import inspect
 import json
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Callable
 
-from tasks.io import RESULT_FILE, TIMING_FILE, atomic_write_bytes, atomic_write_text, with_timing
+from tasks.io import (
+    RESULT_FILE,
+    TIMING_FILE,
+    atomic_write_bytes,
+    atomic_write_text,
+    with_timing,
+)
 from tasks.reports.comparison import _row as comparison_row
 from tasks.reports.consistentee import consistentee_markdown, consistentee_report
 from tasks.reports.default_run import layerwise_markdown, results_markdown
@@ -224,7 +230,9 @@ def leco_page_markdown(comparison: dict, architecture: dict, weights: dict) -> s
     """``leco/report/comparison.json`` through the report's own Markdown builder, after the derived
     exits of ``leco/derive/architecture.json`` with each op's final search weight
     (``leco/search/architecture_weights.json``), as the derive step's own table shows them."""
-    from tasks.leco import architecture_table  # the derive step's table (imports torch: only when a LECO page renders)
+    from tasks.leco import (
+        architecture_table,  # the derive step's table (imports torch: only when a LECO page renders)
+    )
 
     text = ("The derived exits, one per layer (each op's weight after the last search epoch in brackets):\n\n"
             + architecture_table(architecture["layers"], weights["epochs"][-1]) + "\n")
@@ -438,6 +446,17 @@ def render_section(section: Section, root: Path) -> str:
                             "the page expects it); re-run that command, then render again") from None
 
 
+def link_images(body: str, page: str, shown: list[str]) -> str:
+    """``IMAGE:<file name>`` in ``body`` (a renderer placing one of its plots) -> that plot's copy in ``img/``."""
+    by_name = {Path(s).name: s for s in shown}
+
+    def link(match: re.Match) -> str:
+        name = match.group(1)
+        return f"{IMAGE_DIR}/{image_name(page, by_name[name])}" if name in by_name else name
+
+    return re.sub(r"IMAGE:([^)\s]+)", link, body)
+
+
 def render_page(page: Page, root: Path, render_command: str) -> tuple[str, dict[str, bytes], int]:
     """``(markdown, {image file name: bytes}, rendered)``: ``rendered`` counts the sections whose files were there."""
     parts, images, rendered = [f"# {page.title}\n\n{page.intro}\n"], {}, 0
@@ -451,11 +470,9 @@ def render_page(page: Page, root: Path, render_command: str) -> tuple[str, dict[
         rendered += 1
         body = render_section(section, root)
         shown = _images(section, root)
-        by_name = {Path(s).name: s for s in shown}
         for s in shown:
             images[image_name(page.name, s)] = (root / s).read_bytes()
-        body = re.sub(r"IMAGE:([^)\s]+)", lambda m: f"{IMAGE_DIR}/{image_name(page.name, by_name[m.group(1)])}"
-                      if m.group(1) in by_name else m.group(1), body)
+        body = link_images(body, page.name, shown)
         inline = set(re.findall(rf"{IMAGE_DIR}/([^)\s]+)", body))
         plots = "".join(f"\n![{Path(s).name}]({IMAGE_DIR}/{image_name(page.name, s)})\n" for s in shown
                         if image_name(page.name, s) not in inline)

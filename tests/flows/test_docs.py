@@ -7,7 +7,13 @@ import pytest
 import yaml
 
 from config.params import load_params
-from flows.docs import REFERENCE_DIR, REFERENCE_PAGES, RESULTS_DIR, cli_reference, params_reference
+from flows.docs import (
+    REFERENCE_DIR,
+    REFERENCE_PAGES,
+    RESULTS_DIR,
+    cli_reference,
+    params_reference,
+)
 from flows.layout import Layout
 from tasks.reports.site import BENCHMARKS_DIR, IMAGE_DIR, results_pages
 

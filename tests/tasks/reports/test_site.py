@@ -18,12 +18,12 @@ import pytest
 from flows.layout import Layout
 from models.leco import SEARCH_SPACE
 from tasks.io import RESULT_FILE, TIMING_FILE, atomic_write_json, write_result
+from tasks.leco import derive_exits
 from tasks.reports.comparison import compare_report
 from tasks.reports.consistentee import consistentee_report
 from tasks.reports.default_run import build_report
 from tasks.reports.generation import report_generation
 from tasks.reports.learnability import PREDICTOR_NAMES, learnability_report
-from tasks.leco import derive_exits
 from tasks.reports.leco import compare_leco
 from tasks.reports.past_future import compare_past_future
 from tasks.reports.site import results_pages, write_site
@@ -303,6 +303,11 @@ def test_method_pages_hold_their_report_values(site):
     for r in leco["training"]:
         row = row_where(training, method=r["method"])
         assert shown(r["test_avg"], row["test AVG"]) and shown(r["dev_avg"], row["dev AVG"])
+    for r in leco["exiting_rows"]:
+        cells = row_where(exiting, method=r["method"])
+        for target, a in r["at"].items():
+            q, _, _ = NUMBER.findall(cells[f"{target}: test quality (layer / FLOPs speed-up)"])
+            assert shown(a["test_quality"], q)
 
     history = load(root, layout.generate / "exits" / "history.json")
     accuracy, ops = tables(page(root, "generation"))[:2]
@@ -363,7 +368,7 @@ def test_rendering_is_deterministic_and_absent_outputs_name_their_command(site, 
 def test_a_damaged_output_is_one_error_naming_the_file_and_its_command(site, tmp_path):
     from models.errors import ExitflowError
 
-    root, layout = site
+    root, _ = site
     broken = tmp_path / "broken"
     shutil.copytree(root / "artifacts", broken / "artifacts")
     summary = broken / "artifacts/generate/seed-42/report/summary.json"
