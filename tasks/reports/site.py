@@ -23,13 +23,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-from tasks.io import (
-    RESULT_FILE,
-    TIMING_FILE,
-    atomic_write_bytes,
-    atomic_write_text,
-    with_timing,
-)
+from tasks.io import RESULT_FILE, TIMING_FILE, atomic_write_bytes, atomic_write_text, with_timing
 from tasks.reports.comparison import _row as comparison_row
 from tasks.reports.consistentee import consistentee_markdown, consistentee_report
 from tasks.reports.default_run import layerwise_markdown, results_markdown
@@ -55,7 +49,9 @@ BENCHMARK_COMMANDS = {
 
 @dataclass(frozen=True)
 class Section:
-    """One block of a page: ``render`` gets ``{source path: loaded JSON}`` for every file in ``sources``."""
+    """One block of a page: ``render`` gets ``{source path: loaded JSON}`` for every path in ``sources``
+    (a folder: ``{path inside it: JSON}`` of every ``result.json`` below it); ``images``: plots (or folders
+    of ``.png`` plots) copied into ``img/`` and shown; ``command``: what writes the sources."""
 
     title: str
     sources: tuple[str, ...]
