@@ -508,7 +508,9 @@ def write_site(pages: list[Page], root: Path, out_dir: Path, render_command: str
         target = out_dir / IMAGE_DIR / name
         if not target.exists() or target.read_bytes() != data:
             atomic_write_bytes(target, data)
-    (out_dir / IMAGE_DIR).mkdir(parents=True, exist_ok=True)  # a DVC output, even with no plot in it
+    keep = out_dir / IMAGE_DIR / ".gitkeep"  # img/ is a DVC output even with no plot in it, and git keeps it
+    if not keep.exists():
+        atomic_write_bytes(keep, b"")
     for stale in sorted((out_dir / IMAGE_DIR).iterdir()):
         if stale.is_file() and stale.name not in all_images and not stale.name.startswith("."):
             stale.unlink()

@@ -362,7 +362,7 @@ def test_rendering_is_deterministic_and_absent_outputs_name_their_command(site, 
     text = (empty / "out" / "default-run.md").read_text()
     assert "Not generated yet: run `exitflow run`, then `exitflow docs`." in text and "|" not in text
     assert "| [Default pipeline](default-run.md) | not generated yet |" in (empty / "out" / "index.md").read_text()
-    assert list((empty / "out" / "img").iterdir()) == []
+    assert [p.name for p in (empty / "out" / "img").iterdir()] == [".gitkeep"]
 
 
 def test_a_damaged_output_is_one_error_naming_the_file_and_its_command(site, tmp_path):
