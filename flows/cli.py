@@ -136,6 +136,19 @@ def run(params: Path = ParamsOpt, set_: Optional[list[str]] = SetOpt,
     _run_flow(exitflow_pipeline, str(params), set_ or [], "full" if full else None)
 
 
+@app.command()
+def docs(params: Path = ParamsOpt, set_: Optional[list[str]] = SetOpt,
+         out: Optional[Path] = typer.Option(None, "--out", help="write into this folder instead of docs/ beside the params file")):
+    """Render the documentation pages generated from the project: docs/results/ from the runs' JSON outputs and
+    benchmarks/results/ (a page whose outputs are absent says which command makes them), docs/reference/cli.md
+    and docs/reference/params.md from the code. No flow runs."""
+    from flows.docs import render_docs
+
+    _check(params, set_)
+    for path in _run(render_docs, params, set_ or [], out):
+        typer.echo(str(path))
+
+
 # ---- the methods' commands, derived from their registrations (flows/methods/) ------------------------
 
 def _method_command(method, command):

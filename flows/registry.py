@@ -41,6 +41,7 @@ from dataclasses import dataclass, field
 from typing import Any, Callable
 
 COMPARISON_STAGE = "compare"  # the comparison's own dvc.yaml stage (flows/compare.py, not a method)
+DOCS_STAGE = "docs"  # the generated documentation pages (flows/docs.py, not a method)
 
 
 @dataclass(frozen=True)
@@ -156,5 +157,5 @@ def commands() -> list[tuple[Method, Command]]:
 
 
 def dvc_stages() -> set[str]:
-    """Every ``dvc.yaml`` stage: the registered methods' and the comparison's."""
-    return {COMPARISON_STAGE} | {stage for method in load_methods().values() for stage in method.stages}
+    """Every ``dvc.yaml`` stage: the registered methods', the comparison's and the docs'."""
+    return {COMPARISON_STAGE, DOCS_STAGE} | {stage for method in load_methods().values() for stage in method.stages}

@@ -9,5 +9,7 @@ report edit must not retrain a model).
 - ``targets``: the table and curves file of rows read at target speed-ups (Past-Future, LECO);
 - renderers: ``default_run`` (``build_report``: the default run's comparison), ``hashee``,
   ``consistentee`` (report and ablation), ``past_future``, ``leco``, ``generation``, ``learnability``,
-  ``comparison`` (``exitflow compare``).
+  ``comparison`` (``exitflow compare``);
+- ``site``: the documentation's results pages (``docs/results/``), rendered from those reports' JSON
+  and the committed benchmark files (``exitflow docs``, ``flows/docs.py``).
 """
