@@ -87,6 +87,12 @@ def run_speculative(adapter, head, rows: list[dict], batch_size: int, setting: t
             "token_layers_per_token": applications / max(1, decode_tokens)}
 
 
+def speculative_runner(adapter, head, setting: tuple[int, int], max_new_tokens: int, ends: list[int], pad: int):
+    """One timed self-speculative decoding call on a batch."""
+    return lambda b: decode_self_speculative(adapter, b["input_ids"], b["attention_mask"], *setting, max_new_tokens,
+                                             ends, pad, head)
+
+
 def tokenized_prompts(path: Path, tokenizer) -> list[dict]:
     """``{"prompt": ...}`` lines -> rows with ``prompt_ids`` (the model's chat template)."""
     rows = read_jsonl(path)
@@ -203,8 +209,7 @@ def main(argv=None) -> list[dict]:
                                                                 max_new_tokens, ends, pad))
                    for name, (ex, rule, _) in methods.items()}
         for name, (setting, _) in spec_runs.items():
-            runners[name] = (lambda b, setting=setting, head=draft_heads(setting[0]): decode_self_speculative(
-                adapter, b["input_ids"], b["attention_mask"], *setting, max_new_tokens, ends, pad, head))
+            runners[name] = speculative_runner(adapter, draft_heads(setting[0]), setting, max_new_tokens, ends, pad)
         runners["hf-generate"] = lambda b: lm.generate(input_ids=b["input_ids"], attention_mask=b["attention_mask"],
                                                        max_new_tokens=max_new_tokens, do_sample=False,
                                                        eos_token_id=ends, pad_token_id=pad)

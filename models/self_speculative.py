@@ -54,8 +54,8 @@ the draft length d), t = cache slots, V = vocabulary, k = draft vocabulary.
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import Iterable
 
 import torch
 from torch import nn
@@ -112,7 +112,7 @@ class DraftHead(nn.Module):
             self.bias = None if head.bias is None else head.bias.detach()[vocab]
 
     @classmethod
-    def from_exits(cls, exits: DecoderExits, layer: int, vocab: torch.Tensor | None = None) -> "DraftHead":
+    def from_exits(cls, exits: DecoderExits, layer: int, vocab: torch.Tensor | None = None) -> DraftHead:
         """The trained exit at ``layer`` (an exit point of ``exits``) as the draft's exit state."""
         if layer not in exits.points[:-1]:
             raise GenerationError(f"generate.speculative.draft_layer: {layer} is not one of the trained exit points "

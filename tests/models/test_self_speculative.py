@@ -125,7 +125,7 @@ def test_a_draft_that_is_always_wrong_rejects_every_draft_and_rolls_the_cache_ba
     max_new = 12
     end = stop_token(full_depth(adapter, ids, padding, max_new, [-1]))
     reference = full_depth(adapter, ids, padding, max_new, [end], keep_cache=True)
-    never = sorted(set(range(3, 61)) - set(reference.tokens.flatten().tolist()))[0]
+    never = min(set(range(3, 61)) - set(reference.tokens.flatten().tolist()))
     head = DraftHead(adapter, vocab=torch.tensor([never]))
     out = decode_self_speculative(adapter, ids, padding, 3, 4, max_new, [end], PAD, head, keep_cache=True)
     assert out.sequences() == reference.sequences()
