@@ -150,6 +150,19 @@ def test_cache_after_partial_acceptance_equals_plain_decoding(make):
     assert ((extra >= 0) & (extra <= 3)).all()
 
 
+def test_rows_that_end_at_their_first_token_and_a_one_token_budget():
+    adapter = DecoderAdapter(tiny_lm(layers=LAYERS))
+    ids, padding = ragged_prompts()
+    first = full_depth(adapter, ids, padding, 1, [-1]).tokens[:, 0]
+    end = int(first[0])  # row 0 (and any row sharing its first token) ends at once
+    reference = full_depth(adapter, ids, padding, 10, [end])
+    out = decode_self_speculative(adapter, ids, padding, 2, 3, 10, [end], PAD)
+    assert out.sequences() == reference.sequences() and out.lengths[0] == 1 and out.steps[0] == 0
+    assert out.lengths.max() > 1
+    one = decode_self_speculative(adapter, ids, padding, 2, 3, 1, [EOS], PAD)
+    assert torch.equal(one.tokens[:, 0], first) and (one.steps == 0).all()
+
+
 def test_reduced_vocabulary_and_trained_exit_drafts_stay_lossless():
     adapter = DecoderAdapter(tiny_lm(layers=LAYERS))
     ids, padding = ragged_prompts()
