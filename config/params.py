@@ -391,6 +391,17 @@ class GeneratePolicyConfig(Section):
     epsilon_end: float = Field(default=0.0, ge=0.0, le=1.0)
 
 
+class GenerateSpeculativeConfig(Section):
+    """Self-speculative decoding (``models/self_speculative.py``): draft ``draft_length`` tokens from
+    layer ``draft_layer`` (E, 1-based), verify them with layers E+1..L; output identical to
+    full-depth greedy decoding. E must also be <= L-1, checked when the decoder is loaded."""
+
+    draft_layer: int = Field(default=15, ge=1)  # E: a placeholder until chosen on dev (benchmarks/bench_generation.py --sweep)
+    draft_length: int = Field(default=4, ge=1)  # d: tokens drafted per step
+    draft_head: Literal["shared", "exit"] = "shared"  # shared: final norm + LM head; exit: the trained init exit at E
+    draft_vocab: int = Field(default=0, ge=0)  # 0: the whole vocabulary; k: the k most frequent response tokens
+
+
 class DecodingConfig(Section):
     """What every generation step decodes with (``GenerateConfig.decoding``): the decoder, the
     response length, the batch size."""
@@ -429,6 +440,7 @@ class GenerateConfig(Section):
     rouge_target: float = Field(default=0.8, gt=0.0, le=1.0)  # the benchmark's quality bar
     speedups: list[float] = [1.5, 2.0, 2.5, 3.0]  # where the report reads each curve (layer speed-up)
     examples: int = Field(default=8, ge=0)  # example responses in the report
+    speculative: GenerateSpeculativeConfig = GenerateSpeculativeConfig()
 
     @property
     def decoding(self) -> DecodingConfig:

@@ -161,6 +161,34 @@ class DecoderAdapter:
         attended = F.scaled_dot_product_attention(q, keys, values, attn_mask=valid[:, None, None, :], enable_gqa=True)
         return self._finish(layer, hidden, attended)
 
+    def extend_layer(self, index: int, hidden: torch.Tensor, cos, sin, cache: KVCache, rows: torch.Tensor | None,
+                     slots: torch.Tensor) -> torch.Tensor:
+        """Layer ``index`` for ``n`` new tokens per row, each row at its own slots (self-speculative
+        decoding: rows accept drafts at different rates, so their caches grow by different amounts).
+
+        ``hidden [a, n, d]`` of cache rows ``rows`` (None = all rows), ``cos, sin [a, n, hd]``,
+        ``slots [a, n]`` (increasing along n). Writes the tokens' keys/values at ``slots``; token j
+        attends to the row's valid slots ``<= slots[:, j]`` (the caller marks ``slots`` valid first
+        and every later slot invalid, so this is causal over the new tokens).
+        """
+        layer = self.layers[index]
+        q, k, v = self._qkv(layer, hidden, cos, sin)
+        width = int(slots.max()) + 1
+        row_index = torch.arange(hidden.shape[0], device=hidden.device) if rows is None else rows
+        # advanced indices around a slice put their dims first: [a, n, kvh, hd]
+        cache.keys[index, row_index[:, None], :, slots] = k.transpose(1, 2)
+        cache.values[index, row_index[:, None], :, slots] = v.transpose(1, 2)
+        if rows is None:
+            keys, values = cache.keys[index, :, :, :width], cache.values[index, :, :, :width]
+            valid = cache.valid[:, :width]
+        else:
+            keys, values = cache.keys[index, rows, :, :width], cache.values[index, rows, :, :width]
+            valid = cache.valid[rows, :width]
+        causal = torch.arange(width, device=hidden.device)[None, None, :] <= slots[:, :, None]  # [a, n, t]
+        allowed = valid[:, None, :] & causal
+        attended = F.scaled_dot_product_attention(q, keys, values, attn_mask=allowed[:, None], enable_gqa=True)
+        return self._finish(layer, hidden, attended)
+
     # -- state copying -------------------------------------------------------------------
     def _folded_kv(self, like: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
         """Every layer's k/v projection with its input-norm weight folded in:
