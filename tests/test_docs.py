@@ -30,6 +30,7 @@ METHOD_RESULTS = {
     "past-future.md": "past-future.md",
     "leco.md": "leco.md",
     "generation.md": "generation.md",
+    "self-speculative.md": "generation.md",
     "learnability.md": "learnability.md",
     "comparison.md": "comparison.md",
 }
