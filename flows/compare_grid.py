@@ -211,12 +211,13 @@ def build_grid(params: Params, cells_dir: Path) -> tuple[list[dict], list[tuple[
 
 def report_cells(cells: list[ComparisonCell], root: Path) -> list[ComparisonCell]:
     """Cells as the DVC-tracked report keeps them: no wall time of the run (``timing.json`` has
-    it) and checkpoints relative to the project, so a re-run from the cache or a moved project
-    writes the same report."""
+    it) and checkpoints and per-row test predictions relative to the project, so a re-run from the
+    cache or a moved project writes the same report."""
     def portable(summary: CellSummary | None) -> CellSummary | None:
-        if summary is None or not summary.checkpoint:
+        if summary is None:
             return summary
-        return replace(summary, checkpoint=portable_path(Path(summary.checkpoint), root))
+        where = {k: portable_path(Path(getattr(summary, k)), root) for k in ("checkpoint", "test_rows") if getattr(summary, k)}
+        return replace(summary, **where)
 
     return [replace(c, seconds=None, summary=portable(c.summary)) for c in cells]
 

@@ -75,7 +75,7 @@ def hashee_cell(ctx: RunContext, variant: str) -> dict:
     evaluated = steps["evaluated"]
     metrics = {**evaluated["summary"], "metric": ctx.task_spec["metric"]}
     timing = json.loads(Path(evaluated["timing"]).read_text())
-    return single_point_summary("hash", metrics, timing, steps["checkpoint"], batch_size)
+    return single_point_summary("hash", metrics, timing, steps["checkpoint"], batch_size, evaluated.get("test_rows"))
 
 
 @flow(name="hashee_pipeline", log_prints=True)

@@ -39,5 +39,5 @@ def static_cell(ctx: RunContext, variant: str) -> dict:
                            timing_batch_size=params.compare.timing_batch_size, timing_rows=ev.timing_rows,
                            timing_repeats=ev.timing_repeats, **ctx.inputs.kwargs())
     return single_point_summary("static", evaluated["summary"], evaluated["timing_summary"], trained["checkpoint"],
-                                params.compare.timing_batch_size)
+                                params.compare.timing_batch_size, evaluated.get("test_rows"))
 

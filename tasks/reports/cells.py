@@ -88,6 +88,10 @@ class CellSummary:
             ``side = {"threshold", "quality", "layer_speedup", "flops_speedup"}``.
         timed: criterion -> its dev operating point, timed (criteria without a timing left out).
         checkpoint: the trained model's folder.
+        test_rows: its per-row test predictions at every sweep point (``tasks.row_predictions``,
+            keys ``<criterion>:<index into series>``); None when the evaluation kept none.
+        at_chance: whether the full-depth model is at chance level on dev (``models.metrics.chance_check``);
+            None when not checked.
     """
 
     metric: str
@@ -97,23 +101,28 @@ class CellSummary:
     series: dict[str, list[dict]]
     timed: dict[str, TimedPoint]
     checkpoint: str
+    test_rows: str | None = None
+    at_chance: bool | None = None
 
     @property
     def points(self) -> list[dict]:
-        """The union of ``series``, each sweep point tagged with its ``criterion``."""
-        return [{**p, "criterion": c} for c, pts in sorted(self.series.items()) for p in pts]
+        """The union of ``series``, each sweep point tagged with its ``criterion`` and its ``index`` in it."""
+        return [{**p, "criterion": c, "index": i} for c, pts in sorted(self.series.items()) for i, p in enumerate(pts)]
 
     def to_json(self) -> dict:
-        """``{"metric", "num_layers", "full": {"dev", "test"}, "series", "timed", "checkpoint"}``."""
+        """``{"metric", "num_layers", "full": {"dev", "test"}, "series", "timed", "checkpoint"[, "test_rows"][, "at_chance"]}``
+        (the last two only when known)."""
+        extra = {k: v for k, v in (("test_rows", self.test_rows), ("at_chance", self.at_chance)) if v is not None}
         return {"metric": self.metric, "num_layers": self.num_layers, "full": {"dev": self.full_dev, "test": self.full_test},
                 "series": self.series, "timed": {k: t.to_json() for k, t in self.timed.items()},
-                "checkpoint": self.checkpoint}
+                "checkpoint": self.checkpoint, **extra}
 
     @classmethod
     def from_json(cls, data: dict) -> CellSummary:
         """The summary ``to_json`` wrote (extra keys, as a cell's, are ignored)."""
         return cls(data["metric"], data["num_layers"], data["full"]["dev"], data["full"]["test"], data["series"],
-                   {k: TimedPoint.from_json(t) for k, t in data["timed"].items()}, data["checkpoint"])
+                   {k: TimedPoint.from_json(t) for k, t in data["timed"].items()}, data["checkpoint"],
+                   data.get("test_rows"), data.get("at_chance"))
 
 
 @dataclass(frozen=True)
