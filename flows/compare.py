@@ -55,7 +55,8 @@ def compare_flow(params_path: str = "params.yaml", overrides: list[str] | None =
     results = run_grid.with_options(task_runner=runner)(units, threads)
     wall = time.perf_counter() - start
     cells = assemble_cells(grid, results) + na
-    report = compare_report(report_cells(cells, params.root), tuple(params.compare.speedups), out_dir=root / "report")
+    report = compare_report(report_cells(cells, params.root), tuple(params.compare.speedups), out_dir=root / "report",
+                            rows_root=params.root)
     timing = grid_timing(wall, how, results, cells)
     atomic_write_json(root / "timing.json", timing)  # wall-clock: beside the report, never inside it
     with ctx.parent_run(f"compare-{profile_name}", ("seed", "backbone", "train", "evaluate", "compare")):

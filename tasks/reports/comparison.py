@@ -39,8 +39,9 @@ import numpy as np
 from tasks.io import atomic_write_json, atomic_write_text
 from tasks.plots import XLABELS, _save, method_styles, speedup_scatter, tradeoff_panels
 from tasks.reports.cells import STATUSES, ComparisonCell, is_static, static_depth
+from tasks.reports.claims import FLAG_GAP, claims_for_task, claims_markdown, flag_reasons, rows_loader
 from tasks.reports.tables import escape_cell, format_mean_std, markdown_table
-from models.tradeoff import average_ranks, claim, curve_auc, dev_chosen_front, mean_std, pareto_front, quality_at
+from models.tradeoff import average_ranks, curve_auc, dev_chosen_front, mean_std, pareto_front, quality_at
 
 SELECTION = ("Numbers: per seed, the learning rate chosen on dev; a method's curve is the union of its criteria's "
              "sweep points reduced to the Pareto front on dev (dev layer speed-up, dev quality), reported with its "
@@ -49,6 +50,11 @@ SELECTION = ("Numbers: per seed, the learning rate chosen on dev; a method's cur
              "under that curve over 1x..3x / 2 with quality 0 beyond the reach. Cells: mean ± std over seeds "
              "(ddof=1; one seed: mean only); '(n/m seeds)' = only n of the m ok seeds count. Timed: batch-32 "
              "wall-clock speed-up at the dev operating point of the criterion fastest on dev, with its test quality.")
+INTERVALS = ("Claims: the test-quality difference A - B at a target, mean over seeds, with a 95% paired bootstrap "
+             "interval (the same resampled test rows on both sides and, with two seeds or more, the same resampled "
+             "seeds; the metric recomputed on every resample; the dev-chosen operating points held fixed). A claim "
+             "holds or fails only when its interval excludes 0, else 'no difference detected'. Flagged cells (full "
+             "model at chance on dev, or far below the full static model on dev) are shown but never ranked nor claimed.")
 
 
 # ---- aggregation over seeds --------------------------------------------------------------------
@@ -95,6 +101,11 @@ def _status_text(summary: dict) -> str:
         problems.setdefault((e["status"], e["error"]), []).append(str(e["seed"]))
     parts += [f"{status}: {error} (seed{'s' if len(seeds) > 1 else ''} {', '.join(seeds)})"
               for (status, error), seeds in problems.items()]
+    flagged: dict[str, list] = {}
+    for f in summary.get("flagged", []):
+        flagged.setdefault(f["why"], []).append(str(f["seed"]))
+    parts += [f"FLAGGED, not ranked: {why} (seed{'s' if len(seeds) > 1 else ''} {', '.join(seeds)})"
+              for why, seeds in flagged.items()]
     return escape_cell("; ".join(p for p in parts if p))
 
 
@@ -227,20 +238,6 @@ def static_line_at(by_method: dict[str, list[dict]], speedups: tuple[float, ...]
     return {f"{t:g}x": mean_std([quality_at(f, t) for f in fronts]) for t in speedups}
 
 
-def claims_table(summaries: dict[str, dict], static: dict[str, dict], speedups: tuple[float, ...]) -> tuple[str, dict]:
-    """Markdown and data: each early-exit method's test quality minus the static line's at each target."""
-    data = {m: {f"{t:g}x": claim(s["quality_at"][f"{t:g}x"], static[f"{t:g}x"]) for t in speedups}
-            for m, s in summaries.items() if not is_static(m) and s["status"]["ok"]}
-
-    def text(c: dict) -> str:
-        return c["verdict"] if c["difference"] is None else f"{c['difference']:+.1f} ({c['verdict']})"
-
-    rows = [[m] + [text(by_target[f"{t:g}x"]) for t in speedups] for m, by_target in data.items()]
-    head = ["method"] + [f"vs static @ {t:g}x" for t in speedups]
-    return ("Against the static smaller models (test quality minus the static line at the same layer "
-            "speed-up; a claim needs the difference to exceed the seed spread):\n\n" + markdown_table(head, rows)), data
-
-
 # ---- the report --------------------------------------------------------------------------------
 
 def _method_order(method: str) -> tuple[bool, int]:
@@ -264,13 +261,16 @@ def _overall(summaries: dict[str, dict[str, dict]], auc_label: str) -> tuple[str
     methods = sorted({m: None for by_method in summaries.values() for m in by_method}, key=_method_order)
     auc = {m: {t: summaries[t][m]["auc"] for t in tasks if m in summaries[t] and summaries[t][m]["status"]["ok"]}
            for m in methods}
-    ranks = average_ranks({m: a for m, a in auc.items() if not is_static(m)}, tasks)
+    ranked = {m: {t: a for t, a in by_task.items() if not summaries[t][m].get("flagged")} for m, by_task in auc.items()}
+    ranks = average_ranks({m: a for m, a in ranked.items() if not is_static(m)}, tasks)
 
     def cell(m: str, t: str) -> str:
         s = summaries[t].get(m)
         if s is None:
             return ""
-        return format_mean_std(s["auc"]) if s["status"]["ok"] else ("n/a" if s["status"]["n/a"] else "failed")
+        if not s["status"]["ok"]:
+            return "n/a" if s["status"]["n/a"] else "failed"
+        return format_mean_std(s["auc"]) + (" (flagged)" if s.get("flagged") else "")
 
     def rank(m: str) -> str:
         r = ranks.get(m)
@@ -286,7 +286,8 @@ def _overall(summaries: dict[str, dict[str, dict]], auc_label: str) -> tuple[str
 
 
 def compare_report(cells: list[ComparisonCell], speedups: tuple[float, ...] = (1.5, 2.0, 3.0), *, out_dir: Path,
-                   auc_range: tuple[float, float] = (1.0, 3.0)) -> dict:
+                   auc_range: tuple[float, float] = (1.0, 3.0), rows_root: Path | None = None, flag_gap: float = FLAG_GAP,
+                   resamples: int = 2000, notes: list[str] = ()) -> dict:
     """Writes the comparison report of finished grid cells into ``out_dir``.
 
     ``cells``: ``tasks.reports.cells.ComparisonCell``; a static baseline's cell has one criterion
@@ -295,14 +296,22 @@ def compare_report(cells: list[ComparisonCell], speedups: tuple[float, ...] = (1
     Writes ``compare.json`` (per task, per method: ``summarise_method``'s numbers with the raw cells;
     overall AUC and average ranks), ``compare.md``, and per task ``pareto-<task>.png`` /
     ``pareto-<task>.csv`` / ``wallclock-<task>.png``. Failed and n/a cells are reported, never dropped.
+    Claims carry paired bootstrap intervals over the cells' per-row test predictions
+    (``tasks.reports.claims``; relative ``test_rows`` paths resolve against ``rows_root``); a cell at
+    chance or more than ``flag_gap`` dev points below the full model is flagged: shown, never ranked
+    nor claimed. ``notes``: sentences printed under the selection (e.g. how the learning rate was chosen).
     Returns ``{"json", "markdown", "plots": {task: path}, "wallclock_plots": {task: path}, "table"}``.
     """
     out_dir = Path(out_dir)
     grouped = _group(cells)
     tasks = list(grouped)
     styles = method_styles(list(dict.fromkeys(c.method for c in cells if not c.is_static)))
-    summaries = {t: {m: summarise_method(cs, speedups, auc_range) for m, cs in by_method.items()}
+    flags = {t: flag_reasons(by_method, flag_gap) for t, by_method in grouped.items()}
+    summaries = {t: {m: {**summarise_method(cs, speedups, auc_range),
+                         "flagged": [{"seed": c.seed, "why": flags[t][(m, c.seed)]} for c in cs if (m, c.seed) in flags[t]]}
+                     for m, cs in by_method.items()}
                  for t, by_method in grouped.items()}
+    rows = rows_loader(rows_root)
     auc_label = f"AUC[{auc_range[0]:g},{auc_range[1]:g}]"
     head = (["method", "status", "lr (chosen)", "full test"] + [f"test @ {t:g}x" for t in speedups]
             + [auc_label, "reach", "timed b32 wall-clock @ test quality (criterion)"])
@@ -313,17 +322,19 @@ def compare_report(cells: list[ComparisonCell], speedups: tuple[float, ...] = (1
         atomic_write_text(out_dir / f"pareto-{task}.csv", pareto_csv(by_method))
         full = full_model_quality(by_method)
         metric = _metric(by_method, "?")
-        static = static_line_at(by_method, speedups)
-        claims_md, claims[task] = claims_table(summaries[task], static, speedups)
+        claims[task] = claims_for_task(by_method, speedups, rows, flags[task], resamples)
+        claims_md = claims_markdown(claims[task], speedups)
         sections.append(f"## {task} ({metric})\n\n" + markdown_table(head, [_row(m, s) for m, s in summaries[task].items()])
                         + ("" if full is None else f"\n\nFull model (static-L, test): {full:.1f}")
                         + "\n\n" + claims_md
                         + f"\n\n![{task} Pareto](pareto-{task}.png) ![{task} wall-clock](wallclock-{task}.png)\n")
     overall, auc, ranks = _overall(summaries, auc_label)
-    table = "# exitflow compare\n\n" + SELECTION + "\n\n" + "\n".join(sections) + "\n" + overall
+    table = "# exitflow compare\n\n" + " ".join([SELECTION, INTERVALS, *notes]) + "\n\n" + "\n".join(sections) + "\n" + overall
     json_path = atomic_write_json(out_dir / "compare.json", {
-        "selection": SELECTION, "speedups": list(speedups), "auc_range": list(auc_range),
-        "tasks": {t: {"full_model": full_model_quality(grouped[t]), "methods": summaries[t], "against_static": claims[t]}
+        "selection": SELECTION, "intervals": INTERVALS, "notes": list(notes), "speedups": list(speedups),
+        "auc_range": list(auc_range),
+        "tasks": {t: {"full_model": full_model_quality(grouped[t]), "methods": summaries[t],
+                      "against_static": claims[t]["against_static"], "claims": claims[t]["named"]}
                   for t in tasks},
         "overall": {"auc": auc, "average_rank": ranks}})
     md_path = atomic_write_text(out_dir / "compare.md", table)
