@@ -15,7 +15,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 STATIC_PREFIX = "static-"
-STATUSES = ("ok", "failed", "n/a")
+STATUSES = ("ok", "failed", "n/a", "pending")
 
 
 def static_method(k: int) -> str:
@@ -141,8 +141,8 @@ class ComparisonCell:
 
     Attributes:
         task, method, seed: the cell; ``method`` is a registered method or ``static-<k>``.
-        status: ``ok``, ``failed`` (no unit at the chosen rate trained) or ``n/a`` (the method
-            cannot do the task).
+        status: ``ok``, ``failed`` (no unit at the chosen rate trained), ``n/a`` (the method
+            cannot do the task) or ``pending`` (not run yet: a budget stopped the grid before it).
         lr: the learning rate chosen on dev for (task, method); None when none trained.
         lr_scores: each tried rate (``f"{lr:g}"``) -> full-depth dev quality, None where it failed.
         seconds: wall time of all its units; None in the report, which keeps no run times.
@@ -199,7 +199,7 @@ class ComparisonCell:
         """The cell as ``cell.json`` and ``compare.json`` hold it, keys in their historical order."""
         head = {"task": self.task, "method": self.method, "seed": self.seed, "kind": self.kind}
         seconds = {} if self.seconds is None else {"seconds": self.seconds}
-        if self.status == "n/a":
+        if self.status in ("n/a", "pending"):
             return {**head, "status": self.status, **seconds, "error": self.error, "lr": self.lr, "lr_scores": self.lr_scores}
         head = {**head, **seconds, "lr_scores": self.lr_scores}
         if self.status == "failed":
