@@ -35,6 +35,7 @@ from flows.compare_grid import (  # noqa: F401  (check_dask_address: flows.cli i
     runner_slots,
     task_runner,
 )
+from tasks.caching import shared_counts
 from tasks.io import atomic_write_json
 from tasks.reports.comparison import compare_report
 
@@ -63,7 +64,8 @@ def compare_flow(params_path: str = "params.yaml", overrides: list[str] | None =
     wall = time.perf_counter() - start
     cells = assemble_cells(grid, results, params.compare.seeds) + na
     report = compare_report(report_cells(cells, params.root), tuple(params.compare.speedups), out_dir=root / "report",
-                            rows_root=params.root, flag_gap=params.compare.flag_gap, notes=run_notes(params, cells))
+                            rows_root=params.root, flag_gap=params.compare.flag_gap,
+                            notes=run_notes(params, cells, shared_counts(sorted((root / "cells").glob("lr-*/cache/trainings")))))
     timing = grid_timing(wall, how, results, cells)
     atomic_write_json(root / "timing.json", timing)  # wall-clock: beside the report, never inside it
     with ctx.parent_run(f"compare-{profile_name}", ("seed", "backbone", "train", "evaluate", "compare")):

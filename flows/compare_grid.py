@@ -307,13 +307,18 @@ def report_cells(cells: list[ComparisonCell], root: Path) -> list[ComparisonCell
     return [replace(c, seconds=None, summary=portable(c.summary)) for c in cells]
 
 
-def run_notes(params: Params, cells: list[ComparisonCell]) -> list[str]:
-    """The report's sentences on how this run chose and how far it got (no times: the report is reproducible)."""
+def run_notes(params: Params, cells: list[ComparisonCell], shared: dict | None = None) -> list[str]:
+    """The report's sentences on how this run chose and how far it got (no times: the report is
+    reproducible); ``shared``: ``tasks.caching.shared_counts`` of the grid's shared trainings."""
     seeds = params.compare.seeds
     notes = [f"Learning rate: per (task, method), chosen on seed {seeds[0]} from "
              f"{', '.join(f'{lr:g}' for lr in params.compare.lr_grid)} (best dev quality at full depth) and reused "
              f"for {'the other seeds' if len(seeds) > 1 else 'no other seed'} ({len(seeds)} seed{'s' if len(seeds) > 1 else ''}: "
              f"{', '.join(map(str, seeds))})."]
+    if shared and shared["requested"]:
+        notes.append(f"Shared trainings: {shared['requested']} model folders asked for a model trained with the "
+                     f"same inputs and code as another's (the single-exit full model: static-L and HashEE's "
+                     f"reference); {shared['trained']} were trained, {shared['requested'] - shared['trained']} saved.")
     pending = [c for c in cells if c.status == "pending"]
     if pending:
         notes.append(f"INCOMPLETE: {len(pending)} of {len(cells)} cells pending (compare.budget {params.compare.budget} "
