@@ -22,8 +22,9 @@ How the numbers are chosen (``SELECTION``, also printed in compare.md):
   dev layer speed-up over seeds, then dev quality), as the champion model ships; wall-clock is
   measured on test rows, so it never chooses.
 
-Plots: every seed's front is drawn in its method's style (only the first seed is labelled):
-averaging fronts over seeds is ill-defined and pooling seeds would pick the luckiest points.
+Plots (one figure per task, test numbers): the readings at each target and the timed dev
+operating points as markers with seed error bars, never joined by lines (dev-chosen points need
+not form a front on test); the static line through the static-k seed means with a ± std band.
 """
 
 from __future__ import annotations
@@ -37,11 +38,11 @@ from typing import Callable
 import numpy as np
 
 from tasks.io import atomic_write_json, atomic_write_text
-from tasks.plots import XLABELS, _save, method_styles, speedup_scatter, tradeoff_panels
+from tasks.plots import STATIC_STYLE, XLABELS, _save, legend_right, method_styles, plt, speedup_scatter
 from tasks.reports.cells import STATUSES, ComparisonCell, is_static, static_depth
 from tasks.reports.claims import FLAG_GAP, claims_for_task, claims_markdown, flag_reasons, rows_loader
 from tasks.reports.tables import escape_cell, format_mean_std, markdown_table
-from models.tradeoff import average_ranks, curve_auc, dev_chosen_front, mean_std, pareto_front, quality_at
+from models.tradeoff import average_ranks, curve_auc, dev_chosen_front, mean_std, quality_at
 
 SELECTION = ("Numbers: per seed, the learning rate chosen on dev; a method's curve is the union of its criteria's "
              "sweep points reduced to the Pareto front on dev (dev layer speed-up, dev quality), reported with its "
@@ -139,11 +140,6 @@ def _static_points(by_method: dict[str, list[ComparisonCell]],
     return out
 
 
-def _static_flops(c: ComparisonCell) -> tuple | None:
-    pts = c.points
-    return (pts[0]["test"]["flops_speedup"], pts[0]["test"]["quality"]) if pts else None
-
-
 def _static_timed(c: ComparisonCell) -> tuple | None:
     pts = c.timed
     return (pts[0][1].wallclock_speedup, pts[0][1].test_quality) if pts else None
@@ -175,27 +171,86 @@ def full_model_quality(by_method: dict[str, list[ComparisonCell]]) -> float | No
     return float(np.mean([c.summary.full_test for c in deepest]))
 
 
-def pareto_figure(task: str, by_method: dict[str, list[dict]], styles: dict[str, tuple[str, str]]):
-    """Two panels for one task's cells (``by_method[method]`` = one cell per seed): (a) test quality vs
-    test FLOPs speed-up along each seed's dev-chosen front (dev FLOPs speed-up, dev quality); (b) test
-    quality vs measured batch-32 wall-clock speed-up, timed points faint with a line along their
-    front. Static-k baselines dashed grey (seed means), the full model (static-L) dotted. Unsaved Figure."""
+def _mean_std_xy(values: list[tuple[float, float]]) -> tuple[float, float, float, float] | None:
+    """``(mean x, mean y, std x, std y)`` over seeds (std 0 with one seed); None without values."""
+    if not values:
+        return None
+    xs, ys = np.array([v[0] for v in values]), np.array([v[1] for v in values])
+    sd = lambda a: float(np.std(a, ddof=1)) if len(a) > 1 else 0.0  # noqa: E731
+    return float(xs.mean()), float(ys.mean()), sd(xs), sd(ys)
+
+
+def _static_band(ax, points: list[tuple[float, float, float, float, str]]) -> None:
+    """The static line through the static-k seed means, a band of ± one seed std around it."""
+    points = sorted(points)
+    if not points:
+        return
+    xs, ys, sds = [p[0] for p in points], [p[1] for p in points], [p[3] for p in points]
+    ax.plot(xs, ys, markersize=5, linewidth=1.2, **STATIC_STYLE)
+    ax.fill_between(xs, [y - s for y, s in zip(ys, sds)], [y + s for y, s in zip(ys, sds)], color=STATIC_STYLE["color"],
+                    alpha=0.15, linewidth=0, label="static ± seed std")
+    for x, y, _, _, k in points:
+        ax.annotate(k, (x, y), textcoords="offset points", xytext=(3, 4), fontsize=7, color="dimgray")
+
+
+def pareto_figure(task: str, by_method: dict[str, list[ComparisonCell]], styles: dict[str, tuple[str, str]],
+                  speedups: tuple[float, ...] = (1.5, 2.0, 3.0)):
+    """One task on TEST, two panels; points only, never lines through dev-chosen points (their test
+    numbers need not form a front): (a) each method's quality read at each target layer speed-up on its
+    dev-chosen front, mean over seeds with a ± std error bar (the table's numbers; methods nudged
+    apart in x); (b) each criterion's dev operating point timed at batch 32: mean wall-clock speed-up and
+    test quality with seed error bars on both. The static line (static-k seed means, each at its own
+    speed-up) with a ± std band; the full model (static-L) dotted. Unsaved Figure."""
     early = _early_ok(by_method)
-    flops = {"xlabel": XLABELS["flops_speedup"],
-             "lines": {m: [[(p["test"]["flops_speedup"], p["test"]["quality"])
-                            for p in dev_chosen_front(c.points, "flops_speedup")] for c in cells]
-                       for m, cells in early.items()},
-             "static": _static_points(by_method, _static_flops)}
-    wall = {m: [[(t.wallclock_speedup, t.test_quality) for _, t in c.timed] for c in cells] for m, cells in early.items()}
-    timed = {"xlabel": XLABELS["wallclock_speedup"],
-             "lines": {m: [pareto_front(pts, 0, 1) for pts in seeds] for m, seeds in wall.items()},
-             "points": {m: [p for pts in seeds for p in pts] for m, seeds in wall.items()},
-             "static": _static_points(by_method, _static_timed)}
+    fig, (ax_layer, ax_wall) = plt.subplots(1, 2, figsize=(2 * 4.8 + 2.3, 4.4))
+    width = 0.04 * (max(speedups) - min(speedups) or 1.0)
+    for i, (method, cells) in enumerate(early.items()):
+        colour, marker = styles[method]
+        fronts = [dev_chosen_front(c.points) for c in cells]
+        shift = (i - (len(early) - 1) / 2) * width / max(1, len(early))
+        at = [(t, mean_std([quality_at(f, t) for f in fronts])) for t in speedups]
+        at = [(t, a) for t, a in at if a["mean"] is not None]
+        if at:
+            ax_layer.errorbar([t + shift for t, _ in at], [a["mean"] for _, a in at], yerr=[a["std"] or 0.0 for _, a in at],
+                              color=colour, marker=marker, linestyle="none", markersize=5, capsize=2, label=method)
+        criteria = sorted({k for c in cells for k, _ in c.timed})
+        for criterion in criteria:
+            point = _mean_std_xy([(t.wallclock_speedup, t.test_quality) for c in cells for k, t in c.timed if k == criterion])
+            ax_wall.errorbar([point[0]], [point[1]], xerr=[point[2]], yerr=[point[3]], color=colour, marker=marker,
+                             linestyle="none", markersize=4, capsize=2, alpha=0.8, label=method)
+    for ax, point in ((ax_layer, _static_layer_point), (ax_wall, _static_timed)):
+        static = []
+        for method, cells in by_method.items():
+            if is_static(method):
+                agg = _mean_std_xy([p for p in (point(c) for c in cells if c.ok) if p is not None])
+                if agg is not None:
+                    static.append((*agg, str(static_depth(method))))
+        _static_band(ax, static)
     full = full_model_quality(by_method)
     metric = _metric(by_method, "quality")
-    return tradeoff_panels([flops, timed], styles, f"test {metric} (%)",
-                           f"{task}: dev-chosen fronts at their test numbers (every seed drawn)",
-                           None if full is None else (full, "full model (static-L)"))
+    for ax, xlabel in ((ax_layer, XLABELS["layer_speedup"] + ", test"), (ax_wall, XLABELS["wallclock_speedup"])):
+        if full is not None:
+            ax.axhline(full, color="black", linestyle=":", linewidth=1, label="full model (static-L)")
+        ax.set_xlabel(xlabel)
+        ax.set_ylabel(f"test {metric} (%)")
+        ax.grid(alpha=0.3)
+    ax_layer.set_title("quality at each target (dev-chosen front), mean ± seed std", fontsize=8)
+    ax_wall.set_title("timed dev operating points, mean ± seed std", fontsize=8)
+    fig.suptitle(f"{task}: test numbers of dev-chosen points ({len({c.seed for cs in early.values() for c in cs})} seeds)",
+                 fontsize=10)
+    legend_right(fig)
+    legend = fig.legends[0]  # matplotlib lists error bars after lines: the methods first, in their order
+    pairs = dict(zip([t.get_text() for t in legend.get_texts()], legend.legend_handles))
+    order = [m for m in styles if m in pairs] + [label for label in pairs if label not in styles]
+    legend.remove()
+    fig.legend([pairs[label] for label in order], order, loc="center left",
+               bbox_to_anchor=(fig.subplotpars.right + 0.01, 0.5), fontsize=7, frameon=False)
+    return fig
+
+
+def _static_layer_point(c: ComparisonCell) -> tuple | None:
+    pts = c.points
+    return (pts[0]["test"]["layer_speedup"], pts[0]["test"]["quality"]) if pts else None
 
 
 def wallclock_figure(task: str, by_method: dict[str, list[dict]], styles: dict[str, tuple[str, str]]):
@@ -317,7 +372,7 @@ def compare_report(cells: list[ComparisonCell], speedups: tuple[float, ...] = (1
             + [auc_label, "reach", "timed b32 wall-clock @ test quality (criterion)"])
     sections, plots, wallclock_plots, claims = [], {}, {}, {}
     for task, by_method in grouped.items():
-        plots[task] = str(_save(pareto_figure(task, by_method, styles), out_dir / f"pareto-{task}.png"))
+        plots[task] = str(_save(pareto_figure(task, by_method, styles, speedups), out_dir / f"pareto-{task}.png"))
         wallclock_plots[task] = str(_save(wallclock_figure(task, by_method, styles), out_dir / f"wallclock-{task}.png"))
         atomic_write_text(out_dir / f"pareto-{task}.csv", pareto_csv(by_method))
         full = full_model_quality(by_method)
