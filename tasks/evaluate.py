@@ -44,7 +44,7 @@ from tasks.failpoints import failpoint
 from tasks.features import batches, encode_split
 from tasks.io import TIMING_FILE, atomic_write_json, atomic_write_text, write_result
 from tasks.plots import layerwise_plot, tradeoff_plot
-from tasks.row_predictions import row_key, write_test_rows
+from tasks.row_predictions import LAYER, row_key, write_test_rows
 from tasks.metric_logger import MetricLogger, NullLogger
 from tasks.train import warn_if_at_chance
 
@@ -77,8 +77,10 @@ def check_real_exits(model, criteria: dict, enc: dict[str, list], rec: Recording
 
 
 def sweep_test_rows(curves: dict[str, list[dict]], rec: Recording, regression: bool, options) -> dict:
-    """Per-row test predictions at every swept setting (``row_key(criterion, index)``) and at full depth (``full``)."""
-    out = {"full": predictions(rec.logits[-1], regression)}
+    """Per-row test predictions at every swept setting (``row_key(criterion, index)``), at every exit
+    (``layer:<k>``, k = 1..L: the layer-wise scores) and at full depth (``full``)."""
+    out = {"full": predictions(rec.logits[-1], regression),
+           **{f"{LAYER}:{k}": predictions(rec.logits[k - 1], regression) for k in range(1, rec.logits.shape[0] + 1)}}
     for name, points in curves.items():
         for i, p in enumerate(points):
             _, exit_logits = simulate(make_criterion(name, p["test"]["threshold"], **options(name)), rec.logits, rec.scores)

@@ -3,7 +3,8 @@ resample test rows (``tasks.reports.intervals``).
 
 ``test_rows.npz`` holds ``labels [n]`` and one ``[n]`` prediction vector per evaluated setting,
 keyed ``"<criterion>:<index>"`` (the index into that criterion's sweep in ``curves.json``; a
-single-point model: ``"point:0"``): class ids (int16), or scalars for regression (float32).
+single-point model: ``"point:0"``; every row forced to exit at layer k: ``"layer:<k>"``, k = 1..L):
+class ids (int16), or scalars for regression (float32).
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from tasks.io import atomic_write_bytes
 
 ROWS_FILE = "test_rows.npz"
 SINGLE_POINT = "point:0"
+LAYER = "layer"  # "layer:<k>": every row at exit k (1-based)
 
 
 def row_key(criterion: str, index: int) -> str:

@@ -26,7 +26,7 @@ from models.tradeoff import dev_chosen_front, interpolate_at, mean_std
 from tasks.reports.cells import ComparisonCell, is_static
 from tasks.reports.intervals import Reading, format_interval, interpolation_weights, paired_difference
 from tasks.reports.tables import markdown_table
-from tasks.row_predictions import row_key
+from tasks.row_predictions import LAYER, row_key
 
 STATIC, BEST_BASELINE = "static", "best baseline"
 BASELINES = ("joint", "weighted", "two_stage", "alternating")  # the BERxiT objectives ConsistentEE starts from
@@ -39,6 +39,8 @@ NAMED_CLAIMS = (
     ("ConsistentEE vs the best baseline", "consistentee", BEST_BASELINE),
     ("HashEE vs static", "hashee", STATIC),
 )
+# (label, A, B): the mean over every exit of the layer-wise test quality (LECO's AVG), A - B
+LAYERWISE_CLAIMS = (("LECO AVG vs JT-linear (joint): mean over exits 1..L", "leco", "joint"),)
 FLAG_GAP = 10.0  # points of full-depth dev quality below the full model (static-L) that flag a cell
 
 Rows = Callable[[str], tuple[np.ndarray, dict[str, np.ndarray]]]  # test_rows path -> (labels, predictions)
@@ -139,13 +141,25 @@ def reading(front: list[dict], target: float, rows: Rows) -> tuple[np.ndarray, R
     return labels, Reading(tuple(w for _, w in weights), tuple(predictions))
 
 
-def paired_claim(metric: str, fronts_a: dict[int, list[dict]], fronts_b: dict[int, list[dict]], target: float,
-                 rows: Rows, resamples: int) -> dict:
-    """The interval of A - B at ``target`` over the seeds both sides read on the same test rows;
-    ``{"verdict": ...}`` alone when no seed qualifies."""
+def layerwise_reading(c: ComparisonCell, rows: Rows) -> tuple[np.ndarray, Reading] | None:
+    """``(test labels, Reading)`` of the mean layer-wise test quality over exits 1..L (weights 1/L);
+    None without every exit's rows."""
+    if c.summary.test_rows is None:
+        return None
+    labels, by_key = rows(c.summary.test_rows)
+    L = c.summary.num_layers
+    keys = [f"{LAYER}:{k}" for k in range(1, L + 1)]
+    if any(k not in by_key for k in keys):
+        return None
+    return labels, Reading(tuple([1.0 / L] * L), tuple(by_key[k] for k in keys))
+
+
+def paired_readings(metric: str, readings_a: dict[int, tuple | None], readings_b: dict[int, tuple | None],
+                    resamples: int) -> dict:
+    """The interval of A - B over the seeds where both sides have a reading on the same test rows."""
     gold, side_a, side_b = [], [], []
-    for seed in sorted(set(fronts_a) & set(fronts_b)):
-        a, b = reading(fronts_a[seed], target, rows), reading(fronts_b[seed], target, rows)
+    for seed in sorted(set(readings_a) & set(readings_b)):
+        a, b = readings_a[seed], readings_b[seed]
         if a is None or b is None or len(a[0]) != len(b[0]) or not np.array_equal(a[0], b[0]):
             continue
         gold.append(a[0])
@@ -159,13 +173,23 @@ def paired_claim(metric: str, fronts_a: dict[int, list[dict]], fronts_b: dict[in
     return paired_difference(metric, gold, side_a, side_b, resamples=resamples)
 
 
+def paired_claim(metric: str, fronts_a: dict[int, list[dict]], fronts_b: dict[int, list[dict]], target: float,
+                 rows: Rows, resamples: int) -> dict:
+    """The interval of A - B at ``target`` over the seeds both sides read on the same test rows;
+    ``{"verdict": ...}`` alone when no seed qualifies."""
+    seeds = set(fronts_a) & set(fronts_b)
+    return paired_readings(metric, {s: reading(fronts_a[s], target, rows) for s in seeds},
+                           {s: reading(fronts_b[s], target, rows) for s in seeds}, resamples)
+
+
 def claims_for_task(by_method: dict[str, list[ComparisonCell]], speedups: tuple[float, ...], rows: Rows,
                     flags: dict[tuple[str, int], str], resamples: int = 2000) -> dict:
     """Every early-exit method against the static line, then ``NAMED_CLAIMS`` whose sides exist, at
-    each target: ``{"against_static": {method: {"2x": claim}}, "named": {label: {"vs", "2x": claim}}}``."""
+    each target, and ``LAYERWISE_CLAIMS`` over every exit: ``{"against_static": {method: {"2x": claim}},
+    "named": {label: {"2x": claim}}, "layerwise": {label: claim}}`` (a claim names its sides ``a``, ``b``)."""
     usable = {m: [c for c in cells if c.ok and (m, c.seed) not in flags] for m, cells in by_method.items()}
     metric = next((c.metric for cells in usable.values() for c in cells), None)
-    out = {"against_static": {}, "named": {}}
+    out = {"against_static": {}, "named": {}, "layerwise": {}}
     if metric is None:
         return out
     pairs = [(m, m, STATIC, "against_static") for m in usable if not is_static(m) and usable[m]]
@@ -180,6 +204,11 @@ def claims_for_task(by_method: dict[str, list[ComparisonCell]], speedups: tuple[
                                     **paired_claim(metric, side_a[1], side_b[1], t, rows, resamples)}
         if by_target:
             out[group][label] = by_target
+    for label, a, b in LAYERWISE_CLAIMS:
+        if usable.get(a) and usable.get(b):
+            claim = paired_readings(metric, {c.seed: layerwise_reading(c, rows) for c in usable[a]},
+                                    {c.seed: layerwise_reading(c, rows) for c in usable[b]}, resamples)
+            out["layerwise"][label] = {"a": a, "b": b, **claim}
     return out
 
 
@@ -201,6 +230,10 @@ def claims_markdown(claims: dict, speedups: tuple[float, ...]) -> str:
         rows = [[label] + [text(by[f"{t:g}x"]) if f"{t:g}x" in by else "—" for t in speedups]
                 for label, by in claims["named"].items()]
         parts.append("Method claims (A minus B, same reading):\n\n" + markdown_table(["claim (A vs B)"] + head, rows))
+    if claims.get("layerwise"):
+        rows = [[label, format_interval(c) if "difference" in c else c["verdict"]] for label, c in claims["layerwise"].items()]
+        parts.append("Layer-wise claims (every row forced to exit at each layer, the test quality averaged over "
+                     "exits, A minus B):\n\n" + markdown_table(["claim (A vs B)", "difference"], rows))
     return "\n\n".join(parts)
 
 

@@ -389,7 +389,8 @@ def compare_report(cells: list[ComparisonCell], speedups: tuple[float, ...] = (1
         "selection": SELECTION, "intervals": INTERVALS, "notes": list(notes), "speedups": list(speedups),
         "auc_range": list(auc_range),
         "tasks": {t: {"full_model": full_model_quality(grouped[t]), "methods": summaries[t],
-                      "against_static": claims[t]["against_static"], "claims": claims[t]["named"]}
+                      "against_static": claims[t]["against_static"], "claims": claims[t]["named"],
+                      "layerwise_claims": claims[t]["layerwise"]}
                   for t in tasks},
         "overall": {"auc": auc, "average_rank": ranks}})
     md_path = atomic_write_text(out_dir / "compare.md", table)

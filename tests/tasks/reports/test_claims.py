@@ -25,12 +25,14 @@ def right_on(k: int) -> np.ndarray:
 
 
 def make_cell(folder, method: str, seed: int, points: list[tuple[float, int]], at_chance: bool = False,
-              full_dev: float | None = None) -> ComparisonCell:
-    """One cell whose single criterion has a point per ``(test layer speed-up, rows right)``; dev = test."""
+              full_dev: float | None = None, layers: list[int] | None = None) -> ComparisonCell:
+    """One cell whose single criterion has a point per ``(test layer speed-up, rows right)``; dev = test;
+    ``layers``: rows right at each exit 1..6 (layer-wise predictions)."""
     criterion = "static" if method.startswith("static-") else "entropy"
     preds = {row_key(criterion, i): right_on(k) for i, (_, k) in enumerate(points)}
     if len(points) == 1:
         preds = {SINGLE_POINT: right_on(points[0][1])}
+    preds.update({f"layer:{i}": right_on(k) for i, k in enumerate(layers or [], 1)})
     path = write_test_rows(folder / f"{method}-{seed}", GOLD, preds, regression=False)
     series = {criterion: [{"dev": side(s, 100 * k / N), "test": side(s, 100 * k / N)} for s, k in points]}
     full = 100 * points[0][1] / N if full_dev is None else full_dev
@@ -43,7 +45,8 @@ def make_cell(folder, method: str, seed: int, points: list[tuple[float, int]], a
 def grid(folder) -> dict[str, list]:
     by_method = {}
     for seed in (1, 2):
-        cells = [make_cell(folder, "joint", seed, [(1.0, 36), (2.0, 30), (3.0, 20)]),
+        cells = [make_cell(folder, "joint", seed, [(1.0, 36), (2.0, 30), (3.0, 20)], layers=[10, 20, 30, 36, 36, 36]),
+                 make_cell(folder, "leco", seed, [(1.0, 36)], layers=[16, 26, 30, 36, 36, 36]),
                  make_cell(folder, "alternating", seed, [(1.0, 36), (2.0, 30), (3.0, 20)]),  # same rows right as joint
                  make_cell(folder, "hashee", seed, [(2.0, 40)]),  # right everywhere at 2x
                  make_cell(folder, "broken", seed, [(1.0, 20), (2.0, 20)], at_chance=True),
@@ -76,6 +79,9 @@ def test_claims_give_known_verdicts_with_their_seed_counts(tmp_path):
     assert half["difference"] == pytest.approx((90 + 75) / 2 - 95 / 2)
     # at 3x the static line (reach 2x) is not reached: no interval, no verdict
     assert claims["against_static"]["joint"]["3x"]["seeds"] == 0
+    # LECO AVG: every exit's rows; LECO's first two exits are right on 6 more rows each: +12 / 6 / 40 = +5 points
+    avg = claims["layerwise"]["LECO AVG vs JT-linear (joint): mean over exits 1..L"]
+    assert avg["difference"] == pytest.approx(100 * 12 / 6 / N) and avg["seeds"] == 2 and avg["verdict"] == "holds"
     # flagged cells enter no claim
     assert "broken" not in claims["against_static"] and "weak" not in claims["against_static"]
 
