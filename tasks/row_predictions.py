@@ -10,7 +10,6 @@ class ids (int16), or scalars for regression (float32).
 from __future__ import annotations
 
 import io
-import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -28,18 +27,12 @@ def row_key(criterion: str, index: int) -> str:
 
 
 def write_test_rows(out_dir: Path, labels, predictions: dict[str, np.ndarray], regression: bool) -> Path:
-    """Writes ``out_dir/test_rows.npz`` atomically and byte-reproducibly (``np.savez`` would stamp
-    each member with the current time); returns its path."""
+    """Writes ``out_dir/test_rows.npz`` atomically; returns its path. Byte-reproducible: numpy (2.x)
+    stamps every member with a fixed date, not the time of writing."""
     dtype = np.float32 if regression else np.int16
     arrays = {"labels": np.asarray(labels, dtype=dtype), **{k: np.asarray(v, dtype=dtype) for k, v in predictions.items()}}
     buf = io.BytesIO()
-    with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as archive:
-        for name, array in arrays.items():
-            member = io.BytesIO()
-            np.lib.format.write_array(member, array, allow_pickle=False)
-            info = zipfile.ZipInfo(f"{name}.npy", date_time=(1980, 1, 1, 0, 0, 0))
-            info.compress_type = zipfile.ZIP_DEFLATED
-            archive.writestr(info, member.getvalue())
+    np.savez_compressed(buf, **arrays)
     return atomic_write_bytes(Path(out_dir) / ROWS_FILE, buf.getvalue())
 
 
