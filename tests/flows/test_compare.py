@@ -132,7 +132,7 @@ def test_champion_moves_only_when_dev_improves(compare_project, prefect_harness)
     # a budget large enough for the grid: the budgeted path (units one slot at a time) runs it all
     result = run_compare(compare_project, "compare.methods=[joint]", "compare.static_layers=[]", "compare.lr_grid=[0.001]",
                          "compare.tasks=[sst2]", "data.custom={}", "compare.budget=1h")
-    assert [c["status"] for c in result["cells"]] == ["ok"] and "INCOMPLETE" not in result["table"]
+    assert all(c["status"] == "ok" for c in result["cells"]) and "INCOMPLETE" not in result["table"]
     cell = ComparisonCell.from_json(next(c for c in result["cells"] if c["method"] == "joint"))
     params = load_params(compare_project / "params.yaml")
     first = mlflow.MlflowClient().get_model_version_by_alias("exitflow-default-sst2-joint", "champion")
