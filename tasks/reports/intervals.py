@@ -77,10 +77,31 @@ def metric_on_rows(metric: str, pred: np.ndarray, gold: np.ndarray) -> np.ndarra
     raise ValueError(f"unknown metric {metric!r}")
 
 
+def resampled_ranks(values: np.ndarray, rows: np.ndarray) -> np.ndarray:
+    """Average ranks (1-based, ties share) of ``values[rows]`` within each resample ``rows [..., n]``,
+    as ``scipy.stats.rankdata(values[rows], axis=-1)`` gives them, in O(n) per resample: a row's
+    rank is the count of resampled rows below its value plus half its ties (counted by bincount)."""
+    _, dense = np.unique(values, return_inverse=True)  # [n] ids 0..R-1 in value order, ties share one
+    R = int(dense.max()) + 1
+    picked = dense[rows].reshape(-1, rows.shape[-1])  # [b, n]
+    flat = (np.arange(len(picked))[:, None] * R + picked).ravel()
+    counts = np.bincount(flat, minlength=len(picked) * R).reshape(len(picked), R)  # [b, R]
+    below = np.cumsum(counts, axis=-1) - counts
+    b = np.arange(len(picked))[:, None]
+    return (below[b, picked] + (counts[b, picked] + 1) / 2.0).reshape(rows.shape)
+
+
 def reading_quality(metric: str, reading: Reading, gold: np.ndarray, rows: np.ndarray | None = None) -> np.ndarray:
     """The reading's quality on ``rows`` (``[..., n]`` indices; None: every row once)."""
-    take = (lambda a: a) if rows is None else (lambda a: np.asarray(a)[rows])
-    return sum(w * metric_on_rows(metric, take(p), take(gold)) for w, p in zip(reading.weights, reading.predictions))
+    if rows is None:
+        return sum(w * metric_on_rows(metric, np.asarray(p), np.asarray(gold)) for w, p in zip(reading.weights, reading.predictions))
+    gold = np.asarray(gold)
+    if metric != "pearson_spearman":
+        return sum(w * metric_on_rows(metric, np.asarray(p)[rows], gold[rows]) for w, p in zip(reading.weights, reading.predictions))
+    gold_rows, gold_ranks = gold[rows].astype(np.float64), resampled_ranks(gold, rows)  # ranked once for every point
+    return sum(w * 50.0 * (_pearson(np.asarray(p, dtype=np.float64)[rows], gold_rows)
+                           + _pearson(resampled_ranks(np.asarray(p), rows), gold_ranks))
+               for w, p in zip(reading.weights, reading.predictions))
 
 
 def verdict(low: float, high: float) -> str:

@@ -92,6 +92,21 @@ def test_metric_on_rows_matches_task_score_for_regression_and_constant_is_zero()
     assert metric_on_rows("pearson_spearman", np.full(64, 2.5), gold) == 0.0
 
 
+def test_resampled_ranks_equal_scipy_rankdata_and_the_fast_spearman_equals_the_direct_one():
+    from scipy.stats import rankdata
+
+    from tasks.reports.intervals import resampled_ranks
+
+    rng = np.random.default_rng(6)
+    values = rng.integers(0, 5, 30).astype(float)  # many ties
+    rows = rng.integers(0, 30, (7, 30))
+    assert np.allclose(resampled_ranks(values, rows), rankdata(values[rows], axis=-1))
+    gold, pred = rng.normal(size=30), values
+    reading = Reading((0.3, 0.7), (pred, gold + rng.normal(size=30)))
+    direct = sum(w * metric_on_rows("pearson_spearman", p[rows], gold[rows]) for w, p in zip(reading.weights, reading.predictions))
+    assert np.allclose(reading_quality("pearson_spearman", reading, gold, rows), direct)
+
+
 def test_interpolation_weights_reproduce_quality_at():
     front = [{"test": {"layer_speedup": s, "quality": q}} for s, q in ((1.0, 90.0), (2.0, 80.0), (3.0, 50.0))]
     xs = [p["test"]["layer_speedup"] for p in front]
