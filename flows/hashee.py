@@ -40,13 +40,14 @@ def hashee_steps(ctx: RunContext, cfg: HasheeConfig, tag: str, logger: MetricLog
     table = run_cached(build_hash_table, out_dir=dirs.table, hashee=cfg, train=params.train, backbone=params.backbone,
                        data_dir=inputs.data_dir, cache_dir=inputs.cache_dir, seed=inputs.seed)
     single = params.train.model_copy(update={"exit_scorer": None})  # the reference: a single-exit full model
-    train_exit_model(ctx, single, FULL_MODEL, layout.reference)
+    # in the comparison, the same model as static-L: trained once, by whichever cell asks first
+    reference = train_exit_model(ctx, single, FULL_MODEL, layout.reference, share=tag == "compare")
     hashee_train = single.model_copy(update={"pooling": cfg.pooling})  # HashEE's own pooling ([CLS] by default)
     train_exit_model(ctx, hashee_train, FULL_MODEL, dirs.train, logger, num_layers=cfg.num_layers,
                      hash_table_dir=dirs.table)
     evaluated = run_cached(evaluate_hashee, out_dir=dirs.evaluate, hashee=cfg, evaluate=params.evaluate, train=single,
                            backbone=params.backbone, ckpt_dir=dirs.train / "checkpoint",
-                           full_ckpt_dir=layout.reference / "checkpoint", table_dir=dirs.table,
+                           full_ckpt_dir=Path(reference["checkpoint"]), table_dir=dirs.table,
                            data_dir=inputs.data_dir, cache_dir=inputs.cache_dir, seed=inputs.seed)
     return {"table": table, "evaluated": evaluated, "checkpoint": dirs.train / "checkpoint"}
 
@@ -75,7 +76,7 @@ def hashee_cell(ctx: RunContext, variant: str) -> dict:
     evaluated = steps["evaluated"]
     metrics = {**evaluated["summary"], "metric": ctx.task_spec["metric"]}
     timing = json.loads(Path(evaluated["timing"]).read_text())
-    return single_point_summary("hash", metrics, timing, steps["checkpoint"], batch_size)
+    return single_point_summary("hash", metrics, timing, steps["checkpoint"], batch_size, evaluated.get("test_rows"))
 
 
 @flow(name="hashee_pipeline", log_prints=True)
