@@ -71,7 +71,7 @@ def generate_pipeline(params_path: str = "params.yaml", overrides: list[str] | N
     ctx = start_flow(params_path, overrides, "exitflow-generate",
                      check=lambda c: c.check_prepared(c.params.generate.prompts.sources, "generate.prompts.sources"))
     cfg, base = ctx.params.generate, ctx.layout.generate
-    with ctx.parent_run("generate", SECTIONS):
+    with ctx.parent_run("generate", SECTIONS, method="generation"):
         responses_dir = prompts_and_responses(ctx)
         with mlflow.start_run(run_name="train", nested=True):
             trained = run_cached(train_exits, out_dir=base / "exits", decoding=cfg.decoding, exit_config=cfg.exit_config,
