@@ -107,13 +107,24 @@ def file_md5(path: Path) -> str:
     return h.hexdigest()
 
 
+def entry_point() -> str:
+    """The command's entry script for MLflow's ``mlflow.source.name``, without a machine path:
+    relative to the repository when inside it (``flows/cli.py``), else its last two path parts."""
+    script = Path(sys.argv[0]).resolve() if sys.argv and sys.argv[0] else Path("python")
+    try:
+        return script.relative_to(REPO_ROOT).as_posix()
+    except ValueError:
+        return "/".join(script.parts[-2:])
+
+
 def provenance_tags(root: Path) -> dict[str, str]:
     """Tags every run carries: the git commit (MLflow's own key) and dirty flag of exitflow's code,
     DVC's hash of ``data/`` (the project ``root``'s ``data.dvc``) and the md5 of its ``dvc.lock``
     (when the project has them)."""
     from tasks.metric_schema import GIT_COMMIT
 
-    tags = {GIT_COMMIT: git_sha(REPO_ROOT), "git_dirty": git_dirty(REPO_ROOT)}  # the code that ran
+    tags = {GIT_COMMIT: git_sha(REPO_ROOT), "git_dirty": git_dirty(REPO_ROOT),  # the code that ran
+            "mlflow.source.name": entry_point()}
     data_dvc = root / "data.dvc"
     if data_dvc.exists():
         outs = (yaml.safe_load(data_dvc.read_text()) or {}).get("outs") or [{}]
@@ -270,7 +281,8 @@ def finish_run_tree(params: Params, parent_id: str) -> None:
         run_id = run.info.run_id
         missing = [mlflow.entities.Param(k, str(v)) for k, v in identity.items() if k not in own]
         # the commit as the run started; DVC's hashes as the run ends (after the pipeline's data snapshot)
-        new_tags = {k: v for k, v in tags.items() if k not in run.data.tags or k.startswith("dvc.")}
+        new_tags = {k: v for k, v in tags.items()
+                    if k not in run.data.tags or k.startswith("dvc.") or k == "mlflow.source.name"}
         if NOTE not in run.data.tags:
             new_tags[NOTE] = default_description(run.info.run_name, identity, run.data.metrics)
         client.log_batch(run_id, params=missing, tags=[mlflow.entities.RunTag(k, v) for k, v in new_tags.items()])

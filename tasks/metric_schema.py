@@ -128,7 +128,7 @@ def single_point_readings(test_quality: float, layer_speedup: float) -> dict[str
 def curve_table(points: list[dict]) -> dict[str, list]:
     """Sweep points as columns, rows ordered by test layer speed-up (x increasing), for ``mlflow.log_table``."""
     front = {id(p) for p in dev_chosen_front(points)}
-    rows = sorted(points, key=lambda p: (p["test"]["layer_speedup"], p["dev"]["layer_speedup"]))
+    rows = sorted(points, key=lambda p: (p["test"]["layer_speedup"], p["test"]["quality"]))  # as ``curve_steps``
     return {"threshold": [p["test"].get("threshold", p["dev"].get("threshold")) for p in rows],
             "test_layer_speedup": [p["test"]["layer_speedup"] for p in rows],
             "test_quality": [p["test"]["quality"] for p in rows],

@@ -33,7 +33,8 @@ def check_experiment(client, project: Path, name: str, task: str = "sst2") -> li
         logged = {d.dataset.name: d.dataset.digest for d in run.inputs.dataset_inputs}
         assert logged == digests, f"{where}: datasets {logged}"
         values = {**{k: v for k, v in run.data.params.items() if k not in USER_PATHS}, **run.data.tags}
-        assert not [k for k, v in values.items() if str(project) in v], f"{where}: a project path in a param or tag"
+        absolute = [k for k, v in values.items() if str(project) in v or v.startswith(("/", "file:"))]
+        assert not absolute, f"{where}: machine paths in {absolute}"
     for parent in [r for r in runs if "mlflow.parentRunId" not in r.data.tags]:
         below = [r for r in runs if r.info.run_id != parent.info.run_id]
         scored = [r for r in below if at_key(2.0) in r.data.metrics]
