@@ -72,8 +72,11 @@ def use_experiment(params: Params, name: str) -> str:
     experiment = mlflow.set_experiment(name)
     from tasks.metric_schema import NOTE
 
+    client = mlflow.MlflowClient()
     if NOTE not in experiment.tags:  # a description the user edited in the UI is kept
-        mlflow.MlflowClient().set_experiment_tag(experiment.experiment_id, NOTE, experiment_description(name))
+        client.set_experiment_tag(experiment.experiment_id, NOTE, experiment_description(name))
+    if "mlflow.experimentKind" not in experiment.tags:  # the UI opens on runs, not on GenAI traces
+        client.set_experiment_tag(experiment.experiment_id, "mlflow.experimentKind", "custom_model_development")
     return experiment.experiment_id
 
 
