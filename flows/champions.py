@@ -91,15 +91,17 @@ def update_champion(params: Params, profile: str, cell: ComparisonCell) -> dict:
         info = log_exit_model(cell.summary.checkpoint, {"max_length": params.backbone.max_length, **shipped},
                               name, name=f"champion-{cell.task}-{cell.method}",
                               input_example=model_input_example(params, cell.task))
-    point = cell.summary.timed.get(shipped.get("criterion"))
+    chosen = shipped or ({"criterion": next(iter(cell.summary.timed))} if len(cell.summary.timed) == 1 else {})
+    point = cell.summary.timed.get(chosen.get("criterion"))  # a one-point method (HashEE): its only point
     measured = {} if point is None else {"dev_quality": point.dev_quality, "test_quality": point.test_quality,
                                          "layer_speedup": point.layer_speedup}
-    describe_version(info, name, {"method": cell.method, "task": cell.task, "seed": cell.seed, "lr": cell.lr}, shipped, {},
+    describe_version(info, name, {"method": cell.method, "task": cell.task, "seed": cell.seed, "lr": cell.lr}, chosen, {},
                      {k: v for k, v in measured.items() if v is not None}, cell.dev_score, params, alias=alias,
                      rule=(f"Comparison `{profile}`: the best seed of {cell.method} on {cell.task} by full-depth dev "
-                           f"quality (seed {cell.seed}, lr {cell.lr}); ships criterion {shipped.get('criterion')} at "
-                           f"threshold {shipped.get('threshold')}, the dev-chosen point with the largest dev layer "
-                           "speed-up."))
+                           f"quality (seed {cell.seed}, lr {cell.lr}); "
+                           + (f"ships criterion {shipped['criterion']} at threshold {shipped['threshold']}, the "
+                              "dev-chosen point with the largest dev layer speed-up." if shipped else
+                              "its exits are fixed by the method (no threshold to choose).")))
     return {"model": name, "moved": True, "version": info.registered_model_version, "dev_score": cell.dev_score}
 
 

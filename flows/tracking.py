@@ -227,8 +227,10 @@ def parent_run(params: Params, run_name: str, sections: tuple[str, ...], method:
     run = mlflow.start_run(run_name=run_name, tags=tags)
     try:
         dump = params.model_dump(mode="json")
-        mlflow.log_params({k: v[:500] for k, v in flatten({s: dump[s] for s in sections}).items()})
-        mlflow.log_params({"method": method, "task": params.train.task, "seed": params.seed, **(identity or {})})
+        logged = {k: v[:500] for k, v in flatten({s: dump[s] for s in sections}).items()}
+        mlflow.log_params(logged)
+        own = {"method": method, "task": params.train.task, "seed": params.seed, **(identity or {})}
+        mlflow.log_params({k: v for k, v in own.items() if k not in logged})  # the ``seed`` section is the seed
         lock = params.root / "data.dvc"
         if lock.exists():
             mlflow.log_text(lock.read_text(), "dvc/data.dvc")
@@ -467,7 +469,7 @@ def describe_version(info, name: str, identity: dict, shipped: dict, op: dict, r
     threshold) as its description, the schema's version tags, then the alias (default
     ``recommended``) moved by the comparison's champion rule (``flows.champions.challenge``)."""
     from flows.champions import challenge
-    from tasks.metric_schema import GIT_COMMIT, RECOMMENDED_ALIAS, operating_metrics
+    from tasks.metric_schema import GIT_COMMIT, NOT_APPLICABLE, RECOMMENDED_ALIAS, operating_metrics
 
     client, version = mlflow.MlflowClient(), info.registered_model_version
     alias = alias or RECOMMENDED_ALIAS
@@ -478,8 +480,10 @@ def describe_version(info, name: str, identity: dict, shipped: dict, op: dict, r
             "git_commit": provenance_tags(params.root)[GIT_COMMIT], "run_id": info.run_id}
     if op:
         tags.update(operating_metrics(op))
+    for key in ("criterion", "threshold"):  # a one-point method (HashEE) ships no exit rule
+        tags.setdefault(key, NOT_APPLICABLE)
     for key, value in tags.items():
-        client.set_model_version_tag(name, version, key, f"{value:.4f}" if isinstance(value, float) else str(value))
+        client.set_model_version_tag(name, version, key, str(value))  # exact: dev_score is compared by the alias rule
     challenge(client, name, alias, version, dev_score)
 
 

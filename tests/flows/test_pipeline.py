@@ -139,7 +139,6 @@ def check_schema(client, project, runs, parent):
     holder, score = holder_dev_score(client, "tiny-exits", RECOMMENDED_ALIAS)
     assert score == max(float(v.tags["dev_score"]) for v in versions)
     assert {v.tags["strategy"] for v in versions} == {"joint", "alternating"}
-    assert holder.tags["dev_score"] == f"{score:.4f}" or float(holder.tags["dev_score"]) == score
     names = [m.name for m in client.search_logged_models([parent.info.experiment_id])]
     assert len(names) == len(set(names)) and {"joint", "alternating", "consistentee-hardness-a0-1"} <= set(names), names
 
