@@ -113,7 +113,8 @@ def learnability(params_path: str = "params.yaml", overrides: list[str] | None =
     cfg = ctx.params.learnability
     results: dict[str, dict[str, dict]] = {}
     human = None
-    with ctx.parent_run("learnability", ("seed", "backbone", "learnability"), method="learnability"):
+    with ctx.parent_run("learnability", ("seed", "backbone", "learnability"), method="learnability",
+                          identity={"task": "-"}):
         for study, (dataset, annotator, kind) in build_datasets(ctx).items():
             mlflow.log_artifact(str(dataset / "result.json"), f"datasets/{study}")
             results[study] = {}

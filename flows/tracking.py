@@ -139,7 +139,8 @@ def provenance_tags(root: Path) -> dict[str, str]:
 
 def split_datasets(params: Params, task: str) -> list:
     """The prepared ``task``'s splits as MLflow ``DatasetInput``s (context = split), digest = DVC's
-    md5 of the split's Parquet file, source = its path relative to the project; [] when not prepared."""
+    md5 of the split's Parquet file, source = its path relative to the project; [] when ``task`` is
+    not a prepared task (``-``, a learnability study, several comparison tasks)."""
     import warnings
 
     import pandas as pd
@@ -147,6 +148,8 @@ def split_datasets(params: Params, task: str) -> list:
 
     from flows.layout import Layout
 
+    if task == "-" or "," in task or "/" in task:
+        return []
     folder = Layout.from_params(params).data / task
     inputs = []
     for split in ("train", "dev", "test"):
@@ -291,8 +294,8 @@ def finish_run_tree(params: Params, parent_id: str) -> None:
         if NOTE not in run.data.tags:
             new_tags[NOTE] = default_description(run.info.run_name, identity, run.data.metrics)
         client.log_batch(run_id, params=missing, tags=[mlflow.entities.RunTag(k, v) for k, v in new_tags.items()])
-        if not run.inputs.dataset_inputs:
-            task = identity["task"] if identity["task"] != NOT_APPLICABLE else params.train.task
+        if not run.inputs.dataset_inputs:  # the splits of its task ([] when it names none that was prepared)
+            task = identity["task"]
             if task not in datasets:
                 datasets[task] = split_datasets(params, task)
             if datasets[task]:

@@ -96,7 +96,8 @@ KEYS: tuple[Key, ...] = (
     Key("dvc.data_md5, dvc.lock_md5", "tag", "-", "DVC's content hash of `data/` (from `data.dvc`) and the md5 of "
         "the `dvc.lock` the run read (the pipeline retags it with the lock it wrote)", "every run"),
     Key("train / dev / test datasets", "dataset", "-", "the prepared splits (`mlflow.log_input`), digest = DVC's md5 "
-        "of the split's Parquet file, source = its path relative to the project", "every run"),
+        "of the split's Parquet file, source = its path relative to the project", "every run whose `task` is a "
+        "prepared task (not the learnability studies, whose difficulty datasets are artifacts)"),
     Key("mlflow.note.content", "tag", "-", "the run's description: what it is and how to read it", "every run, "
         "the experiment"),
 )

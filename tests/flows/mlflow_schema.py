@@ -16,10 +16,11 @@ def md5(path: Path) -> str:
     return hashlib.md5(Path(path).read_bytes()).hexdigest()
 
 
-def check_experiment(client, project: Path, name: str, task: str = "sst2") -> list:
+def check_experiment(client, project: Path, name: str, task: str | None = "sst2") -> list:
     """Every run of experiment ``name``: description, git commit and dirty flag, identity params,
-    the three prepared splits of its task (``task`` when it names none) as datasets (digest = DVC's
-    md5 of the file), no machine path
+    the three prepared splits of its task as datasets (digest = DVC's md5 of the file; none for a
+    task that is no prepared one), no machine path in a param or tag; some run on ``task`` (None: no
+    run has datasets)
     in a param or tag; each parent's leaderboard headline equals the best run below it. Returns the runs."""
     experiment = client.get_experiment_by_name(name)
     assert experiment.tags.get(NOTE, "").startswith("exitflow experiment")
@@ -30,8 +31,8 @@ def check_experiment(client, project: Path, name: str, task: str = "sst2") -> li
 
     for run in runs:
         where = run.info.run_name
-        own_task = run.data.params.get("task", task)
-        expected = digests(own_task if (project / "data" / own_task).is_dir() else task)
+        own_task = run.data.params.get("task", "-")
+        expected = digests(own_task) if own_task != "-" and (project / "data" / own_task).is_dir() else {}
         assert run.data.tags.get(NOTE), f"{where}: no description"
         assert len(run.data.tags.get(GIT_COMMIT, "")) >= 7 and run.data.tags.get("git_dirty") in ("true", "false"), where
         assert set(IDENTITY) <= set(run.data.params), f"{where}: identity params missing"
@@ -40,6 +41,10 @@ def check_experiment(client, project: Path, name: str, task: str = "sst2") -> li
         values = {**{k: v for k, v in run.data.params.items() if k not in USER_PATHS}, **run.data.tags}
         absolute = [k for k, v in values.items() if str(project) in v or v.startswith(("/", "file:"))]
         assert not absolute, f"{where}: machine paths in {absolute}"
+    if task is None:
+        assert not any(r.inputs.dataset_inputs for r in runs)
+    else:
+        assert any(r.data.params["task"] == task for r in runs)
     for parent in [r for r in runs if "mlflow.parentRunId" not in r.data.tags]:
         below = [r for r in runs if r.info.run_id != parent.info.run_id]
         scored = [r for r in below if at_key(2.0) in r.data.metrics]
