@@ -82,8 +82,8 @@ def use_experiment(params: Params, name: str) -> str:
 
 def experiment_description(name: str) -> str:
     """What the experiment holds and where a reviewer clicks first (MLflow 3.17 opens on Traces)."""
-    return (f"exitflow experiment `{name}`. Open the **Runs** tab (MLflow opens on the GenAI traces page, which is "
-            "empty here; runs without a logged model are listed under *Evaluations*). Each flow run is a parent run: "
+    return (f"exitflow experiment `{name}`. Open the **Runs** tab (if MLflow opens on the GenAI traces page, it is "
+            "empty here; runs without a logged model may be listed under *Evaluations*). Each flow run is a parent run: "
             "its overview has the headline `best_test_quality_at_2x` and the artifact `leaderboard.json` (test quality "
             "at 1.5x/2x/3x per method and criterion). Sort the runs table by `metrics.test_quality_at_2x` to compare "
             "methods; chart `curve_test_quality` against Step (= layer speed-up x 100) for the trade-off plot. "
