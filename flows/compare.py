@@ -68,7 +68,8 @@ def compare_flow(params_path: str = "params.yaml", overrides: list[str] | None =
                             notes=run_notes(params, cells, shared_counts(sorted((root / "cells").glob("lr-*/cache/trainings")))))
     timing = grid_timing(wall, how, results, cells)
     atomic_write_json(root / "timing.json", timing)  # wall-clock: beside the report, never inside it
-    with ctx.parent_run(f"compare-{profile_name}", ("seed", "backbone", "train", "evaluate", "compare")):
+    with ctx.parent_run(f"compare-{profile_name}", ("seed", "backbone", "train", "evaluate", "compare"), method="compare",
+                            identity={"task": ",".join(ctx.params.compare.tasks)}):
         mlflow.set_tag("profile", profile_name)
         mlflow.log_metrics({"wall_seconds": wall, "unit_seconds": timing["unit_seconds"]})
         mlflow.log_dict(timing, "timing.json")

@@ -15,7 +15,7 @@ from prefect import flow
 
 from flows.context import RunContext, start_flow
 from flows.steps import train_exit_model
-from flows.tracking import active_logger
+from flows.tracking import active_logger, describe
 from tasks.caching import run_cached
 from tasks.compare import single_point_summary
 from config.params import HasheeConfig
@@ -24,6 +24,7 @@ from tasks.hash_table import build_hash_table
 from tasks.io import read_metrics
 from tasks.reports.hashee import hashee_study_report
 from tasks.metric_logger import MetricLogger
+from tasks.metric_schema import single_point_readings
 
 FULL_MODEL = "single"
 SECTIONS = ("seed", "backbone", "train", "hashee")
@@ -63,7 +64,14 @@ def run_hashee(ctx: RunContext, cfg: HasheeConfig, tag: str) -> dict:
     mlflow.log_artifact(str(ctx.layout.hashee(tag).table / "token_share.csv"), "hash_table")
     mlflow.log_metrics({f"token_share_layer_{k}": s for k, s in enumerate(table["info"]["occurrence_share_per_layer"], 1)})
     summary = read_metrics(Path(steps["evaluated"]["metrics"]).parent)  # metrics.json + timing.json's wall-clock numbers
-    mlflow.log_metrics({k: v for k, v in summary.items() if isinstance(v, float)})
+    mlflow.log_params({"method": "hashee", "strategy": FULL_MODEL, "criterion": "hash", "task": ctx.params.train.task,
+                       "seed": ctx.params.seed})
+    reference = {"reference_dev_quality": summary["full_dev_quality"], "reference_test_quality": summary["full_test_quality"]}
+    mlflow.log_metrics({**{k: v for k, v in summary.items() if isinstance(v, float) and not k.startswith("full_")},
+                        **reference, **single_point_readings(summary["test_quality"], summary["layer_speedup"])})
+    describe(f"HashEE `{cfg.name}`: tokens exit at the layer the {cfg.kind} hash table gives them (one operating point, "
+             "no threshold). `test_quality`, `layer_speedup`, `flops_speedup` against the single-exit fine-tuned "
+             "reference (`reference_test_quality`); `test_quality_at_<t>x` = its quality up to its speed-up, absent beyond.")
     return summary
 
 
@@ -83,7 +91,7 @@ def hashee_cell(ctx: RunContext, variant: str) -> dict:
 def hashee_pipeline(params_path: str = "params.yaml", overrides: list[str] | None = None) -> dict:
     """HashEE with the configured hash (default: frequency, B = 6)."""
     ctx = start_flow(params_path, overrides, "exitflow-hashee")
-    with ctx.parent_run(f"hashee-{ctx.params.hashee.name}", SECTIONS):
+    with ctx.parent_run(f"hashee-{ctx.params.hashee.name}", SECTIONS, method="hashee"):
         summary = run_hashee(ctx, ctx.params.hashee, "default")
     print({k: round(v, 3) if isinstance(v, float) else v for k, v in summary.items()})
     return summary
@@ -101,7 +109,7 @@ def study_configs(cfg: HasheeConfig) -> list[HasheeConfig]:
 def hashee_study(params_path: str = "params.yaml", overrides: list[str] | None = None) -> dict:
     """Every hash function (Table 3) and a (layers, buckets) grid with the frequency hash (Table 9)."""
     ctx = start_flow(params_path, overrides, "exitflow-hashee-study")
-    with ctx.parent_run(f"hashee-study-{ctx.params.train.task}", SECTIONS):
+    with ctx.parent_run(f"hashee-study-{ctx.params.train.task}", SECTIONS, method="hashee"):
         rows = {}
         for cfg in study_configs(ctx.params.hashee):
             with mlflow.start_run(run_name=cfg.name, nested=True):

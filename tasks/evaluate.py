@@ -122,7 +122,7 @@ def write_evaluation(out_dir: Path, curves: dict, summary: dict, timing: dict) -
 
 def flat_metrics(full: dict[str, float], operating: dict, timing: dict) -> dict[str, float]:
     """The scalars logged per evaluation: full-model quality, each operating point's test numbers and speed-ups."""
-    flat = {"full_test_quality": full["test"], "full_dev_quality": full["dev"]}
+    flat = {"full_depth_test_quality": full["test"], "full_depth_dev_quality": full["dev"]}
     for name, op in operating.items():
         flat.update({f"{name}_test_quality": op["test"]["quality"], f"{name}_layer_speedup": op["test"]["layer_speedup"],
                      f"{name}_flops_speedup": op["test"]["flops_speedup"]})

@@ -63,6 +63,8 @@ def comparable(cells):
 
 
 def test_compare_grid_report_mlflow_and_champions(compare_project, prefect_harness):
+    from tests.flows.mlflow_schema import check_experiment, check_versions
+
     result = run_compare(compare_project)
     cells = {(c["task"], c["method"]): c for c in result["cells"]}
     # every task x method x static cell is there; the custom regression task joined the grid
@@ -113,6 +115,12 @@ def test_compare_grid_report_mlflow_and_champions(compare_project, prefect_harne
     for task, method in (("sst2", "joint"), ("sst2", "hashee"), ("sst2", "leco"), ("sim", "joint"), ("sim", "hashee")):
         version = client.get_model_version_by_alias(f"exitflow-default-{task}-{method}", "champion")
         assert float(version.tags["dev_score"]) == pytest.approx(cells[(task, method)]["dev_score"])
+        check_versions(client, f"exitflow-default-{task}-{method}", "champion")
+    # the schema: provenance, identity and datasets on every run; ok cells read at the target speed-ups
+    check_experiment(client, compare_project, "exitflow-compare")
+    ok = [r for r in nested if r.data.params["status"] == "ok"]
+    assert ok and all("full_depth_dev_quality" in r.data.metrics for r in ok)
+    assert all("test_quality_at_1.5x" in r.data.metrics for r in ok if r.data.params["method"] in ("joint", "static-1"))
 
     # a re-run with nothing changed is served from the cache and does not move any champion
     before = (root / "cells" / "lr-0.001" / "sst2" / "seed-0" / "train" / "joint" / "result.json").stat().st_mtime_ns
