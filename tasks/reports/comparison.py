@@ -117,7 +117,7 @@ def _lr_text(summary: dict) -> str:
 
 def _row(method: str, s: dict) -> list[str]:
     if not s["status"]["ok"]:
-        return [method, _status_text(s)] + ["—"] * (len(s["quality_at"]) + 6)
+        return [method, _status_text(s)] + ["—"] * (len(s["quality_at"]) + 5)  # lr, full test, targets, AUC, reach, timed
     timed = s["timed"]
     timed_text = "—" if timed is None else (f"{format_mean_std(timed['wallclock_speedup'], 2, 'x')} @ "
                                              f"{format_mean_std(timed['test_quality'])} ({timed['criterion']})")
