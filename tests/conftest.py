@@ -2,6 +2,14 @@
 
 from __future__ import annotations
 
+import os
+
+# Before torch is imported: one intra-op thread per test process (subprocesses inherit it). Tiny
+# models gain nothing from threads, and the suite's two workers (pytest -n 2, pyproject.toml) on a
+# 2-core machine with two threads each wait on each other (seen: a 4 s test module took 98 s).
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+os.environ.setdefault("MKL_NUM_THREADS", "1")
+
 import pytest
 import torch
 from transformers import (
