@@ -136,11 +136,12 @@ def early_exit_loss(exits: DecoderExits, states: dict[int, torch.Tensor], teache
 @dataclass
 class DistillSet:
     """Teacher-forced text with its teacher: ``ids [N]`` (sequences concatenated), ``lengths [S]``
-    (sum = N), ``teacher`` at all N positions (position t's distribution over token t + 1)."""
+    (sum = N), ``teacher`` at all N positions (position t's distribution over token t + 1; None
+    while it is being computed)."""
 
     ids: torch.Tensor
     lengths: torch.Tensor
-    teacher: TeacherTargets
+    teacher: TeacherTargets | None = None
 
     @property
     def tokens(self) -> int:
@@ -166,7 +167,7 @@ class DistillSet:
                 index.append(torch.arange(a, a + n))
                 next_ids.append(torch.cat([self.ids[a + 1:a + n].long(), torch.tensor([-100])]))
             index = torch.cat(index)
-            yield ids, padding, self.teacher[index], torch.cat(next_ids)
+            yield ids, padding, None if self.teacher is None else self.teacher[index], torch.cat(next_ids)
 
 
 # ---------------------------------------------------------------------------- training
@@ -174,7 +175,8 @@ class DistillSet:
 class AdaptTraining:
     """One loop for both uses: ``train_backbone`` (LoRA or full: the backbone's trainable
     parameters at ``lr``, layer dropout up to ``p_max``, the last layer in the loss) or not
-    (exits only). Exit translators train at ``exit_lr``. ``max_tokens`` caps the tokens seen."""
+    (exits only). Exit translators train at ``exit_lr``. ``max_tokens``: train until this many
+    tokens were seen, cycling over the data (``epochs`` is then ignored); None: ``epochs`` epochs."""
 
     epochs: int
     lr: float
@@ -217,9 +219,10 @@ def train_exits_and_backbone(exits: DecoderExits, data: DistillSet, cfg: AdaptTr
     optimizer = torch.optim.AdamW(groups, weight_decay=cfg.weight_decay)
     rates = layer_dropout_rates(L, cfg.p_max) if cfg.train_backbone else None
     adapter.lm.train(cfg.train_backbone)
-    history, step, seen = [], 0, 0
+    history, step, seen, epoch = [], 0, 0, 0
     try:
-        for epoch in range(1, cfg.epochs + 1):
+        while (epoch < cfg.epochs) if cfg.max_tokens is None else (seen < cfg.max_tokens):
+            epoch += 1
             for ids, padding, teacher, _ in progress(data.batches(cfg.batch_sequences, generator), epoch):
                 if cfg.max_tokens is not None and seen >= cfg.max_tokens:
                     break

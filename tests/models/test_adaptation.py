@@ -40,7 +40,7 @@ def teacher_set(lm, sequences: int, length: int, seed: int, k: int = 8) -> Disti
     ids = torch.randint(3, lm.config.vocab_size, (int(lengths.sum()),), generator=g)
     adapter = DecoderAdapter(lm)
     exits = DecoderExits(adapter, [adapter.num_layers], exit_head="shared", policy=False)
-    data = DistillSet(ids, lengths, TeacherTargets(torch.zeros(len(ids), k, dtype=torch.long), torch.zeros(len(ids), k)))
+    data = DistillSet(ids, lengths)
     tops = []
     with torch.no_grad():
         for batch_ids, padding, _, _ in data.batches(64):
