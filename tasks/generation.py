@@ -72,9 +72,8 @@ def load_generation_decoder(decoder: str, adapted_dir: Path | None = None):
         CheckpointError: the folder adapts another decoder, or its weights do not fit this one
             (both names in the message).
     """
-    lm, tokenizer = load_decoder(decoder)
     if adapted_dir is None:
-        return lm, tokenizer
+        return load_decoder(decoder)
     meta_path = Path(adapted_dir) / ADAPTATION_FILE
     if not meta_path.is_file():
         raise MissingCheckpointError(f"{meta_path} not found: {adapted_dir} holds no adapted weights; re-run exitflow generate")
@@ -83,6 +82,7 @@ def load_generation_decoder(decoder: str, adapted_dir: Path | None = None):
         raise CheckpointError(f"{adapted_dir}: the adapted weights are of decoder {meta.get('decoder')!r}, not of "
                               f"generate.decoder {decoder!r}; use the decoder they were trained on or re-run the adaptation")
     weights = Path(adapted_dir) / meta["weights"]
+    lm, tokenizer = load_decoder(decoder)
     try:
         if meta["adapt"] == "lora":
             from peft import PeftModel

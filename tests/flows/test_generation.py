@@ -115,8 +115,9 @@ def test_generate_flow_with_lora_adaptation(project, prefect_harness, monkeypatc
     from tasks.generation import load_generation_decoder
 
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
-    overrides = tiny(project) + ["generate.adapt=lora", "generate.adaptation.tokens=200", "generate.adaptation.lora_rank=2",
-                                 "generate.adaptation.batch_sequences=4", "generate.criteria={static: [2, 4]}"]
+    overrides = [o for o in tiny(project) if not o.startswith("generate.criteria=")]
+    overrides += ["generate.adapt=lora", "generate.adaptation.tokens=200", "generate.adaptation.lora_rank=2",
+                  "generate.adaptation.batch_sequences=4", "generate.criteria={static: [2, 4]}"]
     report = generate_pipeline(str(project / "params.yaml"), overrides)
     base = project / "artifacts/generate/seed-42"
     adapted = base / "adapt-lora"
