@@ -477,7 +477,10 @@ class DecoderExitsConfig(Section):
 
 class GenerateConfig(Section):
     """Early exit in generation (``exitflow generate``): a causal LM with exits at
-    ``exit_layers``, self-distilled responses, init, ConsistentEE policy, CALM baselines."""
+    ``exit_layers``, self-distilled responses, exits distilled towards the full model
+    (``distill``), optionally the backbone adapted for exiting (``adapt``: ``lora`` or ``full``,
+    settings in ``adaptation``; ``none`` keeps the named model unchanged), ConsistentEE policy,
+    CALM baselines."""
 
     decoder: str = "smollm2-135m"  # packaged GGUF (offline default), a .gguf file, a local model dir or a hub id
     exit_layers: int | list[int] | Literal["all"] = 5  # every k-th layer (and L), a list, or all
