@@ -98,7 +98,7 @@ def load_generation_decoder(decoder: str, adapted_dir: Path | None = None):
             lm = adapted
     except (OSError, ValueError, RuntimeError, KeyError) as err:
         raise CheckpointError(f"{weights}: the adapted weights ({meta['adapt']}) do not fit generate.decoder {decoder!r}: "
-                              f"{err}") from None
+                              f"{' '.join(str(err).split())[:300]}") from None
     lm.eval().requires_grad_(False)
     return lm, tokenizer
 
