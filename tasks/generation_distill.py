@@ -193,6 +193,19 @@ def full_depth_rouge(lm, tokenizer, decoding: DecodingConfig, responses_dir: Pat
     return float(np.mean(rouge_l(texts, [r["response"] for r in rows])))
 
 
+def save_adapted_weights(lm, folder: Path) -> None:
+    """``save_pretrained`` of a peft model (its adapters) or a whole fine-tuned model. A model read
+    from a GGUF file carries transformers' GGUF "quantizer" though its weights were dequantised
+    to float32 on loading, and ``save_pretrained`` refuses it: the marker is dropped first, so the
+    folder holds a plain float32 checkpoint."""
+    if getattr(lm, "hf_quantizer", None) is not None and getattr(lm, "peft_config", None) is None:
+        lm.hf_quantizer = None
+        if hasattr(lm.config, "quantization_config"):
+            del lm.config.quantization_config
+        lm.is_quantized = False
+    lm.save_pretrained(folder)
+
+
 def _step_logger(logger: MetricLogger, prefix: str, every: int = 20):
     def on_step(record: dict) -> None:
         if record["step"] % every == 0:
@@ -235,7 +248,7 @@ def adapt_backbone(decoding: DecodingConfig, exit_config: DecoderExitsConfig, ad
     out_dir = Path(out_dir)
     weights_dir = out_dir / ("lora" if adapt == "lora" else "model")
     with atomic_dir(weights_dir) as tmp:
-        trained_lm.save_pretrained(tmp)
+        save_adapted_weights(trained_lm, tmp)
     if adapt == "lora":
         lm = trained_lm.merge_and_unload()
     lm.eval().requires_grad_(False)
