@@ -35,7 +35,7 @@ from flows.tracking import active_logger
 from models.generation import GenerationError
 from tasks.caching import run_cached
 from tasks.generation import EXIT_SETS, evaluate_criterion, full_depth_responses, train_exits
-from tasks.generation_distill import adapt_backbone, build_distillation_data, distill_exits
+from tasks.generation_distill import adapt_backbone, build_distillation_data, check_adaptation_inputs, distill_exits
 from tasks.prompts import build_prompts
 from tasks.reports.generation import report_generation
 from tasks.versioning import record_pipeline_outputs
@@ -65,8 +65,10 @@ def distil_and_adapt(ctx: RunContext, responses_dir: Path) -> tuple[Path | None,
     reports, adapted_dir = {}, None
     with mlflow.start_run(run_name="distill", nested=True):
         mlflow.log_params({"distill_tokens": cfg.distill.tokens, "distill_top_k": cfg.distill.top_k, "adapt": cfg.adapt})
+        check_adaptation_inputs(cfg.decoder, cfg.adapt, cfg.adaptation)  # before the teacher runs
         data = run_cached(build_distillation_data, out_dir=base / "distill-data", decoding=cfg.decoding, distill=cfg.distill,
-                          responses_dir=responses_dir, data_dir=ctx.layout.data, conll_dir=conll, seed=ctx.params.seed)
+                          responses_dir=responses_dir, data_dir=ctx.layout.data, conll_dir=conll, seed=ctx.params.seed,
+                          policy_held_out=cfg.policy.held_out)
         data_dir = Path(data["meta"]).parent
         if cfg.adapt != "none":
             adapted = run_cached(adapt_backbone, out_dir=base / f"adapt-{cfg.adapt}", decoding=cfg.decoding,

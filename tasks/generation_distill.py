@@ -133,18 +133,21 @@ def load_distill_set(path: Path) -> DistillSet:
 
 @task(name="generation_distillation_data", cache_policy=ARTIFACT_CACHE, persist_result=True)
 def build_distillation_data(decoding: DecodingConfig, distill: GenerateDistillConfig, responses_dir: Path, data_dir: Path,
-                            conll_dir: Path | None, out_dir: Path, seed: int = 42) -> dict:
+                            conll_dir: Path | None, out_dir: Path, seed: int = 42, policy_held_out: float = 0.0) -> dict:
     """Teacher-forced text (the train prompts' responses, packed sentences of every source, taken
     round-robin until ``held_out_tokens + tokens``), shuffled; the held-out share first; the
-    original full model's top-k distribution at every position."""
+    original full model's top-k distribution at every position. The last ``policy_held_out``
+    share of the train prompts is left out: the ConsistentEE policy learns on them, from the
+    losses of exits that never saw them (``tasks.generation.train_exits``)."""
     if distill.tokens < 1:
         raise GenerationError("generate.distill.tokens is 0: there is no distillation set to build")
     lm, tokenizer = load_decoder(decoding.decoder)
     adapter = DecoderAdapter(lm)
     rng = random.Random(seed)
     budget = distill.tokens + distill.held_out_tokens
-    pools = {"responses": response_sequences(read_jsonl(Path(responses_dir) / "train.jsonl"), end_ids(tokenizer),
-                                             distill.max_length)}
+    rows = read_jsonl(Path(responses_dir) / "train.jsonl")
+    rows = rows[: len(rows) - int(round(len(rows) * policy_held_out))]
+    pools = {"responses": response_sequences(rows, end_ids(tokenizer), distill.max_length)}
     share = budget // (1 + len(distill.sources) + (conll_dir is not None))
     for source, texts in source_sentences(distill, Path(data_dir), conll_dir, rng).items():
         pools[source] = packed_sentences(texts, tokenizer, distill.max_length, 2 * budget)
@@ -181,6 +184,14 @@ def build_distillation_data(decoding: DecodingConfig, distill: GenerateDistillCo
 
 
 # ---------------------------------------------------------------------------- adaptation
+def check_adaptation_inputs(decoder: str, adapt: str, adaptation: GenerateAdaptationConfig) -> None:
+    """``check_adaptation`` on the named decoder (loaded only for ``lora``, whose targets it checks)."""
+    if adapt == "lora":
+        check_adaptation(adapt, adaptation.tokens, load_decoder(decoder)[0], adaptation.lora_targets)
+    elif adapt != "none":
+        check_adaptation(adapt, adaptation.tokens, None, [])
+
+
 def full_depth_rouge(lm, tokenizer, decoding: DecodingConfig, responses_dir: Path, split: str = "test") -> float:
     """Mean ROUGE-L of ``lm``'s greedy full-depth responses against the original model's on ``split``."""
     adapter = DecoderAdapter(lm)
