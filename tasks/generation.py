@@ -92,9 +92,11 @@ def load_generation_decoder(decoder: str, adapted_dir: Path | None = None):
             from transformers import AutoModelForCausalLM
 
             adapted = AutoModelForCausalLM.from_pretrained(str(weights), dtype=torch.float32)
-            mismatch = [k for k, v in lm.state_dict().items() if adapted.state_dict().get(k, v).shape != v.shape]
+            mine, theirs = lm.state_dict(), adapted.state_dict()
+            mismatch = sorted(set(mine) ^ set(theirs)) or [k for k, v in mine.items() if theirs[k].shape != v.shape]
             if mismatch or type(adapted) is not type(lm):
-                raise ValueError(f"parameters {mismatch[:3]} differ in shape" if mismatch else f"{type(adapted).__name__}")
+                raise ValueError(f"parameters {mismatch[:3]} differ (names or shapes)" if mismatch
+                                 else f"a {type(adapted).__name__}, not a {type(lm).__name__}")
             lm = adapted
     except (OSError, ValueError, RuntimeError, KeyError) as err:
         raise CheckpointError(f"{weights}: the adapted weights ({meta['adapt']}) do not fit generate.decoder {decoder!r}: "
