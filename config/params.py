@@ -529,10 +529,12 @@ class CompareConfig(Section):
     """``exitflow compare``: every registered method on every task and seed, next to static
     smaller models (the first k layers fine-tuned as a single-exit model), on one grid.
 
-    Each (task, method, seed) trains once per ``lr_grid`` value (cached); each (task, method)
-    keeps the rate with the best mean dev quality at full depth over its seeds. ``tasks`` gains
-    every ``data.custom`` task. Method names (``[all]``: every registered one) are checked
-    against ``flows.registry`` when the flow starts.
+    The learning rate of each (task, method) is chosen on the FIRST seed: it trains once per
+    ``lr_grid`` value (cached) and the rate with the best dev quality at full depth is reused for
+    every other seed, which trains at that rate only. ``tasks`` gains every ``data.custom`` task.
+    Method names (``[all]``: every registered one) are checked against ``flows.registry`` when the
+    flow starts. ``budget`` (a duration: ``170m``, ``2h30m``, ``90s``; null: none) stops starting
+    units once spent; the next run continues from the cache (``flows.compare_grid``).
     """
 
     tasks: list[str] = ["sst2", "mrpc", "stsb"]
@@ -547,13 +549,28 @@ class CompareConfig(Section):
     address: str | None = None    # tcp://host:8786: run the cells on this existing Dask cluster
     sequential: bool = False      # no Dask: cells one after another in this process
     champion_alias: str = "champion"
+    budget: str | None = None     # e.g. 170m: no unit starts once this much wall-clock is spent
+    flag_gap: float = Field(default=10.0, ge=0)  # full-depth dev points below the full model that flag a method
 
-    @field_validator("tasks")
+    @field_validator("tasks", "seeds")
     @classmethod
-    def _tasks(cls, value):
-        if len(set(value)) != len(value):
-            raise ValueError(f"duplicate task in {value}")
+    def _unique(cls, value):
+        repeated = sorted({str(v) for v in value if value.count(v) > 1})
+        if repeated:
+            raise ValueError(f"{', '.join(repeated)} listed more than once in {value}")
         return value
+
+    @field_validator("budget", mode="before")
+    @classmethod
+    def _budget(cls, value):
+        if value is not None:
+            duration_seconds(value)  # 170 (no unit) fails here too, with the duration's message
+        return value
+
+    @property
+    def budget_seconds(self) -> float | None:
+        """``budget`` in seconds; None without one."""
+        return None if self.budget is None else duration_seconds(self.budget)
 
     @field_validator("lr_grid")
     @classmethod
@@ -575,6 +592,22 @@ class CompareConfig(Section):
         if value is not None and "://" not in value:
             raise ValueError(f"a Dask scheduler address looks like tcp://host:8786, got {value!r}")
         return value
+
+
+DURATION_UNITS = {"h": 3600.0, "m": 60.0, "s": 1.0}
+
+
+def duration_seconds(text: str) -> float:
+    """``"170m"``, ``"2h30m"``, ``"90s"``, ``"1.5h"`` -> seconds (> 0); ValueError otherwise."""
+    import re
+
+    parts = re.findall(r"(\d+(?:\.\d+)?)([hms])", str(text).strip())
+    if not parts or "".join(n + u for n, u in parts) != str(text).strip() or len({u for _, u in parts}) < len(parts):
+        raise ValueError(f"{text!r} is not a duration; write it like 170m, 2h30m or 90s")
+    seconds = sum(float(n) * DURATION_UNITS[u] for n, u in parts)
+    if seconds <= 0:
+        raise ValueError(f"{text!r}: a budget must be longer than 0")
+    return seconds
 
 
 def setting_name(past: str, future: bool) -> str:

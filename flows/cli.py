@@ -176,12 +176,16 @@ for _method, _command in registry.commands():
 @app.command("compare")
 def compare_cmd(params: Path = ParamsOpt, set_: Optional[list[str]] = SetOpt,
                 profile: Optional[str] = typer.Option(None, "--profile",
-                                                      help="quick (the whole grid in under 90 min on 2 cores) or full "
-                                                           "(all rows, 3 seeds); from params.yaml profiles"),
+                                                      help="quick (the whole grid in under 90 min on 2 cores), standard "
+                                                           "(the default run's budget, 3 seeds) or full (all rows, 3 "
+                                                           "seeds); from params.yaml profiles"),
                 address: Optional[str] = typer.Option(None, "--address",
                                                       help="submit the cells to this Dask scheduler (tcp://host:8786) "
                                                            "instead of a LocalCluster"),
-                sequential: bool = typer.Option(False, "--sequential", help="no Dask: run the cells one after another")):
+                sequential: bool = typer.Option(False, "--sequential", help="no Dask: run the cells one after another"),
+                budget: Optional[str] = typer.Option(None, "--budget",
+                                                     help="start no unit once this much wall-clock is spent (170m, "
+                                                          "2h30m; compare.budget); the next run continues from the cache")):
     """Every method (compare.methods) on every task (compare.tasks + data.custom) and seed
     (compare.seeds), each (task, method) with its learning rate chosen on dev from compare.lr_grid,
     next to static smaller models (the first k layers fine-tuned, compare.static_layers); cells run on
@@ -190,7 +194,8 @@ def compare_cmd(params: Path = ParamsOpt, set_: Optional[list[str]] = SetOpt,
     a `champion` alias per task and method). Finished cells are reused."""
     from flows.compare import compare_flow
 
-    overrides = list(set_ or []) + (["compare.sequential=true"] if sequential else [])
+    overrides = (list(set_ or []) + (["compare.sequential=true"] if sequential else [])
+                 + ([f"compare.budget={budget}"] if budget else []))
     cfg = _check(params, overrides + ([f"compare.address={address}"] if address else []), profile)
     if cfg.compare.address and not cfg.compare.sequential:  # before the Prefect server: fail in seconds
         from flows.compare import check_dask_address

@@ -3,8 +3,9 @@ models, on one grid run by Dask, reported per task and tracked in MLflow.
 
 The flow reads like the procedure::
 
-    prepare data -> grid: task x (methods + static-k) x seed x lr   (each unit: the method's cached steps)
-                 -> per (task, method, seed): the lr with the best dev quality at full depth
+    prepare data -> first seed: task x (methods + static-k) x lr   (each unit: the method's cached steps)
+                 -> per (task, method): the lr with the best dev quality at full depth on that seed
+                 -> the other seeds at that lr                   (no unit starts once compare.budget is spent)
                  -> report (tables, Pareto plots) -> MLflow parent run + nested run per cell
                  -> champion alias per (task, method), moved only when dev improves
 
@@ -29,9 +30,12 @@ from flows.compare_grid import (  # noqa: F401  (check_dask_address: flows.cli i
     compare_tasks,
     grid_timing,
     report_cells,
+    run_notes,
     run_grid,
+    runner_slots,
     task_runner,
 )
+from tasks.caching import shared_counts
 from tasks.io import atomic_write_json
 from tasks.reports.comparison import compare_report
 
@@ -49,16 +53,23 @@ def compare_flow(params_path: str = "params.yaml", overrides: list[str] | None =
     runner, threads, how = task_runner(params)  # fails fast, naming it, when a Dask address does not answer
     prepare_task_data(params, compare_tasks(params))
     root = ctx.layout.compare / profile_name
-    grid, units, na = build_grid(params, root / "cells")
-    print(f"[compare] {len(units)} units (tasks x methods and static-k x seeds x learning rates) on {how}")
+    budget, slots = params.compare.budget_seconds, runner_slots(params)
+
+    def run(units, budget_s):
+        print(f"[compare] {len(units)} units on {how}" + ("" if budget_s is None else f", {budget_s / 60:.1f} min of budget left"))
+        return run_grid.with_options(task_runner=runner)(units, threads, budget_s, None if budget_s is None else slots)
+
     start = time.perf_counter()
-    results = run_grid.with_options(task_runner=runner)(units, threads)
+    grid, results, na = build_grid(params, root / "cells", budget, run)
     wall = time.perf_counter() - start
-    cells = assemble_cells(grid, results) + na
-    report = compare_report(report_cells(cells, params.root), tuple(params.compare.speedups), out_dir=root / "report")
+    cells = assemble_cells(grid, results, params.compare.seeds) + na
+    report = compare_report(report_cells(cells, params.root), tuple(params.compare.speedups), out_dir=root / "report",
+                            rows_root=params.root, flag_gap=params.compare.flag_gap,
+                            notes=run_notes(params, cells, shared_counts(sorted((root / "cells").glob("lr-*/cache/trainings")))))
     timing = grid_timing(wall, how, results, cells)
     atomic_write_json(root / "timing.json", timing)  # wall-clock: beside the report, never inside it
-    with ctx.parent_run(f"compare-{profile_name}", ("seed", "backbone", "train", "evaluate", "compare")):
+    with ctx.parent_run(f"compare-{profile_name}", ("seed", "backbone", "train", "evaluate", "compare"), method="compare",
+                            identity={"task": ",".join(ctx.params.compare.tasks)}):
         mlflow.set_tag("profile", profile_name)
         mlflow.log_metrics({"wall_seconds": wall, "unit_seconds": timing["unit_seconds"]})
         mlflow.log_dict(timing, "timing.json")

@@ -1,6 +1,15 @@
 """The grid of ``exitflow compare`` (``flows.compare``): task x (methods + static-k) x seed x
 learning rate, its units run by a task runner, and the finished units assembled into cells.
 
+**Order, learning rate and budget.** Units start in a fixed priority order: every (task, method)
+on the first seed, at every ``compare.lr_grid`` rate (tasks in order, then methods, then rates);
+the rate with the best dev quality at full depth is chosen per (task, method) on that seed and
+reused for every other seed, which then trains at that rate only, seed after seed. Under
+``compare.budget`` no unit starts once the budget is spent (a running one finishes): the cells
+not run are reported ``pending``, and the next run, the same command or the nightly schedule,
+serves the finished units from the cache and goes on. ``clock`` is the budget's clock (tests
+replace it).
+
 **Units.** A unit is one (task, method, seed, learning rate): ``run_unit`` runs the method's
 registered comparison cell (``flows.registry``) on the unit's own params, whose ``artifacts_dir`` is
 ``artifacts/compare/<profile>/cells/lr-<lr>``, so units never share an output folder. The
@@ -24,9 +33,11 @@ from __future__ import annotations
 import os
 import time
 import traceback
-from collections import defaultdict
+from collections import defaultdict, deque
 from dataclasses import replace
 from pathlib import Path
+
+from typing import Any, Callable
 
 from prefect import flow, task
 from prefect.cache_policies import NO_CACHE
@@ -41,6 +52,8 @@ from tasks.io import portable_path
 from tasks.reports.cells import CellSummary, ComparisonCell, UnitResult
 
 CONNECT_TIMEOUT_S = 5
+clock: Callable[[], float] = time.monotonic  # the budget's clock, in seconds
+PENDING_ERROR = "not run yet: the budget was spent before it started (run again to continue from the cache)"
 
 
 # ---- the grid -------------------------------------------------------------------------------------
@@ -83,16 +96,38 @@ def run_unit(params: Params, method: str, threads: int) -> UnitResult:
     return UnitResult(summary, error, time.perf_counter() - start)
 
 
-@flow(name="compare_grid")
-def run_grid(units: list[tuple[Params, str]], threads: int) -> list[UnitResult]:
-    """Submit every unit to the flow's task runner; results in ``units``' order."""
-    futures = [run_unit.submit(p, method, threads) for p, method in units]
-    results = []
-    for future in futures:  # a unit lost by Dask (killed worker, memory) fails its cell, not the grid
-        result = future.result(raise_on_failure=False)
-        results.append(UnitResult(None, f"{type(result).__name__}: {result}".splitlines()[0][:300], 0.0)
-                       if isinstance(result, BaseException) else result)
+def start_within_budget(count: int, start: Callable[[int], Any], finish: Callable[[Any], Any], budget_s: float | None,
+                        slots: int, now: Callable[[], float]) -> list:
+    """Start jobs ``0..count-1`` in that order, at most ``slots`` running at once (waiting for the
+    oldest to finish), and none once ``budget_s`` seconds of ``now()`` have passed since the call
+    (None: no budget). Returns ``finish(start(i))`` per job, None for a job never started."""
+    began, results, running = now(), [None] * count, deque()
+    for i in range(count):
+        while len(running) >= slots:
+            j, handle = running.popleft()
+            results[j] = finish(handle)
+        if budget_s is not None and now() - began >= budget_s:
+            break
+        running.append((i, start(i)))
+    for j, handle in running:
+        results[j] = finish(handle)
     return results
+
+
+def _unit_result(future) -> UnitResult:
+    result = future.result(raise_on_failure=False)  # a unit lost by Dask (killed worker, memory) fails its cell
+    return (UnitResult(None, f"{type(result).__name__}: {result}".splitlines()[0][:300], 0.0)
+            if isinstance(result, BaseException) else result)
+
+
+@flow(name="compare_grid")
+def run_grid(units: list[tuple[Params, str]], threads: int, budget_s: float | None = None,
+             slots: int | None = None) -> list[UnitResult | None]:
+    """Submit the units to the flow's task runner in order, ``slots`` at a time (None: all at once),
+    none once ``budget_s`` seconds of ``clock`` are spent; results in ``units``' order, None for a
+    unit never started."""
+    return start_within_budget(len(units), lambda i: run_unit.submit(units[i][0], units[i][1], threads), _unit_result,
+                               budget_s, slots or max(1, len(units)), clock)
 
 
 def task_runner(params: Params):
@@ -112,6 +147,11 @@ def task_runner(params: Params):
     runner = DaskTaskRunner(cluster_kwargs={"n_workers": workers, "threads_per_worker": 1, "processes": True,
                                             "dashboard_address": None, "silence_logs": logging.WARNING})
     return runner, threads, f"Dask LocalCluster, {workers} workers x 1 thread, {threads} torch threads each"
+
+
+def runner_slots(params: Params) -> int:
+    """How many units run at once: 1 sequential, else ``compare.workers`` (default: one per core)."""
+    return 1 if params.compare.sequential else params.compare.workers or os.cpu_count() or 1
 
 
 def check_dask_address(address: str) -> None:
@@ -135,37 +175,54 @@ def check_dask_address(address: str) -> None:
         raise ConfigError(f"compare.address {address}: answered, but is not a Dask scheduler ({answer!r:.80})")
 
 
-# ---- cells: one learning rate per (task, method), every seed at it -------------------------------------
+# ---- cells: the learning rate chosen on the first seed, every seed at it --------------------------
 
 def choose_lr(scores: dict[float, list[float | None]]) -> float | None:
-    """``scores[lr]`` = each seed's dev quality at full depth (None: the unit failed) -> the rate
-    with the best mean over the seeds it trained, preferring rates every seed trained; ties go to
-    the smaller rate. None when no unit trained."""
+    """``scores[lr]`` = dev quality at full depth of the units that chose (the first seed's; None: the
+    unit failed) -> the rate with the best mean over the units that trained, preferring rates
+    every unit trained; ties go to the smaller rate. None when no unit trained."""
     ranked = [(all(v is not None for v in vs), sum(v for v in vs if v is not None) / sum(v is not None for v in vs), -lr, lr)
               for lr, vs in scores.items() if any(v is not None for v in vs)]
     return max(ranked)[3] if ranked else None
 
 
-def assemble_cells(grid: list[dict], results: list[UnitResult]) -> list[ComparisonCell]:
-    """Unit results -> one cell per (task, method, seed), every seed of a (task, method) at the
-    learning rate ``choose_lr`` picks on dev for that (task, method)."""
-    units: dict[tuple, dict[int, dict[float, UnitResult]]] = defaultdict(lambda: defaultdict(dict))
+def _dev(result: UnitResult | None) -> float | None:
+    return None if result is None or result.summary is None else result.summary.full_dev
+
+
+def chosen_rates(grid: list[dict], results: list[UnitResult | None]) -> dict[tuple[str, str], float | None]:
+    """Per (task, method) of the first seed's units: the rate ``choose_lr`` picks on their dev quality;
+    absent while one of them has not run (the budget stopped it)."""
+    by_key: dict[tuple, dict[float, UnitResult | None]] = defaultdict(dict)
+    for unit, result in zip(grid, results):
+        by_key[(unit["task"], unit["method"])][unit["lr"]] = result
+    return {key: choose_lr({lr: [_dev(r)] for lr, r in by_lr.items()})
+            for key, by_lr in by_key.items() if all(r is not None for r in by_lr.values())}
+
+
+def assemble_cells(grid: list[dict], results: list[UnitResult | None], seeds: list[int]) -> list[ComparisonCell]:
+    """Unit results -> one cell per (task, method, seed) of ``seeds``: each at the rate chosen on the
+    first seed (``chosen_rates``). A cell whose unit has not run (its first seed's units unfinished,
+    or its own unit not started) is ``pending``; one whose unit failed is ``failed``."""
+    units: dict[tuple, dict[int, dict[float, UnitResult | None]]] = defaultdict(lambda: defaultdict(dict))
+    first = [(u, r) for u, r in zip(grid, results) if u["seed"] == seeds[0]]
     for unit, result in zip(grid, results):
         units[(unit["task"], unit["method"])][unit["seed"]][unit["lr"]] = result
-
-    def dev(result: UnitResult | None) -> float | None:
-        return None if result is None or result.summary is None else result.summary.full_dev
-
+    rates = chosen_rates([u for u, _ in first], [r for _, r in first])
     cells = []
     for (task_name, method), by_seed in units.items():
-        rates = sorted({lr for by_lr in by_seed.values() for lr in by_lr})
-        lr = choose_lr({r: [dev(by_lr.get(r)) for by_lr in by_seed.values()] for r in rates})
-        for seed, by_lr in by_seed.items():
-            seconds = sum(r.seconds for r in by_lr.values())
-            lr_scores = {f"{k:g}": dev(r) for k, r in by_lr.items()}
+        key = (task_name, method)
+        for seed in seeds:
+            by_lr = by_seed.get(seed, {})
+            lr = rates.get(key)
+            seconds = sum(r.seconds for r in by_lr.values() if r is not None)
+            lr_scores = {f"{k:g}": _dev(r) for k, r in by_lr.items() if r is not None}
             chosen = by_lr.get(lr) if lr is not None else None
-            if dev(chosen) is None:
-                errors = sorted({r.error for r in ([chosen] if chosen else by_lr.values()) if r.error is not None})
+            if key not in rates or (lr is not None and chosen is None):
+                cells.append(ComparisonCell(task_name, method, seed, "pending", lr, lr_scores, seconds, PENDING_ERROR))
+            elif _dev(chosen) is None:
+                tried = [chosen] if chosen else [r for r in by_seed[seeds[0]].values()]
+                errors = sorted({r.error for r in tried if r is not None and r.error is not None})
                 cells.append(ComparisonCell(task_name, method, seed, "failed", lr, lr_scores, seconds, "; ".join(errors)))
             else:
                 cells.append(ComparisonCell(task_name, method, seed, "ok", lr, lr_scores, seconds, summary=chosen.summary,
@@ -189,40 +246,92 @@ def time_by_method(cells: list[ComparisonCell]) -> dict[str, float]:
     return dict(sorted(total.items(), key=lambda kv: -kv[1]))
 
 
-def build_grid(params: Params, cells_dir: Path) -> tuple[list[dict], list[tuple[Params, str]], list[ComparisonCell]]:
-    """``(grid, units, n/a cells)``: one unit per task x (methods + static-k) x seed x lr, each
-    with its params; a method that cannot do regression gets an n/a cell per seed on a
-    regression task instead of units."""
+def first_seed_grid(params: Params, cells_dir: Path) -> tuple[list[dict], list[tuple[Params, str]], list[ComparisonCell]]:
+    """``(grid, units, n/a cells)`` of the first seed, in priority order (tasks, then methods and
+    static-k, then ``lr_grid`` rates), each unit with its params; a method that cannot do regression
+    gets an n/a cell per seed on a regression task instead of units."""
     grid, units, na = [], [], []
-    variants, data_dir = comparison_methods(params), Layout.from_params(params).data
+    variants, data_dir, seed = comparison_methods(params), Layout.from_params(params).data, params.compare.seeds[0]
     for task_name in compare_tasks(params):
         regression = load_meta(data_dir, task_name)["spec"]["label_type"] == "float"
         for variant in variants:
-            method = variant.name
-            for seed in params.compare.seeds:
-                if regression and not variant.regression:
-                    na.append(not_applicable(task_name, method, seed))
-                    continue
-                for lr in params.compare.lr_grid:
-                    grid.append({"task": task_name, "method": method, "seed": seed, "lr": lr})
-                    units.append((unit_params(params, cells_dir, task_name, seed, lr), method))
+            if regression and not variant.regression:
+                na.extend(not_applicable(task_name, variant.name, s) for s in params.compare.seeds)
+                continue
+            for lr in params.compare.lr_grid:
+                grid.append({"task": task_name, "method": variant.name, "seed": seed, "lr": lr})
+                units.append((unit_params(params, cells_dir, task_name, seed, lr), variant.name))
     return grid, units, na
+
+
+def later_seed_grid(params: Params, cells_dir: Path, rates: dict[tuple[str, str], float | None],
+                    order: list[tuple[str, str]]) -> tuple[list[dict], list[tuple[Params, str]]]:
+    """``(grid, units)`` of the other seeds, seed after seed, each (task, method) of ``order`` at its
+    chosen rate (none for a (task, method) whose rate is not chosen yet or that trained at no rate)."""
+    grid, units = [], []
+    for seed in params.compare.seeds[1:]:
+        for task_name, method in order:
+            lr = rates.get((task_name, method))
+            if lr is not None:
+                grid.append({"task": task_name, "method": method, "seed": seed, "lr": lr})
+                units.append((unit_params(params, cells_dir, task_name, seed, lr), method))
+    return grid, units
+
+
+def build_grid(params: Params, cells_dir: Path, budget_s: float | None = None, run=None) -> tuple[list[dict], list, list[ComparisonCell]]:
+    """Run the whole grid within ``budget_s`` seconds of ``clock``: the first seed's units, then the
+    other seeds' at the rates chosen on it. ``run(units, budget_s)`` runs units (``run_grid``
+    with the flow's task runner). Returns ``(grid, results, n/a cells)`` with results in grid order
+    (None: not started)."""
+    began = clock()
+    grid, units, na = first_seed_grid(params, cells_dir)
+    results = run(units, budget_s)
+    order = list(dict.fromkeys((u["task"], u["method"]) for u in grid))
+    later, later_units = later_seed_grid(params, cells_dir, chosen_rates(grid, results), order)
+    left = None if budget_s is None else budget_s - (clock() - began)
+    if later_units:
+        results += run(later_units, left) if left is None or left > 0 else [None] * len(later_units)
+    return grid + later, results, na
 
 
 def report_cells(cells: list[ComparisonCell], root: Path) -> list[ComparisonCell]:
     """Cells as the DVC-tracked report keeps them: no wall time of the run (``timing.json`` has
-    it) and checkpoints relative to the project, so a re-run from the cache or a moved project
-    writes the same report."""
+    it) and checkpoints and per-row test predictions relative to the project, so a re-run from the
+    cache or a moved project writes the same report."""
     def portable(summary: CellSummary | None) -> CellSummary | None:
-        if summary is None or not summary.checkpoint:
+        if summary is None:
             return summary
-        return replace(summary, checkpoint=portable_path(Path(summary.checkpoint), root))
+        where = {k: portable_path(Path(getattr(summary, k)), root) for k in ("checkpoint", "test_rows") if getattr(summary, k)}
+        return replace(summary, **where)
 
     return [replace(c, seconds=None, summary=portable(c.summary)) for c in cells]
 
 
-def grid_timing(wall: float, how: str, results: list[UnitResult], cells: list[ComparisonCell]) -> dict:
-    """``timing.json``: the run's wall-clock, its runner, unit seconds in all, by method and by cell."""
-    return {"wall_seconds": wall, "runner": how, "units": len(results), "unit_seconds": sum(r.seconds for r in results),
+def run_notes(params: Params, cells: list[ComparisonCell], shared: dict | None = None) -> list[str]:
+    """The report's sentences on how this run chose and how far it got (no times: the report is
+    reproducible); ``shared``: ``tasks.caching.shared_counts`` of the grid's shared trainings."""
+    seeds = params.compare.seeds
+    notes = [f"Learning rate: per (task, method), chosen on seed {seeds[0]} from "
+             f"{', '.join(f'{lr:g}' for lr in params.compare.lr_grid)} (best dev quality at full depth) and reused "
+             f"for {'the other seeds' if len(seeds) > 1 else 'no other seed'} ({len(seeds)} seed{'s' if len(seeds) > 1 else ''}: "
+             f"{', '.join(map(str, seeds))})."]
+    if shared and shared["requested"]:
+        notes.append(f"Shared trainings: {shared['requested']} model folders asked for a model trained with the "
+                     f"same inputs and code as another's (the single-exit full model: static-L and HashEE's "
+                     f"reference); {shared['trained']} were trained, {shared['requested'] - shared['trained']} saved.")
+    pending = [c for c in cells if c.status == "pending"]
+    if pending:
+        notes.append(f"INCOMPLETE: {len(pending)} of {len(cells)} cells pending (compare.budget {params.compare.budget} "
+                     "spent before they started): " + ", ".join(f"{c.task}/{c.method}/seed-{c.seed}" for c in pending[:20])
+                     + (" ..." if len(pending) > 20 else "") + ". Run the same command again to continue from the cache.")
+    return notes
+
+
+def grid_timing(wall: float, how: str, results: list[UnitResult | None], cells: list[ComparisonCell]) -> dict:
+    """``timing.json``: the run's wall-clock, its runner, units started and not, unit seconds in all,
+    by method and by cell."""
+    started = [r for r in results if r is not None]
+    return {"wall_seconds": wall, "runner": how, "units": len(started), "units_not_started": len(results) - len(started),
+            "unit_seconds": sum(r.seconds for r in started),
             "by_method_seconds": time_by_method(cells),
-            "cells": [{"task": c.task, "method": c.method, "seed": c.seed, "seconds": c.seconds} for c in cells]}
+            "cells": [{"task": c.task, "method": c.method, "seed": c.seed, "seconds": c.seconds or 0.0} for c in cells]}

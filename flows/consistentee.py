@@ -18,7 +18,7 @@ from prefect import flow
 from flows.context import RunContext, start_flow
 from flows.layout import TrainedDirs
 from flows.steps import ExitModel, evaluate_cell, evaluate_exit_model, train_exit_model
-from flows.tracking import active_logger, log_exit_run, nested_run
+from flows.tracking import active_logger, describe, log_exit_run, nested_run
 from tasks.caching import run_cached
 from config.params import ConsistenteeConfig, TrainConfig
 from tasks.consistentee import compute_memorized_layer, consistentee_round, hardness_analysis
@@ -40,12 +40,18 @@ def consistentee_criteria(ctx: RunContext) -> list[str]:
 
 
 def log_round(r: int, cfg: ConsistenteeConfig, memorized: dict) -> None:
-    """Round ``r``'s settings and memorized-layer distribution, in its nested run."""
-    mlflow.log_params({"round": r, "reward": cfg.reward, "alpha": cfg.alpha})
+    """Round ``r``'s settings and memorized-layer distribution (per-layer shares and a table), in its nested run."""
+    mlflow.log_params({"method": "consistentee", "round": r, "reward": cfg.reward, "alpha": cfg.alpha})
     mlflow.log_artifact(memorized["plot"], "memorized_layer")
-    for k, count in enumerate(memorized["histogram"], start=1):
-        mlflow.log_metric("memorized_layer_count", count, step=k)
+    counts = memorized["histogram"]
+    total = sum(counts) or 1
+    mlflow.log_metrics({f"memorized_layer_share_layer_{k}": c / total for k, c in enumerate(counts, start=1)})
+    mlflow.log_table({"layer": list(range(1, len(counts) + 1)), "instances": list(counts),
+                      "share": [c / total for c in counts]}, "memorized_layer.json")
     mlflow.log_metric("memorized_layer_mean", memorized["mean"])
+    describe(f"ConsistentEE round {r} ({cfg.reward} reward, alpha {cfg.alpha}): the memorized-layer distribution of "
+             "its input model (`memorized_layer_share_layer_<k>`, table `memorized_layer.json`) and the round's "
+             "policy/heads training. The parent run has the per-round series, `best_round` and `stop_reason`.")
 
 
 def finished_rounds(dirs, rounds: int, tag: str) -> int:
@@ -70,8 +76,9 @@ def train_rounds(ctx: RunContext, cfg: ConsistenteeConfig, tag: str, rounds: int
     train_exit_model(ctx, train, INIT_OBJECTIVE, dirs.init, dynamics_evals_per_epoch=cfg.forgetting_evals_per_epoch)
     finished_rounds(dirs, rounds, tag)
     ckpt, best, best_round, results = dirs.init / "checkpoint", None, 0, []
+    stop_reason = f"max_rounds ({rounds}) reached"
     for r in range(1, rounds + 1):
-        with nested_run(f"{tag}/round-{r}") as tracked:
+        with nested_run(f"consistentee-{cfg.name}/round-{r}") as tracked:
             memorized = run_cached(compute_memorized_layer, out_dir=dirs.memorized(r), train=train,
                                    backbone=ctx.params.backbone, ckpt_dir=ckpt, tolerance=cfg.regression_tolerance,
                                    title=f"(round {r} input)", **inputs)
@@ -90,8 +97,20 @@ def train_rounds(ctx: RunContext, cfg: ConsistenteeConfig, tag: str, rounds: int
             best = result["dev"]["objective"] if best is None else max(best, result["dev"]["objective"])
             best_round, ckpt = r, dirs.train(r) / "checkpoint"
         if not improved and cfg.early_stop:
+            stop_reason = (f"early stop after round {r}: its dev objective {result['dev']['objective']:.4f} did not beat "
+                           f"round {best_round}'s {best:.4f}")
             break
-    return {"checkpoint": ckpt, "best_round": best_round, "rounds": results, "dirs": dirs}
+    return {"checkpoint": ckpt, "best_round": best_round, "rounds": results, "dirs": dirs, "stop_reason": stop_reason}
+
+
+def log_rounds(trained: dict, cfg: ConsistenteeConfig) -> None:
+    """On the active (ConsistentEE) run: the per-round dev series (step = round), ``best_round``,
+    ``rounds_run``, ``max_rounds`` and the ``stop_reason`` tag."""
+    for r, result in enumerate(trained["rounds"], start=1):
+        mlflow.log_metrics({f"round_dev_{k}": result["dev"][k] for k in ("objective", "quality", "layer_speedup")
+                            if k in result["dev"]}, step=r)
+    mlflow.log_metrics({"best_round": trained["best_round"], "rounds_run": len(trained["rounds"])})
+    mlflow.set_tag("stop_reason", trained["stop_reason"])
 
 
 def consistentee_model(ctx: RunContext, dirs, tau: float, **evaluate_updates) -> ExitModel:
@@ -117,11 +136,17 @@ def run_consistentee(ctx: RunContext, tag: str = "default", baselines: dict | No
                        "max_rounds": cfg.rounds})
     trained = train_rounds(ctx, cfg, tag, cfg.rounds)
     dirs = trained["dirs"]
-    mlflow.log_metric("best_round", trained["best_round"])
+    log_rounds(trained, cfg)
     if (dirs.init / "train_dynamics.pt").exists():
         log_hardness(ctx, cfg, dirs)
     evaluated = evaluate_exit_model(ctx, consistentee_model(ctx, dirs, cfg.tau), trained["checkpoint"], active_logger())
-    log_exit_run(ctx.params, f"consistentee-{tag}", {"checkpoint": str(trained["checkpoint"])}, evaluated, register=False)
+    log_exit_run(ctx.params, f"consistentee-{cfg.name}", {"checkpoint": str(trained["checkpoint"])}, evaluated,
+                 register=False, method="consistentee")
+    describe(f"ConsistentEE `{cfg.name}`: {len(trained['rounds'])} of max_rounds {cfg.rounds} rounds ran; "
+             f"round {trained['best_round']} is evaluated. Why it stopped: {trained['stop_reason']} (tag `stop_reason`). "
+             "Per-round dev numbers: chart `round_dev_objective`, `round_dev_quality`, `round_dev_layer_speedup` "
+             "against Step (= round). The nested runs `.../round-<r>` hold each round's memorized-layer "
+             "distribution; the criterion runs `.../<criterion>` the operating points and curves.")
     report = consistentee_report(dirs.evaluate, baselines or {}, dirs.report, tau=cfg.tau)
     mlflow.log_artifact(report["plot"], "report")
     mlflow.log_text(report["table"], "report/results.md")
@@ -147,7 +172,7 @@ def strategy_baselines(ctx: RunContext) -> dict:
 def consistentee_pipeline(params_path: str = "params.yaml", overrides: list[str] | None = None) -> dict:
     """ConsistentEE with the configured reward (default: hardness-guided), compared with the strategies' criteria."""
     ctx = start_flow(params_path, overrides, "exitflow-consistentee")
-    with ctx.parent_run(f"consistentee-{ctx.params.consistentee.name}", SECTIONS):
+    with ctx.parent_run(f"consistentee-{ctx.params.consistentee.name}", SECTIONS, method="consistentee"):
         out = run_consistentee(ctx, "default", strategy_baselines(ctx))
     print(out["report"]["table"])
     return out
@@ -159,7 +184,8 @@ def ablation_point(ctx: RunContext, cfg: ConsistenteeConfig) -> tuple[dict, floa
     model = consistentee_model(ctx, trained["dirs"], cfg.tau, criteria=["policy"], timing_batch_sizes=[])
     evaluated = evaluate_exit_model(ctx, model, trained["checkpoint"])
     at_tau = evaluated["summary"]["fixed_points"]["policy"]["test"]
-    mlflow.log_metrics({"test_quality": at_tau["quality"], "test_layer_speedup": at_tau["layer_speedup"]})
+    mlflow.log_params({"method": "consistentee", "criterion": "policy", "threshold": cfg.tau})
+    mlflow.log_metrics({"test_quality": at_tau["quality"], "layer_speedup": at_tau["layer_speedup"]})
     return at_tau, evaluated["summary"]["full"]["test_quality"]
 
 
@@ -171,7 +197,7 @@ def consistentee_ablation(params_path: str = "params.yaml", overrides: list[str]
     base = ctx.params.consistentee
     points: dict[str, list[dict]] = {"vanilla": [], "hardness": []}
     full = None
-    with ctx.parent_run(f"consistentee-ablation-{ctx.params.train.task}", SECTIONS):
+    with ctx.parent_run(f"consistentee-ablation-{ctx.params.train.task}", SECTIONS, method="consistentee"):
         for reward in points:
             for alpha in base.ablation_alphas:
                 cfg = base.model_copy(update={"reward": reward, "alpha": alpha, "rounds": base.ablation_rounds})

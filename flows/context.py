@@ -5,7 +5,7 @@ experiment -> prepare the data every step reads) and hands the ``RunContext`` it
 steps; nothing below a flow reloads the params or rebuilds the ``Layout``::
 
     ctx = start_flow(params_path, overrides, experiment="exitflow-hashee")
-    with ctx.parent_run("hashee-frequency-b6", ("seed", "backbone", "train", "hashee")):
+    with ctx.parent_run("hashee-frequency-b6", ("seed", "backbone", "train", "hashee"), method="hashee"):
         run_hashee(ctx, ctx.params.hashee, "default")
 
 ``ctx.inputs`` are the arguments every training and evaluation task takes (``StepInputs``);
@@ -81,9 +81,11 @@ class RunContext:
         if missing:
             raise ConfigError(f"{key}: {missing} are not prepared tasks; data.tasks has {', '.join(data.tasks)}")
 
-    def parent_run(self, run_name: str, sections: tuple[str, ...]):
-        """The flow's parent MLflow run (``flows.tracking.parent_run``) over this context's params."""
-        return parent_run(self.params, run_name, sections)
+    def parent_run(self, run_name: str, sections: tuple[str, ...], method: str, description: str | None = None,
+                   identity: dict | None = None):
+        """The flow's parent MLflow run (``flows.tracking.parent_run``) over this context's params:
+        provenance on every run below it, the shared identity params, the leaderboard on it."""
+        return parent_run(self.params, run_name, sections, method, description, identity)
 
 
 def prepare_task_data(params: Params, tasks: list[str] | None = None) -> dict:

@@ -25,15 +25,17 @@ Measured tokens/s come from ``benchmarks/bench_generation.py``, not from this fl
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import mlflow
 from prefect import flow
 
 from flows.context import RunContext, start_flow
-from flows.tracking import active_logger
+from flows.tracking import active_logger, describe, log_curve
 from models.generation import GenerationError
 from tasks.caching import run_cached
+from tasks.metric_schema import NOT_APPLICABLE, front_readings
 from tasks.generation import EXIT_SETS, evaluate_criterion, full_depth_responses, train_exits
 from tasks.generation_distill import adapt_backbone, build_distillation_data, check_adaptation_inputs, distill_exits
 from tasks.prompts import build_prompts
@@ -100,10 +102,30 @@ def evaluate_criteria(ctx: RunContext, trained: dict, responses_dir: Path,
                                    adapted_dir=adapted_dir)
             mlflow.log_artifact(evaluated["curve"], "generate")
             mlflow.log_artifact(evaluated["examples"], "generate")
+            log_generation_curve(criterion, evaluated["curve"])
         curves[criterion] = evaluated["curve"]
         if criterion == "policy" or examples is None:
             examples = evaluated["examples"]
     return curves, examples
+
+
+def log_generation_curve(criterion: str, curve_path) -> None:
+    """A criterion's sweep in the schema (quality = test ROUGE-L x 100): ``curve.json`` and the
+    ``curve_*_quality`` step metrics by layer speed-up, ``test_quality_at_<t>x`` on the dev-chosen front."""
+    rows = json.loads(Path(curve_path).read_text())
+    sides = {(r["threshold"], r["split"]): {"threshold": r["threshold"], "quality": 100 * r["rouge_l"],
+                                            "layer_speedup": r["layer_speedup"], "flops_speedup": r["flops_speedup"]}
+             for r in rows}
+    points = [{"dev": sides[(t, "dev")], "test": sides[(t, "test")]} for t, split in sides if split == "test"
+              and (t, "dev") in sides]
+    if not points:
+        return
+    mlflow.log_params({"method": "generation", "strategy": NOT_APPLICABLE})
+    mlflow.log_metrics(front_readings(points))
+    log_curve(points)
+    describe(f"Generation, exiting by {criterion}: ROUGE-L against the full-depth responses (quality = ROUGE-L x 100) "
+             "over the threshold sweep. Trade-off: chart `curve_test_quality` against Step (= test layer speed-up x 100) "
+             "or open `curve.json`; `test_quality_at_<t>x` reads the dev-chosen front.")
 
 
 def check_generate_inputs(ctx: RunContext) -> None:
@@ -125,7 +147,7 @@ def generate_pipeline(params_path: str = "params.yaml", overrides: list[str] | N
     """Prompts -> full-depth responses -> exits -> every criterion -> report (one parent MLflow run)."""
     ctx = start_flow(params_path, overrides, "exitflow-generate", check=check_generate_inputs)
     cfg, base = ctx.params.generate, ctx.layout.generate
-    with ctx.parent_run("generate", SECTIONS):
+    with ctx.parent_run("generate", SECTIONS, method="generation"):
         responses_dir = prompts_and_responses(ctx)
         adapted_dir, distilled_exits, distill_reports = distil_and_adapt(ctx, responses_dir)
         with mlflow.start_run(run_name="train", nested=True):

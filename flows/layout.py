@@ -7,6 +7,7 @@ task and seed, so a second task (``--set train.task=mrpc``) or seed writes besid
     data/<task>/                                  validated splits (data.out_dir, pinned by data.dvc)
     artifacts/cache/tokens/                       token cache (not an output; its files are keyed by
                                                   task, split and content, so every run shares it)
+    artifacts/cache/trainings/<key>/              which folder trained a model shared by key (compare)
     artifacts/<task>/seed-<seed>/
         train/<strategy>/   evaluate/<strategy>/   report/
         reference/single-exit/                    HashEE's single-exit full model (no strategy name reaches it)
@@ -133,6 +134,11 @@ class Layout:
     @property
     def token_cache(self) -> Path:
         return self.artifacts / "cache" / "tokens"
+
+    @property
+    def shared_trainings(self) -> Path:
+        """Where ``tasks.caching.run_shared`` records which folder trained each shared model (by key)."""
+        return self.artifacts / "cache" / "trainings"
 
     # the default run: one multi-exit model per strategy, its evaluation, the comparison report
     def train(self, strategy: str) -> Path:

@@ -81,7 +81,7 @@ def train_predictor(ctx: RunContext, study: str, kind: str, predictor: str, data
                    annotator_dir=annotator, seed=params.seed, device=params.device)
     mlflow.log_params({"study": study, "predictor": predictor})
     mlflow.log_metrics({f"test_{k}": v for k, v in r["test"].items() if isinstance(v, float)})
-    mlflow.log_metrics({f"torch_device{k}": v for k, v in r["dev"].items() if isinstance(v, float)})
+    mlflow.log_metrics({f"dev_{k}": v for k, v in r["dev"].items() if isinstance(v, float)})
     mlflow.log_metrics({k: v for k, v in r.items() if k.startswith("negative_share")})
     for k, acc in enumerate(r["test"]["layer_accuracy"], start=1):
         mlflow.log_metric("test_layer_accuracy", acc, step=k)
@@ -113,7 +113,8 @@ def learnability(params_path: str = "params.yaml", overrides: list[str] | None =
     cfg = ctx.params.learnability
     results: dict[str, dict[str, dict]] = {}
     human = None
-    with ctx.parent_run("learnability", ("seed", "backbone", "learnability")):
+    with ctx.parent_run("learnability", ("seed", "backbone", "learnability"), method="learnability",
+                          identity={"task": "-"}):
         for study, (dataset, annotator, kind) in build_datasets(ctx).items():
             mlflow.log_artifact(str(dataset / "result.json"), f"datasets/{study}")
             results[study] = {}

@@ -105,7 +105,7 @@ def run_compare(ctx: RunContext, evaluations: dict) -> dict:
             mlflow.log_params({"baseline": name, "head": model.train.head, "objective": model.objective,
                                "task": ctx.params.train.task})
             done = train_then_evaluate(ctx, model, active_logger())
-            log_exit_run(ctx.params, f"leco/{name}", done.trained, done.evaluated, register=False)
+            log_exit_run(ctx.params, f"leco/{name}", done.trained, done.evaluated, register=False, method=name)
             evaluations[name] = model.dirs.evaluate
     exiting = {"leco": evaluations["leco"], **({"jt-linear": evaluations["jt-linear"]} if "jt-linear" in evaluations else {})}
     report = compare_leco(evaluations, exiting, cfg.speedups, ctx.layout.leco_report, ctx.params.train.task, ctx.params.seed)
@@ -134,7 +134,7 @@ def run_leco(ctx: RunContext, until: str = "compare") -> dict:
             check_checkpoint_architecture(out["train"]["checkpoint"], out["derive"]["architecture"])
             return out
         done = train_then_evaluate(ctx, model, active_logger())
-        log_exit_run(ctx.params, "leco/leco", done.trained, done.evaluated, register=False)
+        log_exit_run(ctx.params, "leco/leco", done.trained, done.evaluated, register=False, method="leco")
         out["train"], out["evaluate"] = done.trained, done.evaluated
         check_checkpoint_architecture(out["train"]["checkpoint"], out["derive"]["architecture"])
     out["report"] = run_compare(ctx, {"leco": model.dirs.evaluate})
@@ -162,7 +162,7 @@ def leco_pipeline(params_path: str = "params.yaml", overrides: list[str] | None 
     results = {}
     for task_name in tasks:
         task_ctx = ctx.for_task(task_name)
-        with task_ctx.parent_run(f"leco-{task_name}", SECTIONS):
+        with task_ctx.parent_run(f"leco-{task_name}", SECTIONS, method="leco"):
             results[task_name] = run_leco(task_ctx, until)
         if not overrides:  # dvc.lock describes params.yaml as written
             record_pipeline_outputs(ctx.params.root, [f"leco_{step}@{task_name}" for step in STEPS[: STEPS.index(until) + 1]])

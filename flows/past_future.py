@@ -71,7 +71,8 @@ def default_model(ctx: RunContext) -> ExitModel:
 def train_evaluate_log(ctx: RunContext, setting: str, model: ExitModel) -> dict:
     """One setting inside its nested MLflow run: train, evaluate, log."""
     done = train_then_evaluate(ctx, model, active_logger())
-    log_exit_run(ctx.params, f"past-future/{setting}", done.trained, done.evaluated, register=False)
+    log_exit_run(ctx.params, f"past-future/{setting}", done.trained, done.evaluated, register=False,
+                 method="past-future")
     return {"trained": done.trained, "evaluated": done.evaluated, "dirs": model.dirs}
 
 
@@ -140,7 +141,7 @@ def past_future_pipeline(params_path: str = "params.yaml", overrides: list[str] 
     reports = {}
     for task_name in tasks:
         task_ctx = ctx.for_task(task_name)
-        with task_ctx.parent_run(f"past-future-{task_name}", SECTIONS):
+        with task_ctx.parent_run(f"past-future-{task_name}", SECTIONS, method="past-future"):
             reports[task_name] = run_past_future(task_ctx)
         if not overrides:  # dvc.lock describes params.yaml as written
             record_pipeline_outputs(ctx.params.root, [f"past_future@{task_name}"])

@@ -23,7 +23,7 @@ from flows.hashee import run_hashee
 from flows.layout import TrainedDirs
 from flows.past_future import run_default_past_future
 from flows.steps import ExitModel, compare_evaluate, exit_model_cell, train_exit_model, train_then_evaluate
-from flows.tracking import active_logger, log_exit_run
+from flows.tracking import active_logger, log_exit_run, record_dvc_lock
 from models.objectives import OBJECTIVES
 from config.params import ConfigError
 from tasks.reports.default_run import build_report
@@ -41,7 +41,8 @@ def strategy_model(ctx: RunContext, strategy: str) -> ExitModel:
 def train_and_evaluate(ctx: RunContext, strategy: str, register: bool = True) -> dict:
     """One strategy inside its nested MLflow run: train (cached), evaluate (cached), log."""
     train = ctx.params.train
-    mlflow.log_params({"strategy": strategy, "task": train.task, "head": train.head, "exit_scorer": train.exit_scorer})
+    mlflow.log_params({"method": "berxit", "strategy": strategy, "task": train.task, "head": train.head,
+                       "exit_scorer": train.exit_scorer})
     done = train_then_evaluate(ctx, strategy_model(ctx, strategy), active_logger())
     log_exit_run(ctx.params, strategy, {"checkpoint": str(done.checkpoint)}, done.evaluated, register)
     return done.evaluated
@@ -78,7 +79,7 @@ def exitflow_pipeline(params_path: str = "params.yaml", overrides: list[str] | N
     """Default pipeline: prepare -> train + evaluate each strategy -> HashEE -> ConsistentEE -> report -> DVC record."""
     ctx = start_flow(params_path, overrides, profile=profile)
     params = ctx.params
-    with ctx.parent_run(f"pipeline-{params.train.task}", SECTIONS):
+    with ctx.parent_run(f"pipeline-{params.train.task}", SECTIONS, method="pipeline") as run:
         snapshot_data(params.root, ctx.layout.data)
         for strategy in params.train.strategies:
             with mlflow.start_run(run_name=strategy, nested=True):
@@ -97,6 +98,7 @@ def exitflow_pipeline(params_path: str = "params.yaml", overrides: list[str] | N
     if not overrides and profile is None:  # dvc.lock must describe params.yaml as written
         record_pipeline_outputs(params.root, [s for s in DEFAULT_STAGES
                                               if s != "past_future_default" or params.past_future.in_default_run])
+        record_dvc_lock(params.root, run.info.run_id)
     print(out["table"])
     return out
 
@@ -115,7 +117,8 @@ def exitflow_stage(stage: str, params_path: str = "params.yaml", strategy: str |
         ctx = load_context(params_path, overrides)
         return prepare_task_data(ctx.params) if stage == "prepare" else report(ctx)
     ctx = start_flow(params_path, overrides, prepare=False)
-    with ctx.parent_run(f"{stage}-{strategy}", SECTIONS):
+    with ctx.parent_run(f"{stage}-{strategy}", SECTIONS, method="berxit",
+                          identity={"strategy": strategy} if strategy else None):
         if stage == "past_future_default":
             return run_default_past_future(ctx)
         if stage == "train":

@@ -32,12 +32,14 @@ def static_cell(ctx: RunContext, variant: str) -> dict:
     params, k = ctx.params, static_depth(variant)
     dirs = ctx.layout.static_baseline(k)
     train = params.train.model_copy(update={"exit_scorer": None})
-    trained = train_exit_model(ctx, train, "single", dirs.train, num_layers=k)
+    # k = L is the full model: keyed as every other single-exit full model (HashEE's reference), trained once
+    L = backbone_num_layers(params.backbone.name)
+    trained = train_exit_model(ctx, train, "single", dirs.train, share=True, num_layers=None if k == L else k)
     ev = params.evaluate
     evaluated = run_cached(evaluate_static, out_dir=dirs.evaluate, train=train, backbone=params.backbone,
                            ckpt_dir=trained["checkpoint"], batch_size=ev.batch_size,
                            timing_batch_size=params.compare.timing_batch_size, timing_rows=ev.timing_rows,
                            timing_repeats=ev.timing_repeats, **ctx.inputs.kwargs())
     return single_point_summary("static", evaluated["summary"], evaluated["timing_summary"], trained["checkpoint"],
-                                params.compare.timing_batch_size)
+                                params.compare.timing_batch_size, evaluated.get("test_rows"))
 

@@ -13,7 +13,7 @@ from pathlib import Path
 
 from flows.context import RunContext
 from flows.layout import TrainedDirs
-from tasks.caching import run_cached
+from tasks.caching import run_cached, run_shared
 from tasks.compare import exit_cell_summary
 from config.params import EvaluateConfig, TrainConfig
 from tasks.evaluate import evaluate_exits
@@ -49,9 +49,14 @@ class TrainedModel:
 
 
 def train_exit_model(ctx: RunContext, train: TrainConfig, objective: str, out_dir: Path,
-                     logger: MetricLogger | None = None, **options) -> dict:
+                     logger: MetricLogger | None = None, share: bool = False, **options) -> dict:
     """``train_multi_exit`` (cached) into ``out_dir``; ``options``: its optional arguments
-    (``num_layers``, ``hash_table_dir``, ``dynamics_evals_per_epoch``)."""
+    (``num_layers``, ``hash_table_dir``, ``dynamics_evals_per_epoch``). ``share``: a model with the
+    same inputs and code already trained in another folder of this artifacts tree is reused
+    (``tasks.caching.run_shared``; the caller must read the checkpoint from the returned result)."""
+    if share:
+        return run_shared(train_multi_exit, out_dir=out_dir, index_dir=ctx.layout.shared_trainings, train=train,
+                          backbone=ctx.params.backbone, strategy=objective, logger=logger, **options, **ctx.inputs.kwargs())
     return run_cached(train_multi_exit, out_dir=out_dir, train=train, backbone=ctx.params.backbone, strategy=objective,
                       logger=logger, **options, **ctx.inputs.kwargs())
 

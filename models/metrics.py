@@ -34,9 +34,12 @@ def task_score(metric: str, logits: torch.Tensor, labels: torch.Tensor, regressi
     if metric == "acc_f1":
         return float(50.0 * (accuracy_score(gold, pred) + f1_score(gold, pred)))
     if metric == "pearson_spearman":
-        if np.std(pred) == 0:  # constant predictions: correlation undefined -> 0
+        # constant predictions: correlation undefined -> 0. Tested exactly (np.ptp), not by np.std: a
+        # float32 constant's std comes out ~1e-7, and scipy then returns NaN, which no check flags
+        if np.ptp(pred) == 0 or np.ptp(gold) == 0:
             return 0.0
-        return float(50.0 * (pearsonr(pred, gold).statistic + spearmanr(pred, gold).statistic))
+        score = 50.0 * (pearsonr(pred, gold).statistic + spearmanr(pred, gold).statistic)
+        return float(score) if np.isfinite(score) else 0.0
     raise ValueError(f"unknown metric {metric!r}; choose one of {', '.join(METRICS)}")
 
 

@@ -33,7 +33,7 @@ from typing import Any, Callable
 from prefect.cache_policies import CachePolicy
 from pydantic import BaseModel
 
-from tasks.io import RESULT_FILE, atomic_write_text, file_hash, portable_path, tree_hash
+from tasks.io import RESULT_FILE, atomic_write_text, file_hash, portable_path, project_root, tree_hash
 from tasks.locking import one_writer
 from tasks.output_hashes import changed_output, record_outputs
 
@@ -179,3 +179,48 @@ def run_cached(task, out_dir: Path, **kwargs):
     record_outputs(out_dir, hashed)
     atomic_write_text(stamp, key)
     return result
+
+
+# ---- one training for every caller with the same inputs --------------------------------------------
+
+SHARED_RESULT, REQUESTS = "result.json", "requests"
+
+
+def location_free_key(task, index_dir: Path, **kwargs) -> str:
+    """``inputs_key`` of a call with its ``out_dir`` left out (keyed as ``index_dir`` for every caller):
+    equal for two calls that differ only in where they write."""
+    return inputs_key(task, {**kwargs, "out_dir": Path(index_dir)})
+
+
+def run_shared(task, out_dir: Path, index_dir: Path, **kwargs):
+    """``run_cached``, except that a call whose inputs and code equal those of a call already
+    finished in another folder is served that call's result (its paths point there) instead of
+    running again. ``index_dir/<location-free key>/`` records where the first call wrote
+    (``result.json``) and every folder that asked (``requests/``); ``shared_counts`` reads them.
+    Use it only where the caller takes the paths from the returned result (not from ``out_dir``)
+    and no DVC stage expects ``out_dir`` filled. Two calls running at the same time may both train."""
+    out_dir = Path(out_dir)
+    entry = Path(index_dir) / location_free_key(task, index_dir, **kwargs)
+    where = portable_path(out_dir, out_dir)
+    atomic_write_text(entry / REQUESTS / hashlib.sha256(where.encode()).hexdigest()[:16], where)
+    first = entry / SHARED_RESULT
+    if first.exists():
+        root = project_root(out_dir)
+        other = Path(first.read_text().strip())
+        other = other if other.is_absolute() or root is None else root / other
+        stamp = other / STAMP
+        if other != out_dir and (other / RESULT_FILE).exists() and stamp.exists() \
+                and stamp.read_text() == inputs_key(task, {"out_dir": other, **kwargs}):
+            return run_cached(task, out_dir=other, **kwargs)  # a cache hit in the first caller's folder
+    result = run_cached(task, out_dir=out_dir, **kwargs)
+    if not first.exists():
+        atomic_write_text(first, where)
+    return result
+
+
+def shared_counts(index_dirs: list[Path]) -> dict:
+    """``{"requested", "trained"}`` over every key under ``index_dirs`` (``run_shared``): folders that
+    asked for a model, and models trained for them."""
+    entries = [e for d in index_dirs if Path(d).is_dir() for e in Path(d).iterdir() if (e / SHARED_RESULT).exists()]
+    return {"requested": sum(len(list((e / REQUESTS).iterdir())) for e in entries if (e / REQUESTS).is_dir()),
+            "trained": len(entries)}

@@ -17,7 +17,7 @@ from prefect import task
 from models.errors import CheckpointError
 from models.exiting import MultiExitModel
 from models.flops import full_model_flops
-from models.metrics import task_score
+from models.metrics import chance_check, predictions, task_score
 from models.timing import full_model_runner, measure_throughput
 from tasks.backbones import backbone_num_layers, load_backbone, load_checkpoint, pick_device
 from tasks.caching import ARTIFACT_CACHE
@@ -26,6 +26,7 @@ from tasks.data import load_meta
 from tasks.features import batches, encode_split
 from tasks.io import TIMING_FILE, atomic_write_json, write_result
 from tasks.reports.cells import CellSummary, TimedPoint
+from tasks.row_predictions import SINGLE_POINT, write_test_rows
 from tasks.train import exit_config
 
 POINT_KEYS = ("threshold", "quality", "layer_speedup", "flops_speedup")
@@ -51,14 +52,21 @@ def exit_cell_summary(evaluated: dict, checkpoint: Path, batch_size: int) -> Cel
     return CellSummary(metric=summary["metric"], num_layers=summary["num_layers"], full_dev=summary["full"]["dev_quality"],
                        full_test=summary["full"]["test_quality"],
                        series={name: [{s: _point(p[s]) for s in ("dev", "test")} for p in points] for name, points in curves.items()},
-                       timed=timed, checkpoint=str(checkpoint))
+                       timed=timed, checkpoint=str(checkpoint), test_rows=_rows(evaluated),
+                       at_chance=summary.get("dev_chance_check", {}).get("at_chance"))
 
 
-def single_point_summary(name: str, metrics: dict, timing: dict, checkpoint: Path, batch_size: int) -> CellSummary:
+def _rows(evaluated: dict) -> str | None:
+    return None if evaluated.get("test_rows") is None else str(evaluated["test_rows"])
+
+
+def single_point_summary(name: str, metrics: dict, timing: dict, checkpoint: Path, batch_size: int,
+                         test_rows: Path | None = None) -> CellSummary:
     """The cell summary of a model with one operating point (HashEE, a static baseline):
     ``metrics`` holds ``dev_quality``, ``test_quality``, ``layer_speedup``, ``flops_speedup``
     (measured on test: the hash or the depth fixes them, dev's differ only by the token mix),
-    ``timed_layer_speedup``, ``metric`` and ``backbone_layers``."""
+    ``timed_layer_speedup``, ``metric`` and ``backbone_layers`` (and ``dev_chance_check`` when checked);
+    ``test_rows``: its per-row test predictions (``tasks.row_predictions``)."""
     point = {"threshold": None, "layer_speedup": metrics["layer_speedup"], "flops_speedup": metrics["flops_speedup"]}
     wall = timing.get(f"wallclock_speedup_bs{batch_size}")
     timed = {} if wall is None else {name: TimedPoint(
@@ -67,7 +75,8 @@ def single_point_summary(name: str, metrics: dict, timing: dict, checkpoint: Pat
     return CellSummary(metric=metrics["metric"], num_layers=metrics["backbone_layers"], full_dev=metrics["dev_quality"],
                        full_test=metrics["test_quality"],
                        series={name: [{s: {**point, "quality": metrics[f"{s}_quality"]} for s in ("dev", "test")}]},
-                       timed=timed, checkpoint=str(checkpoint))
+                       timed=timed, checkpoint=str(checkpoint), test_rows=None if test_rows is None else str(test_rows),
+                       at_chance=metrics.get("dev_chance_check", {}).get("at_chance"))
 
 
 @task(name="evaluate_static", cache_policy=ARTIFACT_CACHE, persist_result=True)
@@ -91,13 +100,14 @@ def evaluate_static(train: TrainConfig, backbone: BackboneConfig, ckpt_dir: Path
     metric, regression, pad = meta["metric"], model.config.regression, tokenizer.pad_token_id or 0
     out = {"task": meta["task"], "metric": metric, "num_layers": model.num_layers, "backbone_layers": L,
            "layer_speedup": L / model.num_layers, "timed_layer_speedup": L / model.num_layers}
-    encoded = {}
+    encoded, logits = {}, {}
     for split, sub in (("dev", train.subsample.dev), ("test", train.subsample.test)):
         enc = encoded[split] = encode_split(data_dir, meta["task"], split, tokenizer, backbone.max_length, cache_dir, sub, seed)
         with torch.no_grad():
-            logits = torch.cat([model.early_exit(b["input_ids"], b["attention_mask"], b.get("token_type_ids")).logits.cpu()
-                                for b in batches(enc, batch_size, pad, device=torch_device)])
-        out[f"{split}_quality"] = task_score(metric, logits, torch.tensor(enc["labels"]), regression)
+            logits[split] = torch.cat([model.early_exit(b["input_ids"], b["attention_mask"], b.get("token_type_ids")).logits.cpu()
+                                       for b in batches(enc, batch_size, pad, device=torch_device)])
+        out[f"{split}_quality"] = task_score(metric, logits[split], torch.tensor(enc["labels"]), regression)
+    out["dev_chance_check"] = chance_check(metric, logits["dev"], torch.tensor(encoded["dev"]["labels"]), regression)
     model.cpu()  # timed on CPU, as evaluate_exits and evaluate_hashee time
     lengths = torch.tensor([len(ids) for ids in encoded["test"]["input_ids"]])
     out["flops_speedup"] = (full_model_flops(full, lengths).sum() / full_model_flops(model, lengths).sum()).item()
@@ -110,5 +120,6 @@ def evaluate_static(train: TrainConfig, backbone: BackboneConfig, ckpt_dir: Path
     out_dir = Path(out_dir)
     atomic_write_json(out_dir / "metrics.json", out)
     atomic_write_json(out_dir / TIMING_FILE, timing)
-    return write_result(out_dir, {"metrics": out_dir / "metrics.json", "timing": out_dir / TIMING_FILE,
+    rows = write_test_rows(out_dir, encoded["test"]["labels"], {SINGLE_POINT: predictions(logits["test"], regression)}, regression)
+    return write_result(out_dir, {"metrics": out_dir / "metrics.json", "timing": out_dir / TIMING_FILE, "test_rows": rows,
                                   "summary": out, "timing_summary": timing})

@@ -11,7 +11,8 @@
 - a check that real early exit reproduces the simulated exit layers and predictions.
 
 Outputs in ``out_dir``: ``metrics.json`` (DVC metrics), ``curves.json``, ``tradeoff.csv``
-(DVC plots), ``tradeoff.png``, ``layerwise.png``, ``result.json``, and ``timing.json``: the
+(DVC plots), ``tradeoff.png``, ``layerwise.png``, ``result.json``, ``test_rows.npz`` (per-row test
+predictions at every swept setting, ``tasks.row_predictions``), and ``timing.json``: the
 wall-clock numbers (``full.throughput_bs<b>``; per operating point ``throughput_bs<b>`` and
 ``wallclock_speedup_bs<b>``), the only output that changes from one machine or run to the next
 (``tasks.io.read_metrics`` merges it back into the summary).
@@ -26,8 +27,8 @@ from pathlib import Path
 
 from prefect import task
 
-from models.criteria import make_criterion
-from models.metrics import chance_check, layerwise_scores, task_score
+from models.criteria import make_criterion, simulate
+from models.metrics import chance_check, layerwise_scores, predictions, task_score
 from models.operating import (
     fixed_points,
     operating_points,
@@ -43,6 +44,7 @@ from tasks.failpoints import failpoint
 from tasks.features import batches, encode_split
 from tasks.io import TIMING_FILE, atomic_write_json, atomic_write_text, write_result
 from tasks.plots import layerwise_plot, tradeoff_plot
+from tasks.row_predictions import LAYER, row_key, write_test_rows
 from tasks.metric_logger import MetricLogger, NullLogger
 from tasks.train import warn_if_at_chance
 
@@ -72,6 +74,18 @@ def check_real_exits(model, criteria: dict, enc: dict[str, list], rec: Recording
         # the timed rows' own layer speed-up: wall-clock / this compares like with like
         operating[name]["timed_layer_speedup"] = model.num_layers / sim_layer.double().mean().item()
     return mismatches
+
+
+def sweep_test_rows(curves: dict[str, list[dict]], rec: Recording, regression: bool, options) -> dict:
+    """Per-row test predictions at every swept setting (``row_key(criterion, index)``), at every exit
+    (``layer:<k>``, k = 1..L: the layer-wise scores) and at full depth (``full``)."""
+    out = {"full": predictions(rec.logits[-1], regression),
+           **{f"{LAYER}:{k}": predictions(rec.logits[k - 1], regression) for k in range(1, rec.logits.shape[0] + 1)}}
+    for name, points in curves.items():
+        for i, p in enumerate(points):
+            _, exit_logits = simulate(make_criterion(name, p["test"]["threshold"], **options(name)), rec.logits, rec.scores)
+            out[row_key(name, i)] = predictions(exit_logits, regression)
+    return out
 
 
 def timed_batches(enc: dict[str, list], batch_size: int, pad: int) -> list[dict]:
@@ -108,7 +122,7 @@ def write_evaluation(out_dir: Path, curves: dict, summary: dict, timing: dict) -
 
 def flat_metrics(full: dict[str, float], operating: dict, timing: dict) -> dict[str, float]:
     """The scalars logged per evaluation: full-model quality, each operating point's test numbers and speed-ups."""
-    flat = {"full_test_quality": full["test"], "full_dev_quality": full["dev"]}
+    flat = {"full_depth_test_quality": full["test"], "full_depth_dev_quality": full["dev"]}
     for name, op in operating.items():
         flat.update({f"{name}_test_quality": op["test"]["quality"], f"{name}_layer_speedup": op["test"]["layer_speedup"],
                      f"{name}_flops_speedup": op["test"]["flops_speedup"]})
@@ -173,7 +187,9 @@ def evaluate_exits(
     }
     warn_if_at_chance(summary["dev_chance_check"], f"{task_name} ({meta['strategy']})", train)
     write_evaluation(out_dir, curves, summary, timing)
+    rows = write_test_rows(out_dir, recordings["test"].labels.numpy(), sweep_test_rows(curves, recordings["test"], regression, options),
+                           regression)
     logger.log_metrics(flat_metrics(full, operating, timing))
-    return write_result(out_dir, {"metrics": out_dir / "metrics.json", "curves": out_dir / "curves.json",
+    return write_result(out_dir, {"metrics": out_dir / "metrics.json", "curves": out_dir / "curves.json", "test_rows": rows,
                                   "timing": out_dir / TIMING_FILE, "plot": out_dir / "tradeoff.png",
                                   "layerwise_plot": out_dir / "layerwise.png", "summary": summary})

@@ -48,6 +48,7 @@ from tasks.checkpoint_files import read_json, read_safetensors
 from config.params import DecoderExitsConfig, DecodingConfig, GeneratePolicyConfig, GenerateTrainConfig
 from tasks.io import atomic_write_bytes, atomic_write_json, atomic_write_text, write_result
 from tasks.metric_logger import MetricLogger, NullLogger
+from tasks.metric_schema import speedup_step
 from tasks.train import seed_everything
 
 SPLITS = ("train", "dev", "test")
@@ -338,7 +339,7 @@ def evaluate_criterion(decoding: DecodingConfig, criterion: str, thresholds: lis
     rows_by_split = {split: read_jsonl(Path(responses_dir) / f"{split}.jsonl") for split in ("dev", "test")}
     curve, examples = [], []
     L = adapter.num_layers
-    for i, threshold in enumerate(thresholds):
+    for threshold in thresholds:
         rule = token_criterion(criterion, threshold)
         for split, rows in rows_by_split.items():
             run = run_generation(exits, rule, rows, decoding.batch_size, decoding.max_new_tokens, ends,
@@ -353,7 +354,7 @@ def evaluate_criterion(decoding: DecodingConfig, criterion: str, thresholds: lis
             curve.append(row)
             if split == "test":
                 logger.log_metrics({"test_rouge_l": row["rouge_l"], "test_layer_speedup": row["layer_speedup"],
-                                    "test_flops_speedup": row["flops_speedup"]}, step=i)
+                                    "test_flops_speedup": row["flops_speedup"]}, step=speedup_step(row["layer_speedup"]))
                 examples.append({"threshold": threshold, "responses": [
                     {"prompt": r["prompt"], "full_depth": r["response"], "accelerated": t, "rouge_l": s}
                     for r, t, s in zip(rows[: example_count], texts, scores)]})

@@ -20,7 +20,7 @@ from prefect import task
 from models.errors import CheckpointError
 from models.flops import full_model_flops, layer_flops
 from models.hashee import HashEEModel, hashee_instance_flops
-from models.metrics import task_score
+from models.metrics import chance_check, predictions, task_score
 from models.timing import exit_runner, full_model_runner, measure_throughput
 from tasks.backbones import load_checkpoint
 from tasks.caching import ARTIFACT_CACHE
@@ -28,6 +28,7 @@ from config.params import BackboneConfig, EvaluateConfig, HasheeConfig, TrainCon
 from tasks.features import batches, encode_split
 from tasks.hash_table import load_hash_table
 from tasks.io import TIMING_FILE, atomic_write_json, write_result
+from tasks.row_predictions import SINGLE_POINT, write_test_rows
 
 
 @torch.no_grad()
@@ -51,11 +52,12 @@ def evaluate_hashee(hashee: HasheeConfig, evaluate: EvaluateConfig, train: Train
     metric, regression, pad = meta["metric"], model.config.regression, tokenizer.pad_token_id or 0
     out = {"task": meta["task"], "kind": hashee.kind, "buckets": hashee.buckets, "num_layers": model.num_layers,
            "backbone_layers": full.num_layers}
-    encoded = {}
+    encoded, logits = {}, {}
     for split, sub in (("dev", train.subsample.dev), ("test", train.subsample.test)):
         enc = encoded[split] = encode_split(data_dir, meta["task"], split, tokenizer, backbone.max_length, cache_dir, sub, seed)
         labels = torch.tensor(enc["labels"])
-        out[f"{split}_quality"] = task_score(metric, predict(model, enc, evaluate.batch_size, pad), labels, regression)
+        logits[split] = predict(model, enc, evaluate.batch_size, pad)
+        out[f"{split}_quality"] = task_score(metric, logits[split], labels, regression)
         out[f"full_{split}_quality"] = task_score(metric, predict(full, enc, evaluate.batch_size, pad), labels, regression)
     # FLOPs per instance on test (un-padded lengths)
     enc = encoded["test"]
@@ -84,7 +86,10 @@ def evaluate_hashee(hashee: HasheeConfig, evaluate: EvaluateConfig, train: Train
         timing[f"throughput_bs{bs}"] = tp["hashee"]
         timing[f"full_throughput_bs{bs}"] = tp["full"]
         timing[f"wallclock_speedup_bs{bs}"] = tp["hashee"] / tp["full"]
+    out["dev_chance_check"] = chance_check(metric, logits["dev"], torch.tensor(encoded["dev"]["labels"]), regression)
     atomic_write_json(out_dir / "metrics.json", out)
     atomic_write_json(out_dir / TIMING_FILE, timing)
-    return write_result(out_dir, {"metrics": out_dir / "metrics.json", "timing": out_dir / TIMING_FILE, "summary": out})
+    rows = write_test_rows(out_dir, encoded["test"]["labels"], {SINGLE_POINT: predictions(logits["test"], regression)}, regression)
+    return write_result(out_dir, {"metrics": out_dir / "metrics.json", "timing": out_dir / TIMING_FILE, "test_rows": rows,
+                                  "summary": out})
 

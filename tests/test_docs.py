@@ -33,6 +33,7 @@ METHOD_RESULTS = {
     "self-speculative.md": "generation.md",
     "learnability.md": "learnability.md",
     "comparison.md": "comparison.md",
+    "comparison-statistics.md": "comparison.md",
 }
 
 

@@ -15,7 +15,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 STATIC_PREFIX = "static-"
-STATUSES = ("ok", "failed", "n/a")
+STATUSES = ("ok", "failed", "n/a", "pending")
 
 
 def static_method(k: int) -> str:
@@ -88,6 +88,10 @@ class CellSummary:
             ``side = {"threshold", "quality", "layer_speedup", "flops_speedup"}``.
         timed: criterion -> its dev operating point, timed (criteria without a timing left out).
         checkpoint: the trained model's folder.
+        test_rows: its per-row test predictions at every sweep point (``tasks.row_predictions``,
+            keys ``<criterion>:<index into series>``); None when the evaluation kept none.
+        at_chance: whether the full-depth model is at chance level on dev (``models.metrics.chance_check``);
+            None when not checked.
     """
 
     metric: str
@@ -97,23 +101,28 @@ class CellSummary:
     series: dict[str, list[dict]]
     timed: dict[str, TimedPoint]
     checkpoint: str
+    test_rows: str | None = None
+    at_chance: bool | None = None
 
     @property
     def points(self) -> list[dict]:
-        """The union of ``series``, each sweep point tagged with its ``criterion``."""
-        return [{**p, "criterion": c} for c, pts in sorted(self.series.items()) for p in pts]
+        """The union of ``series``, each sweep point tagged with its ``criterion`` and its ``index`` in it."""
+        return [{**p, "criterion": c, "index": i} for c, pts in sorted(self.series.items()) for i, p in enumerate(pts)]
 
     def to_json(self) -> dict:
-        """``{"metric", "num_layers", "full": {"dev", "test"}, "series", "timed", "checkpoint"}``."""
+        """``{"metric", "num_layers", "full": {"dev", "test"}, "series", "timed", "checkpoint"[, "test_rows"][, "at_chance"]}``
+        (the last two only when known)."""
+        extra = {k: v for k, v in (("test_rows", self.test_rows), ("at_chance", self.at_chance)) if v is not None}
         return {"metric": self.metric, "num_layers": self.num_layers, "full": {"dev": self.full_dev, "test": self.full_test},
                 "series": self.series, "timed": {k: t.to_json() for k, t in self.timed.items()},
-                "checkpoint": self.checkpoint}
+                "checkpoint": self.checkpoint, **extra}
 
     @classmethod
     def from_json(cls, data: dict) -> CellSummary:
         """The summary ``to_json`` wrote (extra keys, as a cell's, are ignored)."""
         return cls(data["metric"], data["num_layers"], data["full"]["dev"], data["full"]["test"], data["series"],
-                   {k: TimedPoint.from_json(t) for k, t in data["timed"].items()}, data["checkpoint"])
+                   {k: TimedPoint.from_json(t) for k, t in data["timed"].items()}, data["checkpoint"],
+                   data.get("test_rows"), data.get("at_chance"))
 
 
 @dataclass(frozen=True)
@@ -132,8 +141,8 @@ class ComparisonCell:
 
     Attributes:
         task, method, seed: the cell; ``method`` is a registered method or ``static-<k>``.
-        status: ``ok``, ``failed`` (no unit at the chosen rate trained) or ``n/a`` (the method
-            cannot do the task).
+        status: ``ok``, ``failed`` (no unit at the chosen rate trained), ``n/a`` (the method
+            cannot do the task) or ``pending`` (not run yet: a budget stopped the grid before it).
         lr: the learning rate chosen on dev for (task, method); None when none trained.
         lr_scores: each tried rate (``f"{lr:g}"``) -> full-depth dev quality, None where it failed.
         seconds: wall time of all its units; None in the report, which keeps no run times.
@@ -190,7 +199,7 @@ class ComparisonCell:
         """The cell as ``cell.json`` and ``compare.json`` hold it, keys in their historical order."""
         head = {"task": self.task, "method": self.method, "seed": self.seed, "kind": self.kind}
         seconds = {} if self.seconds is None else {"seconds": self.seconds}
-        if self.status == "n/a":
+        if self.status in ("n/a", "pending"):
             return {**head, "status": self.status, **seconds, "error": self.error, "lr": self.lr, "lr_scores": self.lr_scores}
         head = {**head, **seconds, "lr_scores": self.lr_scores}
         if self.status == "failed":

@@ -22,8 +22,9 @@ How the numbers are chosen (``SELECTION``, also printed in compare.md):
   dev layer speed-up over seeds, then dev quality), as the champion model ships; wall-clock is
   measured on test rows, so it never chooses.
 
-Plots: every seed's front is drawn in its method's style (only the first seed is labelled):
-averaging fronts over seeds is ill-defined and pooling seeds would pick the luckiest points.
+Plots (one figure per task, test numbers): the readings at each target and the timed dev
+operating points as markers with seed error bars, never joined by lines (dev-chosen points need
+not form a front on test); the static line through the static-k seed means with a ± std band.
 """
 
 from __future__ import annotations
@@ -37,10 +38,11 @@ from typing import Callable
 import numpy as np
 
 from tasks.io import atomic_write_json, atomic_write_text
-from tasks.plots import XLABELS, _save, method_styles, speedup_scatter, tradeoff_panels
+from tasks.plots import STATIC_STYLE, XLABELS, _save, legend_right, method_styles, plt, speedup_scatter
 from tasks.reports.cells import STATUSES, ComparisonCell, is_static, static_depth
+from tasks.reports.claims import FLAG_GAP, claims_for_task, claims_markdown, flag_reasons, rows_loader
 from tasks.reports.tables import escape_cell, format_mean_std, markdown_table
-from models.tradeoff import average_ranks, claim, curve_auc, dev_chosen_front, mean_std, pareto_front, quality_at
+from models.tradeoff import average_ranks, curve_auc, dev_chosen_front, mean_std, quality_at
 
 SELECTION = ("Numbers: per seed, the learning rate chosen on dev; a method's curve is the union of its criteria's "
              "sweep points reduced to the Pareto front on dev (dev layer speed-up, dev quality), reported with its "
@@ -49,6 +51,11 @@ SELECTION = ("Numbers: per seed, the learning rate chosen on dev; a method's cur
              "under that curve over 1x..3x / 2 with quality 0 beyond the reach. Cells: mean ± std over seeds "
              "(ddof=1; one seed: mean only); '(n/m seeds)' = only n of the m ok seeds count. Timed: batch-32 "
              "wall-clock speed-up at the dev operating point of the criterion fastest on dev, with its test quality.")
+INTERVALS = ("Claims: the test-quality difference A - B at a target, mean over seeds, with a 95% paired bootstrap "
+             "interval (the same resampled test rows on both sides and, with two seeds or more, the same resampled "
+             "seeds; the metric recomputed on every resample; the dev-chosen operating points held fixed). A claim "
+             "holds or fails only when its interval excludes 0, else 'no difference detected'. Flagged cells (full "
+             "model at chance on dev, or far below the full static model on dev) are shown but never ranked nor claimed.")
 
 
 # ---- aggregation over seeds --------------------------------------------------------------------
@@ -95,6 +102,11 @@ def _status_text(summary: dict) -> str:
         problems.setdefault((e["status"], e["error"]), []).append(str(e["seed"]))
     parts += [f"{status}: {error} (seed{'s' if len(seeds) > 1 else ''} {', '.join(seeds)})"
               for (status, error), seeds in problems.items()]
+    flagged: dict[str, list] = {}
+    for f in summary.get("flagged", []):
+        flagged.setdefault(f["why"], []).append(str(f["seed"]))
+    parts += [f"FLAGGED, not ranked: {why} (seed{'s' if len(seeds) > 1 else ''} {', '.join(seeds)})"
+              for why, seeds in flagged.items()]
     return escape_cell("; ".join(p for p in parts if p))
 
 
@@ -105,7 +117,7 @@ def _lr_text(summary: dict) -> str:
 
 def _row(method: str, s: dict) -> list[str]:
     if not s["status"]["ok"]:
-        return [method, _status_text(s)] + ["—"] * (len(s["quality_at"]) + 6)
+        return [method, _status_text(s)] + ["—"] * (len(s["quality_at"]) + 5)  # lr, full test, targets, AUC, reach, timed
     timed = s["timed"]
     timed_text = "—" if timed is None else (f"{format_mean_std(timed['wallclock_speedup'], 2, 'x')} @ "
                                              f"{format_mean_std(timed['test_quality'])} ({timed['criterion']})")
@@ -126,11 +138,6 @@ def _static_points(by_method: dict[str, list[ComparisonCell]],
         if pts:
             out.append((float(np.mean([p[0] for p in pts])), float(np.mean([p[1] for p in pts])), str(static_depth(method))))
     return out
-
-
-def _static_flops(c: ComparisonCell) -> tuple | None:
-    pts = c.points
-    return (pts[0]["test"]["flops_speedup"], pts[0]["test"]["quality"]) if pts else None
 
 
 def _static_timed(c: ComparisonCell) -> tuple | None:
@@ -164,27 +171,86 @@ def full_model_quality(by_method: dict[str, list[ComparisonCell]]) -> float | No
     return float(np.mean([c.summary.full_test for c in deepest]))
 
 
-def pareto_figure(task: str, by_method: dict[str, list[dict]], styles: dict[str, tuple[str, str]]):
-    """Two panels for one task's cells (``by_method[method]`` = one cell per seed): (a) test quality vs
-    test FLOPs speed-up along each seed's dev-chosen front (dev FLOPs speed-up, dev quality); (b) test
-    quality vs measured batch-32 wall-clock speed-up, timed points faint with a line along their
-    front. Static-k baselines dashed grey (seed means), the full model (static-L) dotted. Unsaved Figure."""
+def _mean_std_xy(values: list[tuple[float, float]]) -> tuple[float, float, float, float] | None:
+    """``(mean x, mean y, std x, std y)`` over seeds (std 0 with one seed); None without values."""
+    if not values:
+        return None
+    xs, ys = np.array([v[0] for v in values]), np.array([v[1] for v in values])
+    sd = lambda a: float(np.std(a, ddof=1)) if len(a) > 1 else 0.0  # noqa: E731
+    return float(xs.mean()), float(ys.mean()), sd(xs), sd(ys)
+
+
+def _static_band(ax, points: list[tuple[float, float, float, float, str]]) -> None:
+    """The static line through the static-k seed means, a band of ± one seed std around it."""
+    points = sorted(points)
+    if not points:
+        return
+    xs, ys, sds = [p[0] for p in points], [p[1] for p in points], [p[3] for p in points]
+    ax.plot(xs, ys, markersize=5, linewidth=1.2, **STATIC_STYLE)
+    ax.fill_between(xs, [y - s for y, s in zip(ys, sds)], [y + s for y, s in zip(ys, sds)], color=STATIC_STYLE["color"],
+                    alpha=0.15, linewidth=0, label="static ± seed std")
+    for x, y, _, _, k in points:
+        ax.annotate(k, (x, y), textcoords="offset points", xytext=(3, 4), fontsize=7, color="dimgray")
+
+
+def pareto_figure(task: str, by_method: dict[str, list[ComparisonCell]], styles: dict[str, tuple[str, str]],
+                  speedups: tuple[float, ...] = (1.5, 2.0, 3.0)):
+    """One task on TEST, two panels; points only, never lines through dev-chosen points (their test
+    numbers need not form a front): (a) each method's quality read at each target layer speed-up on its
+    dev-chosen front, mean over seeds with a ± std error bar (the table's numbers; methods nudged
+    apart in x); (b) each criterion's dev operating point timed at batch 32: mean wall-clock speed-up and
+    test quality with seed error bars on both. The static line (static-k seed means, each at its own
+    speed-up) with a ± std band; the full model (static-L) dotted. Unsaved Figure."""
     early = _early_ok(by_method)
-    flops = {"xlabel": XLABELS["flops_speedup"],
-             "lines": {m: [[(p["test"]["flops_speedup"], p["test"]["quality"])
-                            for p in dev_chosen_front(c.points, "flops_speedup")] for c in cells]
-                       for m, cells in early.items()},
-             "static": _static_points(by_method, _static_flops)}
-    wall = {m: [[(t.wallclock_speedup, t.test_quality) for _, t in c.timed] for c in cells] for m, cells in early.items()}
-    timed = {"xlabel": XLABELS["wallclock_speedup"],
-             "lines": {m: [pareto_front(pts, 0, 1) for pts in seeds] for m, seeds in wall.items()},
-             "points": {m: [p for pts in seeds for p in pts] for m, seeds in wall.items()},
-             "static": _static_points(by_method, _static_timed)}
+    fig, (ax_layer, ax_wall) = plt.subplots(1, 2, figsize=(2 * 4.8 + 2.3, 4.4))
+    width = 0.04 * (max(speedups) - min(speedups) or 1.0)
+    for i, (method, cells) in enumerate(early.items()):
+        colour, marker = styles[method]
+        fronts = [dev_chosen_front(c.points) for c in cells]
+        shift = (i - (len(early) - 1) / 2) * width / max(1, len(early))
+        at = [(t, mean_std([quality_at(f, t) for f in fronts])) for t in speedups]
+        at = [(t, a) for t, a in at if a["mean"] is not None]
+        if at:
+            ax_layer.errorbar([t + shift for t, _ in at], [a["mean"] for _, a in at], yerr=[a["std"] or 0.0 for _, a in at],
+                              color=colour, marker=marker, linestyle="none", markersize=5, capsize=2, label=method)
+        criteria = sorted({k for c in cells for k, _ in c.timed})
+        for criterion in criteria:
+            point = _mean_std_xy([(t.wallclock_speedup, t.test_quality) for c in cells for k, t in c.timed if k == criterion])
+            ax_wall.errorbar([point[0]], [point[1]], xerr=[point[2]], yerr=[point[3]], color=colour, marker=marker,
+                             linestyle="none", markersize=4, capsize=2, alpha=0.8, label=method)
+    for ax, point in ((ax_layer, _static_layer_point), (ax_wall, _static_timed)):
+        static = []
+        for method, cells in by_method.items():
+            if is_static(method):
+                agg = _mean_std_xy([p for p in (point(c) for c in cells if c.ok) if p is not None])
+                if agg is not None:
+                    static.append((*agg, str(static_depth(method))))
+        _static_band(ax, static)
     full = full_model_quality(by_method)
     metric = _metric(by_method, "quality")
-    return tradeoff_panels([flops, timed], styles, f"test {metric} (%)",
-                           f"{task}: dev-chosen fronts at their test numbers (every seed drawn)",
-                           None if full is None else (full, "full model (static-L)"))
+    for ax, xlabel in ((ax_layer, XLABELS["layer_speedup"] + ", test"), (ax_wall, XLABELS["wallclock_speedup"])):
+        if full is not None:
+            ax.axhline(full, color="black", linestyle=":", linewidth=1, label="full model (static-L)")
+        ax.set_xlabel(xlabel)
+        ax.set_ylabel(f"test {metric} (%)")
+        ax.grid(alpha=0.3)
+    ax_layer.set_title("quality at each target (dev-chosen front), mean ± seed std", fontsize=8)
+    ax_wall.set_title("timed dev operating points, mean ± seed std", fontsize=8)
+    fig.suptitle(f"{task}: test numbers of dev-chosen points ({len({c.seed for cs in early.values() for c in cs})} seeds)",
+                 fontsize=10)
+    legend_right(fig)
+    legend = fig.legends[0]  # matplotlib lists error bars after lines: the methods first, in their order
+    pairs = dict(zip([t.get_text() for t in legend.get_texts()], legend.legend_handles))
+    order = [m for m in styles if m in pairs] + [label for label in pairs if label not in styles]
+    legend.remove()
+    fig.legend([pairs[label] for label in order], order, loc="center left",
+               bbox_to_anchor=(fig.subplotpars.right + 0.01, 0.5), fontsize=7, frameon=False)
+    return fig
+
+
+def _static_layer_point(c: ComparisonCell) -> tuple | None:
+    pts = c.points
+    return (pts[0]["test"]["layer_speedup"], pts[0]["test"]["quality"]) if pts else None
 
 
 def wallclock_figure(task: str, by_method: dict[str, list[dict]], styles: dict[str, tuple[str, str]]):
@@ -227,20 +293,6 @@ def static_line_at(by_method: dict[str, list[dict]], speedups: tuple[float, ...]
     return {f"{t:g}x": mean_std([quality_at(f, t) for f in fronts]) for t in speedups}
 
 
-def claims_table(summaries: dict[str, dict], static: dict[str, dict], speedups: tuple[float, ...]) -> tuple[str, dict]:
-    """Markdown and data: each early-exit method's test quality minus the static line's at each target."""
-    data = {m: {f"{t:g}x": claim(s["quality_at"][f"{t:g}x"], static[f"{t:g}x"]) for t in speedups}
-            for m, s in summaries.items() if not is_static(m) and s["status"]["ok"]}
-
-    def text(c: dict) -> str:
-        return c["verdict"] if c["difference"] is None else f"{c['difference']:+.1f} ({c['verdict']})"
-
-    rows = [[m] + [text(by_target[f"{t:g}x"]) for t in speedups] for m, by_target in data.items()]
-    head = ["method"] + [f"vs static @ {t:g}x" for t in speedups]
-    return ("Against the static smaller models (test quality minus the static line at the same layer "
-            "speed-up; a claim needs the difference to exceed the seed spread):\n\n" + markdown_table(head, rows)), data
-
-
 # ---- the report --------------------------------------------------------------------------------
 
 def _method_order(method: str) -> tuple[bool, int]:
@@ -264,13 +316,16 @@ def _overall(summaries: dict[str, dict[str, dict]], auc_label: str) -> tuple[str
     methods = sorted({m: None for by_method in summaries.values() for m in by_method}, key=_method_order)
     auc = {m: {t: summaries[t][m]["auc"] for t in tasks if m in summaries[t] and summaries[t][m]["status"]["ok"]}
            for m in methods}
-    ranks = average_ranks({m: a for m, a in auc.items() if not is_static(m)}, tasks)
+    ranked = {m: {t: a for t, a in by_task.items() if not summaries[t][m].get("flagged")} for m, by_task in auc.items()}
+    ranks = average_ranks({m: a for m, a in ranked.items() if not is_static(m)}, tasks)
 
     def cell(m: str, t: str) -> str:
         s = summaries[t].get(m)
         if s is None:
             return ""
-        return format_mean_std(s["auc"]) if s["status"]["ok"] else ("n/a" if s["status"]["n/a"] else "failed")
+        if not s["status"]["ok"]:
+            return "n/a" if s["status"]["n/a"] else "failed"
+        return format_mean_std(s["auc"]) + (" (flagged)" if s.get("flagged") else "")
 
     def rank(m: str) -> str:
         r = ranks.get(m)
@@ -286,7 +341,8 @@ def _overall(summaries: dict[str, dict[str, dict]], auc_label: str) -> tuple[str
 
 
 def compare_report(cells: list[ComparisonCell], speedups: tuple[float, ...] = (1.5, 2.0, 3.0), *, out_dir: Path,
-                   auc_range: tuple[float, float] = (1.0, 3.0)) -> dict:
+                   auc_range: tuple[float, float] = (1.0, 3.0), rows_root: Path | None = None, flag_gap: float = FLAG_GAP,
+                   resamples: int = 2000, notes: list[str] = ()) -> dict:
     """Writes the comparison report of finished grid cells into ``out_dir``.
 
     ``cells``: ``tasks.reports.cells.ComparisonCell``; a static baseline's cell has one criterion
@@ -295,35 +351,46 @@ def compare_report(cells: list[ComparisonCell], speedups: tuple[float, ...] = (1
     Writes ``compare.json`` (per task, per method: ``summarise_method``'s numbers with the raw cells;
     overall AUC and average ranks), ``compare.md``, and per task ``pareto-<task>.png`` /
     ``pareto-<task>.csv`` / ``wallclock-<task>.png``. Failed and n/a cells are reported, never dropped.
+    Claims carry paired bootstrap intervals over the cells' per-row test predictions
+    (``tasks.reports.claims``; relative ``test_rows`` paths resolve against ``rows_root``); a cell at
+    chance or more than ``flag_gap`` dev points below the full model is flagged: shown, never ranked
+    nor claimed. ``notes``: sentences printed under the selection (e.g. how the learning rate was chosen).
     Returns ``{"json", "markdown", "plots": {task: path}, "wallclock_plots": {task: path}, "table"}``.
     """
     out_dir = Path(out_dir)
     grouped = _group(cells)
     tasks = list(grouped)
     styles = method_styles(list(dict.fromkeys(c.method for c in cells if not c.is_static)))
-    summaries = {t: {m: summarise_method(cs, speedups, auc_range) for m, cs in by_method.items()}
+    flags = {t: flag_reasons(by_method, flag_gap) for t, by_method in grouped.items()}
+    summaries = {t: {m: {**summarise_method(cs, speedups, auc_range),
+                         "flagged": [{"seed": c.seed, "why": flags[t][(m, c.seed)]} for c in cs if (m, c.seed) in flags[t]]}
+                     for m, cs in by_method.items()}
                  for t, by_method in grouped.items()}
+    rows = rows_loader(rows_root)
     auc_label = f"AUC[{auc_range[0]:g},{auc_range[1]:g}]"
     head = (["method", "status", "lr (chosen)", "full test"] + [f"test @ {t:g}x" for t in speedups]
             + [auc_label, "reach", "timed b32 wall-clock @ test quality (criterion)"])
     sections, plots, wallclock_plots, claims = [], {}, {}, {}
     for task, by_method in grouped.items():
-        plots[task] = str(_save(pareto_figure(task, by_method, styles), out_dir / f"pareto-{task}.png"))
+        plots[task] = str(_save(pareto_figure(task, by_method, styles, speedups), out_dir / f"pareto-{task}.png"))
         wallclock_plots[task] = str(_save(wallclock_figure(task, by_method, styles), out_dir / f"wallclock-{task}.png"))
         atomic_write_text(out_dir / f"pareto-{task}.csv", pareto_csv(by_method))
         full = full_model_quality(by_method)
         metric = _metric(by_method, "?")
-        static = static_line_at(by_method, speedups)
-        claims_md, claims[task] = claims_table(summaries[task], static, speedups)
+        claims[task] = claims_for_task(by_method, speedups, rows, flags[task], resamples)
+        claims_md = claims_markdown(claims[task], speedups)
         sections.append(f"## {task} ({metric})\n\n" + markdown_table(head, [_row(m, s) for m, s in summaries[task].items()])
                         + ("" if full is None else f"\n\nFull model (static-L, test): {full:.1f}")
                         + "\n\n" + claims_md
                         + f"\n\n![{task} Pareto](pareto-{task}.png) ![{task} wall-clock](wallclock-{task}.png)\n")
     overall, auc, ranks = _overall(summaries, auc_label)
-    table = "# exitflow compare\n\n" + SELECTION + "\n\n" + "\n".join(sections) + "\n" + overall
+    table = "# exitflow compare\n\n" + " ".join([SELECTION, INTERVALS, *notes]) + "\n\n" + "\n".join(sections) + "\n" + overall
     json_path = atomic_write_json(out_dir / "compare.json", {
-        "selection": SELECTION, "speedups": list(speedups), "auc_range": list(auc_range),
-        "tasks": {t: {"full_model": full_model_quality(grouped[t]), "methods": summaries[t], "against_static": claims[t]}
+        "selection": SELECTION, "intervals": INTERVALS, "notes": list(notes), "speedups": list(speedups),
+        "auc_range": list(auc_range),
+        "tasks": {t: {"full_model": full_model_quality(grouped[t]), "methods": summaries[t],
+                      "against_static": claims[t]["against_static"], "claims": claims[t]["named"],
+                      "layerwise_claims": claims[t]["layerwise"]}
                   for t in tasks},
         "overall": {"auc": auc, "average_rank": ranks}})
     md_path = atomic_write_text(out_dir / "compare.md", table)

@@ -24,6 +24,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from tasks.io import RESULT_FILE, TIMING_FILE, atomic_write_bytes, atomic_write_text, with_timing
+from tasks.reports.claims import claims_markdown
 from tasks.reports.comparison import _row as comparison_row
 from tasks.reports.consistentee import consistentee_markdown, consistentee_report
 from tasks.reports.default_run import layerwise_markdown, results_markdown
@@ -293,20 +294,33 @@ def learnability_page_markdown(results: dict) -> str:
 
 
 def comparison_markdown_page(compare: dict) -> str:
-    """``artifacts/compare/<profile>/report/compare.json``: per task the method table (the report's
-    own row builder) and the overall AUC table."""
+    """``artifacts/compare/<profile>/report/compare.json``: how the numbers were chosen and the run's
+    notes, then per task the method table (the report's own row builder; a flagged cell's status says
+    why it is never ranked), an "incomplete" line while cells are pending, the claim tables with their
+    paired bootstrap intervals and verdicts (the report's own ``claims_markdown``) and the task's plots."""
     speedups = compare["speedups"]
     lo, hi = compare["auc_range"]
     head = (["method", "status", "lr (chosen)", "full test"] + [f"test @ {t:g}x" for t in speedups]
             + [f"AUC[{lo:g},{hi:g}]", "reach", "timed b32 wall-clock @ test quality (criterion)"])
-    text = compare["selection"] + "\n"
+    text = "\n\n".join([compare["selection"], *([compare["intervals"]] if compare.get("intervals") else [])]) + "\n"
+    if compare.get("notes"):
+        text += "\nNotes on this run:\n\n" + "".join(f"- {escape_cell(n)}\n" for n in compare["notes"])
     for task, t in compare["tasks"].items():
         metric = next((m["metric"] for m in t["methods"].values() if m.get("metric")), "quality")
         text += (f"\n### {task} ({metric})\n\n"
                  + markdown_table(head, [comparison_row(m, s) for m, s in t["methods"].items()]) + "\n")
+        pending = sum(s["status"].get("pending", 0) for s in t["methods"].values())
+        if pending:
+            cells = sum(len(s["seeds"]) for s in t["methods"].values())
+            text += f"\n**Incomplete: {pending} of {cells} cells pending** (not run yet; the same command continues the grid).\n"
         if t.get("full_model") is not None:
             text += f"\nFull model (static-L, test): {num(t['full_model'], 1)}\n"
-        text += f"\n![{task}: quality vs speed-up](IMAGE:pareto-{task}.png)\n"
+        claims = {"against_static": t.get("against_static", {}), "named": t.get("claims", {}),
+                  "layerwise": t.get("layerwise_claims", {})}
+        if any(claims.values()):
+            text += "\n" + claims_markdown(claims, tuple(speedups)) + "\n"
+        text += (f"\n![{task}: quality vs speed-up](IMAGE:pareto-{task}.png)\n"
+                 f"\n![{task}: measured vs layer speed-up](IMAGE:wallclock-{task}.png)\n")
     return text
 
 

@@ -314,3 +314,22 @@ def test_a_closed_output_pipe_does_not_leave_the_temporary_server_running(tmp_pa
         assert not alive, f"left running: {[' '.join(p.cmdline()) for p in alive]}"
     finally:
         kill_all([proc, *children], psutil)
+
+
+@pytest.mark.parametrize("args, key", [
+    (["--budget", "abc"], "compare.budget: "),
+    (["--profile", "nightly"], "unknown profile 'nightly'"),
+    (["--set", "compare.seeds=[42, 42]"], "compare.seeds: "),
+    (["--set", "compare.lr_grid=[]"], "compare.lr_grid: "),
+])
+def test_compare_bad_input_fails_before_any_unit_naming_the_key(args, key, monkeypatch):
+    import flows.compare
+
+    def no_flow(*a, **k):
+        raise AssertionError("the flow started")
+
+    monkeypatch.setattr(flows.compare, "compare_flow", no_flow)
+    result = invoke(["compare", "--params", str(Path(__file__).resolve().parents[2] / "params.yaml"), *args])
+    assert result.exit_code == 2, result.output
+    [line] = error_lines(result.output)
+    assert line.startswith("error: params.yaml: ") and key in line and "Traceback" not in result.output

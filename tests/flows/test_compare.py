@@ -63,6 +63,8 @@ def comparable(cells):
 
 
 def test_compare_grid_report_mlflow_and_champions(compare_project, prefect_harness):
+    from tests.flows.mlflow_schema import check_experiment, check_versions
+
     result = run_compare(compare_project)
     cells = {(c["task"], c["method"]): c for c in result["cells"]}
     # every task x method x static cell is there; the custom regression task joined the grid
@@ -78,6 +80,11 @@ def test_compare_grid_report_mlflow_and_champions(compare_project, prefect_harne
         assert set(scores) == {1e-3, 5e-3}
         assert c["lr"] == max(scores, key=lambda lr: (scores[lr], -lr))
         assert c["dev_score"] == scores[c["lr"]] == c["full"]["dev"]
+        # every evaluation kept its per-row test predictions, one vector per sweep point, for the intervals
+        from tasks.row_predictions import read_test_rows
+
+        labels, rows = read_test_rows(c["test_rows"])
+        assert len(rows) >= sum(len(points) for points in c["series"].values()) and all(len(r) == len(labels) for r in rows.values())
     # static baselines: the first k of 3 layers, layer speed-up 3/k, FLOPs speed-up above 1 for k < 3
     for k in (1, 2):
         point = cells[("sst2", f"static-{k}")]["series"]["static"][0]["test"]
@@ -92,6 +99,7 @@ def test_compare_grid_report_mlflow_and_champions(compare_project, prefect_harne
     # report: markdown with the n/a row, JSON, one Pareto plot per task
     report = root / "report"
     assert "n/a" in (report / "compare.md").read_text()
+    assert "(1 seed)" in (report / "compare.md").read_text()  # claims carry their interval and seed count
     assert {"sst2", "sim"} <= set(json.loads((report / "compare.json").read_text())["tasks"])
     assert (report / "pareto-sst2.png").stat().st_size > 0 and (report / "pareto-sim.png").stat().st_size > 0
 
@@ -107,6 +115,12 @@ def test_compare_grid_report_mlflow_and_champions(compare_project, prefect_harne
     for task, method in (("sst2", "joint"), ("sst2", "hashee"), ("sst2", "leco"), ("sim", "joint"), ("sim", "hashee")):
         version = client.get_model_version_by_alias(f"exitflow-default-{task}-{method}", "champion")
         assert float(version.tags["dev_score"]) == pytest.approx(cells[(task, method)]["dev_score"])
+        check_versions(client, f"exitflow-default-{task}-{method}", "champion")
+    # the schema: provenance, identity and datasets on every run; ok cells read at the target speed-ups
+    check_experiment(client, compare_project, "exitflow-compare")
+    ok = [r for r in nested if r.data.params["status"] == "ok"]
+    assert ok and all("full_depth_dev_quality" in r.data.metrics for r in ok)
+    assert all("test_quality_at_1.5x" in r.data.metrics for r in ok if r.data.params["method"] in ("joint", "static-1"))
 
     # a re-run with nothing changed is served from the cache and does not move any champion
     before = (root / "cells" / "lr-0.001" / "sst2" / "seed-0" / "train" / "joint" / "result.json").stat().st_mtime_ns
@@ -123,8 +137,10 @@ def test_champion_moves_only_when_dev_improves(compare_project, prefect_harness)
     from config.params import load_params
     from tasks.reports.cells import ComparisonCell
 
+    # a budget large enough for the grid: the budgeted path (units one slot at a time) runs it all
     result = run_compare(compare_project, "compare.methods=[joint]", "compare.static_layers=[]", "compare.lr_grid=[0.001]",
-                         "compare.tasks=[sst2]", "data.custom={}")
+                         "compare.tasks=[sst2]", "data.custom={}", "compare.budget=1h")
+    assert all(c["status"] == "ok" for c in result["cells"]) and "INCOMPLETE" not in result["table"]
     cell = ComparisonCell.from_json(next(c for c in result["cells"] if c["method"] == "joint"))
     params = load_params(compare_project / "params.yaml")
     first = mlflow.MlflowClient().get_model_version_by_alias("exitflow-default-sst2-joint", "champion")
@@ -199,7 +215,7 @@ def test_dead_services_fail_fast_naming_them(silent_port):
         assert time.perf_counter() - start < 5
 
 
-def test_lr_is_chosen_per_task_and_method_on_mean_dev_over_seeds():
+def test_lr_is_chosen_per_task_and_method_on_the_first_seed():
     from flows.compare_grid import assemble_cells
     from tasks.reports.cells import CellSummary, UnitResult
 
@@ -208,20 +224,23 @@ def test_lr_is_chosen_per_task_and_method_on_mean_dev_over_seeds():
 
     failed = UnitResult(None, "ValueError: boom", 0.0)
 
-    # seed 1 prefers 0.1 on dev, seed 2 prefers 0.2; the mean prefers 0.2; test would prefer 0.1
-    grid = [{"task": "t", "method": "m", "seed": s, "lr": lr} for s in (1, 2) for lr in (0.1, 0.2)]
-    results = [unit(80, 99), unit(70, 50), unit(60, 99), unit(90, 50)]
-    cells = {c.seed: c for c in assemble_cells(grid, results)}
-    assert cells[1].lr == cells[2].lr == 0.2
-    assert (cells[1].dev_score, cells[2].dev_score) == (70, 90)
-    # a rate that failed for one seed loses to a rate every seed trained; the failed seed is reported
-    results = [unit(80, 0), failed, unit(60, 0), unit(99, 0)]
-    cells = {c.seed: c for c in assemble_cells(grid, results)}
-    assert cells[1].lr == 0.1 and cells[1].status == cells[2].status == "ok"
-    results = [failed, unit(70, 0), unit(60, 0), unit(90, 0)]
-    cells = {c.seed: c for c in assemble_cells(grid, results)}
-    assert cells[1].lr == 0.2 and cells[1].status == "ok"
-    # seed 1 trained at no rate: its cell fails with the unit's error
-    results = [failed, failed, unit(60, 0), unit(90, 0)]
-    cells = {c.seed: c for c in assemble_cells(grid, results)}
-    assert cells[1].status == "failed" and cells[1].error == "ValueError: boom" and cells[2].status == "ok"
+    # seed 1 (the first) tries both rates and prefers 0.2 on dev (test would prefer 0.1); seed 2 trains at 0.2 only
+    grid = [{"task": "t", "method": "m", "seed": 1, "lr": lr} for lr in (0.1, 0.2)] + [{"task": "t", "method": "m",
+                                                                                       "seed": 2, "lr": 0.2}]
+    cells = {c.seed: c for c in assemble_cells(grid, [unit(70, 99), unit(80, 50), unit(60, 0)], [1, 2])}
+    assert cells[1].lr == cells[2].lr == 0.2 and (cells[1].dev_score, cells[2].dev_score) == (80, 60)
+    assert set(cells[1].lr_scores) == {"0.1", "0.2"} and set(cells[2].lr_scores) == {"0.2"}
+    # a rate that failed loses to one that trained
+    cells = {c.seed: c for c in assemble_cells(grid[:2], [unit(70, 0), failed], [1])}
+    assert cells[1].lr == 0.1 and cells[1].status == "ok"
+    # the second seed failed at the chosen rate: its cell fails with the unit's error, the first is ok
+    cells = {c.seed: c for c in assemble_cells(grid, [unit(70, 0), unit(80, 0), failed], [1, 2])}
+    assert cells[2].status == "failed" and cells[2].error == "ValueError: boom" and cells[1].status == "ok"
+    # no rate trained on the first seed: every seed fails with its errors
+    cells = {c.seed: c for c in assemble_cells(grid[:2], [failed, failed], [1, 2])}
+    assert cells[1].status == cells[2].status == "failed" and cells[2].error == "ValueError: boom"
+    # a first-seed unit not started (None): no rate yet, every seed pending; a later unit not started: pending
+    cells = {c.seed: c for c in assemble_cells(grid[:2], [unit(70, 0), None], [1, 2])}
+    assert cells[1].status == cells[2].status == "pending"
+    cells = {c.seed: c for c in assemble_cells(grid, [unit(70, 0), unit(80, 0), None], [1, 2])}
+    assert cells[1].status == "ok" and cells[2].status == "pending" and cells[2].lr == 0.2

@@ -14,7 +14,9 @@ def test_two_rounds_log_histograms_spearman_and_compare_with_baselines(project, 
     from mlflow.tracking import MlflowClient
     import mlflow
 
+    from config.params import load_params
     from flows.consistentee import consistentee_pipeline
+    from tests.flows.mlflow_schema import check_criterion_runs, check_experiment
 
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
     out = consistentee_pipeline(str(project / "params.yaml"), TINY)
@@ -49,13 +51,21 @@ def test_two_rounds_log_histograms_spearman_and_compare_with_baselines(project, 
     client = MlflowClient()
     exp = client.get_experiment_by_name("exitflow-consistentee")
     runs = client.search_runs([exp.experiment_id])
-    rounds = sorted((r for r in runs if r.info.run_name.startswith("default/round-")), key=lambda r: r.info.run_name)
-    assert [r.info.run_name for r in rounds] == ["default/round-1", "default/round-2"]
-    for r in rounds:
+    name = load_params(project / "params.yaml", TINY).consistentee.name
+    rounds = sorted((r for r in runs if "/round-" in r.info.run_name), key=lambda r: r.info.run_name)
+    assert [r.info.run_name for r in rounds] == [f"consistentee-{name}/round-1", f"consistentee-{name}/round-2"]
+    for r, result in zip(rounds, (1, 2)):
+        mem = json.loads((base / f"default/rounds/round-{result}/memorized/result.json").read_text())
         assert "dev_objective" in r.data.metrics and "policy_reward" in r.data.metrics
         assert [a.path for a in client.list_artifacts(r.info.run_id, "memorized_layer")] == ["memorized_layer/histogram.png"]
-        assert len(client.get_metric_history(r.info.run_id, "memorized_layer_count")) == 3
+        shares = [r.data.metrics[f"memorized_layer_share_layer_{k}"] for k in (1, 2, 3)]
+        assert shares == pytest.approx([c / sum(mem["histogram"]) for c in mem["histogram"]])
     parent = next(r for r in runs if "mlflow.parentRunId" not in r.data.tags)
+    # the schema: why it stopped and the per-round series on the parent; every run described, with provenance
+    assert parent.data.tags["stop_reason"].startswith("max_rounds (2)") and parent.data.metrics["best_round"] == 2
+    assert [m.step for m in client.get_metric_history(parent.info.run_id, "round_dev_objective")] == [1, 2]
+    check_experiment(client, project, "exitflow-consistentee")
+    assert {r.data.params["criterion"] for r in check_criterion_runs(client, runs)} == set(metrics["operating_points"])
     assert "mean_forgetting_events" in parent.data.metrics
     assert ("spearman_loss" in parent.data.metrics) == (spearman["spearman_loss"] is not None)
     assert "hardness/spearman.md" in [a.path for a in client.list_artifacts(parent.info.run_id, "hardness")]

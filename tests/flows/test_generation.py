@@ -24,10 +24,19 @@ TINY_DISTILL = ["generate.distill.tokens=240", "generate.distill.held_out_tokens
                 "generate.distill.batch_sequences=8"]
 
 
+def front_rouge(static: list[dict]) -> float:
+    """Test ROUGE-L at 1.5x of the static exits at layers 2 (2x) and 4 (1x) of 4, the front chosen on dev:
+    the 2x point alone when dev scores it as high as full depth, else the line between the two."""
+    dev = {r["threshold"]: r["rouge_l"] for r in static if r["split"] == "dev"}
+    test = {r["threshold"]: r["rouge_l"] for r in static if r["split"] == "test"}
+    return test[2] if dev[2] >= dev[4] else (test[2] + test[4]) / 2
+
+
 def test_generate_flow_end_to_end(project, prefect_harness, monkeypatch):
     from mlflow.tracking import MlflowClient
 
     from flows.generation import generate_pipeline
+    from tests.flows.mlflow_schema import check_criterion_runs, check_experiment
 
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
     overrides = tiny(project)
@@ -82,6 +91,13 @@ def test_generate_flow_end_to_end(project, prefect_harness, monkeypatch):
     policy_run = next(r for r in runs if r.info.run_name == "policy")
     assert policy_run.data.params["exits"] == "consistentee"
     assert "test_rouge_l" in policy_run.data.metrics
+    # the schema: provenance and descriptions on every run; each criterion's sweep by speed-up, read at the targets
+    check_experiment(client, project, "exitflow-generate")
+    criterion_runs = check_criterion_runs(client, runs, keys=())
+    assert {r.info.run_name for r in criterion_runs} == {"static", "softmax", "saturation", "policy"}
+    static_run = next(r for r in criterion_runs if r.info.run_name == "static")
+    assert static_run.data.metrics["test_quality_at_1.5x"] == pytest.approx(
+        100 * front_rouge(static))
 
     # a second run is served from the cache: nothing is rewritten
     stamp = (base / "exits/init/exits.safetensors").stat().st_mtime_ns

@@ -75,6 +75,10 @@ def test_learnability_flow_runs_every_study_and_logs_one_run_per_predictor(study
     parent = next(r for r in runs if "mlflow.parentRunId" not in r.data.tags)
     assert {a.path for a in client.list_artifacts(parent.info.run_id, "report")} == {"report/f1.png", "report/results.md"}
     assert (project / "artifacts/sst2/seed-42/learnability/report/results.md").read_text().count("| conll2003 |") == 4
+    # the schema: described, with provenance and identity; no prepared split is claimed as their data
+    from tests.flows.mlflow_schema import check_experiment
+
+    check_experiment(client, project, "learnability", task=None)
 
 
 def test_sentence_annotation_bits_are_per_layer_argmax_equals_gold(project, prefect_harness):

@@ -56,6 +56,10 @@ def test_search_derive_retrain_and_compare(project, prefect_harness, monkeypatch
     exp = client.get_experiment_by_name("exitflow-leco")
     runs = client.search_runs([exp.experiment_id])
     assert {"leco-sst2", "search", "leco", "jt-linear", "jt-mha"} <= {r.info.run_name for r in runs}
+    from tests.flows.mlflow_schema import check_criterion_runs, check_experiment
+
+    check_experiment(client, project, "exitflow-leco")
+    assert {"leco", "jt-linear"} <= {r.data.params["method"] for r in check_criterion_runs(client, runs)}
     search_run = next(r for r in runs if r.info.run_name == "search")
     weight = client.get_metric_history(search_run.info.run_id, "alpha_layer_1_pooling_sa")
     assert [m.step for m in weight] == [1, 2]

@@ -64,6 +64,10 @@ def test_settings_train_exit_and_compare_at_dev_chosen_speedups(project, prefect
     parent = next(r for r in runs if r.info.run_name == "past-future-sst2")
     if claim is not None:
         assert parent.data.metrics["claim_margin"] == pytest.approx(claim["margin"])
+    from tests.flows.mlflow_schema import check_criterion_runs, check_experiment
+
+    check_experiment(client, project, "exitflow-past-future")
+    assert {r.data.params["method"] for r in check_criterion_runs(client, runs)} == {"past-future"}
     saved_local = json.loads((base / "models/local-weighted/train/checkpoint/exitflow.json").read_text())["exits"]
     assert (saved_local["head"], saved_local["pooling"], saved_local["scorer"]) == ("pooler", "mean", None)
 

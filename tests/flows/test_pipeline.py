@@ -38,6 +38,7 @@ def test_pipeline_writes_mlflow_runs_dvc_outputs_and_reruns_from_cache(project, 
     from flows.pipeline import exitflow_pipeline
 
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    (project / "dvc.lock").write_text("schema: '2.0'\nstages: {}\n")  # the lock a run reads is tagged on every run
     report = exitflow_pipeline(str(project / "params.yaml"))
 
     # DVC: data snapshot pinned by data.dvc; every dvc.yaml output exists
@@ -75,11 +76,11 @@ def test_pipeline_writes_mlflow_runs_dvc_outputs_and_reruns_from_cache(project, 
     assert sorted(r.info.run_name for r in children) == ["alternating", "consistentee-hardness-a0.1",
                                                          "hashee-frequency-Lall-B3-cls", "joint", "past-future-concat"]
     joint = next(r for r in children if r.info.run_name == "joint")
-    assert "full_test_quality" in joint.data.metrics and "dev_layer_3" in joint.data.metrics
+    assert "full_depth_test_quality" in joint.data.metrics and "dev_layer_3" in joint.data.metrics
     grandchildren = [r for r in runs if r.data.tags.get("mlflow.parentRunId") == joint.info.run_id]
     assert len(grandchildren) == 5
     assert len(client.get_metric_history(joint.info.run_id, "layerwise_test")) == 3
-    assert len(client.search_model_versions("name='tiny-exits'")) == 2
+    check_schema(client, project, runs, parents[0])
 
     # HashEE's classifier reads [CLS] (hashee.pooling), the single-exit reference keeps train.pooling
     def pooling(ckpt):
@@ -100,6 +101,46 @@ def test_pipeline_writes_mlflow_runs_dvc_outputs_and_reruns_from_cache(project, 
     exitflow_pipeline(str(project / "params.yaml"))
     assert weights.stat().st_mtime_ns == stamps[0]
     assert metrics.stat().st_mtime_ns != stamps[1]
+
+
+def check_schema(client, project, runs, parent):
+    """The default run reads like tasks.metric_schema: every run described, with provenance,
+    identity and datasets; every method's runs share the keys; curves ordered by speed-up; the
+    one sort answers "best at 2x"; ConsistentEE says why it stopped; the registry explains itself."""
+    import mlflow
+
+    from flows.champions import holder_dev_score
+    from tasks.metric_schema import RECOMMENDED_ALIAS, VERSION_TAGS
+    from tests.flows.mlflow_schema import best_at_2x, check_criterion_runs, check_experiment, md5
+
+    check_experiment(client, project, "test-spine")
+    criterion_runs = check_criterion_runs(client, runs)
+    assert {r.data.params["method"] for r in criterion_runs} == {"berxit", "consistentee", "past-future"}
+    by_name = {r.info.run_name: r for r in runs}
+    hashee = by_name["hashee-frequency-Lall-B3-cls"]
+    assert {"test_quality", "layer_speedup", "flops_speedup", "reference_test_quality"} <= set(hashee.data.metrics)
+    assert "full_test_quality" not in hashee.data.metrics and hashee.data.params["criterion"] == "hash"
+    best = best_at_2x(client, "test-spine")
+    assert best.info.run_name == parent.data.tags["best_run_at_2x"]
+    lock_md5, data_md5 = md5(project / "dvc.lock"), yaml.safe_load((project / "data.dvc").read_text())["outs"][0]["md5"]
+    assert {(r.data.tags["dvc.lock_md5"], r.data.tags["dvc.data_md5"]) for r in runs} == {(lock_md5, data_md5)}
+
+    cee = by_name["consistentee-hardness-a0.1"]
+    rounds_run = int(cee.data.metrics["rounds_run"])
+    assert cee.data.tags["stop_reason"] and 1 <= cee.data.metrics["best_round"] <= rounds_run
+    assert [m.step for m in client.get_metric_history(cee.info.run_id, "round_dev_objective")] == list(
+        range(1, rounds_run + 1))
+
+    versions = client.search_model_versions("name='tiny-exits'")
+    assert len(versions) == 2
+    for v in versions:
+        assert "shipped_criterion" in v.description and set(VERSION_TAGS) <= set(v.tags), v.tags
+        assert mlflow.models.get_model_info(f"models:/tiny-exits/{v.version}").signature is not None
+    holder, score = holder_dev_score(client, "tiny-exits", RECOMMENDED_ALIAS)
+    assert score == max(float(v.tags["dev_score"]) for v in versions)
+    assert {v.tags["strategy"] for v in versions} == {"joint", "alternating"}
+    names = [m.name for m in client.search_logged_models([parent.info.experiment_id])]
+    assert len(names) == len(set(names)) and {"joint", "alternating", "consistentee-hardness-a0-1"} <= set(names), names
 
 
 def test_training_resumes_from_last_finished_epoch(project, prefect_harness, monkeypatch):

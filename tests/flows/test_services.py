@@ -63,7 +63,7 @@ def test_compare_against_real_mlflow_and_prefect_servers(project, services):
     cell = next(r for r in runs if r.info.run_name == "sst2/joint/seed-0")
     assert "cell.json" in [a.path for a in list_artifacts(run_id=cell.info.run_id, tracking_uri=uri)]
     version = client.get_model_version_by_alias("exitflow-default-sst2-joint", "champion")
-    assert float(version.tags["dev_score"]) == pytest.approx(cell.data.metrics["dev_full_quality"])
+    assert float(version.tags["dev_score"]) == pytest.approx(cell.data.metrics["full_depth_dev_quality"])
     # no local mlruns/mlartifacts: everything went through the server
     assert not (project / "mlruns").exists() and not (project / "mlartifacts").exists()
 

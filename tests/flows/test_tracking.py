@@ -10,3 +10,43 @@ def test_shipped_criterion_is_the_fastest_on_dev_not_on_test():
     }
     assert shipped_criterion(points) == {"criterion": "patience", "threshold": 2.0}
     assert shipped_criterion({}) == {}
+
+
+class FakeRegistry:
+    """The registry calls ``flows.champions.challenge`` makes, on one model."""
+
+    def __init__(self):
+        self.aliases, self.dev_scores = {}, {}
+
+    def get_model_version_by_alias(self, name, alias):
+        from types import SimpleNamespace
+
+        from mlflow.exceptions import MlflowException
+        from mlflow.protos.databricks_pb2 import INVALID_PARAMETER_VALUE
+
+        if alias not in self.aliases:
+            raise MlflowException("no alias", error_code=INVALID_PARAMETER_VALUE)
+        version = self.aliases[alias]
+        return SimpleNamespace(version=version, tags={"dev_score": str(self.dev_scores[version])})
+
+    def set_registered_model_alias(self, name, alias, version):
+        self.aliases[alias] = version
+
+
+def test_recommended_alias_moves_only_to_a_strictly_better_dev_score():
+    from flows.champions import challenge
+
+    registry = FakeRegistry()
+    for version, dev_score, moves in (("1", 80.0, True), ("2", 80.0, False), ("3", 79.0, False), ("4", 81.0, True)):
+        registry.dev_scores[version] = dev_score
+        assert challenge(registry, "m", "recommended", version, dev_score) is moves
+    assert registry.aliases == {"recommended": "4"}
+
+
+def test_entry_point_names_no_machine_path(monkeypatch):
+    from flows.tracking import REPO_ROOT, entry_point
+
+    monkeypatch.setattr("sys.argv", [str(REPO_ROOT / "flows" / "cli.py")])
+    assert entry_point() == "flows/cli.py"
+    monkeypatch.setattr("sys.argv", ["/opt/venv/bin/exitflow"])
+    assert entry_point() == "bin/exitflow"

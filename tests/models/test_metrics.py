@@ -55,3 +55,15 @@ def test_scores_are_python_floats_for_float32_labels():
     score = task_score("pearson_spearman", logits, labels, regression=True)
     assert type(score) is float and json.dumps(score)
     assert type(task_score("accuracy", torch.tensor([[0.1, 0.9], [0.8, 0.2]]), torch.tensor([1, 1]), False)) is float
+
+
+def test_a_regression_model_below_the_constant_prediction_is_flagged_on_float32_labels():
+    """The constant prediction's correlation is 0, not NaN: a float32 mean's np.std is ~1e-7, and
+    scipy's NaN made ``score <= majority`` false, so an STS-B model at -0.6 was never flagged."""
+    gen = torch.Generator().manual_seed(0)
+    labels = (5 * torch.rand(100, generator=gen)).float()  # n = 100, seed 0: the constant's float32 std is 4.8e-7
+    check = chance_check("pearson_spearman", (-0.1 * labels + torch.randn(100, generator=gen))[:, None], labels, True)
+    assert check["majority_score"] == 0.0 and check["score"] < 0 and check["at_chance"]
+    near_constant = chance_check("pearson_spearman", torch.full((100, 1), 2.5) + 1e-9 * torch.randn(100, 1, generator=gen),
+                                 labels, True)
+    assert near_constant["at_chance"] and near_constant["majority_score"] == 0.0

@@ -14,12 +14,19 @@ def test_repository_params_and_every_profile_validate():
     assert isinstance(params, Params)
     assert params.train.strategies == ["joint", "alternating"]
     profiles = list(params.profiles)
-    assert profiles == ["full", "quick"]  # discovered, counted: a new profile must be added here on purpose
+    assert profiles == ["full", "standard", "quick"]  # discovered, counted: a new profile must be added here on purpose
     full = load_params(ROOT / "params.yaml", profile="full")
     assert full.train.subsample.train is None and len(full.compare.seeds) == 3  # every row, 3 seeds
     quick = load_params(ROOT / "params.yaml", profile="quick")
     assert quick.train.subsample.train is not None and len(quick.compare.seeds) == 1
     assert set(quick.compare.tasks) == {"sst2", "mrpc", "stsb"} and quick.compare.methods == ["all"]
+    # standard: the default run's budget (what `exitflow run` trains), 3 seeds, a two-point lr grid
+    default, standard = load_params(ROOT / "params.yaml"), load_params(ROOT / "params.yaml", profile="standard")
+    assert standard.train.subsample == default.train.subsample and standard.train.subsample.train == 4000
+    assert standard.train.subsample.dev is None and standard.train.subsample.test is None
+    assert standard.train.epochs == default.train.epochs == 2 and standard.backbone == default.backbone
+    assert standard.compare.seeds == [42, 43, 44] and len(standard.compare.lr_grid) == 2
+    assert standard.compare.tasks == ["sst2", "mrpc", "stsb"]
 
 
 def test_paths_resolve_against_the_params_file(tmp_path, monkeypatch):
@@ -41,10 +48,24 @@ def test_paths_resolve_against_the_params_file(tmp_path, monkeypatch):
     ("consistentee.tau=0", r"consistentee.tau: Input should be greater than 0"),
     ("consistentee.reward=greedy", r"consistentee.reward: Input should be 'hardness' or 'vanilla'"),
     ("consistentee.ablation_alphas=[0.1, -1]", r"consistentee.ablation_alphas: .*alphas >= 0"),
+    ("compare.budget=abc", r"compare.budget: .*'abc' is not a duration; write it like 170m, 2h30m or 90s"),
+    ("compare.budget=170", r"compare.budget: .*170 is not a duration"),
+    ("compare.budget=0m", r"compare.budget: .*must be longer than 0"),
+    ("compare.seeds=[42, 43, 42]", r"compare.seeds: .*42 listed more than once"),
+    ("compare.lr_grid=[]", r"compare.lr_grid: List should have at least 1 item"),
 ])
 def test_bad_values_name_the_key(override, message):
     with pytest.raises(ConfigError, match=message):
         load_params(ROOT / "params.yaml", [override])
+
+
+def test_budget_durations():
+    from config.params import duration_seconds
+
+    assert [duration_seconds(t) for t in ("170m", "2h30m", "90s", "1.5h")] == [10200, 9000, 90, 5400]
+    for bad in ("", "m", "10", "10x", "1h1h", "-5m", "5 m"):
+        with pytest.raises(ValueError):
+            duration_seconds(bad)
 
 
 def test_unknown_profile_and_malformed_override():

@@ -105,7 +105,7 @@ def test_failed_and_na_cells_are_reported_not_dropped(tmp_path):
     assert "| leco | n/a: leco cannot do regression (seed 1) |" in md
     assert "## rte" in md and "## Overall" in md
     data = json.loads((tmp_path / "compare.json").read_text())
-    assert data["tasks"]["sst2"]["methods"]["leco"]["status"] == {"ok": 0, "failed": 0, "n/a": 1}
+    assert data["tasks"]["sst2"]["methods"]["leco"]["status"] == {"ok": 0, "failed": 0, "n/a": 1, "pending": 0}
     # overall: AUC per task; only early-exit methods are ranked (joint 85.75 > pabee 81.75 on sst2, < on rte)
     assert "| joint | 85.8 ± 2.8 | 63.8 | 1.50 |" in md and "| static-6 | 0.0 | 0.0 | — |" in md
     assert "| leco | n/a |  | — |" in md
@@ -129,8 +129,14 @@ def test_files_written_and_byte_identical_across_runs(tmp_path):
 # ---- plots ----------------------------------------------------------------------------------------
 
 def _styled_lines(fig) -> dict[str, tuple[str, str]]:
-    return {line.get_label(): (matplotlib.colors.to_hex(line.get_color()), line.get_marker())
-            for ax in fig.axes for line in ax.get_lines() if not line.get_label().startswith("_")}
+    """Label -> (colour, marker) of every labelled line and error-bar series."""
+    drawn = {line.get_label(): (matplotlib.colors.to_hex(line.get_color()), line.get_marker())
+             for ax in fig.axes for line in ax.get_lines() if not line.get_label().startswith("_")}
+    for ax in fig.axes:
+        for bars in ax.containers:
+            line = bars.lines[0]
+            drawn.setdefault(bars.get_label(), (matplotlib.colors.to_hex(line.get_color()), line.get_marker()))
+    return drawn
 
 
 def test_twenty_methods_get_distinct_colour_marker_pairs():
@@ -159,7 +165,26 @@ def test_pareto_figure_has_one_legend_outside_the_axes():
     assert len(fig.axes) == 2 and len(fig.legends) == 1 and all(ax.get_legend() is None for ax in fig.axes)
     assert _legend_right_of_axes(fig)
     labels = [t.get_text() for t in fig.legends[0].get_texts()]
-    assert labels == ["joint", "pabee", "static (first k layers)", "full model (static-L)"]
+    assert labels == ["joint", "pabee", "static (first k layers)", "static ± seed std", "full model (static-L)"]
+    matplotlib.pyplot.close(fig)
+
+
+def test_pareto_figure_draws_dev_chosen_points_with_seed_error_bars_and_no_lines_through_them():
+    # two seeds whose test numbers zigzag along the dev-chosen front: no line may join them
+    zigzag = {"entropy": [pt(1.0, 90.0, 1.0, 90.0), pt(2.0, 85.0, 2.0, 70.0), pt(3.0, 80.0, 3.0, 78.0)]}
+    by_method = {"joint": [cell("joint", 1, series=zigzag), cell("joint", 2, series=zigzag, full_test=94.0)],
+                 "static-3": [static(3, 80.0), static(3, 84.0, seed=2)], "static-2": [static(2, 70.0), static(2, 70.0, seed=2)]}
+    fig = pareto_figure("sst2", by_method, method_styles(["joint"]), (2.0, 3.0))
+    layer = fig.axes[0]
+    joint = [c for c in layer.containers if c.get_label() == "joint"]
+    assert len(joint) == 1
+    marks = joint[0].lines[0]
+    assert marks.get_linestyle() == "None"  # markers only
+    assert list(marks.get_ydata()) == pytest.approx([70.0, 78.0])  # the table's quality_at, at 2x and 3x
+    # the static line: through the seed means at 6/k (2x: 82 ± 2.8, 3x: 70), its band around it
+    static_line = next(ln for ln in layer.get_lines() if ln.get_label() == "static (first k layers)")
+    assert list(static_line.get_xdata()) == [2.0, 3.0] and list(static_line.get_ydata()) == pytest.approx([82.0, 70.0])
+    assert any(c.get_label() == "static ± seed std" for c in layer.collections)
     matplotlib.pyplot.close(fig)
 
 

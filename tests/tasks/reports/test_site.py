@@ -27,7 +27,8 @@ from tasks.reports.learnability import PREDICTOR_NAMES, learnability_report
 from tasks.reports.leco import compare_leco
 from tasks.reports.past_future import compare_past_future
 from tasks.reports.site import results_pages, write_site
-from tests.tasks.reports.test_comparison import cell, static
+from tests.tasks.reports.test_claims import make_cell
+from tests.tasks.reports.test_comparison import cell
 
 ROOT = Path(__file__).resolve().parents[3]
 L = 3  # layers of the tiny run
@@ -139,9 +140,19 @@ def tiny_run(root: Path) -> Layout:
                         {"history": [{"epoch": e, "train_accuracy": rng.uniform(50, 99), "test_accuracy": rng.uniform(50, 60)}
                                      for e in (1, 2)]}, layout.learnability_report)
 
-    compare_report([cell("joint", full_test=rng.uniform(70, 90)), cell("hashee", full_test=rng.uniform(70, 90)),
-                    static(3, rng.uniform(60, 80)), static(1, rng.uniform(50, 70))],
-                   (1.5, 2.0), out_dir=layout.compare / "quick" / "report")
+    compare_cells = []  # two seeds with per-row test predictions (claims get intervals), a flagged and a pending cell
+    right = rng.randint  # rows right, of test_claims.N
+    for seed in (1, 2):
+        compare_cells += [
+            make_cell(root / "rows", "joint", seed, [(1.0, right(34, 38)), (2.0, right(24, 32)), (3.0, right(10, 20))]),
+            make_cell(root / "rows", "alternating", seed, [(1.0, right(34, 38)), (2.0, right(24, 32)), (3.0, right(10, 20))]),
+            make_cell(root / "rows", "hashee", seed, [(2.0, right(30, 40))]),
+            make_cell(root / "rows", "weak", seed, [(1.0, 20), (2.0, 20)], full_dev=rng.uniform(30, 50)),
+            make_cell(root / "rows", "static-6", seed, [(1.0, right(36, 40))]),
+            make_cell(root / "rows", "static-3", seed, [(2.0, right(0, 20))])]
+    compare_cells.append(cell("leco", 1, status="pending", error="not run yet"))
+    compare_report(compare_cells, (1.5, 2.0), out_dir=layout.compare / "quick" / "report", resamples=200,
+                   notes=["Learning rate: per (task, method), chosen on seed 1 and reused for the other seeds."])
 
     shutil.copytree(ROOT / "benchmarks" / "results", root / "benchmarks" / "results")
     return layout
@@ -173,7 +184,9 @@ def tables(markdown: str) -> list[list[dict[str, str]]]:
             for row in lines[i + 2:]:
                 if not row.startswith("|"):
                     break
-                rows.append(dict(zip(head, split_row(row))))
+                cells = split_row(row)
+                assert len(cells) == len(head), f"a row with {len(cells)} cells under {len(head)} headers: {row}"
+                rows.append(dict(zip(head, cells)))
             found.append(rows)
     return found
 
@@ -195,6 +208,13 @@ def shown(value: float, text: str) -> bool:
     number = text.rstrip("x%").strip()
     digits = len(number.partition(".")[2])
     return f"{value:.{digits}f}" == number
+
+
+def shown_mean_std(aggregate: dict, text: str) -> bool:
+    """``text`` is ``format_mean_std`` of ``{"mean", "std"}``: the mean, then "± std" with two seeds or more."""
+    mean, _, std = text.partition(" ± ")
+    std = std.split(" (")[0]
+    return shown(aggregate["mean"], mean) and (not std or shown(aggregate["std"], std))
 
 
 def row_where(rows: list[dict], **match) -> dict:
@@ -329,9 +349,39 @@ def test_method_pages_hold_their_report_values(site):
     methods = tables(page(root, "comparison"))[0]
     for method, s in compare["tasks"]["sst2"]["methods"].items():
         row = row_where(methods, method=method)
-        assert shown(s["full_test"]["mean"], row["full test"]) and shown(s["auc"]["mean"], row["AUC[1,3]"])
-        reached = s["quality_at"]["2x"]["mean"]
-        assert row["test @ 2x"] == "not reached" if reached is None else shown(reached, row["test @ 2x"])
+        if not s["status"]["ok"]:
+            assert row["full test"] == "—" and "pending" in row["status"]
+            continue
+        assert shown_mean_std(s["full_test"], row["full test"]) and shown_mean_std(s["auc"], row["AUC[1,3]"])
+        reached = s["quality_at"]["2x"]
+        assert row["test @ 2x"] == "not reached" if reached["mean"] is None else shown_mean_std(reached, row["test @ 2x"])
+
+
+def test_comparison_page_holds_the_claims_flags_notes_and_pending_cells(site):
+    """The comparison page shows each claim's interval and verdict as compare.json has them, the
+    flagged method's reason (never ranked), the run's notes, the pending count and every task plot."""
+    root, layout = site
+    report = layout.compare / "quick" / "report"
+    compare, text = load(root, report / "compare.json"), page(root, "comparison")
+    sst2 = compare["tasks"]["sst2"]
+    claim_tables = {"method" if "method" in t[0] else "claim": t for t in tables(text) if t and "@ 2x" in t[0]}
+    assert set(claim_tables) == {"method", "claim"}, "no claim tables on the comparison page"
+    against_static = row_where(claim_tables["method"], method="joint")
+    claim = sst2["against_static"]["joint"]["2x"]
+    cell_text = against_static["@ 2x"]
+    difference, low, high = NUMBER.findall(cell_text)[:3]
+    assert (shown(claim["difference"], difference) and shown(claim["low"], low) and shown(claim["high"], high)), cell_text
+    assert cell_text.endswith(f"{claim['verdict']} ({claim['seeds']} seeds)") and claim["seeds"] == 2
+    named = row_where(claim_tables["claim"], **{"claim (A vs B)": "HashEE vs static"})
+    hashee = sst2["claims"]["HashEE vs static"]["2x"]
+    assert named["@ 2x"].endswith(f"{hashee['verdict']} ({hashee['seeds']} seeds)")
+    weak = row_where(tables(text)[0], method="weak")
+    assert sst2["methods"]["weak"]["flagged"] and "FLAGGED, not ranked: full-depth dev" in weak["status"]
+    assert "Learning rate: per (task, method), chosen on seed 1" in text
+    pending = sum(s["status"]["pending"] for s in sst2["methods"].values())
+    assert pending == 1 and f"Incomplete: {pending} of " in text
+    for plot in ("pareto-sst2.png", "wallclock-sst2.png"):
+        assert f"(img/comparison--compare-quick-report-{plot})" in text and (root / "docs/results/img" / f"comparison--compare-quick-report-{plot}").exists()
 
 
 def test_benchmark_page_holds_every_committed_benchmark_row(site):
