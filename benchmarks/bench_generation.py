@@ -53,9 +53,9 @@ from models.self_speculative import (  # noqa: E402
 )
 from models.timing import measure_throughput  # noqa: E402
 from config.params import load_params  # noqa: E402
-from tasks.backbones import load_decoder  # noqa: E402
 from tasks.generation import (  # noqa: E402
-    EXIT_SETS, chat_text, end_ids, load_exits, prompt_batches, read_jsonl, rouge_l, run_generation, strip_end,
+    ADAPTATION_FILE, EXIT_SETS, chat_text, end_ids, load_exits, load_generation_decoder, prompt_batches, read_jsonl, rouge_l,
+    run_generation, strip_end,
 )
 from tasks.io import atomic_write_json  # noqa: E402
 
@@ -150,7 +150,12 @@ def main(argv=None) -> list[dict]:
         sys.exit(f"error: {summary_path} not found; run `exitflow generate` first (or pass --criteria alone: no criterion arm)")
     summary = json.loads(summary_path.read_text()) if criteria else {}
     torch.manual_seed(params.seed)
-    lm, tokenizer = load_decoder(cfg.decoder)
+    # generate.adapt: lora | full times the adapted decoder and the exits trained on it (issue 22)
+    suffix = "" if cfg.adapt == "none" else f"-{cfg.adapt}"
+    adapted_dir = base / f"adapt{suffix}" if suffix else None
+    if adapted_dir is not None and not (adapted_dir / ADAPTATION_FILE).exists():
+        sys.exit(f"error: {adapted_dir / ADAPTATION_FILE} not found; run `exitflow generate` with generate.adapt={cfg.adapt} first")
+    lm, tokenizer = load_generation_decoder(cfg.decoder, adapted_dir)
     adapter = DecoderAdapter(lm)
     L, ends, pad = adapter.num_layers, end_ids(tokenizer), tokenizer.pad_token_id
     if args.prompts_file is not None:
@@ -166,7 +171,7 @@ def main(argv=None) -> list[dict]:
             check_speculative(layer, length, L)
     except ValueError as err:
         sys.exit(f"error: {err}")
-    exits = ({name: load_exits(base / "exits" / name, adapter) for name in ("init", "consistentee")}
+    exits = ({name: load_exits(base / f"exits{suffix}" / name, adapter) for name in ("init", "consistentee")}
              if criteria or spec_cfg.draft_head == "exit" else {})
     draft_heads = speculative_draft_heads(adapter, spec_cfg, exits.get("init"), base, ends)
     sweep = None
@@ -189,7 +194,7 @@ def main(argv=None) -> list[dict]:
         point = summary["operating_points"].get(criterion)
         marked = ""
         if point is None:  # no threshold reaches the bar on dev: its most accurate one
-            curve = json.loads((base / "evaluate" / criterion / "curve.json").read_text())
+            curve = json.loads((base / f"evaluate{suffix}" / criterion / "curve.json").read_text())
             point = max((r for r in curve if r["split"] == "dev"), key=lambda r: r["rouge_l"])
             marked = " (below target)"
         methods[f"{criterion}@{point['threshold']:g}{marked}"] = (exits[EXIT_SETS.get(criterion, "init")],

@@ -402,6 +402,63 @@ class GenerateSpeculativeConfig(Section):
     draft_vocab: int = Field(default=0, ge=0)  # 0: the whole vocabulary; k: the k most frequent response tokens
 
 
+class GenerateDistillConfig(Section):
+    """Distillation data and exit distillation (issue 22 item 1; ``models/distillation.py``).
+
+    Teacher-forced text: the model's own responses to the train prompts (prompt + response), the
+    first-column sentences of the prepared ``sources`` and the CoNLL-2003 train sentences of
+    ``conll_dir``, each cut at ``max_length`` tokens, shuffled (seeded), ``held_out_tokens`` held
+    out first, then ``tokens`` to train on. The target is the original full model's next-token
+    distribution at every position, kept as its ``top_k`` tokens and log-probabilities plus the
+    remaining mass (32 keeps 95%+ of the mass on this text at 1/1500 of the storage of the full
+    49k vocabulary; computed once and cached, cheaper than recomputing the teacher every epoch).
+    The exits then train against it on the (frozen, possibly adapted) backbone for ``epochs``
+    (KL on the k + 1 buckets, AdamW at ``lr``). ``tokens: 0`` keeps the exits of issue 13
+    (the init epochs on the response tokens' own next token, ``generate.init``)."""
+
+    tokens: int = Field(default=100_000, ge=0)
+    held_out_tokens: int = Field(default=10_000, ge=1)
+    sources: list[str] = ["sst2", "snli", "mrpc"]  # prepared tasks lending sentences
+    conll_dir: Path | None = Path("../shared/data/conll2003")  # null: no CoNLL sentences
+    max_length: int = Field(default=128, ge=8)  # tokens per sequence
+    top_k: int = Field(default=32, ge=1)
+    epochs: int = Field(default=1, ge=1)
+    lr: float = Field(default=1.0e-3, gt=0.0)  # the exit translators
+    batch_sequences: int = Field(default=16, ge=1)
+
+
+class GenerateAdaptationConfig(Section):
+    """Backbone adaptation for ``generate.adapt: lora | full`` (LayerSkip's recipe, ``models/adaptation.py``),
+    on the self-distilled targets of ``generate.distill`` (the original model's distributions), so
+    the full-depth model is pulled towards the model the user named.
+
+    Chosen values and why: ``p_max`` 0.1, the low end of LayerSkip's 0.1-0.2 (its fine-tuning
+    runs), because 100k tokens is a small budget and a larger rate costs the full-depth model more;
+    the rates rise exponentially with depth (0 at layer 1). ``exit_scale`` 1.0: an early exit at
+    layer l weighs l / L against the last layer's 1 (layer 15 of 30: half), strong enough to pull
+    the middle layers towards the head's space without outweighing the full-depth model.
+    ``curriculum: rotational`` with ``rotation`` 2: each step trains every other early exit
+    (alternating), halving the full-vocabulary LM-head passes per step (one head costs about 8
+    of SmolLM2's layers). LoRA: rank 16, alpha 32 on every projection of attention and MLP (the
+    ConsistentEE paper adapts its LLM with LoRA), ``lora_lr`` 2e-4; full fine-tuning at
+    ``full_lr`` 2e-5 (all weights, the tied LM head included). ``tokens`` is the budget of
+    training tokens (the distillation set's train part, cycled when smaller); at least 1."""
+
+    tokens: int = Field(default=100_000, ge=1)
+    p_max: float = Field(default=0.1, ge=0.0, lt=1.0)
+    exit_scale: float = Field(default=1.0, ge=0.0)
+    curriculum: Literal["all", "rotational"] = "rotational"
+    rotation: int = Field(default=2, ge=1)
+    lora_rank: int = Field(default=16, ge=1)
+    lora_alpha: float = Field(default=32.0, gt=0.0)
+    lora_targets: list[str] = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
+    lora_lr: float = Field(default=2.0e-4, gt=0.0)
+    full_lr: float = Field(default=2.0e-5, gt=0.0)
+    exit_lr: float = Field(default=1.0e-3, gt=0.0)
+    weight_decay: float = Field(default=0.0, ge=0.0)
+    batch_sequences: int = Field(default=8, ge=1)
+
+
 class DecodingConfig(Section):
     """What every generation step decodes with (``GenerateConfig.decoding``): the decoder, the
     response length, the batch size."""
@@ -420,7 +477,10 @@ class DecoderExitsConfig(Section):
 
 class GenerateConfig(Section):
     """Early exit in generation (``exitflow generate``): a causal LM with exits at
-    ``exit_layers``, self-distilled responses, init, ConsistentEE policy, CALM baselines."""
+    ``exit_layers``, self-distilled responses, exits distilled towards the full model
+    (``distill``), optionally the backbone adapted for exiting (``adapt``: ``lora`` or ``full``,
+    settings in ``adaptation``; ``none`` keeps the named model unchanged), ConsistentEE policy,
+    CALM baselines."""
 
     decoder: str = "smollm2-135m"  # packaged GGUF (offline default), a .gguf file, a local model dir or a hub id
     exit_layers: int | list[int] | Literal["all"] = 5  # every k-th layer (and L), a list, or all
@@ -441,6 +501,9 @@ class GenerateConfig(Section):
     speedups: list[float] = [1.5, 2.0, 2.5, 3.0]  # where the report reads each curve (layer speed-up)
     examples: int = Field(default=8, ge=0)  # example responses in the report
     speculative: GenerateSpeculativeConfig = GenerateSpeculativeConfig()
+    distill: GenerateDistillConfig = GenerateDistillConfig()
+    adapt: Literal["none", "lora", "full"] = "none"  # backbone adaptation; none: the named model, unchanged
+    adaptation: GenerateAdaptationConfig = GenerateAdaptationConfig()
 
     @property
     def decoding(self) -> DecodingConfig:

@@ -43,6 +43,7 @@ from models.generation import (
 from models.generation_training import InitTraining, PolicyTraining, point_report, train_init_exits, train_policy_rounds
 from tasks.backbones import load_decoder
 from tasks.caching import ARTIFACT_CACHE
+from models.errors import CheckpointError, MissingCheckpointError
 from tasks.checkpoint_files import read_json, read_safetensors
 from config.params import DecoderExitsConfig, DecodingConfig, GeneratePolicyConfig, GenerateTrainConfig
 from tasks.io import atomic_write_bytes, atomic_write_json, atomic_write_text, write_result
@@ -51,6 +52,7 @@ from tasks.metric_schema import speedup_step
 from tasks.train import seed_everything
 
 SPLITS = ("train", "dev", "test")
+ADAPTATION_FILE = "adaptation.json"  # in an adapted-weights folder: the decoder it adapts and how
 EXIT_SETS = {"policy": "consistentee"}  # criterion -> exits it reads; every other criterion reads "init"
 
 # ---------------------------------------------------------------------------- decoding text
@@ -60,6 +62,48 @@ def chat_text(tokenizer, prompt: str) -> str:
     if getattr(tokenizer, "chat_template", None):
         return tokenizer.apply_chat_template([{"role": "user", "content": prompt}], add_generation_prompt=True, tokenize=False)
     return prompt
+
+
+def load_generation_decoder(decoder: str, adapted_dir: Path | None = None):
+    """``(causal LM, tokenizer)``: the named decoder (``load_decoder``), or its adapted weights
+    from ``tasks.generation_distill.adapt_backbone``'s folder (LoRA merged into the weights, or
+    the whole fine-tuned model), in eval mode and frozen.
+
+    Raises:
+        CheckpointError: the folder adapts another decoder, or its weights do not fit this one
+            (both names in the message).
+    """
+    if adapted_dir is None:
+        return load_decoder(decoder)
+    meta_path = Path(adapted_dir) / ADAPTATION_FILE
+    if not meta_path.is_file():
+        raise MissingCheckpointError(f"{meta_path} not found: {adapted_dir} holds no adapted weights; re-run exitflow generate")
+    meta = read_json(meta_path)
+    if meta.get("decoder") != decoder:
+        raise CheckpointError(f"{adapted_dir}: the adapted weights are of decoder {meta.get('decoder')!r}, not of "
+                              f"generate.decoder {decoder!r}; use the decoder they were trained on or re-run the adaptation")
+    weights = Path(adapted_dir) / meta["weights"]
+    lm, tokenizer = load_decoder(decoder)
+    try:
+        if meta["adapt"] == "lora":
+            from peft import PeftModel
+
+            lm = PeftModel.from_pretrained(lm, str(weights)).merge_and_unload()
+        else:
+            from transformers import AutoModelForCausalLM
+
+            adapted = AutoModelForCausalLM.from_pretrained(str(weights), dtype=torch.float32)
+            mine, theirs = lm.state_dict(), adapted.state_dict()
+            mismatch = sorted(set(mine) ^ set(theirs)) or [k for k, v in mine.items() if theirs[k].shape != v.shape]
+            if mismatch or type(adapted) is not type(lm):
+                raise ValueError(f"parameters {mismatch[:3]} differ (names or shapes)" if mismatch
+                                 else f"a {type(adapted).__name__}, not a {type(lm).__name__}")
+            lm = adapted
+    except (OSError, ValueError, RuntimeError, KeyError) as err:
+        raise CheckpointError(f"{weights}: the adapted weights ({meta['adapt']}) do not fit generate.decoder {decoder!r}: "
+                              f"{' '.join(str(err).split())[:300]}") from None
+    lm.eval().requires_grad_(False)
+    return lm, tokenizer
 
 
 def warn_without_chat_template(tokenizer, name: str) -> None:
@@ -188,7 +232,8 @@ def load_exits(folder: Path, adapter: DecoderAdapter) -> DecoderExits:
 @task(name="train_generation_exits", cache_policy=ARTIFACT_CACHE, persist_result=True)
 def train_exits(decoding: DecodingConfig, exit_config: DecoderExitsConfig, init: GenerateTrainConfig,
                 policy: GeneratePolicyConfig, responses_dir: Path, out_dir: Path, seed: int = 42,
-                logger: MetricLogger | None = None) -> dict:
+                logger: MetricLogger | None = None, init_exits_dir: Path | None = None,
+                adapted_dir: Path | None = None) -> dict:
     """Init (weighted loss over exit points, exit heads only) -> ``init/``; then ConsistentEE
     rounds from the init exits: per round the per-point CE (and memorized layer), policy epochs
     (REINFORCE, decaying epsilon), one epoch of the exit heads at the sampled exits (Eq. 6) ->
@@ -196,16 +241,25 @@ def train_exits(decoding: DecodingConfig, exit_config: DecoderExitsConfig, init:
 
     The last ``policy.held_out`` share of the train prompts is held out from the exits: the
     policy learns from the losses the exits make on text they were not fitted to (on their own
-    training tokens an exit's loss is optimistic, and a policy trained on it exits too early)."""
+    training tokens an exit's loss is optimistic, and a policy trained on it exits too early).
+
+    ``init_exits_dir``: exits distilled towards the full model (``tasks.generation_distill``) take
+    the place of the init epochs; ``adapted_dir``: the adapted decoder the exits sit on."""
     logger = logger or NullLogger()
     seed_everything(seed)
     # the backward pass of CE over a 49k vocabulary meets many denormal floats (tiny softmax
     # probabilities): without flushing them, the LM head's input gradient is ~40x slower on CPU
     torch.set_flush_denormal(True)
-    lm, tokenizer = load_decoder(decoding.decoder)
+    lm, tokenizer = load_generation_decoder(decoding.decoder, adapted_dir)
     adapter = DecoderAdapter(lm)
     points = exit_points(exit_config.layers, adapter.num_layers)
-    exits = DecoderExits(adapter, points, exit_head=exit_config.head, policy=True)
+    if init_exits_dir is None:
+        exits = DecoderExits(adapter, points, exit_head=exit_config.head, policy=True)
+    else:
+        exits = load_exits(init_exits_dir, adapter).train()
+        if exits.points != points or exits.exit_head != exit_config.head or exits.policy is None:
+            raise CheckpointError(f"{init_exits_dir}: distilled exits at {exits.points} ({exits.exit_head}) do not match "
+                                  f"generate.exit_layers / exit_head {points} ({exit_config.head}); re-run exitflow generate")
     rows = read_jsonl(Path(responses_dir) / "train.jsonl")
     held = int(round(len(rows) * policy.held_out))
     if held and held == len(rows):
@@ -216,12 +270,16 @@ def train_exits(decoding: DecodingConfig, exit_config: DecoderExitsConfig, init:
     generator = torch.Generator().manual_seed(seed)
     history = {"points": points, "tokens": int(targets.numel()), "policy_tokens": int(p_targets.numel()),
                "init": [], "rounds": []}
-    meta = {"decoder": decoding.decoder, "num_layers": adapter.num_layers}
+    meta = {"decoder": decoding.decoder, "num_layers": adapter.num_layers} | ({"adapted": True} if adapted_dir else {})
 
     cfg = policy
     history.update(point_report(exits, token_sets, "init_before"))
-    history["init"] = train_init_exits(exits, states, targets, InitTraining(init.epochs, init.lr, init.weight_decay, init.batch_tokens),
-                                       generator, init_progress, partial(report_init_epoch, logger))
+    if init_exits_dir is None:
+        history["init"] = train_init_exits(exits, states, targets, InitTraining(init.epochs, init.lr, init.weight_decay,
+                                                                                init.batch_tokens),
+                                           generator, init_progress, partial(report_init_epoch, logger))
+    else:
+        history["init_from"] = "distilled"
     history.update(point_report(exits, token_sets, "init_after"))
     init_dir = save_exits(exits, Path(out_dir) / "init", meta | {"stage": "init"})
 
@@ -267,12 +325,14 @@ def rouge_l(candidates: list[str], references: list[str]) -> list[float]:
 
 @task(name="evaluate_generation", cache_policy=ARTIFACT_CACHE, persist_result=True)
 def evaluate_criterion(decoding: DecodingConfig, criterion: str, thresholds: list[float], example_count: int,
-                       responses_dir: Path, exits_dir: Path, out_dir: Path, logger: MetricLogger | None = None) -> dict:
+                       responses_dir: Path, exits_dir: Path, out_dir: Path, logger: MetricLogger | None = None,
+                       adapted_dir: Path | None = None) -> dict:
     """Generate dev and test prompts at every threshold of ``criterion``: ROUGE-L against the
     full-depth responses, average exit layer, layer and FLOPs speed-up (decode steps). Wall-clock
-    comes from ``benchmarks/bench_generation.py``, side by side with full depth."""
+    comes from ``benchmarks/bench_generation.py``, side by side with full depth. With
+    ``adapted_dir`` the criteria run on the adapted decoder (the references stay the original's)."""
     logger = logger or NullLogger()
-    lm, tokenizer = load_decoder(decoding.decoder)
+    lm, tokenizer = load_generation_decoder(decoding.decoder, adapted_dir)
     adapter = DecoderAdapter(lm)
     exits = load_exits(exits_dir, adapter)
     ends = end_ids(tokenizer)

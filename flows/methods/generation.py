@@ -9,8 +9,9 @@ register(Method(
     commands=(Command(
         "generate", "generate_pipeline",
         "Early exit in generation on a decoder LLM (generate.decoder, default the packaged SmolLM2-135M-Instruct "
-        "GGUF): templated prompts -> the model's own full-depth greedy responses -> exit norms trained with the "
-        "weighted loss -> ConsistentEE policy (REINFORCE) -> ROUGE-L vs speed-up of static, CALM softmax / "
+        "GGUF): templated prompts -> the model's own full-depth greedy responses -> distillation set (100k "
+        "teacher-forced tokens, the full model's top-32 distribution) -> optional backbone adaptation (generate.adapt: "
+        "lora | full; layer dropout + early-exit loss) -> exits distilled towards the full model -> ConsistentEE policy (REINFORCE) -> ROUGE-L vs speed-up of static, CALM softmax / "
         "saturation and policy exits with state copying (artifacts/generate/seed-<seed>/; MLflow experiment "
         "exitflow-generate). Finished steps are reused. Timing: benchmarks/bench_generation.py."),),
     stages=("generate",)))

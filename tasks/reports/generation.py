@@ -102,10 +102,33 @@ def examples_markdown(examples: list[dict]) -> str:
 
 
 @task(name="report_generation")
+def distillation_markdown(reports: dict) -> str:
+    """The per-layer held-out agreement table (exits vs the original full model, before and after
+    distillation) and, after an adaptation, what it cost the full-depth model."""
+    lines = []
+    d = reports.get("distillation")
+    if d:
+        lines += ["", f"Held-out next-token agreement with the original full model ({d['held_out_tokens']} tokens; "
+                      f"exits distilled on {d['train_tokens']} tokens{', adapted backbone' if d['adapted'] else ''}):", "",
+                  "| exit layer | before | after | agreement with own last layer |", "|---|---|---|---|"]
+        lines += [f"| {p} | {b:.3f} | {a:.3f} | {own:.3f} |" for p, b, a, own in
+                  zip(d["points"], d["agreement_before"], d["agreement_after"], d["agreement_last_after"])]
+    a = reports.get("adaptation")
+    if a:
+        lines += ["", f"Adaptation ({a['adapt']}, {a['tokens']} tokens): the full-depth model agrees with the original on "
+                      f"{a['full_depth_agreement_with_original']:.3f} of held-out tokens; perplexity on held-out text "
+                      f"{a['perplexity_original']:.2f} -> {a['perplexity_adapted']:.2f}; ROUGE-L of its test responses "
+                      f"against the original's {a['rouge_l_full_depth_vs_original']:.3f}."]
+    return "\n".join(lines) + ("\n" if lines else "")
+
+
 def report_generation(curves_paths: dict[str, Path], examples_path: Path, speedups: list[float], rouge_target: float,
-                      out_dir: Path, title: str) -> dict:
+                      out_dir: Path, title: str, distill_reports: dict[str, Path] | None = None) -> dict:
     """Writes the curves plot, the read-off table with the claim check, and the example responses;
-    returns their paths with ``table`` and ``claim_holds``."""
+    returns their paths with ``table`` and ``claim_holds``. ``distill_reports`` (``{"distillation",
+    "adaptation"}`` report files of ``tasks.generation_distill``) add the per-layer agreement and
+    the adaptation's cost to the table and ``summary.json``."""
+    extra = {name: json.loads(Path(p).read_text()) for name, p in (distill_reports or {}).items()}
     curves = {name: json.loads(Path(p).read_text()) for name, p in curves_paths.items()}
     claim = claim_check(curves, speedups)
     claim_flops = claim_check(curves, speedups, "flops_speedup")
@@ -117,10 +140,11 @@ def report_generation(curves_paths: dict[str, Path], examples_path: Path, speedu
                       others_xlabel="FLOPs speed-up (decode steps)")
     best = fastest_over_bar(curves, rouge_target)
     table = report_markdown(list(curves), [(claim, "layer speed-up"), (claim_flops, "FLOPs speed-up")], best, rouge_target)
+    table += distillation_markdown(extra)
     atomic_write_text(Path(out_dir) / "report.md", table)
     examples_md = atomic_write_text(Path(out_dir) / "examples.md",
                                     examples_markdown(json.loads(Path(examples_path).read_text())))
     summary = atomic_write_json(Path(out_dir) / "summary.json", {"claim": claim, "claim_flops": claim_flops,
-                                                                 "operating_points": best})
+                                                                 "operating_points": best} | extra)
     return write_result(out_dir, {"report": Path(out_dir) / "report.md", "plot": plot, "examples": examples_md,
                                   "summary": summary, "table": table, "claim_holds": claim["holds"]})

@@ -28,6 +28,7 @@ from tasks.reports.claims import claims_markdown
 from tasks.reports.comparison import _row as comparison_row
 from tasks.reports.consistentee import consistentee_markdown, consistentee_report
 from tasks.reports.default_run import layerwise_markdown, results_markdown
+from tasks.reports.generation import distillation_markdown
 from tasks.reports.learnability import PREDICTOR_NAMES
 from tasks.reports.leco import leco_markdown
 from tasks.reports.past_future import comparison_markdown
@@ -260,7 +261,7 @@ def generation_markdown(summary: dict) -> str:
         axis = AXES.get(claim["axis"], claim["axis"])
         text += (f"\nTest ROUGE-L read on each front at each {axis} (n/a: beyond its reach); "
                  f"claim (policy above CALM past 2x): **{verdict}**.\n\n" + markdown_table([axis] + names, cells) + "\n")
-    return text
+    return text + distillation_markdown(summary)  # per-layer agreement, the adaptation's cost (issue 22)
 
 
 def exit_accuracy_markdown(history: dict) -> str:

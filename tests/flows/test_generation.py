@@ -3,6 +3,7 @@
 import json
 
 import pytest
+import torch
 
 from tests.flows.conftest import make_decoder
 
@@ -15,7 +16,12 @@ def tiny(project):
             "generate.prompts.sources=[sst2]", "generate.prompts.train=8", "generate.prompts.dev=4", "generate.prompts.test=4",
             "generate.init.epochs=1", "generate.init.batch_tokens=16", "generate.policy.rounds=1", "generate.policy.policy_epochs=1",
             "generate.criteria={static: [2, 4], softmax: [0.5, 1.01], saturation: [0.9], policy: [0.5]}",
-            "generate.speedups=[1.5, 2.0]", "generate.examples=2"]
+            "generate.speedups=[1.5, 2.0]", "generate.examples=2", *TINY_DISTILL]
+
+
+TINY_DISTILL = ["generate.distill.tokens=240", "generate.distill.held_out_tokens=60", "generate.distill.sources=[sst2]",
+                "generate.distill.conll_dir=null", "generate.distill.max_length=24", "generate.distill.top_k=4",
+                "generate.distill.batch_sequences=8"]
 
 
 def front_rouge(static: list[dict]) -> float:
@@ -48,7 +54,13 @@ def test_generate_flow_end_to_end(project, prefect_harness, monkeypatch):
     assert history["init_before_fit"]["point_accuracy"][-1] == 1.0
     assert history["init_before_held_out"]["point_accuracy"][-1] == 1.0
     init = json.loads((base / "exits/init/exits.json").read_text())
-    assert init["points"] == [2, 4] and init["stage"] == "init"
+    assert init["points"] == [2, 4] and init["stage"] == "init" and history["init_from"] == "distilled"
+    distilled = json.loads((base / "distill/report.json").read_text())
+    assert distilled["points"] == [2, 4] and distilled["train_tokens"] > 0 and not distilled["adapted"]
+    assert distilled["agreement_before"][-1] == distilled["agreement_after"][-1] == 1.0  # the full model is the teacher
+    summary = json.loads((base / "report/summary.json").read_text())
+    assert summary["distillation"]["agreement_after"] == distilled["agreement_after"] and "adaptation" not in summary
+    assert "| exit layer | before | after |" in report["table"]
 
     static = json.loads((base / "evaluate/static/curve.json").read_text())
     full = [r for r in static if r["threshold"] == 4]
@@ -109,3 +121,48 @@ def test_generate_bad_input(project, prefect_harness, monkeypatch):
         generate_pipeline(str(project / "params.yaml"), overrides + [f"generate.prompts.jsonl={empty}"])
     with pytest.raises(ValueError, match=r"generate.prompts.sources: \['mrpc'\] are not prepared tasks"):
         generate_pipeline(str(project / "params.yaml"), overrides + ["generate.prompts.sources=[mrpc]"])
+
+
+def test_generate_flow_with_lora_adaptation(project, prefect_harness, monkeypatch):
+    """``generate.adapt: lora``: the adapted decoder's folder (peft adapters), its cost report, and
+    the exits and criteria run on it; the adapted weights refuse another decoder."""
+    from flows.generation import generate_pipeline
+    from models.errors import CheckpointError
+    from tasks.generation import load_generation_decoder
+
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    overrides = [o for o in tiny(project) if not o.startswith("generate.criteria=")]
+    overrides += ["generate.adapt=lora", "generate.adaptation.tokens=200", "generate.adaptation.lora_rank=2",
+                  "generate.adaptation.batch_sequences=4", "generate.criteria={static: [2, 4]}"]
+    report = generate_pipeline(str(project / "params.yaml"), overrides)
+    base = project / "artifacts/generate/seed-42"
+    adapted = base / "adapt-lora"
+    assert (adapted / "lora/adapter_config.json").is_file() and (adapted / "lora/adapter_model.safetensors").is_file()
+    cost = json.loads((adapted / "report.json").read_text())
+    assert 0.0 <= cost["full_depth_agreement_with_original"] <= 1.0 and cost["perplexity_adapted"] > 1.0
+    assert 0.0 <= cost["rouge_l_full_depth_vs_original"] <= 1.0 and cost["tokens"] >= 200
+    assert json.loads((base / "distill-lora/report.json").read_text())["adapted"]
+    assert json.loads((base / "exits-lora/init/exits.json").read_text())["adapted"]
+    static = json.loads((base / "evaluate-lora/static/curve.json").read_text())
+    assert {r["threshold"] for r in static} == {2, 4}
+    assert "Adaptation (lora" in report["table"]
+
+    decoder = str(project / "decoder")
+    lm, _ = load_generation_decoder(decoder, adapted)
+    original, _ = load_generation_decoder(decoder)
+    assert any(not torch.equal(a, b) for a, b in zip(lm.state_dict().values(), original.state_dict().values()))
+    with pytest.raises(CheckpointError, match=rf"of decoder '{decoder}', not of generate.decoder 'smollm2-135m'"):
+        load_generation_decoder("smollm2-135m", adapted)
+
+
+def test_generate_adaptation_bad_input(project, prefect_harness, monkeypatch):
+    from config.params import ConfigError
+    from flows.generation import generate_pipeline
+    from models.adaptation import AdaptationError
+
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    overrides = tiny(project) + ["generate.adapt=lora"]
+    with pytest.raises(AdaptationError, match=r"generate.adaptation.lora_targets: \['c_attn'\] not among"):
+        generate_pipeline(str(project / "params.yaml"), overrides + ["generate.adaptation.lora_targets=[c_attn]"])
+    with pytest.raises(ConfigError, match="generate.adaptation.tokens"):
+        generate_pipeline(str(project / "params.yaml"), overrides + ["generate.adaptation.tokens=0"])

@@ -58,3 +58,32 @@ def test_rouge_l_is_the_lcs_f_measure():
     # LCS "the sat" = 2 of 3 tokens on each side: P = R = F = 2/3
     assert rouge_l(["the dog sat"], ["the cat sat"])[0] == pytest.approx(2 / 3)
     assert rouge_l([""], [""]) == [1.0]
+
+
+def test_fully_adapted_weights_round_trip_and_refuse_another_decoder(tmp_path):
+    """``generate.adapt: full`` saves the whole model (``save_pretrained``) beside ``adaptation.json``;
+    ``load_generation_decoder`` reads it back for the same decoder only."""
+    import json
+
+    import torch
+
+    from models.errors import CheckpointError
+    from tasks.generation import ADAPTATION_FILE, load_generation_decoder
+    from tasks.generation_distill import save_adapted_weights
+
+    decoder = str(make_decoder(tmp_path / "decoder"))
+    lm, _ = load_decoder(decoder)
+    with torch.no_grad():
+        lm.model.layers[1].mlp.down_proj.weight.mul_(1.5)
+    adapted = tmp_path / "adapt-full"
+    save_adapted_weights(lm, adapted / "model")
+    (adapted / ADAPTATION_FILE).write_text(json.dumps({"decoder": decoder, "adapt": "full", "weights": "model"}))
+    back, _ = load_generation_decoder(decoder, adapted)
+    assert all(torch.equal(a, b) for a, b in zip(back.state_dict().values(), lm.state_dict().values()))
+    assert not back.training and not any(p.requires_grad for p in back.parameters())
+    other = str(make_decoder(tmp_path / "other", layers=2))
+    with pytest.raises(CheckpointError, match=rf"of decoder '{decoder}', not of generate.decoder '{other}'"):
+        load_generation_decoder(other, adapted)
+    (adapted / ADAPTATION_FILE).write_text(json.dumps({"decoder": other, "adapt": "full", "weights": "model"}))
+    with pytest.raises(CheckpointError, match=rf"do not fit generate.decoder '{other}'"):
+        load_generation_decoder(other, adapted)  # the folder claims the 2-layer decoder, but holds 4 layers
