@@ -101,7 +101,6 @@ def examples_markdown(examples: list[dict]) -> str:
     return markdown_table(["prompt", "full depth", "accelerated", "ROUGE-L"], rows) + "\n"
 
 
-@task(name="report_generation")
 def distillation_markdown(reports: dict) -> str:
     """The per-layer held-out agreement table (exits vs the original full model, before and after
     distillation) and, after an adaptation, what it cost the full-depth model."""
@@ -122,6 +121,7 @@ def distillation_markdown(reports: dict) -> str:
     return "\n".join(lines) + ("\n" if lines else "")
 
 
+@task(name="report_generation")
 def report_generation(curves_paths: dict[str, Path], examples_path: Path, speedups: list[float], rouge_target: float,
                       out_dir: Path, title: str, distill_reports: dict[str, Path] | None = None) -> dict:
     """Writes the curves plot, the read-off table with the claim check, and the example responses;

@@ -67,8 +67,9 @@ def stage_folders(layout: Layout, stage: str) -> dict[str, list[Path]]:
         "leco_derive": {"deps": [item_task.leco_search], "outs": [item_task.leco_derive]},
         "leco_train": {"deps": [item_task.task_data, item_task.leco_derive], "outs": [item_task.leco_model.train]},
         "generate": {"deps": [Layout(layout.artifacts, layout.data, source, layout.seed).task_data
-                              for source in ("sst2", "snli")],  # generate.prompts.sources' defaults
-                     "outs": [layout.generate / step for step in ("prompts", "responses", "exits", "evaluate", "report")]},
+                              for source in ("sst2", "snli", "mrpc")],  # generate.prompts.sources' and distill.sources' defaults
+                     "outs": [layout.generate / step
+                              for step in ("prompts", "responses", "distill-data", "distill", "exits", "evaluate", "report")]},
         "compare": {"deps": [Layout(layout.artifacts, layout.data, task, layout.seed).task_data
                              for task in ("sst2", "mrpc", "stsb")],  # compare.tasks' defaults
                     "outs": [layout.compare / "quick" / "report"]},
