@@ -152,7 +152,7 @@ class EvaluateConfig(Section):
     @field_validator("criteria")
     @classmethod
     def _criteria(cls, value):
-        return known_names(value, CRITERIA, "criterion")
+        return known_names(value, sorted(CRITERIA), "criterion")
 
 
 class HasheeConfig(Section):
@@ -338,7 +338,7 @@ class LecoConfig(Section):
     @field_validator("criteria")
     @classmethod
     def _criteria(cls, value):
-        return known_names(value, CRITERIA, "criterion")
+        return known_names(value, sorted(CRITERIA), "criterion")
 
     @model_validator(mode="after")
     def _heads_divide(self):

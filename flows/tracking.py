@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import json
 import os
 import subprocess
@@ -15,7 +14,7 @@ import mlflow
 import yaml
 
 from config.params import Params
-from tasks.io import atomic_write_text
+from tasks.io import atomic_write_text, file_hash
 from tasks.metric_logger import server_gone, tracking_unreachable
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -101,15 +100,6 @@ def git_dirty(root: Path) -> str:
     return ("true" if proc.stdout.strip() else "false") if proc.returncode == 0 else "unknown"
 
 
-def file_md5(path: Path) -> str:
-    """DVC's content hash of one file: the md5 of its bytes."""
-    h = hashlib.md5()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
 def entry_point() -> str:
     """The command's entry script for MLflow's ``mlflow.source.name``, without a machine path:
     relative to the repository when inside it (``flows/cli.py``), else its last two path parts."""
@@ -133,7 +123,7 @@ def provenance_tags(root: Path) -> dict[str, str]:
         outs = (yaml.safe_load(data_dvc.read_text()) or {}).get("outs") or [{}]
         tags["dvc.data_md5"] = str(outs[0].get("md5", "unknown"))
     if (root / "dvc.lock").exists():
-        tags["dvc.lock_md5"] = file_md5(root / "dvc.lock")
+        tags["dvc.lock_md5"] = file_hash(root / "dvc.lock", "md5")
     return tags
 
 
@@ -160,7 +150,7 @@ def split_datasets(params: Params, task: str) -> list:
         with warnings.catch_warnings():  # a relative path "can be interpreted in multiple ways": a local file
             warnings.simplefilter("ignore")
             dataset = mlflow.data.from_pandas(pd.read_parquet(path), source=source, name=f"{task}-{split}",
-                                              digest=file_md5(path))
+                                              digest=file_hash(path, "md5"))
         inputs.append(DatasetInput(dataset._to_mlflow_entity(), tags=[InputTag("mlflow.data.context", split)]))
     return inputs
 
@@ -347,7 +337,7 @@ def record_dvc_lock(root: Path, run_id: str) -> None:
     lock = Path(root) / "dvc.lock"
     if lock.exists():
         client = mlflow.MlflowClient()
-        client.set_tag(run_id, "dvc.lock_md5", file_md5(lock))
+        client.set_tag(run_id, "dvc.lock_md5", file_hash(lock, "md5"))
         client.log_text(run_id, lock.read_text(), "dvc/dvc.lock")
 
 

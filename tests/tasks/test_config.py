@@ -38,7 +38,7 @@ def test_paths_resolve_against_the_params_file(tmp_path, monkeypatch):
 @pytest.mark.parametrize("override, message", [
     ("train.epochs=0", r"train.epochs: Input should be greater than or equal to 1"),
     ("train.strategies=[joint, sideways]", r"train.strategies: .*unknown strategy \['sideways'\]; choose from joint, weighted, two_stage, alternating, single"),
-    ("evaluate.criteria=[entropy, vibes]", r"evaluate.criteria: .*choose from static, maxprob, entropy, patience, lte"),
+    ("evaluate.criteria=[entropy, vibes]", r"evaluate.criteria: .*choose from cobee, entropy, lte, maxprob, patience, policy, static"),
     ("train.head=cnn", r"train.head: .*choose one of leco, linear, mha, past_future, pooler"),
     ("train.lr=fast", r"train.lr: Input should be a valid number"),
     ("train.colour=blue", r"train.colour: Extra inputs are not permitted"),
