@@ -35,11 +35,11 @@ from flows.context import RunContext, start_flow
 from flows.tracking import active_logger, describe, log_curve
 from models.generation import GenerationError
 from tasks.caching import run_cached
-from tasks.metric_schema import NOT_APPLICABLE, front_readings
+from tasks.metric_schema import NOT_APPLICABLE, front_readings, operating_metrics
 from tasks.generation import EXIT_SETS, evaluate_criterion, full_depth_responses, train_exits
 from tasks.generation_distill import adapt_backbone, build_distillation_data, check_adaptation_inputs, distill_exits
 from tasks.prompts import build_prompts
-from tasks.reports.generation import report_generation
+from tasks.reports.generation import operating_point, report_generation
 from tasks.versioning import record_pipeline_outputs
 
 SECTIONS = ("seed", "generate")
@@ -102,17 +102,29 @@ def evaluate_criteria(ctx: RunContext, trained: dict, responses_dir: Path,
                                    adapted_dir=adapted_dir)
             mlflow.log_artifact(evaluated["curve"], "generate")
             mlflow.log_artifact(evaluated["examples"], "generate")
-            log_generation_curve(criterion, evaluated["curve"])
+            log_generation_curve(criterion, evaluated["curve"], cfg.rouge_target)
         curves[criterion] = evaluated["curve"]
         if criterion == "policy" or examples is None:
             examples = evaluated["examples"]
     return curves, examples
 
 
-def log_generation_curve(criterion: str, curve_path) -> None:
-    """A criterion's sweep in the schema (quality = test ROUGE-L x 100): ``curve.json`` and the
-    ``curve_*_quality`` step metrics by layer speed-up, ``test_quality_at_<t>x`` on the dev-chosen front."""
+def log_generation_curve(criterion: str, curve_path, rouge_target: float) -> None:
+    """A criterion's sweep in the schema (quality = ROUGE-L x 100): ``curve.json`` and the
+    ``curve_*_quality`` step metrics by layer speed-up, ``test_quality_at_<t>x`` on the dev-chosen front,
+    and the operating metrics (``dev_quality``, ``test_quality``, ``layer_speedup``, ``flops_speedup``) of
+    the report's operating point: the fastest setting with dev ROUGE-L >= ``rouge_target`` (when none
+    reaches it, the best on dev, as the classification flows choose; tag ``operating_rule`` says which)."""
     rows = json.loads(Path(curve_path).read_text())
+    op = operating_point(rows, rouge_target)
+    if op is not None:
+        over = op["dev"]["rouge_l"] >= rouge_target
+        mlflow.set_tag("operating_rule", f"fastest with dev ROUGE-L >= {rouge_target:g}" if over
+                       else f"best dev ROUGE-L (none reaches {rouge_target:g})")
+        mlflow.log_metrics(operating_metrics({"threshold": op["threshold"], **{
+            split: {"quality": 100 * op[split]["rouge_l"], "layer_speedup": op[split]["layer_speedup"],
+                    "flops_speedup": op[split]["flops_speedup"]} for split in ("dev", "test")}}))
+        mlflow.log_param("threshold", op["threshold"])
     sides = {(r["threshold"], r["split"]): {"threshold": r["threshold"], "quality": 100 * r["rouge_l"],
                                             "layer_speedup": r["layer_speedup"], "flops_speedup": r["flops_speedup"]}
              for r in rows}

@@ -20,6 +20,7 @@ from prefect import flow
 
 from flows.context import RunContext, start_flow
 from flows.steps import train_exit_model
+from flows.tracking import folder_dataset
 from tasks.caching import run_cached
 from tasks.difficulty import (
     build_sentence_difficulty,
@@ -93,12 +94,19 @@ def train_predictor(ctx: RunContext, study: str, kind: str, predictor: str, data
     return r
 
 
+def log_datasets(inputs: list) -> None:
+    """Difficulty datasets (``flows.tracking.folder_dataset``) as the active run's inputs."""
+    mlflow.MlflowClient().log_inputs(mlflow.active_run().info.run_id, inputs)
+
+
 def run_human_study(ctx: RunContext) -> dict:
-    """Human-defined difficulty (snli_human), in its nested run."""
+    """Human-defined difficulty (snli_human), in its nested run, its source folder as the dataset."""
     params = ctx.params
+    source = params.path(params.learnability.difficulty_dir) / "snli_human"
     with mlflow.start_run(run_name="human/BERT", nested=True):
+        log_datasets([folder_dataset(params, source, "difficulty-snli_human", "train")])
         human = run_cached(human_difficulty, out_dir=ctx.layout.human_difficulty, cfg=params.learnability,
-                           backbone=params.backbone, source=params.path(params.learnability.difficulty_dir) / "snli_human",
+                           backbone=params.backbone, source=source,
                            seed=params.seed, device=params.device)
         for h in human["history"]:
             mlflow.log_metrics({"train_accuracy": h["train_accuracy"], "test_accuracy": h["test_accuracy"]}, step=h["epoch"])
@@ -115,7 +123,12 @@ def learnability(params_path: str = "params.yaml", overrides: list[str] | None =
     human = None
     with ctx.parent_run("learnability", ("seed", "backbone", "learnability"), method="learnability",
                           identity={"task": "-"}):
-        for study, (dataset, annotator, kind) in build_datasets(ctx).items():
+        studies = build_datasets(ctx)
+        inputs = {study: folder_dataset(ctx.params, dataset, f"difficulty-{study}", "train")
+                  for study, (dataset, _, _) in studies.items()}  # digest: DVC's hash of the stage's output folder
+        if inputs:
+            log_datasets(list(inputs.values()))
+        for study, (dataset, annotator, kind) in studies.items():
             mlflow.log_artifact(str(dataset / "result.json"), f"datasets/{study}")
             results[study] = {}
             for predictor in cfg.predictors:
@@ -123,6 +136,7 @@ def learnability(params_path: str = "params.yaml", overrides: list[str] | None =
                     print(f"[learnability] {study}: {predictor} not applicable (skipped)")
                     continue
                 with mlflow.start_run(run_name=f"{study}/{PREDICTOR_NAMES[predictor]}", nested=True):
+                    log_datasets([inputs[study]])
                     results[study][predictor] = train_predictor(ctx, study, kind, predictor, dataset, annotator)
         if "human" in cfg.studies:
             human = run_human_study(ctx)

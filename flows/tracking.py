@@ -155,6 +155,38 @@ def split_datasets(params: Params, task: str) -> list:
     return inputs
 
 
+DVC_IGNORED = ("__pycache__", "*.pyc", "*.exitflow-lock")  # the patterns of the project's .dvcignore
+
+
+def dvc_folder_md5(folder: Path) -> str:
+    """DVC's content hash of a folder output, as ``dvc.lock`` records it: the md5 of the JSON list of
+    ``{"md5", "relpath"}`` of its files (sorted by path, ``.dvcignore``'d names left out) + ``.dir``."""
+    from fnmatch import fnmatch
+
+    folder = Path(folder)
+    entries = [{"md5": file_md5(p), "relpath": p.relative_to(folder).as_posix()} for p in folder.rglob("*")
+               if p.is_file() and not any(fnmatch(part, pattern) for part in p.relative_to(folder).parts
+                                          for pattern in DVC_IGNORED)]
+    entries.sort(key=lambda e: e["relpath"])
+    return hashlib.md5(json.dumps(entries, sort_keys=True).encode("utf-8")).hexdigest() + ".dir"
+
+
+def folder_dataset(params: Params, folder: Path, name: str, context: str):
+    """A dataset folder (a learnability study's difficulty dataset) as an MLflow ``DatasetInput``:
+    digest = DVC's hash of the folder (``dvc_folder_md5``), source = its path relative to the project."""
+    import warnings
+
+    from mlflow.data.dataset_source_registry import resolve_dataset_source
+    from mlflow.data.meta_dataset import MetaDataset
+    from mlflow.entities import DatasetInput, InputTag
+
+    with warnings.catch_warnings():  # a relative path "can be interpreted in multiple ways": a local folder
+        warnings.simplefilter("ignore")
+        source = resolve_dataset_source(os.path.relpath(folder, params.root))
+    dataset = MetaDataset(source, name=name, digest=dvc_folder_md5(folder))
+    return DatasetInput(dataset._to_mlflow_entity(), tags=[InputTag("mlflow.data.context", context)])
+
+
 def describe(text: str) -> None:
     """The active run's description (``mlflow.note.content``, shown on its overview page)."""
     from tasks.metric_schema import NOTE
@@ -309,7 +341,7 @@ def log_leaderboard(client, runs: list) -> None:
     """On the first of ``runs`` (the parent): ``leaderboard.json``, one row per run with
     ``test_quality_at_<t>x`` (best at 2x first), and the headline ``best_test_quality_at_<t>x``
     metrics with tags ``best_run_at_<t>x`` naming the run."""
-    from tasks.metric_schema import IDENTITY, TARGET_SPEEDUPS, at_key
+    from tasks.metric_schema import IDENTITY, TARGET_SPEEDUPS, at_key, target_label
 
     parent, scored = runs[0], [r for r in runs[1:] if any(at_key(t) in r.data.metrics for t in TARGET_SPEEDUPS)]
     if not scored:
@@ -327,7 +359,7 @@ def log_leaderboard(client, runs: list) -> None:
         if reached:
             best = max(reached, key=lambda r: r.data.metrics[at_key(t)])
             metrics[f"best_{at_key(t)}"] = best.data.metrics[at_key(t)]
-            tags[f"best_run_at_{t:g}x"] = best.info.run_name
+            tags[f"best_run_at_{target_label(t)}"] = best.info.run_name
     client.log_batch(parent.info.run_id, metrics=[mlflow.entities.Metric(k, v, int(time.time() * 1000), 0) for k, v in metrics.items()],
                      tags=[mlflow.entities.RunTag(k, v) for k, v in tags.items()])
 

@@ -30,6 +30,11 @@ SPEEDUP_TOLERANCE = 0.04  # relative: "about 2x" = within 4% on dev (Past-Future
 
 # ---- fronts and reading them -------------------------------------------------------------------
 
+def target_label(target: float) -> str:
+    """A target speed-up as reports and metric keys name it: 2.0 -> ``"2x"``, 1.5 -> ``"1.5x"``."""
+    return f"{target:g}x"
+
+
 def interpolate_at(points: list[tuple[float, float]], x: float) -> float | None:
     """Linear interpolation of ``(x, y)`` points (any order) at ``x``; None outside their x range."""
     pts = sorted(points)
@@ -122,7 +127,7 @@ def speedup_rows(curves: dict[str, dict[str, list[dict]]], speedups: list[float]
             at = {}
             for target in speedups:
                 p = nearest_speedup(points, target)
-                at[f"{target:g}x"] = {"threshold": p["dev"]["threshold"], "dev_quality": p["dev"]["quality"],
+                at[target_label(target)] = {"threshold": p["dev"]["threshold"], "dev_quality": p["dev"]["quality"],
                                       "on_target": abs(p["dev"]["layer_speedup"] / target - 1) <= SPEEDUP_TOLERANCE,
                                       "dev_layer_speedup": p["dev"]["layer_speedup"], "test_quality": p["test"]["quality"],
                                       "test_layer_speedup": p["test"]["layer_speedup"],

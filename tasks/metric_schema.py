@@ -21,7 +21,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from models.tradeoff import dev_chosen_front, quality_at
+from models.tradeoff import dev_chosen_front, quality_at, target_label
 
 TARGET_SPEEDUPS = (1.5, 2.0, 3.0)  # test layer speed-ups every front is read at (x)
 NOTE = "mlflow.note.content"  # MLflow's run / experiment description tag
@@ -33,7 +33,7 @@ RECOMMENDED_ALIAS = "recommended"  # the default run's alias (the comparison's i
 
 def at_key(target: float) -> str:
     """The metric key of test quality at test layer speed-up ``target``: ``test_quality_at_2x``."""
-    return f"test_quality_at_{target:g}x"
+    return f"test_quality_at_{target_label(target)}"
 
 
 def speedup_step(speedup: float) -> int:
@@ -50,19 +50,30 @@ class Key:
     unit: str
     meaning: str
     runs: str
+    carried_by: tuple[str, ...] = ()  # the RUN_KINDS the flow tests check it on (tests/flows/mlflow_schema.py)
+
+    def names(self) -> tuple[str, ...]:
+        """The key names of this entry (``"a, b"`` -> ``("a", "b")``)."""
+        return tuple(self.name.split(", "))
+
+
+EVERY_RUN, PREPARED_TASK_RUN, LEARNABILITY_RUN = "every run", "prepared-task run", "learnability run"
 
 
 _AT = ", ".join(at_key(t) for t in TARGET_SPEEDUPS)
 KEYS: tuple[Key, ...] = (
     Key("method", "param", "-", "registered method (berxit, hashee, consistentee, past-future, leco, generation, "
-        "learnability, compare, pipeline)", "every run"),
+        "learnability, compare, pipeline)", "every run", (EVERY_RUN,)),
     Key("strategy", "param", "-", "training objective of the multi-exit model (joint, alternating, weighted, single, ...); "
-        "`-` where none applies", "every run"),
+        "`-` where none applies", "every run", (EVERY_RUN,)),
     Key("criterion", "param", "-", "exit rule (entropy, maxprob, patience, lte, policy, hash, ...); `-` on runs that "
-        "hold several", "every run"),
-    Key("task", "param", "-", "dataset task (sst2, ...)", "every run"),
-    Key("seed", "param", "-", "training seed", "every run"),
-    Key("dev_quality", "metric", "%", "dev quality at the operating point (threshold chosen on dev)", "criterion runs"),
+        "hold several", "every run", (EVERY_RUN,)),
+    Key("task", "param", "-", "dataset task (sst2, ...; `-` on the learnability runs)", "every run", (EVERY_RUN,)),
+    Key("seed", "param", "-", "training seed", "every run", (EVERY_RUN,)),
+    Key("dev_quality", "metric", "%", "dev quality at the operating point (threshold chosen on dev: "
+        "the fastest setting over the quality bar, else the best on dev; generation: quality = ROUGE-L x 100, bar "
+        "`generate.rouge_target`, tag `operating_rule` says which)",
+        "criterion runs of every method, generation included (not the learnability runs)"),
     Key("test_quality", "metric", "%", "test quality at the same operating point", "criterion runs, HashEE"),
     Key("layer_speedup", "metric", "x", "test layer speed-up at the operating point: layers of the full model / "
         "mean layers run", "criterion runs, HashEE"),
@@ -92,14 +103,20 @@ KEYS: tuple[Key, ...] = (
     Key("memorized_layer_share_layer_<k>", "metric", "share", "share of training instances whose memorized layer is "
         "k (table `memorized_layer.json` holds the counts)", "ConsistentEE round runs"),
     Key("mlflow.source.git.commit, git_dirty", "tag", "-", "the code's commit; `true` when the work tree had "
-        "uncommitted changes", "every run"),
+        "uncommitted changes", "every run", (EVERY_RUN,)),
     Key("dvc.data_md5, dvc.lock_md5", "tag", "-", "DVC's content hash of `data/` (from `data.dvc`) and the md5 of "
         "the `dvc.lock` the run read (the pipeline retags it with the lock it wrote)", "every run"),
     Key("train / dev / test datasets", "dataset", "-", "the prepared splits (`mlflow.log_input`), digest = DVC's md5 "
         "of the split's Parquet file, source = its path relative to the project", "every run whose `task` is a "
-        "prepared task (not the learnability studies, whose difficulty datasets are artifacts)"),
+        "prepared task", (PREPARED_TASK_RUN,)),
+    Key("difficulty datasets", "dataset", "-", "the difficulty dataset a learnability study trains on "
+        "(`difficulty-<study>`, context `train`), digest = DVC's hash of its folder (`<md5>.dir`, as `dvc.lock` "
+        "records it), source = its path relative to the project (the human study: its source folder); the parent holds every "
+        "built study's",
+        "learnability runs (these carry the identity params, description, provenance tags and these datasets, "
+        "none of the operating keys)", (LEARNABILITY_RUN,)),
     Key("mlflow.note.content", "tag", "-", "the run's description: what it is and how to read it", "every run, "
-        "the experiment"),
+        "the experiment", (EVERY_RUN,)),
 )
 
 

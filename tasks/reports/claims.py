@@ -23,6 +23,7 @@ from typing import Callable
 import numpy as np
 
 from models.tradeoff import dev_chosen_front, interpolate_at, mean_std
+from tasks.metric_schema import target_label
 from tasks.reports.cells import ComparisonCell, is_static
 from tasks.reports.intervals import Reading, format_interval, interpolation_weights, paired_difference
 from tasks.reports.tables import markdown_table
@@ -200,7 +201,7 @@ def claims_for_task(by_method: dict[str, list[ComparisonCell]], speedups: tuple[
             side_a, side_b = side_fronts(a, usable, t), side_fronts(b, usable, t)
             if side_a is None or side_b is None:
                 break
-            by_target[f"{t:g}x"] = {"a": side_a[0], "b": side_b[0],
+            by_target[target_label(t)] = {"a": side_a[0], "b": side_b[0],
                                     **paired_claim(metric, side_a[1], side_b[1], t, rows, resamples)}
         if by_target:
             out[group][label] = by_target
@@ -218,16 +219,16 @@ def claims_markdown(claims: dict, speedups: tuple[float, ...]) -> str:
         cell = format_interval(c) if "difference" in c else c["verdict"]
         return cell if c["a"] != c["b"] and not c["b"].endswith("(best baseline on dev)") else f"{cell} vs {c['b']}"
 
-    head = [f"@ {t:g}x" for t in speedups]
+    head = [f"@ {target_label(t)}" for t in speedups]
     parts = []
     if claims["against_static"]:
-        rows = [[m] + [text(by[f"{t:g}x"]) if f"{t:g}x" in by else "—" for t in speedups]
+        rows = [[m] + [text(by[target_label(t)]) if target_label(t) in by else "—" for t in speedups]
                 for m, by in claims["against_static"].items()]
         parts.append("Against the static line (test quality minus the static line's at the same layer speed-up; "
                      "mean over seeds, [95% paired bootstrap interval], verdict, seed count):\n\n"
                      + markdown_table(["method"] + head, rows))
     if claims["named"]:
-        rows = [[label] + [text(by[f"{t:g}x"]) if f"{t:g}x" in by else "—" for t in speedups]
+        rows = [[label] + [text(by[target_label(t)]) if target_label(t) in by else "—" for t in speedups]
                 for label, by in claims["named"].items()]
         parts.append("Method claims (A minus B, same reading):\n\n" + markdown_table(["claim (A vs B)"] + head, rows))
     if claims.get("layerwise"):

@@ -43,6 +43,7 @@ from tasks.reports.cells import STATUSES, ComparisonCell, is_static, static_dept
 from tasks.reports.claims import FLAG_GAP, claims_for_task, claims_markdown, flag_reasons, rows_loader
 from tasks.reports.tables import escape_cell, format_mean_std, markdown_table
 from models.tradeoff import average_ranks, curve_auc, dev_chosen_front, mean_std, quality_at
+from tasks.metric_schema import TARGET_SPEEDUPS, target_label
 
 SELECTION = ("Numbers: per seed, the learning rate chosen on dev; a method's curve is the union of its criteria's "
              "sweep points reduced to the Pareto front on dev (dev layer speed-up, dev quality), reported with its "
@@ -85,7 +86,7 @@ def summarise_method(cells: list[ComparisonCell], speedups: tuple[float, ...],
         "errors": [{"seed": c.seed, "status": c.status, "error": c.error} for c in cells if not c.ok],
         "lr": [{"seed": c.seed, "lr": c.lr} for c in ok],
         "full_dev": mean_std([c.summary.full_dev for c in ok]), "full_test": mean_std([c.summary.full_test for c in ok]),
-        "quality_at": {f"{t:g}x": mean_std([quality_at(f, t) for f in fronts]) for t in speedups},
+        "quality_at": {target_label(t): mean_std([quality_at(f, t) for f in fronts]) for t in speedups},
         "auc": mean_std([a for a, _ in aucs]), "reach": mean_std([r for _, r in aucs]),
         "timed": timed, "cells": [c.to_json() for c in cells],
     }
@@ -194,7 +195,7 @@ def _static_band(ax, points: list[tuple[float, float, float, float, str]]) -> No
 
 
 def pareto_figure(task: str, by_method: dict[str, list[ComparisonCell]], styles: dict[str, tuple[str, str]],
-                  speedups: tuple[float, ...] = (1.5, 2.0, 3.0)):
+                  speedups: tuple[float, ...] = TARGET_SPEEDUPS):
     """One task on TEST, two panels; points only, never lines through dev-chosen points (their test
     numbers need not form a front): (a) each method's quality read at each target layer speed-up on its
     dev-chosen front, mean over seeds with a ± std error bar (the table's numbers; methods nudged
@@ -290,7 +291,7 @@ def static_line_at(by_method: dict[str, list[dict]], speedups: tuple[float, ...]
             if c.is_static and c.ok:
                 by_seed.setdefault(c.seed, []).extend(c.points)
     fronts = [dev_chosen_front(points) for _, points in sorted(by_seed.items())]
-    return {f"{t:g}x": mean_std([quality_at(f, t) for f in fronts]) for t in speedups}
+    return {target_label(t): mean_std([quality_at(f, t) for f in fronts]) for t in speedups}
 
 
 # ---- the report --------------------------------------------------------------------------------
@@ -340,7 +341,7 @@ def _overall(summaries: dict[str, dict[str, dict]], auc_label: str) -> tuple[str
     return text, auc, ranks
 
 
-def compare_report(cells: list[ComparisonCell], speedups: tuple[float, ...] = (1.5, 2.0, 3.0), *, out_dir: Path,
+def compare_report(cells: list[ComparisonCell], speedups: tuple[float, ...] = TARGET_SPEEDUPS, *, out_dir: Path,
                    auc_range: tuple[float, float] = (1.0, 3.0), rows_root: Path | None = None, flag_gap: float = FLAG_GAP,
                    resamples: int = 2000, notes: list[str] = ()) -> dict:
     """Writes the comparison report of finished grid cells into ``out_dir``.
@@ -368,7 +369,7 @@ def compare_report(cells: list[ComparisonCell], speedups: tuple[float, ...] = (1
                  for t, by_method in grouped.items()}
     rows = rows_loader(rows_root)
     auc_label = f"AUC[{auc_range[0]:g},{auc_range[1]:g}]"
-    head = (["method", "status", "lr (chosen)", "full test"] + [f"test @ {t:g}x" for t in speedups]
+    head = (["method", "status", "lr (chosen)", "full test"] + [f"test @ {target_label(t)}" for t in speedups]
             + [auc_label, "reach", "timed b32 wall-clock @ test quality (criterion)"])
     sections, plots, wallclock_plots, claims = [], {}, {}, {}
     for task, by_method in grouped.items():

@@ -16,7 +16,7 @@ from models.operating import fastest_within
 from tasks.io import atomic_write_json, atomic_write_text, write_result
 from tasks.plots import curve_plot
 from tasks.reports.tables import escape_cell, markdown_table
-from models.tradeoff import interpolate_at, pareto_front
+from models.tradeoff import interpolate_at, pareto_front, target_label
 
 FULL_DEPTH = {"layer_speedup": 1.0, "flops_speedup": 1.0, "rouge_l": 1.0}  # every curve's anchor
 
@@ -59,10 +59,21 @@ def claim_check(curves: dict[str, list[dict]], speedups: list[float], x: str = "
 def claim_sentence(claim: dict) -> str:
     """One line stating ``claim_check``'s verdict, margins and reach."""
     verdict = {True: "holds", False: "does not hold", None: "cannot be read (the policy does not reach 2x)"}[claim["holds"]]
-    margins = ", ".join(f"{k:g}x: {v:+.3f}" for k, v in claim["margins"].items()) or "none where both reach"
+    margins = ", ".join(f"{target_label(k)}: {v:+.3f}" for k, v in claim["margins"].items()) or "none where both reach"
     reach = ", ".join(f"{k} {v:.2f}x" for k, v in claim["reach"].items())
     return (f"Claim on {claim['axis'].replace('_', ' ')} (ConsistentEE policy above CALM past 2x, test front): "
             f"**{verdict}**; margins {margins}; reach {reach}.")
+
+
+def operating_point(rows: list[dict], rouge_target: float) -> dict | None:
+    """A criterion's dev-chosen operating point, the rule of ``models.operating.operating_points``:
+    the sweep point (``sweep_points``) of the fastest setting whose dev ROUGE-L is at least
+    ``rouge_target``, or, when none reaches it, the one with the best dev ROUGE-L; None without a
+    threshold read on both dev and test."""
+    points = [p for p in sweep_points(rows) if "dev" in p and "test" in p]
+    if not points:
+        return None
+    return fastest_within(points, rouge_target) or max(points, key=lambda p: p["dev"]["quality"])
 
 
 def fastest_over_bar(curves: dict[str, list[dict]], rouge_target: float) -> dict[str, dict]:
@@ -70,8 +81,8 @@ def fastest_over_bar(curves: dict[str, list[dict]], rouge_target: float) -> dict
     test numbers; criteria with none are left out."""
     best = {}
     for name, rows in curves.items():
-        pick = fastest_within(sweep_points(rows), rouge_target)
-        if pick is not None:
+        pick = operating_point(rows, rouge_target)
+        if pick is not None and pick["dev"]["rouge_l"] >= rouge_target:
             best[name] = {"threshold": pick["threshold"],
                           **{k: pick["test"][k] for k in ("rouge_l", "layer_speedup", "flops_speedup", "avg_exit_layer")}}
     return best
@@ -81,7 +92,7 @@ def report_markdown(names: list[str], claims: list[tuple[dict, str]], best: dict
     """``report.md``: the read-off tables, the operating points over the bar and the claims."""
     lines = ["Test ROUGE-L against the full-depth response, read on each criterion's front (n/a: beyond its reach)."]
     for c, label in claims:
-        rows = [[f"{row['speedup']:g}x"] + ["n/a" if row[n] is None else f"{row[n]:.3f}" for n in names] for row in c["rows"]]
+        rows = [[target_label(row['speedup'])] + ["n/a" if row[n] is None else f"{row[n]:.3f}" for n in names] for row in c["rows"]]
         lines += ["", markdown_table([label] + names, rows)]
     rows = [[name, f"{b['threshold']:g}", f"{b['rouge_l']:.3f}", f"{b['layer_speedup']:.2f}x", f"{b['flops_speedup']:.2f}x"]
             for name, b in best.items()]

@@ -18,6 +18,7 @@ from tasks.io import atomic_write_json, atomic_write_text
 from tasks.reports.tables import markdown_table
 from tasks.reports.targets import speedup_markdown, write_curves
 from models.tradeoff import best_on_target, speedup_rows
+from tasks.metric_schema import target_label
 
 
 def training_rows(layerwise: dict[str, dict[str, list[float]]]) -> list[dict]:
@@ -49,7 +50,7 @@ def exiting_claim(rows: list[dict], speedups: list[float], ours: str = "cobee") 
     """Per target speed-up: COBEE vs the best other criterion on the LECO model (each on target,
     chosen by dev quality); the paper's claim is COBEE best, most at large speed-ups."""
     out = []
-    for target in (f"{t:g}x" for t in speedups):
+    for target in (target_label(t) for t in speedups):
         mine = best_on_target(rows, target, lambda r: r["kind"] == "leco" and r["criterion"] == ours)
         rival = best_on_target(rows, target, lambda r: r["kind"] == "leco" and r["criterion"] != ours)
         if mine is None or rival is None:

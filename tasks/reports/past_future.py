@@ -27,7 +27,7 @@ from models.past_future import NAIVE
 from tasks.io import atomic_write_json, atomic_write_text
 from tasks.past_future import LOCAL_PREFIX
 from tasks.reports.targets import speedup_markdown, write_curves
-from models.tradeoff import best_on_target, speedup_rows
+from models.tradeoff import best_on_target, speedup_rows, target_label
 
 
 def row_kind(setting: str) -> str:
@@ -83,7 +83,7 @@ def compare_past_future(eval_dirs: dict[str, Path], speedups: list[float], out_d
     curves = {s: json.loads((Path(d) / "curves.json").read_text()) for s, d in eval_dirs.items()}
     full = {s: json.loads((Path(d) / "metrics.json").read_text())["full"]["test_quality"] for s, d in eval_dirs.items()}
     rows = comparison_rows(curves, speedups)
-    claim = claim_check(rows, f"{max(speedups):g}x") if speedups else None
+    claim = claim_check(rows, target_label(max(speedups))) if speedups else None
     result = {"task": task_name, "seeds": [seed], "speedups": speedups, "rows": rows, "full_test_quality": full,
               "claim": claim}
     atomic_write_json(out_dir / "comparison.json", result)

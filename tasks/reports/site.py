@@ -23,6 +23,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
+from tasks.metric_schema import target_label
 from tasks.io import RESULT_FILE, TIMING_FILE, atomic_write_bytes, atomic_write_text, with_timing
 from tasks.reports.claims import claims_markdown
 from tasks.reports.comparison import _row as comparison_row
@@ -256,7 +257,7 @@ def generation_markdown(summary: dict) -> str:
         if claim is None:
             continue
         names = [k for k in claim["rows"][0] if k not in ("speedup", "calm_best")] if claim["rows"] else []
-        cells = [[f"{row['speedup']:g}x"] + ["n/a" if row[n] is None else num(row[n], 3) for n in names] for row in claim["rows"]]
+        cells = [[target_label(row['speedup'])] + ["n/a" if row[n] is None else num(row[n], 3) for n in names] for row in claim["rows"]]
         verdict = {True: "holds", False: "does not hold", None: "cannot be read"}[claim["holds"]]
         axis = AXES.get(claim["axis"], claim["axis"])
         text += (f"\nTest ROUGE-L read on each front at each {axis} (n/a: beyond its reach); "
@@ -300,7 +301,7 @@ def comparison_markdown_page(compare: dict) -> str:
     paired bootstrap intervals and verdicts (the report's own ``claims_markdown``) and the task's plots."""
     speedups = compare["speedups"]
     lo, hi = compare["auc_range"]
-    head = (["method", "status", "lr (chosen)", "full test"] + [f"test @ {t:g}x" for t in speedups]
+    head = (["method", "status", "lr (chosen)", "full test"] + [f"test @ {target_label(t)}" for t in speedups]
             + [f"AUC[{lo:g},{hi:g}]", "reach", "timed b32 wall-clock @ test quality (criterion)"])
     text = "\n\n".join([compare["selection"], *([compare["intervals"]] if compare.get("intervals") else [])]) + "\n"
     if compare.get("notes"):

@@ -11,12 +11,13 @@ from tasks.io import atomic_write_text
 from tasks.plots import tradeoff_plot
 from tasks.reports.tables import markdown_table
 from models.tradeoff import SPEEDUP_TOLERANCE
+from tasks.metric_schema import target_label
 
 
 def speedup_markdown(rows: list[dict], speedups: list[float]) -> str:
     """One line per row: test quality (layer / FLOPs speed-up) at each target, off-target marked,
     then a sentence on how thresholds are chosen."""
-    targets = [f"{t:g}x" for t in speedups]
+    targets = [target_label(t) for t in speedups]
     head = ["method", "kind"] + [f"{t}: test quality (layer / FLOPs speed-up)" for t in targets]
     lines = []
     for r in rows:

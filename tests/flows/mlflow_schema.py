@@ -7,21 +7,44 @@ import hashlib
 import json
 from pathlib import Path
 
-from tasks.metric_schema import GIT_COMMIT, IDENTITY, NOTE, TARGET_SPEEDUPS, at_key
+from flows.tracking import dvc_folder_md5
+from tasks.metric_schema import (EVERY_RUN, GIT_COMMIT, KEYS, LEARNABILITY_RUN, NOTE, PREPARED_TASK_RUN, TARGET_SPEEDUPS,
+                                 at_key)
 
 USER_PATHS = ("backbone.name", "generate.decoder")  # params the test project sets to a folder of its own (user input, not ours)
+SPLITS, DIFFICULTY = "train / dev / test datasets", "difficulty datasets"  # the schema's dataset entries
 
 
 def md5(path: Path) -> str:
     return hashlib.md5(Path(path).read_bytes()).hexdigest()
 
 
+def run_kinds(run, project: Path) -> set[str]:
+    """The schema's run kinds (``tasks.metric_schema.RUN_KINDS``) ``run`` is one of."""
+    kinds = {EVERY_RUN}
+    task = run.data.params.get("task", "-")
+    if task != "-" and (project / "data" / task).is_dir():
+        kinds.add(PREPARED_TASK_RUN)
+    if run.data.params.get("method") == "learnability":
+        kinds.add(LEARNABILITY_RUN)
+    return kinds
+
+
+def carried(kinds: set[str], kind: str) -> list[str]:
+    """The key names of ``kind`` (param, tag, metric, dataset) that ``KEYS`` puts on runs of ``kinds``."""
+    return [n for k in KEYS if k.kind == kind and set(k.carried_by) & kinds for n in k.names()]
+
+
+NOT_CARRIED_METRICS = [n for k in KEYS if k.kind == "metric" and not k.carried_by for n in k.names() if "<" not in n]
+
+
 def check_experiment(client, project: Path, name: str, task: str | None = "sst2") -> list:
-    """Every run of experiment ``name``: description, git commit and dirty flag, identity params,
-    the three prepared splits of its task as datasets (digest = DVC's md5 of the file; none for a
-    task that is no prepared one), no machine path in a param or tag; some run on ``task`` (None: no
-    run has datasets)
-    in a param or tag; each parent's leaderboard headline equals the best run below it. Returns the runs."""
+    """Every run of experiment ``name`` holds what ``KEYS`` says its run kinds carry: identity params,
+    description, git commit and dirty flag; a prepared task's three splits as datasets (digest =
+    DVC's md5 of the file), a learnability run's difficulty datasets (digest = DVC's hash of the
+    folder at ``source``, a relative path), no other dataset; a learnability run none of the
+    operating metrics; no machine path in a param or tag; some run on ``task`` (None: no run is on
+    a prepared task); each parent's leaderboard headline equals the best run below it. Returns the runs."""
     experiment = client.get_experiment_by_name(name)
     assert experiment.tags.get(NOTE, "").startswith("exitflow experiment")
     runs = client.search_runs([experiment.experiment_id], max_results=1000)
@@ -30,19 +53,27 @@ def check_experiment(client, project: Path, name: str, task: str | None = "sst2"
         return {f"{name}-{split}": md5(project / "data" / name / f"{split}.parquet") for split in ("train", "dev", "test")}
 
     for run in runs:
-        where = run.info.run_name
-        own_task = run.data.params.get("task", "-")
-        expected = digests(own_task) if own_task != "-" and (project / "data" / own_task).is_dir() else {}
-        assert run.data.tags.get(NOTE), f"{where}: no description"
-        assert len(run.data.tags.get(GIT_COMMIT, "")) >= 7 and run.data.tags.get("git_dirty") in ("true", "false"), where
-        assert set(IDENTITY) <= set(run.data.params), f"{where}: identity params missing"
-        logged = {d.dataset.name: d.dataset.digest for d in run.inputs.dataset_inputs}
-        assert logged == expected, f"{where}: datasets {logged}"
+        where, kinds = run.info.run_name, run_kinds(run, project)
+        assert set(carried(kinds, "param")) <= set(run.data.params), f"{where}: identity params missing"
+        assert set(carried(kinds, "tag")) <= set(run.data.tags), f"{where}: tags missing"
+        assert run.data.tags[NOTE], f"{where}: no description"
+        assert len(run.data.tags[GIT_COMMIT]) >= 7 and run.data.tags["git_dirty"] in ("true", "false"), where
+        datasets = carried(kinds, "dataset")
+        logged = {d.dataset.name: d.dataset for d in run.inputs.dataset_inputs}
+        expected = digests(run.data.params["task"]) if SPLITS in datasets else {}
+        if DIFFICULTY in datasets:
+            assert logged and all(n.startswith("difficulty-") for n in logged), f"{where}: datasets {list(logged)}"
+            for d in logged.values():
+                source = json.loads(d.source)["uri"]
+                assert not Path(source).is_absolute() and d.digest == dvc_folder_md5(project / source), (where, d)
+                expected[d.name] = d.digest
+            assert not set(NOT_CARRIED_METRICS) & set(run.data.metrics), f"{where}: operating keys on a learnability run"
+        assert {n: d.digest for n, d in logged.items()} == expected, f"{where}: datasets {list(logged)}"
         values = {**{k: v for k, v in run.data.params.items() if k not in USER_PATHS}, **run.data.tags}
         absolute = [k for k, v in values.items() if str(project) in v or v.startswith(("/", "file:"))]
         assert not absolute, f"{where}: machine paths in {absolute}"
     if task is None:
-        assert not any(r.inputs.dataset_inputs for r in runs)
+        assert not any(PREPARED_TASK_RUN in run_kinds(r, project) for r in runs)
     else:
         assert any(r.data.params["task"] == task for r in runs)
     for parent in [r for r in runs if "mlflow.parentRunId" not in r.data.tags]:

@@ -36,6 +36,8 @@ def test_generate_flow_end_to_end(project, prefect_harness, monkeypatch):
     from mlflow.tracking import MlflowClient
 
     from flows.generation import generate_pipeline
+    from config.params import load_params
+    from tasks.reports.generation import operating_point
     from tests.flows.mlflow_schema import check_criterion_runs, check_experiment
 
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
@@ -93,7 +95,18 @@ def test_generate_flow_end_to_end(project, prefect_harness, monkeypatch):
     assert "test_rouge_l" in policy_run.data.metrics
     # the schema: provenance and descriptions on every run; each criterion's sweep by speed-up, read at the targets
     check_experiment(client, project, "exitflow-generate")
-    criterion_runs = check_criterion_runs(client, runs, keys=())
+    # every criterion run carries the shared operating keys, at the report's operating point (quality = ROUGE-L x 100)
+    criterion_runs = check_criterion_runs(client, runs, keys=("dev_quality", "test_quality", "layer_speedup", "flops_speedup"))
+    bar = load_params(project / "params.yaml", overrides).generate.rouge_target
+    chosen = {name: operating_point(json.loads((base / f"evaluate/{name}/curve.json").read_text()), bar)
+              for name in ("static", "softmax", "saturation", "policy")}
+    assert {n for n, op in chosen.items() if op["dev"]["rouge_l"] >= bar} == set(summary["operating_points"])
+    for run in criterion_runs:
+        op = chosen[run.info.run_name]["test"] | {"threshold": chosen[run.info.run_name]["threshold"]}
+        assert run.data.metrics["test_quality"] == pytest.approx(100 * op["rouge_l"])
+        assert run.data.metrics["layer_speedup"] == pytest.approx(op["layer_speedup"])
+        assert run.data.metrics["flops_speedup"] == pytest.approx(op["flops_speedup"])
+        assert float(run.data.params["threshold"]) == op["threshold"]
     assert {r.info.run_name for r in criterion_runs} == {"static", "softmax", "saturation", "policy"}
     static_run = next(r for r in criterion_runs if r.info.run_name == "static")
     assert static_run.data.metrics["test_quality_at_1.5x"] == pytest.approx(

@@ -50,3 +50,22 @@ def test_entry_point_names_no_machine_path(monkeypatch):
     assert entry_point() == "flows/cli.py"
     monkeypatch.setattr("sys.argv", ["/opt/venv/bin/exitflow"])
     assert entry_point() == "bin/exitflow"
+
+
+def test_dvc_folder_md5_is_the_hash_dvc_records_for_a_folder(tmp_path):
+    from dvc_data.hashfile.build import build
+    from dvc_data.hashfile.db import HashFileDB
+    from dvc_objects.fs.local import LocalFileSystem
+
+    from flows.tracking import dvc_folder_md5
+
+    folder = tmp_path / "dataset"
+    (folder / "sub").mkdir(parents=True)
+    (folder / "difficulty.jsonl").write_text('{"labels": [1, 0]}\n')
+    (folder / "sub" / "crlf.txt").write_bytes(b"a\r\nb")  # DVC 3 hashes the bytes as they are
+    (folder / ".inputs-key").write_text("key")  # hidden files are part of the output
+    fs = LocalFileSystem()
+    _, _, tree = build(HashFileDB(fs, str(tmp_path / "odb")), str(folder), fs, "md5")
+    assert dvc_folder_md5(folder) == tree.hash_info.value
+    (folder / "held.exitflow-lock").write_text("")  # .dvcignore'd: not part of the hash
+    assert dvc_folder_md5(folder) == tree.hash_info.value
