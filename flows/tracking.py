@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import os
 import subprocess
@@ -164,11 +165,11 @@ def dvc_folder_md5(folder: Path) -> str:
     from fnmatch import fnmatch
 
     folder = Path(folder)
-    entries = [{"md5": file_md5(p), "relpath": p.relative_to(folder).as_posix()} for p in folder.rglob("*")
+    entries = [{"md5": file_hash(p, "md5"), "relpath": p.relative_to(folder).as_posix()} for p in folder.rglob("*")
                if p.is_file() and not any(fnmatch(part, pattern) for part in p.relative_to(folder).parts
                                           for pattern in DVC_IGNORED)]
     entries.sort(key=lambda e: e["relpath"])
-    return hashlib.md5(json.dumps(entries, sort_keys=True).encode("utf-8")).hexdigest() + ".dir"
+    return hashlib.md5(json.dumps(entries, sort_keys=True).encode("utf-8")).hexdigest() + ".dir"  # noqa: S324 (DVC's hash)
 
 
 def folder_dataset(params: Params, folder: Path, name: str, context: str):
