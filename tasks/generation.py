@@ -229,6 +229,20 @@ def load_exits(folder: Path, adapter: DecoderAdapter) -> DecoderExits:
     return exits.eval()
 
 
+def exit_training_setup(decoding: DecodingConfig, exit_config: DecoderExitsConfig, seed: int,
+                        adapted_dir: Path | None = None, loaded: tuple | None = None):
+    """What every exit-training step starts with: seeds set, denormals flushed (the backward pass of
+    CE over a 49k vocabulary meets many denormal softmax probabilities; without flushing them the
+    LM head's input gradient is ~40x slower on CPU), the decoder (adapted when ``adapted_dir``, or
+    ``loaded`` = ``(lm, tokenizer)`` already loaded) wrapped in its adapter, and the exit points.
+    Returns ``(lm, tokenizer, adapter, points)``."""
+    seed_everything(seed)
+    torch.set_flush_denormal(True)
+    lm, tokenizer = loaded or load_generation_decoder(decoding.decoder, adapted_dir)
+    adapter = DecoderAdapter(lm)
+    return lm, tokenizer, adapter, exit_points(exit_config.layers, adapter.num_layers)
+
+
 @task(name="train_generation_exits", cache_policy=ARTIFACT_CACHE, persist_result=True)
 def train_exits(decoding: DecodingConfig, exit_config: DecoderExitsConfig, init: GenerateTrainConfig,
                 policy: GeneratePolicyConfig, responses_dir: Path, out_dir: Path, seed: int = 42,
@@ -246,13 +260,7 @@ def train_exits(decoding: DecodingConfig, exit_config: DecoderExitsConfig, init:
     ``init_exits_dir``: exits distilled towards the full model (``tasks.generation_distill``) take
     the place of the init epochs; ``adapted_dir``: the adapted decoder the exits sit on."""
     logger = logger or NullLogger()
-    seed_everything(seed)
-    # the backward pass of CE over a 49k vocabulary meets many denormal floats (tiny softmax
-    # probabilities): without flushing them, the LM head's input gradient is ~40x slower on CPU
-    torch.set_flush_denormal(True)
-    lm, tokenizer = load_generation_decoder(decoding.decoder, adapted_dir)
-    adapter = DecoderAdapter(lm)
-    points = exit_points(exit_config.layers, adapter.num_layers)
+    lm, tokenizer, adapter, points = exit_training_setup(decoding, exit_config, seed, adapted_dir)
     if init_exits_dir is None:
         exits = DecoderExits(adapter, points, exit_head=exit_config.head, policy=True)
     else:

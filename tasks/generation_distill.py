@@ -37,7 +37,7 @@ from models.adaptation import (
     train_exits_and_backbone,
 )
 from models.distillation import TeacherTargets, top_k_targets
-from models.generation import DecoderExits, GenerationError, StaticExit, exit_points
+from models.generation import DecoderExits, GenerationError, StaticExit
 from tasks.backbones import load_decoder
 from tasks.caching import ARTIFACT_CACHE
 from tasks.checkpoint_files import read_safetensors
@@ -45,7 +45,7 @@ from tasks.difficulty import read_conll
 from tasks.generation import (
     ADAPTATION_FILE,
     end_ids,
-    load_generation_decoder,
+    exit_training_setup,
     read_jsonl,
     rouge_l,
     run_generation,
@@ -55,7 +55,6 @@ from tasks.generation import (
 from tasks.io import atomic_dir, atomic_write_bytes, atomic_write_json, write_result
 from tasks.metric_logger import MetricLogger, NullLogger
 from tasks.prompts import _source_texts, detokenize
-from tasks.train import seed_everything
 
 SETS = ("train", "held_out")
 
@@ -235,12 +234,9 @@ def adapt_backbone(decoding: DecodingConfig, exit_config: DecoderExitsConfig, ad
     with the original, perplexity on held-out text (original and adapted), ROUGE-L of its test
     responses against the original's."""
     logger = logger or NullLogger()
-    seed_everything(seed)
-    torch.set_flush_denormal(True)  # CE over 49k tokens: denormal softmax gradients are ~40x slower on CPU
     lm, tokenizer = load_decoder(decoding.decoder)
     check_adaptation(adapt, adaptation.tokens, lm, adaptation.lora_targets)
-    adapter = DecoderAdapter(lm)
-    points = exit_points(exit_config.layers, adapter.num_layers)
+    lm, tokenizer, adapter, points = exit_training_setup(decoding, exit_config, seed, loaded=(lm, tokenizer))
     train, held = load_distill_set(Path(distill_dir) / "train.safetensors"), load_distill_set(Path(distill_dir) / "held_out.safetensors")
     exits = DecoderExits(adapter, points, exit_head=exit_config.head, policy=False)
     before = evaluate_exits(exits, held, adaptation.batch_sequences)
@@ -296,11 +292,7 @@ def distill_exits(decoding: DecodingConfig, exit_config: DecoderExitsConfig, dis
     agreement per exit point before and after. The saved exits carry an untrained policy (the
     ConsistentEE rounds of ``train_exits`` train it)."""
     logger = logger or NullLogger()
-    seed_everything(seed)
-    torch.set_flush_denormal(True)
-    lm, _ = load_generation_decoder(decoding.decoder, adapted_dir)
-    adapter = DecoderAdapter(lm)
-    points = exit_points(exit_config.layers, adapter.num_layers)
+    _, _, adapter, points = exit_training_setup(decoding, exit_config, seed, adapted_dir)
     exits = DecoderExits(adapter, points, exit_head=exit_config.head, policy=True)
     if adapted_dir is not None:
         exits.load_state_dict(read_safetensors(Path(adapted_dir) / "exits" / "exits.safetensors"), strict=False)
