@@ -2,12 +2,18 @@
 by side in one process.
 
 Loads the ``exitflow generate`` exits and, per criterion, the fastest threshold whose *dev*
-ROUGE-L reaches ``generate.rouge_target`` (``report/summary.json``; a criterion with none is
-timed at its most accurate threshold and marked). For each batch size, every repeat times
-full-depth generation (the same exit loop with every token at layer L) and each method on the
-same test prompts, interleaved after one warm-up pass (``models.timing.measure_throughput``);
-medians over repeats. HF ``generate()`` at full depth is timed
-too, as a reference that the loop is not a slow strawman.
+ROUGE-L reaches ``generate.rouge_target`` (read from ``evaluate/<criterion>/curve.json`` by the
+report's rule; a criterion with none is timed at its most accurate threshold and marked). For each
+batch size, every repeat times full-depth generation (the same exit loop with every token at layer
+L) and each method on the same test prompts, interleaved after one warm-up pass
+(``models.timing.measure_throughput``); medians over repeats. HF ``generate()`` at full depth is
+timed too, as a reference that the loop is not a slow strawman.
+
+``--adapted lora`` (or ``generate.adapt: lora``) adds the decoder adapted by ``exitflow generate
+--set generate.adapt=lora`` in the same interleaved repeats: its full depth, its criteria at their
+own dev operating points (``evaluate-lora/``) and its self-speculative arms, named ``lora: ...``.
+Quality is always ROUGE-L against the original model's responses; ``wallclock_speedup`` is
+against full depth of the same weights, ``wallclock_speedup_vs_original`` against the original's.
 
     python benchmarks/bench_generation.py --out benchmarks/results/generation.json
 
@@ -36,6 +42,8 @@ import argparse
 import json
 import os
 import sys
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -58,6 +66,7 @@ from tasks.generation import (  # noqa: E402
     run_generation, strip_end,
 )
 from tasks.io import atomic_write_json  # noqa: E402
+from tasks.reports.generation import operating_point  # noqa: E402
 
 
 def speculative_setting(text: str) -> tuple[int, int]:
@@ -112,6 +121,85 @@ def print_table(rows: list[dict]) -> None:
               f"{r['layer_speedup']:>9.2f}{f:>9}{spec}")
 
 
+@dataclass
+class Variant:
+    """One decoder the benchmark times: the original (``exits/``, ``evaluate/``) or one adapted by
+    ``exitflow generate --set generate.adapt=<mode>`` (``adapt-<mode>/``, ``exits-<mode>/``,
+    ``evaluate-<mode>/``). ``prefix`` starts its method names (empty for the original)."""
+
+    adapt: str
+    lm: object
+    tokenizer: object
+    adapter: DecoderAdapter
+    exits: dict
+    draft_heads: Callable
+    settings: list
+    sweep: list | None = None
+    reports: dict = field(default_factory=dict)
+
+    @property
+    def suffix(self) -> str:
+        return "" if self.adapt == "none" else f"-{self.adapt}"
+
+    @property
+    def prefix(self) -> str:
+        return "" if self.adapt == "none" else f"{self.adapt}: "
+
+    @property
+    def label(self) -> str:
+        return "original" if self.adapt == "none" else f"adapted ({self.adapt})"
+
+
+def load_variant(adapt: str, base: Path, cfg, criteria: list[str], settings: list) -> Variant:
+    """The decoder of ``adapt`` (``none``: the original), its trained exits when a criterion or
+    the draft head needs them, its draft heads and its distillation/adaptation reports."""
+    suffix = "" if adapt == "none" else f"-{adapt}"
+    adapted_dir = base / f"adapt{suffix}" if suffix else None
+    if adapted_dir is not None and not (adapted_dir / ADAPTATION_FILE).exists():
+        sys.exit(f"error: {adapted_dir / ADAPTATION_FILE} not found; run `exitflow generate --set generate.adapt={adapt}` first")
+    lm, tokenizer = load_generation_decoder(cfg.decoder, adapted_dir)
+    adapter = DecoderAdapter(lm)
+    try:
+        for layer, length in settings:
+            check_speculative(layer, length, adapter.num_layers)
+    except ValueError as err:
+        sys.exit(f"error: {err}")
+    exits = {}
+    if criteria or cfg.speculative.draft_head == "exit":
+        for name in ("init", "consistentee"):
+            folder = base / f"exits{suffix}" / name
+            if not folder.exists():
+                sys.exit(f"error: {folder} not found; run `exitflow generate` with generate.adapt={adapt} first")
+            exits[name] = load_exits(folder, adapter)
+    reports = {name: json.loads(path.read_text()) for name, path in
+               (("distillation", base / f"distill{suffix}" / "report.json"),
+                ("adaptation", base / f"adapt{suffix}" / "report.json")) if path.exists()}
+    return Variant(adapt, lm, tokenizer, adapter, exits, speculative_draft_heads(adapter, cfg.speculative, exits.get("init"),
+                                                                               base, end_ids(tokenizer)),
+                   list(settings), reports=reports)
+
+
+def criterion_methods(variant: Variant, criteria: list[str], base: Path, rouge_target: float) -> dict:
+    """``name -> (exits, rule, operating point)`` for each criterion at its dev operating point, read
+    from the variant's ``evaluate*/<criterion>/curve.json`` by the report's rule
+    (``tasks.reports.generation.operating_point``); a criterion none of whose thresholds reaches
+    ``rouge_target`` on dev is timed at its most accurate one and marked."""
+    methods = {}
+    for criterion in criteria:
+        curve_path = base / f"evaluate{variant.suffix}" / criterion / "curve.json"
+        if not curve_path.exists():
+            sys.exit(f"error: {curve_path} not found; run `exitflow generate` with generate.adapt={variant.adapt} first "
+                     f"(or pass --criteria alone: no criterion arm)")
+        point = operating_point(json.loads(curve_path.read_text()), rouge_target)
+        if point is None:
+            sys.exit(f"error: {curve_path} has no threshold read on both dev and test; re-run `exitflow generate`")
+        marked = "" if point["dev"]["rouge_l"] >= rouge_target else " (below target)"
+        name = f"{variant.prefix}{criterion}@{point['threshold']:g}{marked}"
+        methods[name] = (variant.exits[EXIT_SETS.get(criterion, "init")], token_criterion(criterion, point["threshold"]),
+                         point["test"])
+    return methods
+
+
 def main(argv=None) -> list[dict]:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--params", default=str(ROOT / "params.yaml"))
@@ -120,10 +208,14 @@ def main(argv=None) -> list[dict]:
     ap.add_argument("--prompts-bs1", type=int, default=8, help="test prompts timed at batch size 1")
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--criteria", nargs="*", default=None,
-                    help="default: every criterion in the report; none (the bare flag): no criterion arm")
+                    help="default: every criterion of generate.criteria; none (the bare flag): no criterion arm")
+    ap.add_argument("--adapted", choices=["lora", "full"], default=None,
+                    help="also time the decoder adapted by `exitflow generate --set generate.adapt=<mode>` (its "
+                         "criteria and self-speculative arms), side by side with the original in the same repeats")
     ap.add_argument("--speculative", nargs="*", type=speculative_setting, default=None, metavar="E:d",
                     help="self-speculative arms (default: generate.speculative); none (the bare flag): no such arm")
-    ap.add_argument("--sweep", action="store_true", help="choose (E, d) on the dev prompts by layer cost; add it as an arm")
+    ap.add_argument("--sweep", action="store_true",
+                    help="choose (E, d) on the dev prompts by layer cost, per decoder; add it as an arm")
     ap.add_argument("--sweep-layers", nargs="+", type=int, default=[5, 10, 15, 20, 25])
     ap.add_argument("--sweep-lengths", nargs="+", type=int, default=[1, 2, 4, 6])
     ap.add_argument("--sweep-prompts", type=int, default=16, help="dev prompts the sweep decodes")
@@ -132,7 +224,7 @@ def main(argv=None) -> list[dict]:
                          "measured 4-8 positions at about 1.25-1.3x one position on the 2-core CPU)")
     ap.add_argument("--prompts-file", type=Path, default=None,
                     help='time these {"prompt": ...} lines instead of the generate run\'s test responses; quality '
-                         'is then measured against the full-depth loop\'s responses of this run')
+                         'is then measured against the original full-depth loop\'s responses of this run')
     ap.add_argument("--max-new-tokens", type=int, default=None, help="default: generate.max_new_tokens")
     ap.add_argument("--out", type=Path, default=None, help="write results as JSON here")
     ap.add_argument("--no-mlflow", action="store_true",
@@ -145,19 +237,14 @@ def main(argv=None) -> list[dict]:
     max_new_tokens = args.max_new_tokens or cfg.max_new_tokens
     base = Layout.from_params(params).generate
     criteria = list(cfg.criteria) if args.criteria is None else args.criteria
-    summary_path = base / "report" / "summary.json"
-    if criteria and not summary_path.exists():
-        sys.exit(f"error: {summary_path} not found; run `exitflow generate` first (or pass --criteria alone: no criterion arm)")
-    summary = json.loads(summary_path.read_text()) if criteria else {}
     torch.manual_seed(params.seed)
-    # generate.adapt: lora | full times the adapted decoder and the exits trained on it (issue 22)
-    suffix = "" if cfg.adapt == "none" else f"-{cfg.adapt}"
-    adapted_dir = base / f"adapt{suffix}" if suffix else None
-    if adapted_dir is not None and not (adapted_dir / ADAPTATION_FILE).exists():
-        sys.exit(f"error: {adapted_dir / ADAPTATION_FILE} not found; run `exitflow generate` with generate.adapt={cfg.adapt} first")
-    lm, tokenizer = load_generation_decoder(cfg.decoder, adapted_dir)
-    adapter = DecoderAdapter(lm)
-    L, ends, pad = adapter.num_layers, end_ids(tokenizer), tokenizer.pad_token_id
+    # the original decoder always; generate.adapt and --adapted add the adapted one (issue 22)
+    adapts = list(dict.fromkeys(a for a in ("none", cfg.adapt, args.adapted) if a))
+    settings = [(spec_cfg.draft_layer, spec_cfg.draft_length)] if args.speculative is None else list(args.speculative)
+    variants = [load_variant(a, base, cfg, criteria, settings) for a in adapts]
+    original = variants[0]
+    tokenizer, lm = original.tokenizer, original.lm
+    L, ends, pad = original.adapter.num_layers, end_ids(tokenizer), tokenizer.pad_token_id
     if args.prompts_file is not None:
         test = dev = tokenized_prompts(args.prompts_file, tokenizer)
     else:
@@ -165,40 +252,26 @@ def main(argv=None) -> list[dict]:
         if not responses.exists():
             sys.exit(f"error: {responses} not found; run `exitflow generate` first, or pass --prompts-file")
         test, dev = read_jsonl(responses), read_jsonl(base / "responses" / "dev.jsonl")
-    settings = [(spec_cfg.draft_layer, spec_cfg.draft_length)] if args.speculative is None else list(args.speculative)
-    try:
-        for layer, length in settings:
-            check_speculative(layer, length, L)
-    except ValueError as err:
-        sys.exit(f"error: {err}")
-    exits = ({name: load_exits(base / f"exits{suffix}" / name, adapter) for name in ("init", "consistentee")}
-             if criteria or spec_cfg.draft_head == "exit" else {})
-    draft_heads = speculative_draft_heads(adapter, spec_cfg, exits.get("init"), base, ends)
-    sweep = None
     if args.sweep:
         batches = list(prompt_batches(dev[: args.sweep_prompts], max(args.batch_sizes), pad))
-        sweep = sweep_draft_settings(adapter, batches, [x for x in args.sweep_layers if x < L], args.sweep_lengths,
-                                     max_new_tokens, ends, pad, args.position_cost, draft_heads)
-        print(f"sweep on {len(dev[: args.sweep_prompts])} dev prompts (position cost {args.position_cost}): cost per "
-              f"token relative to full depth, cheapest first")
-        for r in sweep:
-            print(f"  E={r['draft_layer']:<3} d={r['draft_length']:<3} accept {r['acceptance_rate']:.3f}  "
-                  f"tokens/step {r['tokens_per_step']:.2f}  relative cost {r['relative_cost']:.3f}")
-        best = (sweep[0]["draft_layer"], sweep[0]["draft_length"])
-        if best not in settings:
-            settings.append(best)
+        for v in variants:
+            v.sweep = sweep_draft_settings(v.adapter, batches, [x for x in args.sweep_layers if x < L], args.sweep_lengths,
+                                           max_new_tokens, ends, pad, args.position_cost, v.draft_heads)
+            print(f"sweep, {v.label} decoder, on {len(dev[: args.sweep_prompts])} dev prompts (position cost "
+                  f"{args.position_cost}): cost per token relative to full depth, cheapest first")
+            for r in v.sweep:
+                print(f"  E={r['draft_layer']:<3} d={r['draft_length']:<3} accept {r['acceptance_rate']:.3f}  "
+                      f"tokens/step {r['tokens_per_step']:.2f}  relative cost {r['relative_cost']:.3f}")
+            best = (v.sweep[0]["draft_layer"], v.sweep[0]["draft_length"])
+            if best not in v.settings:
+                v.settings.append(best)
 
-    full_depth = DecoderExits(adapter, [L], exit_head="shared", policy=False)  # no exit points on the way
-    methods = {"full": (full_depth, StaticExit(L), None)}
-    for criterion in criteria:
-        point = summary["operating_points"].get(criterion)
-        marked = ""
-        if point is None:  # no threshold reaches the bar on dev: its most accurate one
-            curve = json.loads((base / f"evaluate{suffix}" / criterion / "curve.json").read_text())
-            point = max((r for r in curve if r["split"] == "dev"), key=lambda r: r["rouge_l"])
-            marked = " (below target)"
-        methods[f"{criterion}@{point['threshold']:g}{marked}"] = (exits[EXIT_SETS.get(criterion, "init")],
-                                                                 token_criterion(criterion, point["threshold"]), point)
+    methods, owner = {}, {}  # name -> (exits, rule, point); name -> its variant
+    for v in variants:
+        full_depth = DecoderExits(v.adapter, [L], exit_head="shared", policy=False)  # no exit points on the way
+        named = {f"{v.prefix}full": (full_depth, StaticExit(L), None)} | criterion_methods(v, criteria, base, cfg.rouge_target)
+        methods |= named
+        owner |= dict.fromkeys(named, v)
 
     rows = []
     for bs in args.batch_sizes:
@@ -207,49 +280,51 @@ def main(argv=None) -> list[dict]:
         # one untimed pass per method: its tokens, exit layers and FLOPs (greedy: every pass is the same)
         runs = {name: run_generation(ex, rule, prompts, bs, max_new_tokens, ends, pad, desc=f"{name} bs{bs}")
                 for name, (ex, rule, _) in methods.items()}
-        spec_runs = {f"self-spec E={e} d={d}": ((e, d), run_speculative(adapter, draft_heads(e), prompts, bs, (e, d),
-                                                                        max_new_tokens, ends, pad))
-                     for e, d in settings}
+        spec_runs = {f"{v.prefix}self-spec E={e} d={d}": (v, (e, d), run_speculative(v.adapter, v.draft_heads(e), prompts, bs,
+                                                                                      (e, d), max_new_tokens, ends, pad))
+                     for v in variants for e, d in v.settings}
         runners = {name: (lambda b, ex=ex, rule=rule: generate(ex, rule, b["input_ids"], b["attention_mask"],
                                                                 max_new_tokens, ends, pad))
                    for name, (ex, rule, _) in methods.items()}
-        for name, (setting, _) in spec_runs.items():
-            runners[name] = speculative_runner(adapter, draft_heads(setting[0]), setting, max_new_tokens, ends, pad)
+        for name, (v, setting, _) in spec_runs.items():
+            runners[name] = speculative_runner(v.adapter, v.draft_heads(setting[0]), setting, max_new_tokens, ends, pad)
         runners["hf-generate"] = lambda b: lm.generate(input_ids=b["input_ids"], attention_mask=b["attention_mask"],
                                                        max_new_tokens=max_new_tokens, do_sample=False,
                                                        eos_token_id=ends, pad_token_id=pad)
         per_second = measure_throughput(batches, runners, repeats=args.repeats)  # prompts/s, interleaved, medians
         tokens = {name: run["tokens"] for name, run in runs.items()}
-        tokens.update({name: run["tokens"] for name, (_, run) in spec_runs.items()})
+        tokens.update({name: run["tokens"] for name, (_, _, run) in spec_runs.items()})
         tokens["hf-generate"] = tokens["full"]  # the same greedy tokens as the full-depth loop (tested)
         throughput = {name: per_second[name] * tokens[name] / len(prompts) for name in runners}
-        if args.prompts_file is not None:  # the reference: this run's full-depth responses
+        if args.prompts_file is not None:  # the reference: this run's original full-depth responses
             references = [tokenizer.decode(strip_end(s, ends)) for s in runs["full"]["sequences"]]
         else:
             references = [r["response"] for r in prompts]
+
+        def timing(name: str, v: Variant) -> dict:
+            """Quality against the original's responses; speed-up against full depth of the same weights
+            and against the original's full depth."""
+            return {"model": v.label, "batch_size": bs, "prompts": len(prompts), "throughput": throughput[name],
+                    "wallclock_speedup": throughput[name] / throughput[f"{v.prefix}full"],
+                    "wallclock_speedup_vs_original": throughput[name] / throughput["full"]}
+
         for name, (ex, rule, point) in methods.items():
-            run = runs[name]
+            run, v = runs[name], owner[name]
             texts = [tokenizer.decode(strip_end(s, ends)) for s in run["sequences"]]
             layers = run["exit_layers"].float()
-            rows.append({"method": name, "batch_size": bs, "prompts": len(prompts),
-                         "quality": sum(rouge_l(texts, references)) / len(prompts),
-                         "throughput": throughput[name], "wallclock_speedup": throughput[name] / throughput["full"],
+            rows.append({"method": name, **timing(name, v), "quality": sum(rouge_l(texts, references)) / len(prompts),
                          "layer_speedup": L / layers.mean().item() if layers.numel() else 1.0,
                          "flops_speedup": run["full_flops"] / max(1, run["decode_flops"])})
-        for name, ((layer, length), run) in spec_runs.items():
+        for name, (v, (layer, length), run) in spec_runs.items():
             texts = [tokenizer.decode(strip_end(s, ends)) for s in run["sequences"]]
-            rows.append({"method": name, "batch_size": bs, "prompts": len(prompts),
-                         "quality": sum(rouge_l(texts, references)) / len(prompts),
-                         "throughput": throughput[name], "wallclock_speedup": throughput[name] / throughput["full"],
+            rows.append({"method": name, **timing(name, v), "quality": sum(rouge_l(texts, references)) / len(prompts),
                          "layer_speedup": L / run["layer_passes_per_token"],
                          "flops_speedup": L / run["token_layers_per_token"],
-                         "identical": run["sequences"] == runs["full"]["sequences"],
+                         "identical": run["sequences"] == runs[f"{v.prefix}full"]["sequences"],
                          "acceptance_rate": run["acceptance_rate"], "tokens_per_step": run["tokens_per_step"],
                          "draft_layer": layer, "draft_length": length, "draft_head": spec_cfg.draft_head,
                          "draft_vocab": spec_cfg.draft_vocab})
-        rows.append({"method": "hf-generate (full depth)", "batch_size": bs, "prompts": len(prompts), "quality": None,
-                     "throughput": throughput["hf-generate"],
-                     "wallclock_speedup": throughput["hf-generate"] / throughput["full"],
+        rows.append({"method": "hf-generate (full depth)", **timing("hf-generate", original), "quality": None,
                      "layer_speedup": 1.0, "flops_speedup": None})
     print(machine())
     print_table(rows)
@@ -257,7 +332,9 @@ def main(argv=None) -> list[dict]:
         atomic_write_json(args.out, {"machine": machine(), "torch_threads": torch.get_num_threads(), "decoder": cfg.decoder,
                                      "max_new_tokens": max_new_tokens, "repeats": args.repeats,
                                      "command": "python benchmarks/bench_generation.py " + " ".join(argv or sys.argv[1:]),
-                                     "position_cost": args.position_cost, "sweep": sweep, "rows": rows})
+                                     "position_cost": args.position_cost,
+                                     "sweep": {v.label: v.sweep for v in variants} if args.sweep else None,
+                                     "reports": {v.label: v.reports for v in variants if v.reports}, "rows": rows})
         if not args.no_mlflow:
             attach_to_latest_run(params, args.out)
     return rows

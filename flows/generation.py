@@ -17,8 +17,8 @@
    ``train``;
 7. ``evaluate``: one nested run per criterion (static, CALM softmax / saturation, policy), each
    sweeping its thresholds on dev and test prompts;
-8. ``report``: ROUGE-L vs speed-up curves, the table at ``generate.speedups`` with the claim
-   check, and example responses (MLflow artifacts).
+8. ``report`` (``report-<adapt>`` on an adapted decoder): ROUGE-L vs speed-up curves, the table at
+   ``generate.speedups`` with the claim check, and example responses (MLflow artifacts).
 
 Measured tokens/s come from ``benchmarks/bench_generation.py``, not from this flow.
 """
@@ -140,6 +140,12 @@ def log_generation_curve(criterion: str, curve_path, rouge_target: float) -> Non
              "or open `curve.json`; `test_quality_at_<t>x` reads the dev-chosen front.")
 
 
+def report_folder(adapt: str) -> str:
+    """``report`` for the original decoder, ``report-<adapt>`` for an adapted one (as ``exits-<adapt>``,
+    ``evaluate-<adapt>``), so the two runs' reports sit side by side for the benchmark."""
+    return "report" if adapt == "none" else f"report-{adapt}"
+
+
 def check_generate_inputs(ctx: RunContext) -> None:
     """Prepared prompt sources; with distillation, its sources and the CoNLL folder."""
     cfg = ctx.params.generate
@@ -169,7 +175,7 @@ def generate_pipeline(params_path: str = "params.yaml", overrides: list[str] | N
                                  init_exits_dir=distilled_exits, adapted_dir=adapted_dir)
             mlflow.log_artifact(trained["history"], "exits")
         curves, examples = evaluate_criteria(ctx, trained, responses_dir, adapted_dir)
-        report = report_generation(curves, examples, cfg.speedups, cfg.rouge_target, base / "report",
+        report = report_generation(curves, examples, cfg.speedups, cfg.rouge_target, base / report_folder(cfg.adapt),
                                    f"{cfg.decoder}: ROUGE-L vs speed-up (test prompts)", distill_reports)
         for key in ("plot", "report", "examples", "summary"):
             mlflow.log_artifact(report[key], "generate")

@@ -265,6 +265,15 @@ def generation_markdown(summary: dict) -> str:
     return text + distillation_markdown(summary)  # per-layer agreement, the adaptation's cost (issue 22)
 
 
+def benchmark_reports_markdown(bench: dict) -> str:
+    """``benchmarks/results/generation.json``'s ``reports``: per timed decoder (the original, and the
+    adapted one with ``--adapted``) its exits' held-out agreement and what the adaptation cost."""
+    reports = bench.get("reports") or {}
+    if not reports:
+        return "The benchmark file predates per-decoder reports; re-run the benchmark to fill this section.\n"
+    return "".join(f"\n**{label} decoder**\n" + distillation_markdown(r) for label, r in reports.items())
+
+
 def exit_accuracy_markdown(history: dict) -> str:
     """``generate/seed-<seed>/exits/history.json``: each exit point's next-token accuracy against the
     full-depth greedy token (``models.generation_training.point_report``), before and after the
@@ -390,7 +399,10 @@ def results_pages(layout, root: Path, past_future_tasks: list[str], leco_tasks: 
                             "exitflow generate"),
                     Section("Quality vs speed-up", (summary,), lambda d: generation_markdown(d[summary]), "exitflow generate",
                             (r(gen / "curves.png"),)),
-                    benchmark_section("Benchmark: measured tokens/s", bench("generation")))
+                    benchmark_section("Benchmark: measured tokens/s", bench("generation")),
+                    Section("Each timed decoder's exits and adaptation", (bench("generation"),),
+                            lambda d: benchmark_reports_markdown(d[bench("generation")]),
+                            "python benchmarks/bench_generation.py --adapted lora --sweep"))
 
     learn = r(layout.learnability_report / "results.json")
     learn_sections = (Section("Difficulty predictors", (learn,), lambda d: learnability_page_markdown(d[learn]),
