@@ -150,7 +150,7 @@ class Variant:
         return "original" if self.adapt == "none" else f"adapted ({self.adapt})"
 
 
-def load_variant(adapt: str, base: Path, cfg, criteria: list[str], settings: list) -> Variant:
+def load_variant(adapt: str, base: Path, cfg, spec_cfg, criteria: list[str], settings: list) -> Variant:
     """The decoder of ``adapt`` (``none``: the original), its trained exits when a criterion or
     the draft head needs them, its draft heads and its distillation/adaptation reports."""
     suffix = "" if adapt == "none" else f"-{adapt}"
@@ -165,7 +165,7 @@ def load_variant(adapt: str, base: Path, cfg, criteria: list[str], settings: lis
     except ValueError as err:
         sys.exit(f"error: {err}")
     exits = {}
-    if criteria or cfg.speculative.draft_head == "exit":
+    if criteria or spec_cfg.draft_head == "exit":
         for name in ("init", "consistentee"):
             folder = base / f"exits{suffix}" / name
             if not folder.exists():
@@ -174,7 +174,7 @@ def load_variant(adapt: str, base: Path, cfg, criteria: list[str], settings: lis
     reports = {name: json.loads(path.read_text()) for name, path in
                (("distillation", base / f"distill{suffix}" / "report.json"),
                 ("adaptation", base / f"adapt{suffix}" / "report.json")) if path.exists()}
-    return Variant(adapt, lm, tokenizer, adapter, exits, speculative_draft_heads(adapter, cfg.speculative, exits.get("init"),
+    return Variant(adapt, lm, tokenizer, adapter, exits, speculative_draft_heads(adapter, spec_cfg, exits.get("init"),
                                                                                base, end_ids(tokenizer)),
                    list(settings), reports=reports)
 
@@ -214,6 +214,11 @@ def main(argv=None) -> list[dict]:
                          "criteria and self-speculative arms), side by side with the original in the same repeats")
     ap.add_argument("--speculative", nargs="*", type=speculative_setting, default=None, metavar="E:d",
                     help="self-speculative arms (default: generate.speculative); none (the bare flag): no such arm")
+    ap.add_argument("--draft-head", choices=["shared", "exit"], default=None,
+                    help="the draft's head (default: generate.speculative.draft_head): shared = final norm + LM head, "
+                         "exit = the trained init exit at E")
+    ap.add_argument("--draft-vocab", type=int, default=None,
+                    help="draft over the K most frequent response tokens (default: generate.speculative.draft_vocab; 0: all)")
     ap.add_argument("--sweep", action="store_true",
                     help="choose (E, d) on the dev prompts by layer cost, per decoder; add it as an arm")
     ap.add_argument("--sweep-layers", nargs="+", type=int, default=[5, 10, 15, 20, 25])
@@ -233,7 +238,10 @@ def main(argv=None) -> list[dict]:
 
     params = load_params(args.params)
     cfg = params.generate
-    spec_cfg = cfg.speculative
+    spec_cfg = cfg.speculative.model_copy(update={k: v for k, v in (("draft_head", args.draft_head),
+                                                                    ("draft_vocab", args.draft_vocab)) if v is not None})
+    if spec_cfg.draft_vocab < 0:
+        sys.exit(f"error: --draft-vocab {spec_cfg.draft_vocab}: expected 0 (every token) or a positive count")
     max_new_tokens = args.max_new_tokens or cfg.max_new_tokens
     base = Layout.from_params(params).generate
     criteria = list(cfg.criteria) if args.criteria is None else args.criteria
@@ -241,7 +249,7 @@ def main(argv=None) -> list[dict]:
     # the original decoder always; generate.adapt and --adapted add the adapted one (issue 22)
     adapts = list(dict.fromkeys(a for a in ("none", cfg.adapt, args.adapted) if a))
     settings = [(spec_cfg.draft_layer, spec_cfg.draft_length)] if args.speculative is None else list(args.speculative)
-    variants = [load_variant(a, base, cfg, criteria, settings) for a in adapts]
+    variants = [load_variant(a, base, cfg, spec_cfg, criteria, settings) for a in adapts]
     original = variants[0]
     tokenizer, lm = original.tokenizer, original.lm
     L, ends, pad = original.adapter.num_layers, end_ids(tokenizer), tokenizer.pad_token_id
