@@ -429,3 +429,20 @@ def test_a_damaged_output_is_one_error_naming_the_file_and_its_command(site, tmp
     summary.write_text(json.dumps({"claim": None}))
     with pytest.raises(ExitflowError, match=r"summary.json: not the JSON `exitflow generate` writes \(no 'operating_points'"):
         render(broken, moved, broken / "out")
+
+
+def test_benchmark_reports_section_names_each_decoder_and_its_agreement():
+    """The generation page's per-decoder section: one block per timed decoder with its exits'
+    before/after agreement and the adaptation's cost; a file without reports says to re-run."""
+    from tasks.reports.site import benchmark_reports_markdown
+
+    distill = {"points": [15, 30], "agreement_before": [0.123, 1.0], "agreement_after": [0.456, 1.0],
+               "agreement_last_after": [0.456, 1.0], "held_out_tokens": 100, "train_tokens": 900, "adapted": True}
+    adapt = {"adapt": "lora", "tokens": 900, "full_depth_agreement_with_original": 0.987, "perplexity_original": 10.0,
+             "perplexity_adapted": 11.5, "rouge_l_full_depth_vs_original": 0.876}
+    text = benchmark_reports_markdown({"reports": {"original": {"distillation": {**distill, "adapted": False}},
+                                                   "adapted (lora)": {"distillation": distill, "adaptation": adapt}}})
+    original, adapted = text.split("**adapted (lora) decoder**")
+    assert "**original decoder**" in original and "| 15 | 0.123 | 0.456 |" in original and "Adaptation" not in original
+    assert "adapted backbone" in adapted and "0.987" in adapted and "10.00 -> 11.50" in adapted and "0.876" in adapted
+    assert "re-run the benchmark" in benchmark_reports_markdown({"rows": []})
