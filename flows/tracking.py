@@ -6,6 +6,7 @@ import contextlib
 import hashlib
 import json
 import os
+import socket
 import subprocess
 import sys
 import time
@@ -15,7 +16,7 @@ import mlflow
 import yaml
 
 from config.params import Params
-from tasks.io import atomic_write_text, file_hash
+from tasks.io import atomic_write_text, file_hash, process_alive
 from tasks.metric_logger import server_gone, tracking_unreachable
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -62,6 +63,7 @@ def use_experiment(params: Params, name: str) -> str:
         for key, value in HTTP_RETRIES.items():
             os.environ.setdefault(key, value)
         close_unfinished_runs(params.root, uri)
+    close_orphaned_runs(uri)
     mlflow.set_tracking_uri(uri)
     mlflow.set_registry_uri(uri)  # else the registry keeps the first tracking URI this process used
     if mlflow.get_experiment_by_name(name) is None:
@@ -207,6 +209,51 @@ def flatten(d: dict, prefix: str = "") -> dict[str, str]:
 
 
 UNFINISHED_RUNS = ".exitflow-unfinished-runs"  # in the project root: "<tracking URI> <run id>" lines
+OWNER_HOST, OWNER_PID = "exitflow.host", "exitflow.pid"  # tags of a parent run: the machine and process that opened it
+
+
+def owner_tags() -> dict[str, str]:
+    """The tags that let a later command tell that a parent run's process is gone (``close_orphaned_runs``)."""
+    return {OWNER_HOST: socket.gethostname(), OWNER_PID: str(os.getpid())}
+
+
+def owner_gone(pid: int, started_ms: int) -> bool:
+    """Whether process ``pid``, which opened a run at ``started_ms`` (ms since the epoch), has ended: no such
+    process, a zombie, or a new process that reuses the pid (started after the run)."""
+    import psutil
+
+    if not process_alive(pid):
+        return True
+    try:
+        return psutil.Process(pid).create_time() * 1000 > started_ms + 1000
+    except psutil.Error:
+        return True
+
+
+def close_orphaned_runs(uri: str) -> list[str]:
+    """Mark KILLED the parent runs (and the runs below them) left RUNNING on ``uri`` by a command of this
+    machine that died without closing them (kill -9, power loss, out of memory); a run whose command still
+    runs is left alone. Returns the closed parents' run ids."""
+    client = mlflow.MlflowClient(tracking_uri=uri)
+    experiments = [e.experiment_id for e in client.search_experiments()]
+    if not experiments:
+        return []
+    running = client.search_runs(experiments, f"attributes.status = 'RUNNING' and tags.`{OWNER_HOST}` = "
+                                              f"'{socket.gethostname()}'", max_results=1000)
+    closed = []
+    for run in running:
+        pid = run.data.tags.get(OWNER_PID, "")
+        if not pid.isdigit() or not owner_gone(int(pid), run.info.start_time):
+            continue
+        nested = client.search_runs([run.info.experiment_id], f"tags.mlflow.parentRunId = '{run.info.run_id}'",
+                                    max_results=1000)
+        for unfinished in [*nested, run]:
+            if unfinished.info.status == "RUNNING":
+                client.set_terminated(unfinished.info.run_id, "KILLED")
+        print(f"MLflow run {run.info.run_name} ({run.info.run_id}), left running by process {pid} that ended "
+              "without closing it, is now marked KILLED", file=sys.stderr, flush=True)
+        closed.append(run.info.run_id)
+    return closed
 
 
 def close_unfinished_runs(root: Path, uri: str) -> None:
@@ -241,14 +288,15 @@ def parent_run(params: Params, run_name: str, sections: tuple[str, ...], method:
     """Open the flow's parent run; log the params sections and the provenance (``provenance_tags``,
     the data snapshot's ``data.dvc``). On the way out, ``finish_run_tree`` gives every run below it
     the shared keys, provenance and datasets, and the parent its leaderboard. A tracking server
-    that stops answering inside ends the command with ``TrackingServerGone`` (exit 3).
+    that stops answering inside ends the command with ``TrackingServerGone`` (exit 3). The parent
+    carries ``owner_tags`` so that a later command can close it if this process is killed.
 
     ``method``: the ``method`` param of the parent (and of runs below that name none);
     ``identity``: params overriding the parent's defaults (``task`` = ``train.task``, ``seed``).
     """
     from tasks.metric_schema import NOTE
 
-    tags = provenance_tags(params.root)
+    tags = provenance_tags(params.root) | owner_tags()
     tags[NOTE] = description or parent_description(run_name, method)
     run = mlflow.start_run(run_name=run_name, tags=tags)
     try:

@@ -7,7 +7,7 @@ import hashlib
 import json
 from pathlib import Path
 
-from flows.tracking import dvc_folder_md5
+from flows.tracking import OWNER_HOST, OWNER_PID, dvc_folder_md5
 from tasks.metric_schema import (EVERY_RUN, GIT_COMMIT, KEYS, LEARNABILITY_RUN, NOTE, PREPARED_TASK_RUN, TARGET_SPEEDUPS,
                                  at_key)
 
@@ -77,6 +77,7 @@ def check_experiment(client, project: Path, name: str, task: str | None = "sst2"
     else:
         assert any(r.data.params["task"] == task for r in runs)
     for parent in [r for r in runs if "mlflow.parentRunId" not in r.data.tags]:
+        assert parent.data.tags[OWNER_PID].isdigit() and parent.data.tags[OWNER_HOST], parent.info.run_name
         below = [r for r in runs if r.info.run_id != parent.info.run_id]
         scored = [r for r in below if at_key(2.0) in r.data.metrics]
         if scored:
