@@ -88,9 +88,8 @@ def train_predictor(ctx: RunContext, study: str, kind: str, predictor: str, data
         mlflow.log_metric("test_layer_accuracy", acc, step=k)
     for h in r["history"]:
         mlflow.log_metrics({k: v for k, v in h.items() if k != "epoch" and v is not None}, step=h["epoch"])
-    f1 = r["test"]["f1"]
-    print(f"[learnability] {study} {predictor}: P {r['test']['precision']} R {r['test']['recall']:.1f} "
-          f"F1 {'-' if f1 is None else f'{f1:.1f}'}")
+    shown = {k: "-" if r["test"][k] is None else f"{r['test'][k]:.1f}" for k in ("precision", "recall", "f1")}
+    print(f"[learnability] {study} {predictor}: P {shown['precision']} R {shown['recall']} F1 {shown['f1']}")
     return r
 
 
