@@ -180,7 +180,7 @@ def load_variant(adapt: str, base: Path, cfg, spec_cfg, criteria: list[str], set
 
 
 def criterion_methods(variant: Variant, criteria: list[str], base: Path, rouge_target: float) -> dict:
-    """``name -> (exits, rule, operating point)`` for each criterion at its dev operating point, read
+    """``name -> (exits, rule)`` for each criterion at its dev operating point, read
     from the variant's ``evaluate*/<criterion>/curve.json`` by the report's rule
     (``tasks.reports.generation.operating_point``); a criterion none of whose thresholds reaches
     ``rouge_target`` on dev is timed at its most accurate one and marked."""
@@ -195,8 +195,7 @@ def criterion_methods(variant: Variant, criteria: list[str], base: Path, rouge_t
             sys.exit(f"error: {curve_path} has no threshold read on both dev and test; re-run `exitflow generate`")
         marked = "" if point["dev"]["rouge_l"] >= rouge_target else " (below target)"
         name = f"{variant.prefix}{criterion}@{point['threshold']:g}{marked}"
-        methods[name] = (variant.exits[EXIT_SETS.get(criterion, "init")], token_criterion(criterion, point["threshold"]),
-                         point["test"])
+        methods[name] = (variant.exits[EXIT_SETS.get(criterion, "init")], token_criterion(criterion, point["threshold"]))
     return methods
 
 
@@ -274,10 +273,10 @@ def main(argv=None) -> list[dict]:
             if best not in v.settings:
                 v.settings.append(best)
 
-    methods, owner = {}, {}  # name -> (exits, rule, point); name -> its variant
+    methods, owner = {}, {}  # name -> (exits, rule); name -> its variant
     for v in variants:
         full_depth = DecoderExits(v.adapter, [L], exit_head="shared", policy=False)  # no exit points on the way
-        named = {f"{v.prefix}full": (full_depth, StaticExit(L), None)} | criterion_methods(v, criteria, base, cfg.rouge_target)
+        named = {f"{v.prefix}full": (full_depth, StaticExit(L))} | criterion_methods(v, criteria, base, cfg.rouge_target)
         methods |= named
         owner |= dict.fromkeys(named, v)
 
@@ -287,13 +286,13 @@ def main(argv=None) -> list[dict]:
         batches = [{"input_ids": ids, "attention_mask": padding} for ids, padding in prompt_batches(prompts, bs, pad)]
         # one untimed pass per method: its tokens, exit layers and FLOPs (greedy: every pass is the same)
         runs = {name: run_generation(ex, rule, prompts, bs, max_new_tokens, ends, pad, desc=f"{name} bs{bs}")
-                for name, (ex, rule, _) in methods.items()}
+                for name, (ex, rule) in methods.items()}
         spec_runs = {f"{v.prefix}self-spec E={e} d={d}": (v, (e, d), run_speculative(v.adapter, v.draft_heads(e), prompts, bs,
                                                                                       (e, d), max_new_tokens, ends, pad))
                      for v in variants for e, d in v.settings}
         runners = {name: (lambda b, ex=ex, rule=rule: generate(ex, rule, b["input_ids"], b["attention_mask"],
                                                                 max_new_tokens, ends, pad))
-                   for name, (ex, rule, _) in methods.items()}
+                   for name, (ex, rule) in methods.items()}
         for name, (v, setting, _) in spec_runs.items():
             runners[name] = speculative_runner(v.adapter, v.draft_heads(setting[0]), setting, max_new_tokens, ends, pad)
         runners["hf-generate"] = lambda b: lm.generate(input_ids=b["input_ids"], attention_mask=b["attention_mask"],
@@ -316,7 +315,7 @@ def main(argv=None) -> list[dict]:
                     "wallclock_speedup": throughput[name] / throughput[f"{v.prefix}full"],
                     "wallclock_speedup_vs_original": throughput[name] / throughput["full"]}
 
-        for name, (ex, rule, point) in methods.items():
+        for name in methods:
             run, v = runs[name], owner[name]
             texts = [tokenizer.decode(strip_end(s, ends)) for s in run["sequences"]]
             layers = run["exit_layers"].float()

@@ -243,7 +243,8 @@ def json_numbers(value) -> list[float]:
 
 def test_every_decimal_in_a_table_is_a_value_of_the_files_the_page_names(site):
     """No number is computed or typed on a page: each decimal in a table cell is one of the page's
-    source JSON values (percentages of fractions included), formatted."""
+    source JSON values (percentages of fractions included), formatted. The ``method`` column is a
+    label (``saturation@0.95`` names its threshold), not a value."""
     root, _ = site
     for md in sorted((root / "docs" / "results").glob("*.md")):
         text = md.read_text()
@@ -253,7 +254,7 @@ def test_every_decimal_in_a_table_is_a_value_of_the_files_the_page_names(site):
         for table in tables(text):
             for row in table:
                 for header, cell_text in row.items():
-                    for number in NUMBER.findall(cell_text):
+                    for number in ([] if header == "method" else NUMBER.findall(cell_text)):
                         assert any(shown(v, number) for v in pool), f"{md.name}: {header} = {cell_text!r} is in no source"
 
 
