@@ -231,7 +231,7 @@ def owner_gone(pid: int, started_ms: int) -> bool:
 
 
 def close_orphaned_runs(uri: str) -> list[str]:
-    """Mark KILLED the parent runs (and the runs below them) left RUNNING on ``uri`` by a command of this
+    """Mark KILLED the parent runs (and every run below them) left RUNNING on ``uri`` by a command of this
     machine that died without closing them (kill -9, power loss, out of memory); a run whose command still
     runs is left alone. Returns the closed parents' run ids."""
     client = mlflow.MlflowClient(tracking_uri=uri)
@@ -245,9 +245,7 @@ def close_orphaned_runs(uri: str) -> list[str]:
         pid = run.data.tags.get(OWNER_PID, "")
         if not pid.isdigit() or not owner_gone(int(pid), run.info.start_time):
             continue
-        nested = client.search_runs([run.info.experiment_id], f"tags.mlflow.parentRunId = '{run.info.run_id}'",
-                                    max_results=1000)
-        for unfinished in [*nested, run]:
+        for unfinished in reversed(run_tree(client, run)):  # children first, the parent last
             if unfinished.info.status == "RUNNING":
                 client.set_terminated(unfinished.info.run_id, "KILLED")
         print(f"MLflow run {run.info.run_name} ({run.info.run_id}), left running by process {pid} that ended "
@@ -269,8 +267,7 @@ def close_unfinished_runs(root: Path, uri: str) -> None:
             run = client.get_run(run_id)
         except mlflow.exceptions.MlflowException:  # not on this server (its store was replaced)
             continue
-        nested = client.search_runs([run.info.experiment_id], f"tags.mlflow.parentRunId = '{run_id}'")
-        for unfinished in [run, *nested]:
+        for unfinished in run_tree(client, run):
             if unfinished.info.status == "RUNNING":
                 client.set_terminated(unfinished.info.run_id, "FAILED")
         print(f"MLflow run {run_id} on {uri}, left running when the server went away, is now marked FAILED",

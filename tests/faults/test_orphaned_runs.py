@@ -19,8 +19,9 @@ mlflow.set_tracking_uri(sys.argv[1])
 mlflow.set_experiment("orphans")
 with mlflow.start_run(run_name="parent", tags=owner_tags()):
     with mlflow.start_run(run_name="child", nested=True):
-        print("open", flush=True)
-        time.sleep(600)
+        with mlflow.start_run(run_name="grandchild", nested=True):
+            print("open", flush=True)
+            time.sleep(600)
 """
 
 
@@ -46,7 +47,7 @@ def test_runs_of_a_killed_command_are_closed_and_running_ones_kept(tmp_path, cap
     closed = close_orphaned_runs(uri)
 
     status = {r.info.run_name: r.info.status for r in client.search_runs([experiment])}
-    assert status == {"parent": "KILLED", "child": "KILLED", "pid reused": "KILLED", "still running": "RUNNING",
+    assert status == {"parent": "KILLED", "child": "KILLED", "grandchild": "KILLED", "pid reused": "KILLED", "still running": "RUNNING",
                       "other machine": "RUNNING", "untagged": "RUNNING"}
     [parent] = client.search_runs([experiment], "attributes.run_name = 'parent'")
     assert sorted(closed) == sorted([parent.info.run_id, reused_pid.info.run_id])
@@ -55,4 +56,3 @@ def test_runs_of_a_killed_command_are_closed_and_running_ones_kept(tmp_path, cap
     assert close_orphaned_runs(uri) == []  # once closed, never again
     assert {alive.info.run_id, elsewhere.info.run_id, untagged.info.run_id} <= {
         r.info.run_id for r in client.search_runs([experiment], "attributes.status = 'RUNNING'")}
-
