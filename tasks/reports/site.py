@@ -108,9 +108,11 @@ def image_name(page: str, source: str) -> str:
 BENCHMARK_HEAD = ["method", "batch", "quality", "samples/s", "wall-clock speed-up", "layer speed-up", "FLOPs speed-up"]
 
 
-def benchmark_markdown(bench: dict) -> str:
+def benchmark_markdown(bench: dict, command: str | None = None) -> str:
     """A benchmark file's rows (``benchmarks/*.py`` write them): per method and batch size the quality,
-    throughput and speed-ups; with ``timed_layer_speedup`` also that column, and its timing metadata."""
+    throughput and speed-ups; with ``timed_layer_speedup`` also that column, and its timing metadata.
+    Headed by the command the file records (``command``: what writes it, for files that record none)."""
+    measured = bench.get("command") or command
     rows = bench["rows"]
     timed = any("timed_layer_speedup" in r for r in rows)
     generation = "max_new_tokens" in bench  # bench_generation: tokens/s, quality = ROUGE-L vs full depth
@@ -119,14 +121,15 @@ def benchmark_markdown(bench: dict) -> str:
     cells = [[escape_cell(r["method"]), str(r["batch_size"]), num(r.get("quality"), 3 if generation else 2), num(r["throughput"], 1),
               num(r["wallclock_speedup"]), num(r.get("layer_speedup")), num(r.get("flops_speedup"))]
              + ([num(r.get("timed_layer_speedup"))] if timed else []) for r in rows]
-    meta = metadata_line(bench)
-    return markdown_table(head, cells) + "\n" + (f"\n{meta}\n" if meta else "")
+    meta = metadata_line({k: v for k, v in bench.items() if k != "command"})
+    return ((f"Measured by `{measured}`.\n\n" if measured else "") + markdown_table(head, cells) + "\n"
+            + (f"\n{meta}\n" if meta else ""))
 
 
 def benchmark_section(title: str, path: str) -> Section:
     stem = Path(path).stem
     command = f"{BENCHMARK_COMMANDS.get(stem, f'python benchmarks/bench_{stem}.py')} --out {path}"
-    return Section(title, (path,), lambda d: f"Measured by `{command}`.\n\n" + benchmark_markdown(d[path]), command)
+    return Section(title, (path,), lambda d: benchmark_markdown(d[path], command), command)
 
 
 def hashee_study_markdown(study: dict) -> str:

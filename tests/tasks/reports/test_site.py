@@ -26,7 +26,7 @@ from tasks.reports.generation import report_generation
 from tasks.reports.learnability import PREDICTOR_NAMES, learnability_report
 from tasks.reports.leco import compare_leco
 from tasks.reports.past_future import compare_past_future
-from tasks.reports.site import results_pages, write_site
+from tasks.reports.site import BENCHMARK_COMMANDS, results_pages, write_site
 from tests.tasks.reports.test_claims import make_cell
 from tests.tasks.reports.test_comparison import cell
 
@@ -395,6 +395,9 @@ def test_benchmark_page_holds_every_committed_benchmark_row(site):
         bench = load(root, path)
         assert f"`benchmarks/results/{path.name}`" in text and bench["machine"] in text
         assert len(table) == len(bench["rows"])
+        # headed by the command the file records (once), else by the script that writes it
+        command = bench.get("command") or f"{BENCHMARK_COMMANDS[path.stem]} --out benchmarks/results/{path.name}"
+        assert text.count(f"Measured by `{command}`.") == 1 and text.count(command) == 1
         for r, row in zip(bench["rows"], table):
             unit = "tokens/s" if "tokens/s" in row else "samples/s"
             assert row["method"] == r["method"] and row["batch"] == str(r["batch_size"])
