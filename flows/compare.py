@@ -57,7 +57,8 @@ def compare_flow(params_path: str = "params.yaml", overrides: list[str] | None =
 
     def run(units, budget_s):
         print(f"[compare] {len(units)} units on {how}" + ("" if budget_s is None else f", {budget_s / 60:.1f} min of budget left"))
-        return run_grid.with_options(task_runner=runner)(units, threads, budget_s, None if budget_s is None else slots)
+        return run_grid.with_options(task_runner=runner)(units, threads, budget_s, None if budget_s is None else slots,
+                                                         inline=params.compare.sequential)
 
     start = time.perf_counter()
     grid, results, na = build_grid(params, root / "cells", budget, run)

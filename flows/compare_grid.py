@@ -122,10 +122,15 @@ def _unit_result(future) -> UnitResult:
 
 @flow(name="compare_grid")
 def run_grid(units: list[tuple[Params, str]], threads: int, budget_s: float | None = None,
-             slots: int | None = None) -> list[UnitResult | None]:
+             slots: int | None = None, inline: bool = False) -> list[UnitResult | None]:
     """Submit the units to the flow's task runner in order, ``slots`` at a time (None: all at once),
     none once ``budget_s`` seconds of ``clock`` are spent; results in ``units``' order, None for a
-    unit never started."""
+    unit never started. ``inline`` (``compare.sequential``): each unit runs in this thread, one after
+    another, so SIGTERM or Ctrl-C stops the unit under way at once (in a worker thread it ran on to
+    its end, up to half an hour, while the main thread waited)."""
+    if inline:
+        return start_within_budget(len(units), lambda i: run_unit(units[i][0], units[i][1], threads), lambda r: r,
+                                   budget_s, 1, clock)
     return start_within_budget(len(units), lambda i: run_unit.submit(units[i][0], units[i][1], threads), _unit_result,
                                budget_s, slots or max(1, len(units)), clock)
 

@@ -250,13 +250,45 @@ app(prog_name="exitflow", args=["sleepy"])
 '''
 
 
+# ``exitflow compare --sequential`` with one slow unit: the grid's own flow and unit task, the method stubbed
+SLOW_GRID = '''
+import time
+from types import SimpleNamespace
+
+import flows.compare_grid as grid
+from config.params import load_params
+from flows.cli import app
+
+
+def slow(ctx):
+    print("flow started", flush=True)
+    time.sleep(120)
+
+
+grid.comparison_variants = lambda params: {"slow": SimpleNamespace(run=slow)}
+grid.RunContext = SimpleNamespace(from_params=lambda params: None)
+
+
+@app.command("slowgrid")
+def slowgrid_command():
+    open("params.yaml", "w").write("seed: 7\\n")
+    grid.run_grid([(load_params("params.yaml"), "slow")], threads=1, inline=True)
+
+
+app(prog_name="exitflow", args=["slowgrid"])
+'''
+
+
 @pytest.mark.integration
 @pytest.mark.timeout(150)
-def test_sigterm_stops_the_command_and_its_temporary_server_within_seconds(tmp_path):
-    """Through the same entry point as ``exitflow``; the flow starts Prefect's temporary server."""
+@pytest.mark.parametrize("script_text", [SLEEPY, SLOW_GRID], ids=["flow", "sequential-compare-unit"])
+def test_sigterm_stops_the_command_and_its_temporary_server_within_seconds(tmp_path, script_text):
+    """Through the same entry point as ``exitflow``; the flow starts Prefect's temporary server. A
+    sequential compare unit runs in the main thread, so the signal stops it too (in a worker thread
+    the unit ran on to its end while the main thread waited)."""
     psutil = pytest.importorskip("psutil")
     script = tmp_path / "sleepy.py"
-    script.write_text(SLEEPY)
+    script.write_text(script_text)
     env = cli_env(PREFECT_HOME=str(tmp_path / "prefect-home"))  # its own server database
     proc = subprocess.Popen([sys.executable, str(script)], cwd=tmp_path, env=env, text=True,
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
