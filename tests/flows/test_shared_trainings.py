@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import pytest
 
-import flows.steps
+from flows import steps as flow_steps
 from config.params import load_params
 from flows.context import RunContext
 from tasks.caching import location_free_key
@@ -27,7 +27,7 @@ def test_static_l_and_the_hashee_reference_are_one_training(project, monkeypatch
         keys.append(location_free_key(task, index_dir, **kwargs))
         raise Asked
 
-    monkeypatch.setattr(flows.steps, "run_shared", run_shared)
+    monkeypatch.setattr(flow_steps, "run_shared", run_shared)
     monkeypatch.setattr(flows.hashee, "run_cached", lambda task, **kwargs: {})  # the hash table: not needed here
     params = load_params(project / "params.yaml")
     ctx = RunContext.from_params(params)

@@ -134,7 +134,6 @@ def test_forced_exit_matches_a_reference_that_recomputes_copied_layers(make):
             h = lm.model.embed_tokens(token.view(1, 1))
             cos, sin = lm.model.rotary_emb(h, pos)
             for j, layer in enumerate(lm.model.layers):
-                x = layer.input_layernorm(h)
                 if j < 2:
                     h = layer(h, position_embeddings=(cos, sin), past_key_values=cache, attention_mask=None)
                     if isinstance(h, tuple):
