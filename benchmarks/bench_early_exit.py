@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import platform
 import sys
 from pathlib import Path
 
@@ -38,12 +37,10 @@ from tasks.io import atomic_write_json  # noqa: E402
 
 
 def machine() -> str:
-    cpu = "unknown CPU"
-    try:
-        cpu = next(line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name"))
-    except (OSError, StopIteration):
-        pass
-    return f"{cpu}, {os.cpu_count()} cores, torch {torch.__version__} ({torch.get_num_threads()} threads), {platform.system()}"
+    """The CPU machine the benchmark ran on (``flows.runtime.machine_description``)."""
+    from flows.runtime import machine_description
+
+    return machine_description("cpu")
 
 
 def print_rows(result: dict, ratio_to: str = "layer_speedup") -> None:

@@ -22,13 +22,18 @@ from prefect import flow
 
 from flows.champions import champions, log_cell
 from flows.context import prepare_task_data, start_flow
+from flows.runtime import machine_description
 from flows.compare_grid import (  # noqa: F401  (check_dask_address: flows.cli imports it from here)
+    COSTS_DIR,
     assemble_cells,
     build_grid,
     check_dask_address,
     check_unique,
     compare_tasks,
+    cost_summary,
     grid_timing,
+    grid_units,
+    read_unit_costs,
     report_cells,
     run_notes,
     run_grid,
@@ -67,7 +72,8 @@ def compare_flow(params_path: str = "params.yaml", overrides: list[str] | None =
     report = compare_report(report_cells(cells, params.root), tuple(params.compare.speedups), out_dir=root / "report",
                             rows_root=params.root, flag_gap=params.compare.flag_gap,
                             notes=run_notes(params, cells, shared_counts(sorted((root / "cells").glob("lr-*/cache/trainings")))))
-    timing = grid_timing(wall, how, results, cells)
+    cost = cost_summary(grid_units(params, cells), read_unit_costs(root / COSTS_DIR))
+    timing = grid_timing(wall, how, results, cells, cost, machine_description(params.device))
     atomic_write_json(root / "timing.json", timing)  # wall-clock: beside the report, never inside it
     with ctx.parent_run(f"compare-{profile_name}", ("seed", "backbone", "train", "evaluate", "compare"), method="compare",
                             identity={"task": ",".join(ctx.params.compare.tasks)}):

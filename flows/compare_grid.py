@@ -17,6 +17,14 @@ steps inside are the cached tasks of each method, so a re-run with nothing chang
 from the cache. A unit that raises is reported ``failed`` with its error; the others go on. A
 method that cannot do regression is ``n/a`` on a regression task and runs nothing.
 
+**Cost per unit.** A unit that computes something (a step under its artifacts tree writes its
+``result.json``) records its wall seconds in ``<profile>/unit-costs/<unit>.json``, beside the grid
+and outside the DVC-tracked report; a unit served from the cache (about a second) records nothing,
+so the ledger keeps each unit's cost across budgeted runs, and ``timing.json`` sums it per method.
+A recorded cost is replaced by a larger one only (under Dask a cache hit can coincide with another
+unit writing in the same learning-rate folder and pass for a computation). Shared trainings are
+paid by the first unit that needs them.
+
 **Scale-out.** Units run through Prefect's ``DaskTaskRunner``: a ``LocalCluster`` of
 ``compare.workers`` processes (default: one per core), one thread each, with
 ``compare.torch_threads`` torch threads per unit (default: cores // workers), so two units on
@@ -30,7 +38,9 @@ temporary server before the flow and exports ``PREFECT_API_URL``, which workers 
 
 from __future__ import annotations
 
+import json
 import os
+import statistics
 import time
 import traceback
 from collections import defaultdict, deque
@@ -48,7 +58,7 @@ from flows.layout import Layout
 from flows.registry import comparison_methods, comparison_variants
 from config.params import ConfigError, Params
 from tasks.data import load_meta
-from tasks.io import portable_path
+from tasks.io import RESULT_FILE, atomic_write_json, portable_path
 from tasks.reports.cells import CellSummary, ComparisonCell, UnitResult
 
 CONNECT_TIMEOUT_S = 5
@@ -78,14 +88,55 @@ def unit_params(params: Params, cells_dir: Path, task: str, seed: int, lr: float
                                      "train": params.train.model_copy(update={"task": task, "lr": lr})})
 
 
+COSTS_DIR = "unit-costs"  # <profile>/unit-costs/: one JSON per unit that computed (see the module docstring)
+
+
+def unit_name(task: str, method: str, seed: int, lr: float) -> str:
+    """A unit's file name stem in ``unit-costs/``: ``sst2--joint--seed-42--lr-0.0001``."""
+    return f"{task}--{method}--seed-{seed}--lr-{lr:g}"
+
+
+def costs_dir(params: Params) -> Path:
+    """``<profile>/unit-costs`` of a unit's params (``unit_params``: artifacts in ``<profile>/cells/lr-<lr>``)."""
+    return Path(params.artifacts_dir).parent.parent / COSTS_DIR
+
+
+def wrote_results_since(folder: Path, since: float) -> bool:
+    """Whether a step under ``folder`` wrote its ``result.json`` at or after ``since`` (``time.time()``)."""
+    return any(p.stat().st_mtime >= since for p in Path(folder).rglob(RESULT_FILE))
+
+
+def record_unit_cost(folder: Path, name: str, seconds: float) -> None:
+    """Keep ``seconds`` as unit ``name``'s cost unless a larger one is recorded (atomic write)."""
+    path = Path(folder) / f"{name}.json"
+    try:
+        old = json.loads(path.read_text())["seconds"]
+    except (OSError, ValueError, KeyError):
+        old = None
+    if old is None or seconds > old:
+        atomic_write_json(path, {"seconds": seconds})
+
+
+def read_unit_costs(folder: Path) -> dict[str, float]:
+    """``{unit name: seconds}`` of the ledger (an unreadable entry is skipped: the unit counts as unmeasured)."""
+    costs = {}
+    for path in sorted(Path(folder).glob("*.json")):
+        try:
+            costs[path.stem] = float(json.loads(path.read_text())["seconds"])
+        except (OSError, ValueError, KeyError, TypeError):
+            continue
+    return costs
+
+
 @task(name="compare_unit", cache_policy=NO_CACHE)  # the method's steps inside are cached
 def run_unit(params: Params, method: str, threads: int) -> UnitResult:
     """One (task, method, seed, lr): its cell summary or its error; never raises for a method's
-    failure, so one bad unit does not stop the grid. Seconds include cache hits."""
+    failure, so one bad unit does not stop the grid. Seconds include cache hits; a unit that
+    computed records its seconds in the cost ledger (``record_unit_cost``)."""
     import torch
 
     torch.set_num_threads(threads)
-    start = time.perf_counter()
+    began_wall, start = time.time(), time.perf_counter()
     summary, error = None, None
     try:
         summary = comparison_variants(params)[method].run(RunContext.from_params(params))
@@ -93,7 +144,10 @@ def run_unit(params: Params, method: str, threads: int) -> UnitResult:
         print(f"[compare] {params.train.task}/{method}/seed-{params.seed}/lr-{params.train.lr:g} failed:\n"
               + "".join(traceback.format_exception(err)))
         error = f"{type(err).__name__}: {err}".splitlines()[0][:300]
-    return UnitResult(summary, error, time.perf_counter() - start)
+    seconds = time.perf_counter() - start
+    if error is None and wrote_results_since(params.artifacts_dir, began_wall):
+        record_unit_cost(costs_dir(params), unit_name(params.train.task, method, params.seed, params.train.lr), seconds)
+    return UnitResult(summary, error, seconds)
 
 
 def start_within_budget(count: int, start: Callable[[int], Any], finish: Callable[[Any], Any], budget_s: float | None,
@@ -332,11 +386,46 @@ def run_notes(params: Params, cells: list[ComparisonCell], shared: dict | None =
     return notes
 
 
-def grid_timing(wall: float, how: str, results: list[UnitResult | None], cells: list[ComparisonCell]) -> dict:
-    """``timing.json``: the run's wall-clock, its runner, units started and not, unit seconds in all,
-    by method and by cell."""
+def grid_units(params: Params, cells: list[ComparisonCell]) -> list[tuple[str, str]]:
+    """``(method, unit name)`` of every unit the whole grid runs: per (task, method) that is not n/a,
+    each ``lr_grid`` rate on the first seed and the chosen rate on each other seed (a rate not
+    chosen yet: ``lr-?``)."""
+    seeds, rates = params.compare.seeds, {(c.task, c.method): c.lr for c in cells if c.seed == params.compare.seeds[0]}
+    units = []
+    for (task_name, method) in dict.fromkeys((c.task, c.method) for c in cells if c.status != "n/a"):
+        units += [(method, unit_name(task_name, method, seeds[0], lr)) for lr in params.compare.lr_grid]
+        chosen = rates.get((task_name, method))
+        units += [(method, unit_name(task_name, method, s, chosen) if chosen is not None
+                   else f"{task_name}--{method}--seed-{s}--lr-?") for s in seeds[1:]]
+    return units
+
+
+def cost_summary(units: list[tuple[str, str]], costs: dict[str, float]) -> dict:
+    """The measured cost of the grid's ``units`` from the ledger ``costs`` (seconds): units measured
+    of all, their minutes, and per method (static-k under ``static``) units measured, median and
+    total minutes."""
+    by_method: dict[str, list[float]] = defaultdict(list)
+    counts: dict[str, int] = defaultdict(int)
+    for method, name in units:
+        key = "static" if method.startswith("static-") else method
+        counts[key] += 1
+        if name in costs:
+            by_method[key].append(costs[name])
+    return {"units": len(units), "units_measured": sum(len(v) for v in by_method.values()),
+            "minutes_measured": sum(sum(v) for v in by_method.values()) / 60,
+            "by_method": {m: {"units": counts[m], "units_measured": len(by_method[m]),
+                              "median_minutes": statistics.median(by_method[m]) / 60 if by_method[m] else None,
+                              "minutes_measured": sum(by_method[m]) / 60} for m in counts}}
+
+
+def grid_timing(wall: float, how: str, results: list[UnitResult | None], cells: list[ComparisonCell],
+                cost: dict | None = None, machine: str | None = None) -> dict:
+    """``timing.json``: the run's wall-clock, its runner and machine, units started and not, unit
+    seconds in all, by method and by cell, and the grid's ``cost`` measured so far (``cost_summary``)."""
     started = [r for r in results if r is not None]
-    return {"wall_seconds": wall, "runner": how, "units": len(started), "units_not_started": len(results) - len(started),
+    return {"wall_seconds": wall, "runner": how, "machine": machine, "units": len(started),
+            "units_not_started": len(results) - len(started),
             "unit_seconds": sum(r.seconds for r in started),
             "by_method_seconds": time_by_method(cells),
-            "cells": [{"task": c.task, "method": c.method, "seed": c.seed, "seconds": c.seconds or 0.0} for c in cells]}
+            "cells": [{"task": c.task, "method": c.method, "seed": c.seed, "seconds": c.seconds or 0.0} for c in cells],
+            "cost": cost}

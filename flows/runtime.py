@@ -61,6 +61,26 @@ def user_error_class() -> type[Exception]:
     return CleanFailure
 
 
+def machine_description(device: str = "cpu") -> str:
+    """The machine a measurement ran on, for the files that record one: ``AMD EPYC, 2 cores, torch
+    2.13.0+cpu (2 threads), Linux``, and the GPU's name when ``device`` (``auto`` | ``cpu`` | ``cuda``)
+    puts the work on one."""
+    import platform
+
+    import torch
+
+    cpu = "unknown CPU"
+    try:
+        with open("/proc/cpuinfo") as info:
+            cpu = next(line.split(":", 1)[1].strip() for line in info if line.startswith("model name"))
+    except (OSError, StopIteration):
+        pass
+    text = f"{cpu}, {os.cpu_count()} cores, torch {torch.__version__} ({torch.get_num_threads()} threads), {platform.system()}"
+    if device != "cpu" and torch.cuda.is_available():
+        text += f", {torch.cuda.get_device_name(0)}"
+    return text
+
+
 # ---- termination: SIGTERM / SIGHUP unwind the command and stop its temporary server ---------------
 
 class Terminated(SystemExit):

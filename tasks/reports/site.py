@@ -337,6 +337,24 @@ def comparison_markdown_page(compare: dict) -> str:
     return text
 
 
+def comparison_cost_markdown(timing: dict) -> str:
+    """``artifacts/compare/<profile>/timing.json``: the machine, and the grid's cost per unit from the
+    ledger kept across budgeted runs (``flows.compare_grid.cost_summary``), per method."""
+    cost = timing.get("cost")
+    if not cost:
+        return "This `timing.json` predates the cost ledger: run the same command again to write it.\n"
+    cells = [[escape_cell(m), str(c["units"]), str(c["units_measured"]), num(c["median_minutes"], 1),
+              num(c["minutes_measured"], 1)] for m, c in cost["by_method"].items()]
+    cells.append(["all", str(cost["units"]), str(cost["units_measured"]), "", num(cost["minutes_measured"], 1)])
+    return (f"Measured on {escape_cell(timing.get('machine') or 'an unrecorded machine')} ({escape_cell(timing['runner'])}). "
+            f"{cost['units_measured']} of {cost['units']} units have a measured cost, "
+            f"{num(cost['minutes_measured'], 0)} min in all. A unit is one (task, method, seed, learning rate): a "
+            "method's first seed trains at every rate of the grid, the other seeds at the chosen one; a training two "
+            "methods share is paid by the first unit that needs it; a unit served from the cache records no cost, so "
+            "units computed before the ledger existed stay unmeasured.\n\n"
+            + markdown_table(["method", "units", "measured", "median min / unit", "total min"], cells) + "\n")
+
+
 # ---- the pages -----------------------------------------------------------------------------------
 
 def _rel(path: Path, root: Path) -> str:
@@ -344,7 +362,7 @@ def _rel(path: Path, root: Path) -> str:
 
 
 def results_pages(layout, root: Path, past_future_tasks: list[str], leco_tasks: list[str], strategies: list[str],
-                  compare_profile: str = "quick") -> list[Page]:
+                  compare_profiles: tuple[str, ...] = ("standard", "quick")) -> list[Page]:
     """Every results page with its sections, from the artifact ``layout`` (``flows.layout.Layout``)
     of the project at ``root``; ``*_tasks`` and ``strategies`` come from ``params.yaml``."""
     r = lambda p: _rel(p, root)  # noqa: E731
@@ -411,11 +429,15 @@ def results_pages(layout, root: Path, past_future_tasks: list[str], leco_tasks: 
     learn_sections = (Section("Difficulty predictors", (learn,), lambda d: learnability_page_markdown(d[learn]),
                               "exitflow learnability", (r(layout.learnability_report / "f1.png"),)),)
 
-    compare_dir = layout.compare / compare_profile / "report"
-    compare_json = r(compare_dir / "compare.json")
-    compare_sections = (Section(f"Profile {compare_profile}", (compare_json,),
-                                lambda d: comparison_markdown_page(d[compare_json]),
-                                f"exitflow compare --profile {compare_profile}", (r(compare_dir),)),)
+    compare_sections = []
+    for profile in compare_profiles:
+        compare_dir = layout.compare / profile / "report"
+        compare_json, timing_json = r(compare_dir / "compare.json"), r(layout.compare / profile / TIMING_FILE)
+        command = f"exitflow compare --profile {profile}"
+        compare_sections += [Section(f"Profile {profile}", (compare_json,), lambda d, f=compare_json: comparison_markdown_page(d[f]),
+                                     command, (r(compare_dir),)),
+                             Section(f"Profile {profile}: cost per unit", (timing_json,),
+                                     lambda d, f=timing_json: comparison_cost_markdown(d[f]), command)]
 
     benchmark_files = sorted(p.name for p in (root / BENCHMARKS_DIR).glob("*.json") if p.name != "hashee_study.json")
     bench_sections = tuple(benchmark_section(Path(name).stem, bench(Path(name).stem)) for name in benchmark_files)
@@ -424,7 +446,7 @@ def results_pages(layout, root: Path, past_future_tasks: list[str], leco_tasks: 
         Page("default-run", "Default pipeline", "Every strategy's dev-chosen operating point, the full models, HashEE, "
              "ConsistentEE and Past-Future in one table (`exitflow run`, DVC stage `report`).", (default_run,)),
         Page("comparison", "Every method on every task", "`exitflow compare`: each method's dev-chosen front read at "
-             "target speed-ups, next to static smaller models.", compare_sections),
+             "target speed-ups, next to static smaller models.", tuple(compare_sections)),
         Page("hashee", "HashEE", "Token-level exits fixed by a hash table (Sun et al. 2022).", hashee_sections),
         Page("consistentee", "ConsistentEE", "A policy network per layer trained with a hardness-guided reward "
              f"(Zeng et al. 2024), compared at <= {100 * CONSISTENTEE_RELATIVE_LOSS:g}% relative loss.", cee_sections),

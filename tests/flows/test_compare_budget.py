@@ -118,3 +118,69 @@ def test_later_seeds_wait_for_the_rate_of_their_first_seed(monkeypatch):
     grid, units = later_seed_grid(params, None, {("a", "x"): 0.2, ("a", "y"): None}, [("a", "x"), ("a", "y"), ("b", "x")])
     # seed after seed; a (task, method) that trained at no rate or whose rate is not chosen yet gets no unit
     assert [(u["seed"], u["task"], u["method"], u["lr"]) for u in grid] == [(2, "a", "x", 0.2), (3, "a", "x", 0.2)]
+
+
+def test_a_unit_records_its_cost_only_when_it_computes(monkeypatch, tmp_path):
+    """The cost ledger across budgeted runs: a unit whose steps write results records its seconds;
+    the same unit served from the cache, or one computed before the ledger existed, records nothing;
+    a recorded cost is replaced by a larger one only."""
+    from config.params import load_params
+    from flows.compare_grid import COSTS_DIR, read_unit_costs, run_unit, unit_params
+
+    done = set()
+
+    def fake_method(ctx, name):
+        if name not in done:  # 'computes': a step writes its result file
+            done.add(name)
+            out = tmp_path / "profile" / "cells" / "lr-0.1" / name
+            out.mkdir(parents=True, exist_ok=True)
+            (out / "result.json").write_text("{}")
+        return summary(60.0)
+
+    variants = {m: SimpleNamespace(run=lambda ctx, m=m: fake_method(ctx, m)) for m in ("x", "y")}
+    monkeypatch.setattr(grid_module, "comparison_variants", lambda params: variants)
+    monkeypatch.setattr(grid_module, "RunContext", SimpleNamespace(from_params=lambda params: None))
+    (tmp_path / "params.yaml").write_text("seed: 7\n")
+    params = unit_params(load_params(tmp_path / "params.yaml"), tmp_path / "profile" / "cells", "sst2", 42, 0.1)
+    ledger = tmp_path / "profile" / COSTS_DIR
+
+    first = run_unit.fn(params, "x", 1)
+    costs = read_unit_costs(ledger)
+    assert list(costs) == ["sst2--x--seed-42--lr-0.1"] and costs["sst2--x--seed-42--lr-0.1"] == first.seconds
+    run_unit.fn(params, "x", 1)  # a cache hit: nothing written, the cost stays the first run's
+    assert read_unit_costs(ledger) == costs
+
+    done.add("y")  # computed by a run before the ledger existed: served from the cache, never measured
+    run_unit.fn(params, "y", 1)
+    assert read_unit_costs(ledger) == costs
+
+    grid_module.record_unit_cost(ledger, "sst2--x--seed-42--lr-0.1", first.seconds / 2)
+    assert read_unit_costs(ledger) == costs  # a smaller figure never replaces a recorded cost
+    grid_module.record_unit_cost(ledger, "sst2--x--seed-42--lr-0.1", 300.0)
+    assert read_unit_costs(ledger)["sst2--x--seed-42--lr-0.1"] == 300.0
+    (ledger / "broken.json").write_text("{not json")
+    assert "broken" not in read_unit_costs(ledger)
+
+
+def test_cost_summary_counts_every_unit_of_the_grid_and_sums_the_measured_ones():
+    from flows.compare_grid import cost_summary, grid_units, unit_name
+    from tasks.reports.cells import ComparisonCell
+
+    params = SimpleNamespace(compare=SimpleNamespace(seeds=[1, 2, 3], lr_grid=[0.1, 0.2]))
+    cells = [ComparisonCell("a", "x", 1, "ok", 0.2, {}, 0.0, summary=summary(60.0), dev_score=60.0),
+             ComparisonCell("a", "x", 2, "ok", 0.2, {}, 0.0, summary=summary(60.0), dev_score=60.0),
+             ComparisonCell("a", "x", 3, "pending", 0.2, {}, 0.0, "not run yet"),
+             ComparisonCell("a", "static-2", 1, "pending", None, {}, 0.0, "not run yet"),
+             ComparisonCell("b", "x", 1, "n/a", None, {}, 0.0, "x cannot do regression")]
+    units = grid_units(params, cells)
+    # a/x: two rates on seed 1 and the chosen rate on seeds 2 and 3; a/static-2: its rate not chosen yet; b/x: n/a
+    assert units == [("x", unit_name("a", "x", 1, 0.1)), ("x", unit_name("a", "x", 1, 0.2)),
+                     ("x", unit_name("a", "x", 2, 0.2)), ("x", unit_name("a", "x", 3, 0.2)),
+                     ("static-2", unit_name("a", "static-2", 1, 0.1)), ("static-2", unit_name("a", "static-2", 1, 0.2)),
+                     ("static-2", "a--static-2--seed-2--lr-?"), ("static-2", "a--static-2--seed-3--lr-?")]
+    costs = {unit_name("a", "x", 1, 0.1): 100.0, unit_name("a", "x", 1, 0.2): 200.0, unit_name("a", "x", 2, 0.2): 400.0,
+             unit_name("a", "static-2", 1, 0.1): 30.0, "elsewhere--x--seed-1--lr-0.1": 999.0}
+    cost = cost_summary(units, costs)
+    assert cost["units"] == 8 and cost["units_measured"] == 4 and cost["minutes_measured"] == 730.0 / 60
+    assert cost["by_method"]["x"] == {"units": 4, "units_measured": 3, "median_minutes": 200.0 / 60, "minutes_measured": 700.0 / 60}
+    assert cost["by_method"]["static"] == {"units": 4, "units_measured": 1, "median_minutes": 0.5, "minutes_measured": 0.5}

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 
+from flows.compare_grid import cost_summary, grid_timing, unit_name
 from flows.layout import Layout
 from models.leco import SEARCH_SPACE
 from tasks.io import RESULT_FILE, TIMING_FILE, atomic_write_json, write_result
@@ -153,6 +154,10 @@ def tiny_run(root: Path) -> Layout:
     compare_cells.append(cell("leco", 1, status="pending", error="not run yet"))
     compare_report(compare_cells, (1.5, 2.0), out_dir=layout.compare / "quick" / "report", resamples=200,
                    notes=["Learning rate: per (task, method), chosen on seed 1 and reused for the other seeds."])
+    units = [(c.method, unit_name(c.task, c.method, c.seed, 0.1)) for c in compare_cells]  # the cost ledger, some measured
+    ledger = {name: rng.uniform(60, 900) for _, name in units[::2]}
+    atomic_write_json(layout.compare / "quick" / TIMING_FILE,
+                      grid_timing(1.0, "sequential", [], [], cost_summary(units, ledger), "a test machine, 2 cores"))
 
     shutil.copytree(ROOT / "benchmarks" / "results", root / "benchmarks" / "results")
     return layout
@@ -383,6 +388,23 @@ def test_comparison_page_holds_the_claims_flags_notes_and_pending_cells(site):
     assert pending == 1 and f"Incomplete: {pending} of " in text
     for plot in ("pareto-sst2.png", "wallclock-sst2.png"):
         assert f"(img/comparison--compare-quick-report-{plot})" in text and (root / "docs/results/img" / f"comparison--compare-quick-report-{plot}").exists()
+
+
+def test_comparison_page_holds_each_profiles_cost_per_unit(site):
+    """The cost section shows timing.json's ledger summary per method; a profile not run names its command."""
+    root, layout = site
+    timing, text = load(root, layout.compare / "quick" / TIMING_FILE), page(root, "comparison")
+    cost = timing["cost"]
+    table = next(t for t in tables(text) if t and "median min / unit" in t[0])
+    assert [r["method"] for r in table] == [*cost["by_method"], "all"]
+    for row in table[:-1]:
+        c = cost["by_method"][row["method"]]
+        assert row["units"] == str(c["units"]) and row["measured"] == str(c["units_measured"])
+        assert shown(c["minutes_measured"], row["total min"])
+        assert (row["median min / unit"] == "-") if c["median_minutes"] is None else shown(c["median_minutes"], row["median min / unit"])
+    assert table[-1]["units"] == str(cost["units"]) and shown(cost["minutes_measured"], table[-1]["total min"])
+    assert f"{cost['units_measured']} of {cost['units']} units have a measured cost" in text and timing["machine"] in text
+    assert "## Profile standard\n\nNot generated yet: run `exitflow compare --profile standard`" in text
 
 
 def test_benchmark_page_holds_every_committed_benchmark_row(site):
