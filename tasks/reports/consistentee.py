@@ -11,6 +11,7 @@ from models.operating import fastest_within
 from tasks.io import atomic_write_json, atomic_write_text
 from tasks.plots import tradeoff_plot
 from tasks.reports.tables import markdown_table
+from tasks.reports.verdicts import ONE_SEED, direction
 
 
 def fastest_rows(models: dict[str, Path], relative_loss: float) -> tuple[list[dict], dict[str, list[dict]]]:
@@ -71,8 +72,8 @@ def consistentee_report(cee_dir: Path, baseline_dirs: dict[str, Path], out_dir: 
                  f"(full {cee['full']['test_quality']:.2f}), saved layers {100 * at_tau['test']['saved_layers']:.1f}%, "
                  f"layer speed-up {at_tau['test']['layer_speedup']:.2f}x, FLOPs speed-up {at_tau['test']['flops_speedup']:.2f}x.\n")
     if best_baseline is not None:
-        text += (f"\nClaim (saves more layers than the best baseline at <= {100 * relative_loss:g}% loss): "
-                 f"{'holds' if holds else 'does not hold'} here: ConsistentEE "
+        text += (f"\nPaper's claim (saves more layers than the best baseline at <= {100 * relative_loss:g}% loss), "
+                 f"{direction(holds)} here ({ONE_SEED}): ConsistentEE "
                  f"{policy_rows[0]['saved_layers_pct'] if policy_rows else float('nan'):.1f}% vs "
                  f"{best_baseline['model']}/{best_baseline['criterion']} {best_baseline['saved_layers_pct']:.1f}%.\n")
     tradeoff_plot(curves, cee["full"]["test_quality"], f"{cee['task']}: ConsistentEE vs baselines (test)",

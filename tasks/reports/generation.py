@@ -17,6 +17,7 @@ from tasks.io import atomic_write_json, atomic_write_text, write_result
 from tasks.plots import curve_plot
 from tasks.reports.tables import escape_cell, markdown_table
 from models.tradeoff import interpolate_at, pareto_front, target_label
+from tasks.reports.verdicts import ONE_SEED, direction
 
 FULL_DEPTH = {"layer_speedup": 1.0, "flops_speedup": 1.0, "rouge_l": 1.0}  # every curve's anchor
 
@@ -58,11 +59,11 @@ def claim_check(curves: dict[str, list[dict]], speedups: list[float], x: str = "
 
 def claim_sentence(claim: dict) -> str:
     """One line stating ``claim_check``'s verdict, margins and reach."""
-    verdict = {True: "holds", False: "does not hold", None: "cannot be read (the policy does not reach 2x)"}[claim["holds"]]
+    verdict = direction(claim["holds"], "cannot be read (the policy does not reach 2x)")
     margins = ", ".join(f"{target_label(k)}: {v:+.3f}" for k, v in claim["margins"].items()) or "none where both reach"
     reach = ", ".join(f"{k} {v:.2f}x" for k, v in claim["reach"].items())
-    return (f"Claim on {claim['axis'].replace('_', ' ')} (ConsistentEE policy above CALM past 2x, test front): "
-            f"**{verdict}**; margins {margins}; reach {reach}.")
+    return (f"Paper's claim on {claim['axis'].replace('_', ' ')} (ConsistentEE policy above CALM past 2x, test front): "
+            f"**{verdict}** ({ONE_SEED}); margins {margins}; reach {reach}.")
 
 
 def operating_point(rows: list[dict], rouge_target: float) -> dict | None:

@@ -19,6 +19,7 @@ from tasks.reports.tables import markdown_table
 from tasks.reports.targets import speedup_markdown, write_curves
 from models.tradeoff import best_on_target, speedup_rows
 from tasks.metric_schema import target_label
+from tasks.reports.verdicts import ONE_SEED, direction
 
 
 def training_rows(layerwise: dict[str, dict[str, list[float]]]) -> list[dict]:
@@ -70,14 +71,15 @@ def leco_markdown(training: list[dict], claim: dict | None, exiting_table: str, 
             for r in training]
     text = markdown_table(head, rows) + "\n"
     if claim is not None:
-        verdict = "holds" if claim["holds"] else "does not hold"
-        text += (f"\nClaim (LECO's AVG above every other method's): {verdict}: LECO {claim['leco_avg']:.2f} vs "
-                 f"{claim['best_other']} {claim['best_other_avg']:.2f}, margin {claim['margin']:+.2f} points (seed {seed}).\n")
-    text += "\nExiting on the LECO model (and patience on JT + linear exits):\n\n" + exiting_table
+        text += (f"\nPaper's claim (LECO's AVG above every other method's), {direction(claim['holds'])} (seed {seed}; "
+                 f"{ONE_SEED}): LECO {claim['leco_avg']:.2f} vs {claim['best_other']} {claim['best_other_avg']:.2f}, "
+                 f"margin {claim['margin']:+.2f} points.\n")
+    text += ("\nExiting on the LECO model (and patience on JT + linear exits); the paper's claim: COBEE best, most at "
+             f"large speed-ups ({ONE_SEED}):\n\n" + exiting_table)
     for c in exiting:
         if c["checked"]:
-            verdict = "COBEE best" if c["holds"] else "COBEE not best"
-            text += (f"\n- {c['at']}: {verdict}: {c['cobee_test_quality']:.2f} vs {c['best_other']} "
+            verdict = "COBEE ahead" if c["holds"] else "COBEE behind"
+            text += (f"\n- {c['at']}: {verdict} on this seed: {c['cobee_test_quality']:.2f} vs {c['best_other']} "
                      f"{c['best_other_test_quality']:.2f} ({c['margin']:+.2f})")
         else:
             text += f"\n- {c['at']}: not checked (no on-target COBEE row or no other on-target row)"

@@ -28,6 +28,7 @@ from tasks.io import atomic_write_json, atomic_write_text
 from tasks.past_future import LOCAL_PREFIX
 from tasks.reports.targets import speedup_markdown, write_curves
 from models.tradeoff import best_on_target, speedup_rows, target_label
+from tasks.reports.verdicts import ONE_SEED, direction
 
 
 def row_kind(setting: str) -> str:
@@ -64,11 +65,11 @@ def comparison_markdown(rows: list[dict], speedups: list[float], claim: dict | N
     full_line = ", ".join(f"{k} {v:.2f}" for k, v in sorted(full.items()))
     text = speedup_markdown(rows, speedups).replace("\n\nThresholds", f"\n\nFull models (test): {full_line}\n\nThresholds", 1)
     if claim is not None:
-        verdict = "holds" if claim["holds"] else "does not hold"
-        text += (f"\nClaim (Past-Future above the best local exit at {claim['at']}, rows chosen on dev): {verdict}: "
+        text += (f"\nPaper's claim (Past-Future above the best local exit at {claim['at']}, rows chosen on dev), "
+                 f"{direction(claim['holds'])} ({ONE_SEED}): "
                  f"{claim['past_future']} {claim['past_future_test_quality']:.2f} (dev {claim['past_future_dev_speedup']:.2f}x) "
                  f"vs {claim['local']} {claim['local_test_quality']:.2f} (dev {claim['local_dev_speedup']:.2f}x), "
-                 f"margin {claim['margin']:+.2f} points (one seed).\n")
+                 f"margin {claim['margin']:+.2f} points.\n")
     else:
         text += "\nClaim not checked: no past-future or no local row reached the largest target within the tolerance.\n"
     return text

@@ -35,6 +35,7 @@ from tasks.reports.leco import leco_markdown
 from tasks.reports.past_future import comparison_markdown
 from tasks.reports.tables import escape_cell, markdown_table
 from tasks.reports.targets import speedup_markdown
+from tasks.reports.verdicts import ONE_SEED, direction
 
 IMAGE_DIR = "img"  # plots, beside the pages
 BENCHMARKS_DIR = Path("benchmarks") / "results"
@@ -192,9 +193,8 @@ def consistentee_page_markdown(report: dict, spearman: dict | None) -> str:
                  f"{num(t['layer_speedup'])}x, FLOPs speed-up {num(t['flops_speedup'])}x.\n")
     best = report.get("best_baseline")
     if best is not None:
-        verdict = "holds" if report["claim_holds"] else "does not hold"
-        text += (f"\nClaim (the policy saves more layers than the best baseline): **{verdict}**; best baseline "
-                 f"{best['model']}/{best['criterion']} saves {num(best['saved_layers_pct'], 1)}%.\n")
+        text += (f"\nPaper's claim (the policy saves more layers than the best baseline): **{direction(report['claim_holds'])}** "
+                 f"({ONE_SEED}); best baseline {best['model']}/{best['criterion']} saves {num(best['saved_layers_pct'], 1)}%.\n")
     if spearman is not None:
         text += ("\nHardness analysis (paper Table 1):\n\n"
                  + markdown_table(["Spearman correlation with the memorized layer", "loss", "forgetting events"],
@@ -261,10 +261,9 @@ def generation_markdown(summary: dict) -> str:
             continue
         names = [k for k in claim["rows"][0] if k not in ("speedup", "calm_best")] if claim["rows"] else []
         cells = [[target_label(row['speedup'])] + ["n/a" if row[n] is None else num(row[n], 3) for n in names] for row in claim["rows"]]
-        verdict = {True: "holds", False: "does not hold", None: "cannot be read"}[claim["holds"]]
         axis = AXES.get(claim["axis"], claim["axis"])
-        text += (f"\nTest ROUGE-L read on each front at each {axis} (n/a: beyond its reach); "
-                 f"claim (policy above CALM past 2x): **{verdict}**.\n\n" + markdown_table([axis] + names, cells) + "\n")
+        text += (f"\nTest ROUGE-L read on each front at each {axis} (n/a: beyond its reach); paper's claim (policy above "
+                 f"CALM past 2x): **{direction(claim['holds'])}** ({ONE_SEED}).\n\n" + markdown_table([axis] + names, cells) + "\n")
     return text + distillation_markdown(summary)  # per-layer agreement, the adaptation's cost (issue 22)
 
 

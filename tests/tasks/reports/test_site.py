@@ -472,3 +472,19 @@ def test_benchmark_reports_section_names_each_decoder_and_its_agreement():
     assert "**original decoder**" in original and "| 15 | 0.123 | 0.456 |" in original and "Adaptation" not in original
     assert "adapted backbone" in adapted and "0.987" in adapted and "10.00 -> 11.50" in adapted and "0.876" in adapted
     assert "re-run the benchmark" in benchmark_reports_markdown({"rows": []})
+
+
+def test_single_run_pages_give_a_direction_never_a_verdict(site):
+    """One run is one seed without an interval: the method pages word each paper claim as a direction
+    with that caveat; "holds" / "does not hold" belong to the comparison's claims with intervals."""
+    from tasks.reports.verdicts import ONE_SEED
+
+    root, _ = site
+    worded = 0
+    for name in ("consistentee", "past-future", "leco", "generation"):
+        text = page(root, name)
+        assert not re.search(r"\b(holds|does not hold)\b", text), name
+        for line in (line for line in text.splitlines() if "Paper's claim" in line):
+            worded += 1
+            assert ONE_SEED in line and re.search(r"(in|against) the paper's direction|cannot be read", line), (name, line)
+    assert worded >= 2  # at least ConsistentEE and generation state theirs in this fixture
