@@ -35,6 +35,7 @@ BASELINES = ("joint", "weighted", "two_stage", "alternating")  # the BERxiT obje
 NAMED_CLAIMS = (
     ("BERxiT ALT vs JT", "alternating", "joint"),
     ("Past-Future vs local exits (joint)", "past-future", "joint"),
+    ("Past-Future vs local exits (weighted, its own objective)", "past-future", "weighted"),
     ("LECO vs JT-linear (joint)", "leco", "joint"),
     ("COBEE vs entropy (LECO's model)", "leco/cobee", "leco/entropy"),
     ("ConsistentEE vs the best baseline", "consistentee", BEST_BASELINE),
@@ -51,9 +52,11 @@ Rows = Callable[[str], tuple[np.ndarray, dict[str, np.ndarray]]]  # test_rows pa
 
 def flag_reasons(by_method: dict[str, list[ComparisonCell]], gap: float = FLAG_GAP) -> dict[tuple[str, int], str]:
     """``{(method, seed): why}`` for one task's ok cells not fit to rank: the full-depth model at
-    chance on dev, or (early-exit methods only) its dev quality more than ``gap`` points below the
-    same seed's full model (the deepest static-k cell; without one, the best full-depth dev quality
-    of the seed)."""
+    chance on dev, or (early-exit methods with a full-depth model only) its dev quality more than
+    ``gap`` points below the same seed's full model (the deepest static-k cell; without one, the best
+    full-depth dev quality of the seed). A one-point model (HashEE: every sweep point without a
+    threshold) has no full-depth model: its quality is its operating point's, which may be well
+    below the full model by design, so only the chance check applies to it."""
     reference: dict[int, float] = {}
     static = sorted((m for m in by_method if is_static(m)), key=lambda m: int(m.split("-")[1]))
     for seed in {c.seed for cells in by_method.values() for c in cells if c.ok}:
@@ -67,10 +70,16 @@ def flag_reasons(by_method: dict[str, list[ComparisonCell]], gap: float = FLAG_G
                 continue
             if c.summary.at_chance:
                 flags[(method, c.seed)] = "at chance on dev"
-            elif not is_static(method) and c.summary.full_dev < reference[c.seed] - gap:  # static-k: small by design
+            elif (not is_static(method) and not _one_point(c)  # static-k and one-point models: small by design
+                  and c.summary.full_dev < reference[c.seed] - gap):
                 flags[(method, c.seed)] = (f"full-depth dev {c.summary.full_dev:.1f}, more than {gap:g} below the full "
                                            f"model's {reference[c.seed]:.1f}")
     return flags
+
+
+def _one_point(c: ComparisonCell) -> bool:
+    """A model with one operating point and no threshold (HashEE): ``full_dev`` is that point's quality."""
+    return all(p["test"].get("threshold") is None for p in c.points)
 
 
 # ---- sides -------------------------------------------------------------------------------------

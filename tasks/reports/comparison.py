@@ -335,7 +335,8 @@ def _overall(summaries: dict[str, dict[str, dict]], auc_label: str) -> tuple[str
         return f"{r['mean']:.2f}" + (f" ({r['tasks']}/{len(tasks)} tasks)" if r["tasks"] < len(tasks) else "")
 
     text = (f"## Overall: {auc_label} (mean ± std over seeds) and the early-exit methods' average rank "
-            "(1 = best, ties share; static rows for reference)\n\n"
+            "(1 = best, ties share; static rows for reference). A rank orders means and is not a claim: two methods "
+            "differ only where a claim table above shows an interval that excludes 0\n\n"
             + markdown_table(["method"] + tasks + ["average rank"], [[m] + [cell(m, t) for t in tasks] + [rank(m)] for m in methods])
             + "\n")
     return text, auc, ranks

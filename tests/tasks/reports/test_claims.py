@@ -15,8 +15,8 @@ N = 40
 GOLD = np.array([0, 1] * (N // 2))
 
 
-def side(s: float, q: float) -> dict:
-    return {"threshold": 0.5, "quality": q, "layer_speedup": s, "flops_speedup": s}
+def side(s: float, q: float, threshold: float | None = 0.5) -> dict:
+    return {"threshold": threshold, "quality": q, "layer_speedup": s, "flops_speedup": s}
 
 
 def right_on(k: int) -> np.ndarray:
@@ -34,7 +34,9 @@ def make_cell(folder, method: str, seed: int, points: list[tuple[float, int]], a
         preds = {SINGLE_POINT: right_on(points[0][1])}
     preds.update({f"layer:{i}": right_on(k) for i, k in enumerate(layers or [], 1)})
     path = write_test_rows(folder / f"{method}-{seed}", GOLD, preds, regression=False)
-    series = {criterion: [{"dev": side(s, 100 * k / N), "test": side(s, 100 * k / N)} for s, k in points]}
+    one_point = method == "hashee" or method.startswith("static-")  # one operating point, no threshold
+    series = {criterion: [{"dev": side(s, 100 * k / N, None if one_point else 0.5),
+                           "test": side(s, 100 * k / N, None if one_point else 0.5)} for s, k in points]}
     full = 100 * points[0][1] / N if full_dev is None else full_dev
     return ComparisonCell.from_json({
         "task": "sst2", "method": method, "seed": seed, "status": "ok", "error": None, "metric": "accuracy",
@@ -84,6 +86,19 @@ def test_claims_give_known_verdicts_with_their_seed_counts(tmp_path):
     assert avg["difference"] == pytest.approx(100 * 12 / 6 / N) and avg["seeds"] == 2 and avg["verdict"] == "holds"
     # flagged cells enter no claim
     assert "broken" not in claims["against_static"] and "weak" not in claims["against_static"]
+
+
+def test_a_one_point_model_far_below_the_full_model_is_not_flagged_but_enters_its_claim(tmp_path):
+    """HashEE has no full-depth model: its quality is its 2x operating point's, which may sit far below
+    static-L by design; a multi-exit model as far below is a failed training and is flagged."""
+    by_method = grid(tmp_path)
+    by_method["hashee"] = [make_cell(tmp_path, "hashee", seed, [(2.0, 20)]) for seed in (1, 2)]  # 50 vs static-6's 95
+    by_method["weak"] = [make_cell(tmp_path, "weak", seed, [(1.0, 20), (2.0, 20)]) for seed in (1, 2)]  # also 50
+    flags = flag_reasons(by_method)
+    assert ("hashee", 1) not in flags and ("hashee", 2) not in flags
+    assert "below the full model" in flags[("weak", 1)] and "below the full model" in flags[("weak", 2)]
+    claim = claims_for_task(by_method, (2.0,), rows_loader(None), flags, resamples=100)["named"]["HashEE vs static"]["2x"]
+    assert claim["seeds"] == 2 and claim["difference"] == pytest.approx(50.0)  # static-3 is right on no row at 2x
 
 
 def test_claims_need_per_row_predictions_on_both_sides(tmp_path):
