@@ -13,6 +13,7 @@ Prefect server and the console log filter: ``flows.runtime``.
 from __future__ import annotations
 
 import inspect
+import json
 import os
 import sys
 import traceback
@@ -195,7 +196,7 @@ def compare_cmd(params: Path = ParamsOpt, set_: Optional[list[str]] = SetOpt,
     from flows.compare import compare_flow
 
     overrides = (list(set_ or []) + (["compare.sequential=true"] if sequential else [])
-                 + ([f"compare.budget={budget}"] if budget else []))
+                 + ([f"compare.budget={json.dumps(budget)}"] if budget is not None else []))  # quoted: --budget "" is an error
     cfg = _check(params, overrides + ([f"compare.address={address}"] if address else []), profile)
     if cfg.compare.address and not cfg.compare.sequential:  # before the Prefect server: fail in seconds
         from flows.compare import check_dask_address

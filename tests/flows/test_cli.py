@@ -350,6 +350,7 @@ def test_a_closed_output_pipe_does_not_leave_the_temporary_server_running(tmp_pa
 
 @pytest.mark.parametrize("args, key", [
     (["--budget", "abc"], "compare.budget: "),
+    (["--budget", ""], "compare.budget: "),
     (["--profile", "nightly"], "unknown profile 'nightly'"),
     (["--set", "compare.seeds=[42, 42]"], "compare.seeds: "),
     (["--set", "compare.lr_grid=[]"], "compare.lr_grid: "),
