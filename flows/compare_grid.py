@@ -145,8 +145,12 @@ def run_unit(params: Params, method: str, threads: int) -> UnitResult:
               + "".join(traceback.format_exception(err)))
         error = f"{type(err).__name__}: {err}".splitlines()[0][:300]
     seconds = time.perf_counter() - start
-    if error is None and wrote_results_since(params.artifacts_dir, began_wall):
-        record_unit_cost(costs_dir(params), unit_name(params.train.task, method, params.seed, params.train.lr), seconds)
+    name = unit_name(params.train.task, method, params.seed, params.train.lr)
+    computed = error is None and wrote_results_since(params.artifacts_dir, began_wall)
+    if computed:
+        record_unit_cost(costs_dir(params), name, seconds)
+    how = "failed" if error else "computed" if computed else "from the cache"
+    print(f"[compare] {name.replace('--', ' / ')}: {how} in {seconds / 60:.1f} min", flush=True)
     return UnitResult(summary, error, seconds)
 
 

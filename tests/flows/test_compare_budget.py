@@ -120,7 +120,7 @@ def test_later_seeds_wait_for_the_rate_of_their_first_seed(monkeypatch):
     assert [(u["seed"], u["task"], u["method"], u["lr"]) for u in grid] == [(2, "a", "x", 0.2), (3, "a", "x", 0.2)]
 
 
-def test_a_unit_records_its_cost_only_when_it_computes(monkeypatch, tmp_path):
+def test_a_unit_records_its_cost_only_when_it_computes(monkeypatch, tmp_path, capsys):
     """The cost ledger across budgeted runs: a unit whose steps write results records its seconds;
     the same unit served from the cache, or one computed before the ledger existed, records nothing;
     a recorded cost is replaced by a larger one only."""
@@ -149,6 +149,8 @@ def test_a_unit_records_its_cost_only_when_it_computes(monkeypatch, tmp_path):
     assert list(costs) == ["sst2--x--seed-42--lr-0.1"] and costs["sst2--x--seed-42--lr-0.1"] == first.seconds
     run_unit.fn(params, "x", 1)  # a cache hit: nothing written, the cost stays the first run's
     assert read_unit_costs(ledger) == costs
+    said = [line for line in capsys.readouterr().out.splitlines() if line.startswith("[compare] sst2 / x")]
+    assert "computed in" in said[0] and "from the cache in" in said[1]  # one progress line per unit
 
     done.add("y")  # computed by a run before the ledger existed: served from the cache, never measured
     run_unit.fn(params, "y", 1)
