@@ -237,7 +237,8 @@ def pareto_figure(task: str, by_method: dict[str, list[ComparisonCell]], styles:
         ax.grid(alpha=0.3)
     ax_layer.set_title("quality at each target (dev-chosen front), mean ± seed std", fontsize=8)
     ax_wall.set_title("timed dev operating points, mean ± seed std", fontsize=8)
-    fig.suptitle(f"{task}: test numbers of dev-chosen points ({len({c.seed for cs in early.values() for c in cs})} seeds)",
+    seeds = len({c.seed for cs in early.values() for c in cs})
+    fig.suptitle(f"{task}: test numbers of dev-chosen points ({seeds} seed{'' if seeds == 1 else 's'})",
                  fontsize=10)
     legend_right(fig)
     legend = fig.legends[0]  # matplotlib lists error bars after lines: the methods first, in their order

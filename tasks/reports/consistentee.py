@@ -11,7 +11,7 @@ from models.operating import fastest_within
 from tasks.io import atomic_write_json, atomic_write_text
 from tasks.plots import tradeoff_plot
 from tasks.reports.tables import markdown_table
-from tasks.reports.verdicts import ONE_SEED, direction
+from tasks.reports.verdicts import ONE_SEED, TESTED_BY_COMPARE, direction
 
 
 def fastest_rows(models: dict[str, Path], relative_loss: float) -> tuple[list[dict], dict[str, list[dict]]]:
@@ -73,7 +73,7 @@ def consistentee_report(cee_dir: Path, baseline_dirs: dict[str, Path], out_dir: 
                  f"layer speed-up {at_tau['test']['layer_speedup']:.2f}x, FLOPs speed-up {at_tau['test']['flops_speedup']:.2f}x.\n")
     if best_baseline is not None:
         text += (f"\nPaper's claim (saves more layers than the best baseline at <= {100 * relative_loss:g}% loss), "
-                 f"{direction(holds)} here ({ONE_SEED}): ConsistentEE "
+                 f"{direction(holds)} here ({ONE_SEED}; {TESTED_BY_COMPARE}): ConsistentEE "
                  f"{policy_rows[0]['saved_layers_pct'] if policy_rows else float('nan'):.1f}% vs "
                  f"{best_baseline['model']}/{best_baseline['criterion']} {best_baseline['saved_layers_pct']:.1f}%.\n")
     tradeoff_plot(curves, cee["full"]["test_quality"], f"{cee['task']}: ConsistentEE vs baselines (test)",

@@ -19,7 +19,7 @@ from tasks.reports.tables import markdown_table
 from tasks.reports.targets import speedup_markdown, write_curves
 from models.tradeoff import best_on_target, speedup_rows
 from tasks.metric_schema import target_label
-from tasks.reports.verdicts import ONE_SEED, direction
+from tasks.reports.verdicts import ONE_SEED, TESTED_BY_COMPARE, direction
 
 
 def training_rows(layerwise: dict[str, dict[str, list[float]]]) -> list[dict]:
@@ -72,10 +72,10 @@ def leco_markdown(training: list[dict], claim: dict | None, exiting_table: str, 
     text = markdown_table(head, rows) + "\n"
     if claim is not None:
         text += (f"\nPaper's claim (LECO's AVG above every other method's), {direction(claim['holds'])} (seed {seed}; "
-                 f"{ONE_SEED}): LECO {claim['leco_avg']:.2f} vs {claim['best_other']} {claim['best_other_avg']:.2f}, "
+                 f"{ONE_SEED}; {TESTED_BY_COMPARE}): LECO {claim['leco_avg']:.2f} vs {claim['best_other']} {claim['best_other_avg']:.2f}, "
                  f"margin {claim['margin']:+.2f} points.\n")
     text += ("\nExiting on the LECO model (and patience on JT + linear exits); the paper's claim: COBEE best, most at "
-             f"large speed-ups ({ONE_SEED}):\n\n" + exiting_table)
+             f"large speed-ups ({ONE_SEED}; {TESTED_BY_COMPARE}):\n\n" + exiting_table)
     for c in exiting:
         if c["checked"]:
             verdict = "COBEE ahead" if c["holds"] else "COBEE behind"

@@ -28,7 +28,7 @@ from tasks.io import atomic_write_json, atomic_write_text
 from tasks.past_future import LOCAL_PREFIX
 from tasks.reports.targets import speedup_markdown, write_curves
 from models.tradeoff import best_on_target, speedup_rows, target_label
-from tasks.reports.verdicts import ONE_SEED, direction
+from tasks.reports.verdicts import ONE_SEED, TESTED_BY_COMPARE, direction
 
 
 def row_kind(setting: str) -> str:
@@ -66,7 +66,7 @@ def comparison_markdown(rows: list[dict], speedups: list[float], claim: dict | N
     text = speedup_markdown(rows, speedups).replace("\n\nThresholds", f"\n\nFull models (test): {full_line}\n\nThresholds", 1)
     if claim is not None:
         text += (f"\nPaper's claim (Past-Future above the best local exit at {claim['at']}, rows chosen on dev), "
-                 f"{direction(claim['holds'])} ({ONE_SEED}): "
+                 f"{direction(claim['holds'])} ({ONE_SEED}; {TESTED_BY_COMPARE}): "
                  f"{claim['past_future']} {claim['past_future_test_quality']:.2f} (dev {claim['past_future_dev_speedup']:.2f}x) "
                  f"vs {claim['local']} {claim['local_test_quality']:.2f} (dev {claim['local_dev_speedup']:.2f}x), "
                  f"margin {claim['margin']:+.2f} points.\n")

@@ -35,7 +35,7 @@ from tasks.reports.leco import leco_markdown
 from tasks.reports.past_future import comparison_markdown
 from tasks.reports.tables import escape_cell, markdown_table
 from tasks.reports.targets import speedup_markdown
-from tasks.reports.verdicts import ONE_SEED, direction
+from tasks.reports.verdicts import ONE_SEED, TESTED_BY_COMPARE, direction
 
 IMAGE_DIR = "img"  # plots, beside the pages
 BENCHMARKS_DIR = Path("benchmarks") / "results"
@@ -194,7 +194,7 @@ def consistentee_page_markdown(report: dict, spearman: dict | None) -> str:
     best = report.get("best_baseline")
     if best is not None:
         text += (f"\nPaper's claim (the policy saves more layers than the best baseline): **{direction(report['claim_holds'])}** "
-                 f"({ONE_SEED}); best baseline {best['model']}/{best['criterion']} saves {num(best['saved_layers_pct'], 1)}%.\n")
+                 f"({ONE_SEED}; {TESTED_BY_COMPARE}); best baseline {best['model']}/{best['criterion']} saves {num(best['saved_layers_pct'], 1)}%.\n")
     if spearman is not None:
         text += ("\nHardness analysis (paper Table 1):\n\n"
                  + markdown_table(["Spearman correlation with the memorized layer", "loss", "forgetting events"],

@@ -5,8 +5,8 @@ their seed count and a paired bootstrap interval (``exitflow compare --profile s
 
 from __future__ import annotations
 
-ONE_SEED = ("one seed, no interval: no difference is claimed "
-            "(`exitflow compare --profile standard` tests it with seeds and intervals)")
+ONE_SEED = "one seed, no interval: no difference is claimed"
+TESTED_BY_COMPARE = "`exitflow compare --profile standard` tests it with seeds and intervals"  # encoder methods only
 
 
 def direction(holds: bool | None, unreadable: str = "cannot be read") -> str:
