@@ -77,8 +77,8 @@ def test_generate_flow_end_to_end(project, prefect_harness, monkeypatch):
     never = next(r for r in softmax if r["threshold"] == 1.01 and r["split"] == "test")
     assert never["layer_speedup"] == 1.0 and never["rouge_l"] == 1.0 and never["flops_speedup"] < 1.0
 
-    assert "Claim on layer speedup (ConsistentEE policy above CALM past 2x" in report["table"]
-    assert "Claim on flops speedup" in report["table"]
+    assert "Paper's claim on layer speedup (ConsistentEE policy above CALM past 2x" in report["table"]
+    assert "Paper's claim on flops speedup" in report["table"]
     assert (base / "report/curves.png").stat().st_size > 0
     assert "| prompt | full depth | accelerated | ROUGE-L |" in (base / "report/examples.md").read_text()
 

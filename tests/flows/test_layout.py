@@ -77,7 +77,8 @@ def stage_folders(layout: Layout, stage: str) -> dict[str, list[Path]]:
                          "outs": [item_task.leco_model.evaluate, item_task.leco_baselines, item_task.leco_report]},
         "docs": {"deps": [layout.report, layout.evaluations, hashee.evaluate, cee.rounds, cee.report, cee.hardness, layout.generate / "report",
                           layout.generate / "exits",
-                          layout.learnability_report, layout.compare / "quick" / "report",
+                          layout.learnability_report,
+                          *(layout.compare / profile for profile in ("standard", "quick")),  # report/ and timing.json
                           *(Layout(layout.artifacts, layout.data, task, layout.seed).past_future_report for task in ("sst2", "mrpc")),
                           *(folder for task in ("sst2", "mrpc")  # past_future.tasks' and leco.tasks' defaults
                             for folder in (Layout(layout.artifacts, layout.data, task, layout.seed).leco_report,

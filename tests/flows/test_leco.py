@@ -49,7 +49,7 @@ def test_search_derive_retrain_and_compare(project, prefect_harness, monkeypatch
     methods = {r["method"] for r in comparison["exiting_rows"]}
     assert methods == {"leco (cobee)", "leco (entropy)", "leco (patience)", "leco (lte)", "jt-linear (patience)"}
     assert [c["at"] for c in comparison["exiting_claim"]] == ["1.5x", "2x"]
-    assert "Claim (LECO's AVG above every other method's)" in results["sst2"]["report"]["table"]
+    assert "Paper's claim (LECO's AVG above every other method's)" in results["sst2"]["report"]["table"]
 
     mlflow.set_tracking_uri(f"sqlite:///{project / 'mlflow.db'}")
     client = MlflowClient()

@@ -48,7 +48,7 @@ def test_settings_train_exit_and_compare_at_dev_chosen_speedups(project, prefect
     else:
         assert claim["past_future"] == "concat-future (entropy)" and claim["local"].startswith("local-weighted")
         assert claim["margin"] == pytest.approx(claim["past_future_test_quality"] - claim["local_test_quality"])
-        assert "Claim (Past-Future above" in reports["sst2"]["table"]
+        assert "Paper's claim (Past-Future above" in reports["sst2"]["table"]
     assert (base / "report/curves.png").stat().st_size > 0
 
     mlflow.set_tracking_uri(f"sqlite:///{project / 'mlflow.db'}")
