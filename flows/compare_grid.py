@@ -59,7 +59,7 @@ from flows.registry import comparison_methods, comparison_variants
 from config.params import ConfigError, Params
 from tasks.data import load_meta
 from tasks.io import RESULT_FILE, atomic_write_json, portable_path
-from tasks.reports.cells import CellSummary, ComparisonCell, UnitResult
+from tasks.reports.cells import CellSummary, ComparisonCell, UnitResult, is_static
 
 CONNECT_TIMEOUT_S = 5
 clock: Callable[[], float] = time.monotonic  # the budget's clock, in seconds
@@ -91,9 +91,10 @@ def unit_params(params: Params, cells_dir: Path, task: str, seed: int, lr: float
 COSTS_DIR = "unit-costs"  # <profile>/unit-costs/: one JSON per unit that computed (see the module docstring)
 
 
-def unit_name(task: str, method: str, seed: int, lr: float) -> str:
-    """A unit's file name stem in ``unit-costs/``: ``sst2--joint--seed-42--lr-0.0001``."""
-    return f"{task}--{method}--seed-{seed}--lr-{lr:g}"
+def unit_name(task: str, method: str, seed: int, lr: float | None) -> str:
+    """A unit's file name stem in ``unit-costs/``: ``sst2--joint--seed-42--lr-0.0001`` (``lr-?``: a
+    later seed's unit whose rate is not chosen yet)."""
+    return f"{task}--{method}--seed-{seed}--lr-{'?' if lr is None else f'{lr:g}'}"
 
 
 def costs_dir(params: Params) -> Path:
@@ -398,9 +399,7 @@ def grid_units(params: Params, cells: list[ComparisonCell]) -> list[tuple[str, s
     units = []
     for (task_name, method) in dict.fromkeys((c.task, c.method) for c in cells if c.status != "n/a"):
         units += [(method, unit_name(task_name, method, seeds[0], lr)) for lr in params.compare.lr_grid]
-        chosen = rates.get((task_name, method))
-        units += [(method, unit_name(task_name, method, s, chosen) if chosen is not None
-                   else f"{task_name}--{method}--seed-{s}--lr-?") for s in seeds[1:]]
+        units += [(method, unit_name(task_name, method, s, rates.get((task_name, method)))) for s in seeds[1:]]
     return units
 
 
@@ -411,7 +410,7 @@ def cost_summary(units: list[tuple[str, str]], costs: dict[str, float]) -> dict:
     by_method: dict[str, list[float]] = defaultdict(list)
     counts: dict[str, int] = defaultdict(int)
     for method, name in units:
-        key = "static" if method.startswith("static-") else method
+        key = "static" if is_static(method) else method
         counts[key] += 1
         if name in costs:
             by_method[key].append(costs[name])

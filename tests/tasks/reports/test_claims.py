@@ -101,6 +101,18 @@ def test_a_one_point_model_far_below_the_full_model_is_not_flagged_but_enters_it
     assert claim["seeds"] == 2 and claim["difference"] == pytest.approx(50.0)  # static-3 is right on no row at 2x
 
 
+def test_past_future_is_claimed_against_both_local_objectives(tmp_path):
+    """Past-Future trains with the weighted objective: it is read against weighted local exits (like for
+    like) as well as joint ones, each claim on its own rows."""
+    by_method = grid(tmp_path)
+    by_method["weighted"] = [make_cell(tmp_path, "weighted", seed, [(1.0, 36), (2.0, 26)]) for seed in (1, 2)]
+    by_method["past-future"] = [make_cell(tmp_path, "past-future", seed, [(1.0, 36), (2.0, 30)]) for seed in (1, 2)]
+    named = claims_for_task(by_method, (2.0,), rows_loader(None), flag_reasons(by_method), resamples=100)["named"]
+    joint, weighted = named["Past-Future vs local exits (joint)"]["2x"], named["Past-Future vs local exits (weighted, its own objective)"]["2x"]
+    assert (joint["difference"], joint["seeds"]) == (0.0, 2)  # right on the same 30 rows as joint
+    assert weighted["difference"] == pytest.approx(100 * 4 / N) and weighted["seeds"] == 2  # 4 rows more than weighted
+
+
 def test_claims_need_per_row_predictions_on_both_sides(tmp_path):
     by_method = grid(tmp_path)
     by_method["joint"] = [ComparisonCell.from_json({**c.to_json(), "test_rows": None}) for c in by_method["joint"]]
