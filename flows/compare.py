@@ -73,7 +73,9 @@ def compare_flow(params_path: str = "params.yaml", overrides: list[str] | None =
                             rows_root=params.root, flag_gap=params.compare.flag_gap,
                             notes=run_notes(params, cells, shared_counts(sorted((root / "cells").glob("lr-*/cache/trainings")))))
     cost = cost_summary(grid_units(params, cells), read_unit_costs(root / COSTS_DIR))
-    timing = grid_timing(wall, how, results, cells, cost, machine_description(params.device))
+    machine = (machine_description(params.device) if params.compare.sequential or not params.compare.address
+               else None)  # units ran on the scheduler's workers, which this process does not see
+    timing = grid_timing(wall, how, results, cells, cost, machine)
     atomic_write_json(root / "timing.json", timing)  # wall-clock: beside the report, never inside it
     with ctx.parent_run(f"compare-{profile_name}", ("seed", "backbone", "train", "evaluate", "compare"), method="compare",
                             identity={"task": ",".join(ctx.params.compare.tasks)}):
