@@ -205,6 +205,28 @@ def compare_cmd(params: Path = ParamsOpt, set_: Optional[list[str]] = SetOpt,
     _run_flow(compare_flow, str(params), overrides, profile, address)
 
 
+@app.command("reproduce-cell")
+def reproduce_cell_cmd(task: str = typer.Argument(..., help="the cell's task, e.g. sst2"),
+                       method: str = typer.Argument(..., help="the cell's method, e.g. joint or static-3"),
+                       seed: int = typer.Option(42, "--seed", help="the cell's seed"),
+                       params: Path = ParamsOpt, set_: Optional[list[str]] = SetOpt,
+                       profile: Optional[str] = typer.Option("standard", "--profile",
+                                                             help="the comparison profile whose report holds the cell"),
+                       keep: bool = typer.Option(False, "--keep", help="keep the re-run's folder "
+                                                 "(artifacts/compare/<profile>/reproduce-runs/.run-*)")):
+    """Re-run one cell of a comparison report from nothing (fresh folder, no cache) at the learning
+    rate the report records, and compare every quality figure and per-row test prediction with the
+    report's, exactly; wall-clock is left out. Writes artifacts/compare/<profile>/reproduced/<unit>/result.json
+    and exits 1 when anything differs. On a second machine with the first one's report, this checks
+    that a cell reproduces across machines."""
+    from flows.compare_reproduce import reproduce_cell_flow
+
+    _check(params, set_, profile)
+    verdict = _run_flow(reproduce_cell_flow, str(params), set_ or [], profile, task, method, seed, keep)
+    if not verdict["identical"]:
+        raise typer.Exit(1)
+
+
 @app.command()
 def serve(params: Path = ParamsOpt, cron: Optional[str] = typer.Option(None, help="override schedule.cron"),
           profile: Optional[str] = typer.Option(None, help="the params.yaml profile each run uses "

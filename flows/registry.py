@@ -40,7 +40,7 @@ import pkgutil
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
-COMPARISON_STAGE = "compare"  # the comparison's own dvc.yaml stage (flows/compare.py, not a method)
+COMPARISON_STAGES = ("compare", "compare_standard")  # the comparison's own dvc.yaml stages (flows/compare.py, not a method)
 DOCS_STAGE = "docs"  # the generated documentation pages (flows/docs.py, not a method)
 
 
@@ -158,4 +158,4 @@ def commands() -> list[tuple[Method, Command]]:
 
 def dvc_stages() -> set[str]:
     """Every ``dvc.yaml`` stage: the registered methods', the comparison's and the docs'."""
-    return {COMPARISON_STAGE, DOCS_STAGE} | {stage for method in load_methods().values() for stage in method.stages}
+    return {*COMPARISON_STAGES, DOCS_STAGE} | {stage for method in load_methods().values() for stage in method.stages}

@@ -33,6 +33,7 @@ from tasks.reports.generation import distillation_markdown
 from tasks.reports.learnability import PREDICTOR_NAMES
 from tasks.reports.leco import leco_markdown
 from tasks.reports.past_future import comparison_markdown
+from tasks.reports.reproduction import figures_digest
 from tasks.reports.tables import escape_cell, markdown_table
 from tasks.reports.targets import speedup_markdown
 from tasks.reports.verdicts import ONE_SEED, TESTED_BY_COMPARE, direction
@@ -356,6 +357,31 @@ def comparison_cost_markdown(timing: dict) -> str:
 
 # ---- the pages -----------------------------------------------------------------------------------
 
+def reproduced_markdown(verdicts: dict[str, dict], compare: dict) -> str:
+    """``artifacts/compare/<profile>/reproduced/<unit>/result.json`` (``exitflow reproduce-cell``): each
+    cell re-run from nothing and compared, figure by figure and row by row, with the report; a verdict
+    whose cell has changed in ``compare`` (the report, ``compare.json``) since is marked stale."""
+    def against_report(v: dict) -> str:
+        cells = compare["tasks"].get(v["task"], {}).get("methods", {}).get(v["method"], {}).get("cells", [])
+        cell = next((c for c in cells if c["seed"] == v["seed"] and c["status"] == "ok"), None)
+        return "current" if cell is not None and figures_digest(cell) == v["figures_digest"] else "stale: re-run it"
+
+    cells = [[f"`{v['unit'].replace('--', ' / ')}`", escape_cell(v["machine"]), str(v["torch_threads"]),
+              str(v["figures_compared"]), str(v["row_arrays_compared"]),
+              "identical" if v["identical"] else f"**{len(v['differences'])} differ**", against_report(v),
+              num(v["seconds"], 0)] for _, v in sorted(verdicts.items())]
+    text = ("Each cell here was re-run from nothing (a fresh folder, nothing from the cache) at the learning rate the "
+            "report records, and every quality figure (full depth, each swept threshold's dev and test side, each timed "
+            "point without its wall-clock, the chance flag) and every per-row test prediction compared exactly with the "
+            "report's. *Stale*: the report's cell has changed since the re-run.\n\n"
+            + markdown_table(["unit", "machine", "torch threads", "figures", "row arrays", "result", "against this report",
+                              "re-run s"], cells) + "\n")
+    for _, v in sorted(verdicts.items()):
+        if v["differences"]:
+            text += f"\nDifferences of `{v['unit']}`:\n\n" + "".join(f"- {escape_cell(d)}\n" for d in v["differences"][:20])
+    return text
+
+
 def _rel(path: Path, root: Path) -> str:
     return Path(path).relative_to(root).as_posix()
 
@@ -437,6 +463,10 @@ def results_pages(layout, root: Path, past_future_tasks: list[str], leco_tasks: 
                                      command, (r(compare_dir),)),
                              Section(f"Profile {profile}: cost per unit", (timing_json,),
                                      lambda d, f=timing_json: comparison_cost_markdown(d[f]), command)]
+        reproduced = r(layout.compare / profile / "reproduced")
+        compare_sections.append(Section(f"Profile {profile}: cells re-run from nothing", (reproduced, compare_json),
+                                        lambda d, f=reproduced, c=compare_json: reproduced_markdown(d[f], d[c]),
+                                        f"exitflow reproduce-cell <task> <method> --profile {profile}"))
 
     benchmark_files = sorted(p.name for p in (root / BENCHMARKS_DIR).glob("*.json") if p.name != "hashee_study.json")
     bench_sections = tuple(benchmark_section(Path(name).stem, bench(Path(name).stem)) for name in benchmark_files)

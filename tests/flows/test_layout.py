@@ -73,6 +73,9 @@ def stage_folders(layout: Layout, stage: str) -> dict[str, list[Path]]:
         "compare": {"deps": [Layout(layout.artifacts, layout.data, task, layout.seed).task_data
                              for task in ("sst2", "mrpc", "stsb")],  # compare.tasks' defaults
                     "outs": [layout.compare / "quick" / "report"]},
+        "compare_standard": {"deps": [Layout(layout.artifacts, layout.data, task, layout.seed).task_data
+                                      for task in ("sst2", "mrpc", "stsb")],
+                             "outs": [layout.compare / "standard" / "report"]},
         "leco_compare": {"deps": [item_task.task_data, item_task.leco_model.train],
                          "outs": [item_task.leco_model.evaluate, item_task.leco_baselines, item_task.leco_report]},
         "docs": {"deps": [layout.report, layout.evaluations, hashee.evaluate, cee.rounds, cee.report, cee.hardness, layout.generate / "report",
@@ -103,7 +106,7 @@ def test_every_dvc_path_is_a_layout_folder_and_every_stage_folder_is_declared(pa
     stages = dvc_stages(params)
     assert {s.partition("@")[0] for s in stages} == {"train", "evaluate", "hashee", "report", "consistentee", "learnability",
                                                      "past_future", "past_future_default", "leco_search", "leco_derive",
-                                                     "leco_train", "leco_compare", "generate", "compare", "docs"}
+                                                     "leco_train", "leco_compare", "generate", "compare", "compare_standard", "docs"}
     assert sum(s.startswith("past_future@") for s in stages) == len(params.past_future.tasks) > 0
     for step in ("search", "derive", "train", "compare"):
         assert sum(s.startswith(f"leco_{step}@") for s in stages) == len(params.leco.tasks) > 0

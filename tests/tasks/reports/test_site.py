@@ -27,6 +27,7 @@ from tasks.reports.generation import report_generation
 from tasks.reports.learnability import PREDICTOR_NAMES, learnability_report
 from tasks.reports.leco import compare_leco
 from tasks.reports.past_future import compare_past_future
+from tasks.reports.reproduction import figures_digest
 from tasks.reports.site import BENCHMARK_COMMANDS, results_pages, write_site
 from tests.tasks.reports.test_claims import make_cell
 from tests.tasks.reports.test_comparison import cell
@@ -159,6 +160,16 @@ def tiny_run(root: Path) -> Layout:
     atomic_write_json(layout.compare / "quick" / TIMING_FILE,
                       grid_timing(1.0, "sequential", [], [], cost_summary(units, ledger), "a test machine, 2 cores"))
 
+    report = json.loads((layout.compare / "quick" / "report" / "compare.json").read_text())
+    for seed, digest_of, differences in ((1, "report", []), (2, "an earlier report", ["full.test: recorded 81.0, re-run 80.5"])):
+        recorded = next(c for c in report["tasks"]["sst2"]["methods"]["joint"]["cells"] if c["seed"] == seed)
+        unit = unit_name("sst2", "joint", seed, 0.1)  # exitflow reproduce-cell verdicts: one current, one stale
+        atomic_write_json(layout.compare / "quick" / "reproduced" / unit / RESULT_FILE, {
+            "unit": unit, "task": "sst2", "method": "joint", "seed": seed, "lr": 0.1, "machine": "a test machine, 2 cores",
+            "torch_threads": 2, "seconds": rng.uniform(60, 600), "figures_compared": rng.randint(20, 400),
+            "row_arrays_compared": rng.randint(3, 30), "identical": not differences, "differences": differences,
+            "figures_digest": figures_digest(recorded) if digest_of == "report" else "0" * 64})
+
     shutil.copytree(ROOT / "benchmarks" / "results", root / "benchmarks" / "results")
     return layout
 
@@ -248,8 +259,8 @@ def json_numbers(value) -> list[float]:
 
 def test_every_decimal_in_a_table_is_a_value_of_the_files_the_page_names(site):
     """No number is computed or typed on a page: each decimal in a table cell is one of the page's
-    source JSON values (percentages of fractions included), formatted. The ``method`` column is a
-    label (``saturation@0.95`` names its threshold), not a value."""
+    source JSON values (percentages of fractions included), formatted. The ``method`` and ``unit``
+    columns are labels (``saturation@0.95`` names its threshold, ``lr-0.0001`` a rate), not values."""
     root, _ = site
     for md in sorted((root / "docs" / "results").glob("*.md")):
         text = md.read_text()
@@ -259,7 +270,7 @@ def test_every_decimal_in_a_table_is_a_value_of_the_files_the_page_names(site):
         for table in tables(text):
             for row in table:
                 for header, cell_text in row.items():
-                    for number in ([] if header == "method" else NUMBER.findall(cell_text)):
+                    for number in ([] if header in ("method", "unit") else NUMBER.findall(cell_text)):
                         assert any(shown(v, number) for v in pool), f"{md.name}: {header} = {cell_text!r} is in no source"
 
 
@@ -405,6 +416,22 @@ def test_comparison_page_holds_each_profiles_cost_per_unit(site):
     assert table[-1]["units"] == str(cost["units"]) and shown(cost["minutes_measured"], table[-1]["total min"])
     assert f"{cost['units_measured']} of {cost['units']} units have a measured cost" in text and timing["machine"] in text
     assert "## Profile standard\n\nNot generated yet: run `exitflow compare --profile standard`" in text
+
+
+def test_comparison_page_lists_each_reproduced_cell_and_marks_a_stale_one(site):
+    """Each reproduce-cell verdict is a row with its counts and result; one whose cell has changed in
+    the report since is 'stale', and its differences are listed."""
+    root, layout = site
+    text = page(root, "comparison")
+    table = next(t for t in tables(text) if t and "against this report" in t[0])
+    assert len(table) == 2
+    for row, seed in zip(table, (1, 2)):
+        verdict = load(root, layout.compare / "quick" / "reproduced" / unit_name("sst2", "joint", seed, 0.1) / RESULT_FILE)
+        assert row["figures"] == str(verdict["figures_compared"]) and row["row arrays"] == str(verdict["row_arrays_compared"])
+        assert shown(verdict["seconds"], row["re-run s"])
+    assert table[0]["result"] == "identical" and table[0]["against this report"] == "current"
+    assert table[1]["result"] == "**1 differ**" and table[1]["against this report"] == "stale: re-run it"
+    assert "- full.test: recorded 81.0, re-run 80.5" in text
 
 
 def test_benchmark_page_holds_every_committed_benchmark_row(site):

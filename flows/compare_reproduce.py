@@ -1,0 +1,109 @@
+"""``exitflow reproduce-cell``: re-run one cell of a comparison from nothing and check that its
+quality figures equal the report's.
+
+A cell (task, method, seed) of ``artifacts/compare/<profile>/report/compare.json`` is re-run at
+the learning rate the report records, with the profile's settings, in a fresh folder
+``<profile>/reproduce-runs/.run-*`` inside the project: its own artifacts tree, token cache and
+shared-training index, and Prefect cache keys of its own (they hold the absolute output folder),
+so nothing is served from an earlier run. The fresh cell's figures are then compared with the
+report's, exactly (floats as JSON keeps them):
+
+- ``quality_figures``: the metric, the depth, full-depth dev and test quality, every swept
+  threshold's dev and test side (threshold, quality, layer and FLOPs speed-up), every timed
+  operating point without its wall-clock (which depends on the machine and its load), and the
+  chance flag;
+- the per-row test predictions of every sweep point (``test_rows.npz``), array by array.
+
+The verdict goes to ``<profile>/reproduced/<unit>/result.json`` (the machine, the torch threads, the
+figures compared, each difference) and the command exits 1 when anything differs. The fresh tree
+is deleted afterwards unless ``--keep``. Torch threads are the grid's (``compare.torch_threads``,
+else the machine's cores): a different count can change the order of float reductions.
+
+Run on a second machine with the report of the first (the DVC stage ``compare_standard`` tracks
+it), this is the check that a cell reproduces across machines.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+import time
+from pathlib import Path
+
+from prefect import flow
+
+from flows.compare_grid import run_unit, unit_name, unit_params
+from flows.context import load_context, prepare_task_data
+from flows.runtime import machine_description
+from models.errors import ExitflowError
+from tasks.io import RESULT_FILE, atomic_write_json
+from tasks.reports.reproduction import figure_differences, figures_digest, quality_figures, row_differences
+
+REPORT = Path("report") / "compare.json"
+REPRODUCED = "reproduced"  # <profile>/reproduced/<unit>/result.json: each verdict
+FRESH_RUNS = "reproduce-runs"  # <profile>/reproduce-runs/.run-*: the re-runs' trees, deleted unless kept
+
+
+def recorded_cell(report_file: Path, task: str, method: str, seed: int) -> dict:
+    """The report's cell ``(task, method, seed)`` as ``compare.json`` holds it; an ``ExitflowError``
+    naming what is missing when the report, the cell or its result is not there."""
+    if not report_file.is_file():
+        raise ExitflowError(f"{report_file}: no comparison report; run `exitflow compare` with this profile first "
+                            "(or `dvc pull` the report of another machine)")
+    tasks = json.loads(report_file.read_text())["tasks"]
+    if task not in tasks:
+        raise ExitflowError(f"{task}: not a task of {report_file} (it has {', '.join(sorted(tasks))})")
+    methods = tasks[task]["methods"]
+    if method not in methods:
+        raise ExitflowError(f"{method}: not a method of {task} in {report_file} (it has {', '.join(methods)})")
+    cells = {c["seed"]: c for c in methods[method]["cells"]}
+    if seed not in cells:
+        raise ExitflowError(f"seed {seed}: no cell of {task}/{method} in {report_file} (seeds {', '.join(map(str, cells))})")
+    cell = cells[seed]
+    if cell["status"] != "ok":
+        raise ExitflowError(f"{task}/{method}/seed-{seed} is {cell['status']} in {report_file}: nothing to reproduce "
+                            "(run `exitflow compare` with this profile until it is ok)")
+    return cell
+
+
+@flow(name="exitflow_reproduce_cell", log_prints=True)
+def reproduce_cell_flow(params_path: str = "params.yaml", overrides: list[str] | None = None, profile: str | None = None,
+                        task: str = "sst2", method: str = "joint", seed: int = 42, keep: bool = False) -> dict:
+    """Re-run cell ``(task, method, seed)`` of ``profile``'s report from nothing; see the module docstring."""
+    ctx = load_context(params_path, overrides, profile)
+    params = ctx.params
+    root = ctx.layout.compare / (profile or "default")
+    report_file = root / REPORT
+    cell = recorded_cell(report_file, task, method, seed)
+    prepare_task_data(params, [task])
+    threads = params.compare.torch_threads or os.cpu_count() or 1
+    name = unit_name(task, method, seed, cell["lr"])
+    (root / FRESH_RUNS).mkdir(parents=True, exist_ok=True)
+    fresh = Path(tempfile.mkdtemp(prefix=".run-", dir=root / FRESH_RUNS))
+    print(f"[reproduce] {name.replace('--', ' / ')}: re-running from nothing in {fresh} ({threads} torch threads)")
+    start = time.perf_counter()
+    try:
+        result = run_unit(unit_params(params, fresh / "cells", task, seed, cell["lr"]), method, threads)
+        if result.error is not None:
+            raise ExitflowError(f"{name}: the re-run failed: {result.error}")
+        rerun = result.summary.to_json()
+        compared, diffs = figure_differences(quality_figures(cell), quality_figures(rerun))
+        if cell.get("test_rows") and rerun.get("test_rows"):
+            arrays, row_diffs = row_differences(params.root / cell["test_rows"], params.root / rerun["test_rows"])
+        else:
+            arrays, row_diffs = 0, []
+    finally:
+        if not keep:
+            shutil.rmtree(fresh, ignore_errors=True)
+    verdict = {"unit": name, "task": task, "method": method, "seed": seed, "profile": profile or "default", "report": str(report_file.relative_to(params.root)),
+               "lr": cell["lr"], "figures_digest": figures_digest(cell), "machine": machine_description(params.device), "torch_threads": threads,
+               "seconds": round(time.perf_counter() - start, 1), "figures_compared": compared,
+               "row_arrays_compared": arrays, "identical": not diffs and not row_diffs, "differences": diffs + row_diffs}
+    atomic_write_json(root / REPRODUCED / name / RESULT_FILE, verdict)  # the docs' comparison page lists them
+    print(f"[reproduce] {name}: {compared} figures and {arrays} per-row prediction arrays compared: "
+          + ("identical" if verdict["identical"] else f"{len(verdict['differences'])} differ")
+          + "".join(f"\n  {d}" for d in verdict["differences"][:20]))
+    return verdict
+

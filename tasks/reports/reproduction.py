@@ -1,0 +1,64 @@
+"""What a comparison cell must reproduce when it is re-run from nothing (``exitflow reproduce-cell``,
+``flows.compare_reproduce``), and how two runs of it are compared: exactly, figure by figure
+(floats as JSON keeps them) and per-row test prediction by prediction.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from tasks.row_predictions import read_test_rows
+
+MACHINE_DEPENDENT = ("wallclock_speedup",)  # a timed point's keys that depend on the machine, not the model
+
+
+def quality_figures(cell: dict) -> dict:
+    """What must reproduce of a cell's JSON (``ComparisonCell.to_json`` / ``CellSummary.to_json``):
+    every figure except paths and the machine-dependent wall-clock of its timed points."""
+    timed = {c: {k: v for k, v in point.items() if k not in MACHINE_DEPENDENT} for c, point in cell["timed"].items()}
+    return {"metric": cell["metric"], "num_layers": cell["num_layers"], "full": cell["full"], "series": cell["series"],
+            "timed": timed, "at_chance": cell.get("at_chance")}
+
+
+def _flatten(value: Any, prefix: str = "") -> dict[str, Any]:
+    if isinstance(value, dict):
+        return {k: v for key in value for k, v in _flatten(value[key], f"{prefix}.{key}" if prefix else str(key)).items()}
+    if isinstance(value, list):
+        return {k: v for i, item in enumerate(value) for k, v in _flatten(item, f"{prefix}[{i}]").items()}
+    return {prefix: value}
+
+
+def figure_differences(recorded: dict, rerun: dict) -> tuple[int, list[str]]:
+    """``(figures compared, ["<path>: recorded X, re-run Y", ...])`` over two ``quality_figures``;
+    a figure present on one side only is a difference."""
+    a, b = _flatten(json.loads(json.dumps(recorded))), _flatten(json.loads(json.dumps(rerun)))
+    missing = "(absent)"
+    return len(set(a) | set(b)), [f"{k}: recorded {a.get(k, missing)}, re-run {b.get(k, missing)}"
+                                  for k in sorted(set(a) | set(b)) if a.get(k, missing) != b.get(k, missing)]
+
+
+def row_differences(recorded: Path, rerun: Path) -> tuple[int, list[str]]:
+    """``(arrays compared, differences)`` between two ``test_rows.npz``: labels and every sweep
+    point's per-row predictions, exactly."""
+    (labels_a, preds_a), (labels_b, preds_b) = read_test_rows(recorded), read_test_rows(rerun)
+    arrays_a, arrays_b = {"labels": labels_a, **preds_a}, {"labels": labels_b, **preds_b}
+    diffs = []
+    for key in sorted(set(arrays_a) | set(arrays_b)):
+        x, y = arrays_a.get(key), arrays_b.get(key)
+        if x is None or y is None:
+            diffs.append(f"test rows {key}: {'recorded' if y is None else 're-run'} only")
+        elif x.shape != y.shape or not np.array_equal(x, y):
+            differing = int((x != y).sum()) if x.shape == y.shape else "shape"
+            diffs.append(f"test rows {key}: {differing} of {len(x)} rows differ")
+    return len(set(arrays_a) | set(arrays_b)), diffs
+
+
+def figures_digest(cell: dict) -> str:
+    """sha256 of a cell's ``quality_figures``: a verdict records it, so a report whose cell changed
+    since (a retrained model) shows the verdict as stale."""
+    return hashlib.sha256(json.dumps(quality_figures(cell), sort_keys=True).encode()).hexdigest()

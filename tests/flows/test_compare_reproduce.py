@@ -1,0 +1,93 @@
+"""exitflow reproduce-cell: one comparison cell re-run from nothing equals the report's figures;
+a changed figure or row prediction is named; bad input fails naming what is missing."""
+
+import json
+
+import numpy as np
+import pytest
+import yaml
+
+from flows.compare_reproduce import recorded_cell
+from models.errors import ExitflowError
+from tasks.reports.reproduction import figure_differences, quality_figures, row_differences
+from tasks.row_predictions import write_test_rows
+
+
+def cell(test_quality: float = 80.0, wallclock: float = 1.5) -> dict:
+    side = {"threshold": 0.5, "quality": test_quality, "layer_speedup": 2.0, "flops_speedup": 1.9}
+    dev = {**side, "quality": 81.0}
+    timed = {"threshold": 0.5, "test_quality": test_quality, "layer_speedup": 2.0, "flops_speedup": 1.9,
+             "wallclock_speedup": wallclock}
+    return {"task": "sst2", "method": "joint", "seed": 42, "status": "ok", "lr": 1e-4, "metric": "accuracy",
+            "num_layers": 6, "full": {"dev": 81.0, "test": 82.0}, "series": {"entropy": [{"dev": dev, "test": side}]},
+            "timed": {"entropy": timed}, "checkpoint": "a/checkpoint", "at_chance": False}
+
+
+def test_figures_leave_out_wall_clock_and_paths_and_name_each_difference():
+    count, diffs = figure_differences(quality_figures(cell()), quality_figures({**cell(wallclock=9.9), "checkpoint": "b"}))
+    assert diffs == [] and count > 10
+    _, diffs = figure_differences(quality_figures(cell()), quality_figures(cell(test_quality=80.1)))
+    assert diffs == ["series.entropy[0].test.quality: recorded 80.0, re-run 80.1",
+                     "timed.entropy.test_quality: recorded 80.0, re-run 80.1"]
+    shorter = {**cell(), "series": {"entropy": []}}
+    _, diffs = figure_differences(quality_figures(cell()), quality_figures(shorter))
+    assert "series.entropy[0].test.quality: recorded 80.0, re-run (absent)" in diffs
+
+
+def test_row_predictions_are_compared_array_by_array(tmp_path):
+    labels, preds = [0, 1, 1, 0], {"entropy:0": np.array([0, 1, 0, 0])}
+    a = write_test_rows(tmp_path / "a", labels, preds, regression=False)
+    b = write_test_rows(tmp_path / "b", labels, preds, regression=False)
+    assert row_differences(a, b) == (2, [])
+    c = write_test_rows(tmp_path / "c", labels, {"entropy:0": np.array([1, 1, 0, 1])}, regression=False)
+    assert row_differences(a, c) == (2, ["test rows entropy:0: 2 of 4 rows differ"])
+
+
+@pytest.mark.parametrize("task, method, seed, named", [
+    ("mrpc", "joint", 42, "mrpc: not a task"), ("sst2", "leco", 42, "leco: not a method of sst2"),
+    ("sst2", "joint", 7, "seed 7: no cell"), ("sst2", "hashee", 42, "is pending"),
+])
+def test_a_cell_not_in_the_report_fails_naming_it(tmp_path, task, method, seed, named):
+    report = tmp_path / "compare.json"
+    with pytest.raises(ExitflowError, match="no comparison report"):
+        recorded_cell(report, "sst2", "joint", 42)
+    pending = {"task": "sst2", "method": "hashee", "seed": 42, "status": "pending"}
+    report.write_text(json.dumps({"tasks": {"sst2": {"methods": {"joint": {"cells": [cell()]},
+                                                                  "hashee": {"cells": [pending]}}}}}))
+    assert recorded_cell(report, "sst2", "joint", 42)["full"]["test"] == 82.0
+    with pytest.raises(ExitflowError, match=named):
+        recorded_cell(report, task, method, seed)
+
+
+@pytest.mark.integration
+def test_a_cell_rerun_from_nothing_equals_the_report_and_a_changed_figure_is_found(project, prefect_harness, monkeypatch):
+    from flows.compare import compare_flow
+    from flows.compare_reproduce import reproduce_cell_flow
+
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    params = yaml.safe_load((project / "params.yaml").read_text())
+    params["compare"] = {"tasks": ["sst2"], "methods": ["joint"], "seeds": [0], "lr_grid": [1e-3], "static_layers": [1],
+                         "timing_batch_size": 4, "sequential": True, "torch_threads": 1}
+    (project / "params.yaml").write_text(yaml.safe_dump(params))
+    compare_flow(str(project / "params.yaml"), [])
+    root = project / "artifacts" / "compare" / "default"
+
+    verdict = reproduce_cell_flow(str(project / "params.yaml"), [], None, "sst2", "joint", 0)
+    assert verdict["identical"] and verdict["differences"] == []
+    assert verdict["figures_compared"] > 20 and verdict["row_arrays_compared"] > 2
+    written = json.loads((root / "reproduced" / "sst2--joint--seed-0--lr-0.001" / "result.json").read_text())
+    assert written == verdict and "cores" in written["machine"]
+    assert not list((root / "reproduce-runs").glob(".run-*"))  # the fresh tree is gone afterwards
+
+    # a report whose figure differs from what the model gives is caught, naming the figure
+    report = root / "report" / "compare.json"
+    data = json.loads(report.read_text())
+    recorded = data["tasks"]["sst2"]["methods"]["joint"]["cells"][0]
+    recorded["full"]["test"] += 1.0
+    report.write_text(json.dumps(data))
+    verdict = reproduce_cell_flow(str(project / "params.yaml"), [], None, "sst2", "joint", 0, keep=True)
+    fresh, = (root / "reproduce-runs").glob(".run-*")  # kept: the re-run trained its own model there, not served from the grid
+    assert (fresh / "cells" / "lr-0.001" / "sst2" / "seed-0" / "train" / "joint" / "checkpoint").is_dir()
+    assert not verdict["identical"]
+    assert verdict["differences"] == [f"full.test: recorded {recorded['full']['test']}, "
+                                      f"re-run {recorded['full']['test'] - 1.0}"]
