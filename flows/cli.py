@@ -216,14 +216,14 @@ def reproduce_cell_cmd(task: str = typer.Argument(..., help="the cell's task, e.
                                                  "(artifacts/compare/<profile>/reproduce-runs/.run-*)")):
     """Re-run one cell of a comparison report from nothing (fresh folder, no cache) at the learning
     rate the report records, and compare every quality figure and per-row test prediction with the
-    report's, exactly; wall-clock is left out. Writes artifacts/compare/<profile>/reproduced/<unit>/result.json
-    and exits 1 when anything differs. On a second machine with the first one's report, this checks
+    report's, exactly (thresholds to float32 rounding); wall-clock is left out. Writes
+    artifacts/compare/<profile>/reproduced/<unit>/result.json and exits 1 when a figure or a prediction differs. On a second machine with the first one's report, this checks
     that a cell reproduces across machines."""
     from flows.compare_reproduce import reproduce_cell_flow
 
     _check(params, set_, profile)
     verdict = _run_flow(reproduce_cell_flow, str(params), set_ or [], profile, task, method, seed, keep)
-    if not verdict["identical"]:
+    if not verdict["same_figures"]:
         raise typer.Exit(1)
 
 

@@ -6,7 +6,8 @@ the learning rate the report records, with the profile's settings, in a fresh fo
 ``<profile>/reproduce-runs/.run-*`` inside the project: its own artifacts tree, token cache and
 shared-training index, and Prefect cache keys of its own (they hold the absolute output folder),
 so nothing is served from an earlier run. The fresh cell's figures are then compared with the
-report's, exactly (floats as JSON keeps them):
+report's, exactly (floats as JSON keeps them; thresholds to float32 rounding,
+``tasks.reports.reproduction``):
 
 - ``quality_figures``: the metric, the depth, full-depth dev and test quality, every swept
   threshold's dev and test side (threshold, quality, layer and FLOPs speed-up), every timed
@@ -15,7 +16,8 @@ report's, exactly (floats as JSON keeps them):
 - the per-row test predictions of every sweep point (``test_rows.npz``), array by array.
 
 The verdict goes to ``<profile>/reproduced/<unit>/result.json`` (the machine, the torch threads, the
-figures compared, each difference) and the command exits 1 when anything differs. The fresh tree
+figures compared, each difference, the thresholds that differ in float tails) and the command
+exits 1 when a figure or a row prediction differs. The fresh tree
 is deleted afterwards unless ``--keep``. Torch threads are the grid's (``compare.torch_threads``,
 else the machine's cores): a different count can change the order of float reductions.
 
@@ -39,7 +41,7 @@ from flows.context import load_context, prepare_task_data
 from flows.runtime import machine_description
 from models.errors import ExitflowError
 from tasks.io import RESULT_FILE, atomic_write_json
-from tasks.reports.reproduction import figure_differences, figures_digest, quality_figures, row_differences
+from tasks.reports.reproduction import figure_differences, figures_digest, quality_figures, reproduction_result, row_differences
 
 REPORT = Path("report") / "compare.json"
 REPRODUCED = "reproduced"  # <profile>/reproduced/<unit>/result.json: each verdict
@@ -89,7 +91,7 @@ def reproduce_cell_flow(params_path: str = "params.yaml", overrides: list[str] |
         if result.error is not None:
             raise ExitflowError(f"{name}: the re-run failed: {result.error}")
         rerun = result.summary.to_json()
-        compared, diffs = figure_differences(quality_figures(cell), quality_figures(rerun))
+        compared, diffs, tails = figure_differences(quality_figures(cell), quality_figures(rerun))
         if cell.get("test_rows") and rerun.get("test_rows"):
             arrays, row_diffs = row_differences(params.root / cell["test_rows"], params.root / rerun["test_rows"])
         else:
@@ -100,10 +102,12 @@ def reproduce_cell_flow(params_path: str = "params.yaml", overrides: list[str] |
     verdict = {"unit": name, "task": task, "method": method, "seed": seed, "profile": profile or "default", "report": str(report_file.relative_to(params.root)),
                "lr": cell["lr"], "figures_digest": figures_digest(cell), "machine": machine_description(params.device), "torch_threads": threads,
                "seconds": round(time.perf_counter() - start, 1), "figures_compared": compared,
-               "row_arrays_compared": arrays, "identical": not diffs and not row_diffs, "differences": diffs + row_diffs}
+               "row_arrays_compared": arrays, "same_figures": not diffs and not row_diffs,
+               "identical": not diffs and not row_diffs and not tails, "differences": diffs + row_diffs,
+               "threshold_float_tails": len(tails), "max_threshold_relative_difference": max(tails, default=0.0)}
     atomic_write_json(root / REPRODUCED / name / RESULT_FILE, verdict)  # the docs' comparison page lists them
     print(f"[reproduce] {name}: {compared} figures and {arrays} per-row prediction arrays compared: "
-          + ("identical" if verdict["identical"] else f"{len(verdict['differences'])} differ")
+          + reproduction_result(verdict)
           + "".join(f"\n  {d}" for d in verdict["differences"][:20]))
     return verdict
 

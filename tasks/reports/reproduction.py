@@ -1,6 +1,9 @@
 """What a comparison cell must reproduce when it is re-run from nothing (``exitflow reproduce-cell``,
 ``flows.compare_reproduce``), and how two runs of it are compared: exactly, figure by figure
-(floats as JSON keeps them) and per-row test prediction by prediction.
+(floats as JSON keeps them) and per-row test prediction by prediction. One exception: a sweep
+threshold is a score of the model, and its last float32 bits depend on the order of float
+reductions (the torch thread count, the CPU kind), so thresholds equal to 1e-5 relative count as
+"float tails", reported apart; every decision they make is checked through the per-row predictions.
 """
 
 from __future__ import annotations
@@ -15,6 +18,7 @@ import numpy as np
 from tasks.row_predictions import read_test_rows
 
 MACHINE_DEPENDENT = ("wallclock_speedup",)  # a timed point's keys that depend on the machine, not the model
+THRESHOLD_TOLERANCE = 1e-5  # relative: float32 rounding of a score (eps 1.2e-7) over a few dozen reduction steps
 
 
 def quality_figures(cell: dict) -> dict:
@@ -33,13 +37,30 @@ def _flatten(value: Any, prefix: str = "") -> dict[str, Any]:
     return {prefix: value}
 
 
-def figure_differences(recorded: dict, rerun: dict) -> tuple[int, list[str]]:
-    """``(figures compared, ["<path>: recorded X, re-run Y", ...])`` over two ``quality_figures``;
-    a figure present on one side only is a difference."""
+def _float_tail(path: str, a: Any, b: Any) -> bool:
+    """Whether ``a`` and ``b`` at ``path`` differ only in float32 rounding: a sweep threshold (a score
+    of the model, float32) within ``THRESHOLD_TOLERANCE`` relative. Summation order changes those
+    last bits (another torch thread count, another CPU kind) without changing a decision."""
+    return (path.endswith(".threshold") and isinstance(a, float) and isinstance(b, float)
+            and abs(a - b) <= THRESHOLD_TOLERANCE * max(abs(a), abs(b)))
+
+
+def figure_differences(recorded: dict, rerun: dict) -> tuple[int, list[str], list[float]]:
+    """``(figures compared, ["<path>: recorded X, re-run Y", ...], float tails)`` over two
+    ``quality_figures``: every figure must be equal, except thresholds, which may differ in float32
+    rounding (``_float_tail``; each such one's relative difference is in the third element). A figure
+    present on one side only is a difference."""
     a, b = _flatten(json.loads(json.dumps(recorded))), _flatten(json.loads(json.dumps(rerun)))
-    missing = "(absent)"
-    return len(set(a) | set(b)), [f"{k}: recorded {a.get(k, missing)}, re-run {b.get(k, missing)}"
-                                  for k in sorted(set(a) | set(b)) if a.get(k, missing) != b.get(k, missing)]
+    missing, diffs, tails = "(absent)", [], []
+    for k in sorted(set(a) | set(b)):
+        x, y = a.get(k, missing), b.get(k, missing)
+        if x == y:
+            continue
+        if _float_tail(k, x, y):
+            tails.append(abs(x - y) / max(abs(x), abs(y)))
+        else:
+            diffs.append(f"{k}: recorded {x}, re-run {y}")
+    return len(set(a) | set(b)), diffs, tails
 
 
 def row_differences(recorded: Path, rerun: Path) -> tuple[int, list[str]]:
@@ -62,3 +83,14 @@ def figures_digest(cell: dict) -> str:
     """sha256 of a cell's ``quality_figures``: a verdict records it, so a report whose cell changed
     since (a retrained model) shows the verdict as stale."""
     return hashlib.sha256(json.dumps(quality_figures(cell), sort_keys=True).encode()).hexdigest()
+
+
+def reproduction_result(verdict: dict) -> str:
+    """A verdict (``exitflow reproduce-cell``'s ``result.json``) in words: ``identical``, ``same figures;
+    N thresholds differ in float32 tails (max relative X)`` or ``N differ``."""
+    if not verdict["same_figures"]:
+        return f"{len(verdict['differences'])} differ"
+    if verdict["identical"]:
+        return "identical"
+    return (f"same figures; {verdict['threshold_float_tails']} thresholds differ in float32 tails "
+            f"(max relative {verdict['max_threshold_relative_difference']:.1e})")

@@ -33,7 +33,7 @@ from tasks.reports.generation import distillation_markdown
 from tasks.reports.learnability import PREDICTOR_NAMES
 from tasks.reports.leco import leco_markdown
 from tasks.reports.past_future import comparison_markdown
-from tasks.reports.reproduction import figures_digest
+from tasks.reports.reproduction import figures_digest, reproduction_result
 from tasks.reports.tables import escape_cell, markdown_table
 from tasks.reports.targets import speedup_markdown
 from tasks.reports.verdicts import ONE_SEED, TESTED_BY_COMPARE, direction
@@ -368,12 +368,14 @@ def reproduced_markdown(verdicts: dict[str, dict], compare: dict) -> str:
 
     cells = [[f"`{v['unit'].replace('--', ' / ')}`", escape_cell(v["machine"]), str(v["torch_threads"]),
               str(v["figures_compared"]), str(v["row_arrays_compared"]),
-              "identical" if v["identical"] else f"**{len(v['differences'])} differ**", against_report(v),
+              reproduction_result(v) if v["same_figures"] else f"**{reproduction_result(v)}**", against_report(v),
               num(v["seconds"], 0)] for _, v in sorted(verdicts.items())]
     text = ("Each cell here was re-run from nothing (a fresh folder, nothing from the cache) at the learning rate the "
             "report records, and every quality figure (full depth, each swept threshold's dev and test side, each timed "
             "point without its wall-clock, the chance flag) and every per-row test prediction compared exactly with the "
-            "report's. *Stale*: the report's cell has changed since the re-run.\n\n"
+            "report's; thresholds, which are scores of the model, may differ in their last float32 bits (the order of float "
+            "reductions changes with the torch thread count and the CPU kind), and every decision they make is in the "
+            "per-row predictions. *Stale*: the report's cell has changed since the re-run.\n\n"
             + markdown_table(["unit", "machine", "torch threads", "figures", "row arrays", "result", "against this report",
                               "re-run s"], cells) + "\n")
     for _, v in sorted(verdicts.items()):

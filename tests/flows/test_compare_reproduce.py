@@ -9,7 +9,7 @@ import yaml
 
 from flows.compare_reproduce import recorded_cell
 from models.errors import ExitflowError
-from tasks.reports.reproduction import figure_differences, quality_figures, row_differences
+from tasks.reports.reproduction import figure_differences, quality_figures, reproduction_result, row_differences
 from tasks.row_predictions import write_test_rows
 
 
@@ -24,14 +24,35 @@ def cell(test_quality: float = 80.0, wallclock: float = 1.5) -> dict:
 
 
 def test_figures_leave_out_wall_clock_and_paths_and_name_each_difference():
-    count, diffs = figure_differences(quality_figures(cell()), quality_figures({**cell(wallclock=9.9), "checkpoint": "b"}))
-    assert diffs == [] and count > 10
-    _, diffs = figure_differences(quality_figures(cell()), quality_figures(cell(test_quality=80.1)))
+    count, diffs, tails = figure_differences(quality_figures(cell()), quality_figures({**cell(wallclock=9.9), "checkpoint": "b"}))
+    assert diffs == [] and tails == [] and count > 10
+    _, diffs, _ = figure_differences(quality_figures(cell()), quality_figures(cell(test_quality=80.1)))
     assert diffs == ["series.entropy[0].test.quality: recorded 80.0, re-run 80.1",
                      "timed.entropy.test_quality: recorded 80.0, re-run 80.1"]
     shorter = {**cell(), "series": {"entropy": []}}
-    _, diffs = figure_differences(quality_figures(cell()), quality_figures(shorter))
+    _, diffs, _ = figure_differences(quality_figures(cell()), quality_figures(shorter))
     assert "series.entropy[0].test.quality: recorded 80.0, re-run (absent)" in diffs
+
+
+def test_thresholds_may_differ_in_float32_tails_only():
+    """A threshold 2 ulps of float32 off is a float tail, not a difference; 1e-4 relative off is one."""
+    def with_threshold(t):
+        c = cell()
+        c["series"]["entropy"][0]["dev"]["threshold"] = t
+        return quality_figures(c)
+
+    near = float(np.nextafter(np.nextafter(np.float32(0.5), np.float32(1)), np.float32(1)))
+    _, diffs, tails = figure_differences(with_threshold(0.5), with_threshold(near))
+    assert diffs == [] and tails == [pytest.approx((near - 0.5) / near)]
+    _, diffs, tails = figure_differences(with_threshold(0.5), with_threshold(0.50005))
+    assert diffs == ["series.entropy[0].dev.threshold: recorded 0.5, re-run 0.50005"] and tails == []
+    _, diffs, _ = figure_differences(cell_figures := quality_figures(cell()), {**cell_figures, "metric": "f1"})
+    assert diffs == ["metric: recorded accuracy, re-run f1"]  # only thresholds get the float32 allowance
+    verdict = {"same_figures": True, "identical": False, "threshold_float_tails": 1, "max_threshold_relative_difference": 2.4e-7,
+               "differences": []}
+    assert reproduction_result(verdict) == "same figures; 1 thresholds differ in float32 tails (max relative 2.4e-07)"
+    assert reproduction_result({**verdict, "identical": True}) == "identical"
+    assert reproduction_result({**verdict, "same_figures": False, "differences": ["x"]}) == "1 differ"
 
 
 def test_row_predictions_are_compared_array_by_array(tmp_path):
@@ -73,7 +94,7 @@ def test_a_cell_rerun_from_nothing_equals_the_report_and_a_changed_figure_is_fou
     root = project / "artifacts" / "compare" / "default"
 
     verdict = reproduce_cell_flow(str(project / "params.yaml"), [], None, "sst2", "joint", 0)
-    assert verdict["identical"] and verdict["differences"] == []
+    assert verdict["identical"] and verdict["same_figures"] and verdict["differences"] == []
     assert verdict["figures_compared"] > 20 and verdict["row_arrays_compared"] > 2
     written = json.loads((root / "reproduced" / "sst2--joint--seed-0--lr-0.001" / "result.json").read_text())
     assert written == verdict and "cores" in written["machine"]
@@ -88,6 +109,6 @@ def test_a_cell_rerun_from_nothing_equals_the_report_and_a_changed_figure_is_fou
     verdict = reproduce_cell_flow(str(project / "params.yaml"), [], None, "sst2", "joint", 0, keep=True)
     fresh, = (root / "reproduce-runs").glob(".run-*")  # kept: the re-run trained its own model there, not served from the grid
     assert (fresh / "cells" / "lr-0.001" / "sst2" / "seed-0" / "train" / "joint" / "checkpoint").is_dir()
-    assert not verdict["identical"]
+    assert not verdict["identical"] and not verdict["same_figures"]
     assert verdict["differences"] == [f"full.test: recorded {recorded['full']['test']}, "
                                       f"re-run {recorded['full']['test'] - 1.0}"]

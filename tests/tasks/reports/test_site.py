@@ -167,7 +167,8 @@ def tiny_run(root: Path) -> Layout:
         atomic_write_json(layout.compare / "quick" / "reproduced" / unit / RESULT_FILE, {
             "unit": unit, "task": "sst2", "method": "joint", "seed": seed, "lr": 0.1, "machine": "a test machine, 2 cores",
             "torch_threads": 2, "seconds": rng.uniform(60, 600), "figures_compared": rng.randint(20, 400),
-            "row_arrays_compared": rng.randint(3, 30), "identical": not differences, "differences": differences,
+            "row_arrays_compared": rng.randint(3, 30), "identical": False, "same_figures": not differences,
+            "differences": differences, "threshold_float_tails": 2, "max_threshold_relative_difference": 1.9e-6,
             "figures_digest": figures_digest(recorded) if digest_of == "report" else "0" * 64})
 
     shutil.copytree(ROOT / "benchmarks" / "results", root / "benchmarks" / "results")
@@ -222,8 +223,9 @@ def load(root: Path, path: Path) -> dict:
 def shown(value: float, text: str) -> bool:
     """``text`` is ``value`` with as many decimals as ``text`` has (a trailing 'x' or '%' ignored)."""
     number = text.rstrip("x%").strip()
-    digits = len(number.partition(".")[2])
-    return f"{value:.{digits}f}" == number
+    mantissa, e, _ = number.partition("e")
+    digits = len(mantissa.partition(".")[2])
+    return f"{value:.{digits}{'e' if e else 'f'}}" == number
 
 
 def shown_mean_std(aggregate: dict, text: str) -> bool:
@@ -244,7 +246,7 @@ def read_source(path: Path):
     return [load(path, p) for p in sorted(path.rglob(RESULT_FILE))] if path.is_dir() else load(path, path)
 
 
-NUMBER = re.compile(r"-?\d+\.\d+")
+NUMBER = re.compile(r"-?\d+\.\d+(?:e[-+]\d+)?")
 
 
 def json_numbers(value) -> list[float]:
@@ -429,7 +431,8 @@ def test_comparison_page_lists_each_reproduced_cell_and_marks_a_stale_one(site):
         verdict = load(root, layout.compare / "quick" / "reproduced" / unit_name("sst2", "joint", seed, 0.1) / RESULT_FILE)
         assert row["figures"] == str(verdict["figures_compared"]) and row["row arrays"] == str(verdict["row_arrays_compared"])
         assert shown(verdict["seconds"], row["re-run s"])
-    assert table[0]["result"] == "identical" and table[0]["against this report"] == "current"
+    assert table[0]["result"] == "same figures; 2 thresholds differ in float32 tails (max relative 1.9e-06)"
+    assert table[0]["against this report"] == "current"
     assert table[1]["result"] == "**1 differ**" and table[1]["against this report"] == "stale: re-run it"
     assert "- full.test: recorded 81.0, re-run 80.5" in text
 
