@@ -194,18 +194,28 @@ def run_grid(units: list[tuple[Params, str]], threads: int, budget_s: float | No
                                budget_s, slots or max(1, len(units)), clock)
 
 
+def unit_threads(params: Params) -> int:
+    """Torch threads per unit: ``compare.torch_threads``, else all cores when sequential, 1 per unit on
+    a remote Dask cluster, cores // workers on the local one."""
+    cfg, cores = params.compare, os.cpu_count() or 1
+    if cfg.torch_threads:
+        return cfg.torch_threads
+    if cfg.sequential:
+        return cores
+    return 1 if cfg.address is not None else max(1, cores // (cfg.workers or cores))
+
+
 def task_runner(params: Params):
     """``(task runner, torch threads per unit, description)`` for ``compare``'s settings."""
-    cfg, cores = params.compare, os.cpu_count() or 1
+    cfg, cores, threads = params.compare, os.cpu_count() or 1, unit_threads(params)
     if cfg.sequential:
-        return ThreadPoolTaskRunner(max_workers=1), cfg.torch_threads or cores, "sequential"
+        return ThreadPoolTaskRunner(max_workers=1), threads, "sequential"
     from prefect_dask import DaskTaskRunner
 
     if cfg.address is not None:
         check_dask_address(cfg.address)
-        return DaskTaskRunner(address=cfg.address), cfg.torch_threads or 1, f"Dask cluster at {cfg.address}"
+        return DaskTaskRunner(address=cfg.address), threads, f"Dask cluster at {cfg.address}"
     workers = cfg.workers or cores
-    threads = cfg.torch_threads or max(1, cores // workers)
     import logging
 
     runner = DaskTaskRunner(cluster_kwargs={"n_workers": workers, "threads_per_worker": 1, "processes": True,

@@ -13,13 +13,16 @@ report's, exactly (floats as JSON keeps them; thresholds to float32 rounding,
   threshold's dev and test side (threshold, quality, layer and FLOPs speed-up), every timed
   operating point without its wall-clock (which depends on the machine and its load), and the
   chance flag;
-- the per-row test predictions of every sweep point (``test_rows.npz``), array by array.
+- the per-row test predictions of every sweep point (``test_rows.npz``), array by array, where
+  the recorded ones are on this machine (the report names them in the grid's cells tree; a report
+  pulled without that tree is compared on its figures alone, ``row_arrays_compared`` 0).
 
 The verdict goes to ``<profile>/reproduced/<unit>/result.json`` (the machine, the torch threads, the
 figures compared, each difference, the thresholds that differ in float tails) and the command
 exits 1 when a figure or a row prediction differs. The fresh tree
-is deleted afterwards unless ``--keep``. Torch threads are the grid's (``compare.torch_threads``,
-else the machine's cores): a different count can change the order of float reductions.
+is deleted afterwards unless ``--keep``. Torch threads are what the grid's units get with the same
+settings (``compare_grid.unit_threads``): pass the grid's ``--set`` overrides, since another count
+can change the last bits of float reductions (the thresholds' float tails).
 
 Run on a second machine with the report of the first (the DVC stage ``compare_standard`` tracks
 it), this is the check that a cell reproduces across machines.
@@ -28,7 +31,6 @@ it), this is the check that a cell reproduces across machines.
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import tempfile
 import time
@@ -36,11 +38,11 @@ from pathlib import Path
 
 from prefect import flow
 
-from flows.compare_grid import run_unit, unit_name, unit_params
+from flows.compare_grid import run_unit, unit_name, unit_params, unit_threads
 from flows.context import load_context, prepare_task_data
 from flows.runtime import machine_description
 from models.errors import ExitflowError
-from tasks.io import RESULT_FILE, atomic_write_json
+from tasks.io import RESULT_FILE, atomic_write_json, portable_path
 from tasks.reports.reproduction import figure_differences, figures_digest, quality_figures, reproduction_result, row_differences
 
 REPORT = Path("report") / "compare.json"
@@ -54,7 +56,11 @@ def recorded_cell(report_file: Path, task: str, method: str, seed: int) -> dict:
     if not report_file.is_file():
         raise ExitflowError(f"{report_file}: no comparison report; run `exitflow compare` with this profile first "
                             "(or `dvc pull` the report of another machine)")
-    tasks = json.loads(report_file.read_text())["tasks"]
+    try:
+        tasks = json.loads(report_file.read_text())["tasks"]
+    except (ValueError, KeyError, TypeError) as err:
+        raise ExitflowError(f"{report_file}: not a comparison report ({type(err).__name__}: {err}); "
+                            "run `exitflow compare` with this profile to rewrite it") from None
     if task not in tasks:
         raise ExitflowError(f"{task}: not a task of {report_file} (it has {', '.join(sorted(tasks))})")
     methods = tasks[task]["methods"]
@@ -70,6 +76,21 @@ def recorded_cell(report_file: Path, task: str, method: str, seed: int) -> dict:
     return cell
 
 
+def compare_rows(root: Path, recorded: str | None, rerun: str | None) -> tuple[int, list[str], str]:
+    """``(arrays compared, differences, note)`` of the recorded cell's per-row test predictions
+    (``recorded``, a path under ``root``; they live in the grid's cells tree, not in the report) against
+    the re-run's. Recorded rows the re-run did not write are a difference; recorded rows not on this
+    machine (a report pulled without the grid's tree) leave the figures alone to compare, and say so."""
+    if not recorded:
+        return 0, [], "not compared: the report's cell names no per-row predictions"
+    if not rerun:
+        return 0, ["test rows: the report's cell has per-row predictions, the re-run wrote none"], "compared"
+    if not (root / recorded).is_file():
+        return 0, [], f"not compared: {recorded} is not on this machine (the grid's cells tree did not come with the report)"
+    arrays, diffs = row_differences(root / recorded, root / rerun)
+    return arrays, diffs, "compared"
+
+
 @flow(name="exitflow_reproduce_cell", log_prints=True)
 def reproduce_cell_flow(params_path: str = "params.yaml", overrides: list[str] | None = None, profile: str | None = None,
                         task: str = "sst2", method: str = "joint", seed: int = 42, keep: bool = False) -> dict:
@@ -80,8 +101,9 @@ def reproduce_cell_flow(params_path: str = "params.yaml", overrides: list[str] |
     report_file = root / REPORT
     cell = recorded_cell(report_file, task, method, seed)
     prepare_task_data(params, [task])
-    threads = params.compare.torch_threads or os.cpu_count() or 1
+    threads = unit_threads(params)
     name = unit_name(task, method, seed, cell["lr"])
+    report = portable_path(report_file, params.root)
     (root / FRESH_RUNS).mkdir(parents=True, exist_ok=True)
     fresh = Path(tempfile.mkdtemp(prefix=".run-", dir=root / FRESH_RUNS))
     print(f"[reproduce] {name.replace('--', ' / ')}: re-running from nothing in {fresh} ({threads} torch threads)")
@@ -92,18 +114,16 @@ def reproduce_cell_flow(params_path: str = "params.yaml", overrides: list[str] |
             raise ExitflowError(f"{name}: the re-run failed: {result.error}")
         rerun = result.summary.to_json()
         compared, diffs, tails = figure_differences(quality_figures(cell), quality_figures(rerun))
-        if cell.get("test_rows") and rerun.get("test_rows"):
-            arrays, row_diffs = row_differences(params.root / cell["test_rows"], params.root / rerun["test_rows"])
-        else:
-            arrays, row_diffs = 0, []
+        arrays, row_diffs, rows_note = compare_rows(params.root, cell.get("test_rows"), rerun.get("test_rows"))
     finally:
         if not keep:
             shutil.rmtree(fresh, ignore_errors=True)
-    verdict = {"unit": name, "task": task, "method": method, "seed": seed, "profile": profile or "default", "report": str(report_file.relative_to(params.root)),
-               "lr": cell["lr"], "figures_digest": figures_digest(cell), "machine": machine_description(params.device), "torch_threads": threads,
+    verdict = {"unit": name, "task": task, "method": method, "seed": seed, "profile": profile or "default",
+               "report": report, "lr": cell["lr"], "figures_digest": figures_digest(cell),
+               "machine": machine_description(params.device), "torch_threads": threads,
                "seconds": round(time.perf_counter() - start, 1), "figures_compared": compared,
-               "row_arrays_compared": arrays, "same_figures": not diffs and not row_diffs,
-               "identical": not diffs and not row_diffs and not tails, "differences": diffs + row_diffs,
+               "row_arrays_compared": arrays, "rows": rows_note, "same_figures": not diffs and not row_diffs,
+               "identical": not diffs and not row_diffs and not tails and arrays > 0, "differences": diffs + row_diffs,
                "threshold_float_tails": len(tails), "max_threshold_relative_difference": max(tails, default=0.0)}
     atomic_write_json(root / REPRODUCED / name / RESULT_FILE, verdict)  # the docs' comparison page lists them
     print(f"[reproduce] {name}: {compared} figures and {arrays} per-row prediction arrays compared: "

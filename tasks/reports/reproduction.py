@@ -86,11 +86,15 @@ def figures_digest(cell: dict) -> str:
 
 
 def reproduction_result(verdict: dict) -> str:
-    """A verdict (``exitflow reproduce-cell``'s ``result.json``) in words: ``identical``, ``same figures;
-    N thresholds differ in float32 tails (max relative X)`` or ``N differ``."""
+    """A verdict (``exitflow reproduce-cell``'s ``result.json``) in words: ``identical`` (every figure and
+    per-row prediction equal), ``same figures; N thresholds differ in float32 tails (max relative X)``,
+    ``same figures; per-row predictions not compared`` or ``N differ``."""
     if not verdict["same_figures"]:
         return f"{len(verdict['differences'])} differ"
     if verdict["identical"]:
         return "identical"
+    if not verdict.get("row_arrays_compared"):
+        return "same figures; per-row predictions not compared" + (
+            f", {verdict['threshold_float_tails']} thresholds differ in float32 tails" if verdict["threshold_float_tails"] else "")
     return (f"same figures; {verdict['threshold_float_tails']} thresholds differ in float32 tails "
             f"(max relative {verdict['max_threshold_relative_difference']:.1e})")

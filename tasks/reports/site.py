@@ -366,6 +366,8 @@ def reproduced_markdown(verdicts: dict[str, dict], compare: dict) -> str:
         cell = next((c for c in cells if c["seed"] == v["seed"] and c["status"] == "ok"), None)
         return "current" if cell is not None and figures_digest(cell) == v["figures_digest"] else "stale: re-run it"
 
+    if not verdicts:
+        return "No cell has been re-run yet.\n"
     cells = [[f"`{v['unit'].replace('--', ' / ')}`", escape_cell(v["machine"]), str(v["torch_threads"]),
               str(v["figures_compared"]), str(v["row_arrays_compared"]),
               reproduction_result(v) if v["same_figures"] else f"**{reproduction_result(v)}**", against_report(v),
@@ -373,9 +375,10 @@ def reproduced_markdown(verdicts: dict[str, dict], compare: dict) -> str:
     text = ("Each cell here was re-run from nothing (a fresh folder, nothing from the cache) at the learning rate the "
             "report records, and every quality figure (full depth, each swept threshold's dev and test side, each timed "
             "point without its wall-clock, the chance flag) and every per-row test prediction compared exactly with the "
-            "report's; thresholds, which are scores of the model, may differ in their last float32 bits (the order of float "
-            "reductions changes with the torch thread count and the CPU kind), and every decision they make is in the "
-            "per-row predictions. *Stale*: the report's cell has changed since the re-run.\n\n"
+            "report's; thresholds, which are scores of the model, may differ in their last float32 bits (1e-5 relative: the "
+            "order of float reductions changes with the torch thread count and the CPU kind), and every decision they make "
+            "is in the per-row predictions, which are compared where the grid's cells tree is on the machine. *Stale*: the "
+            "report's cell has changed since the re-run.\n\n"
             + markdown_table(["unit", "machine", "torch threads", "figures", "row arrays", "result", "against this report",
                               "re-run s"], cells) + "\n")
     for _, v in sorted(verdicts.items()):

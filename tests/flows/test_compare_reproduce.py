@@ -46,13 +46,45 @@ def test_thresholds_may_differ_in_float32_tails_only():
     assert diffs == [] and tails == [pytest.approx((near - 0.5) / near)]
     _, diffs, tails = figure_differences(with_threshold(0.5), with_threshold(0.50005))
     assert diffs == ["series.entropy[0].dev.threshold: recorded 0.5, re-run 0.50005"] and tails == []
-    _, diffs, _ = figure_differences(cell_figures := quality_figures(cell()), {**cell_figures, "metric": "f1"})
-    assert diffs == ["metric: recorded accuracy, re-run f1"]  # only thresholds get the float32 allowance
+    _, diffs, tails = figure_differences(quality_figures(cell()), quality_figures(cell(test_quality=80.0 + 1e-9)))
+    assert len(diffs) == 2 and tails == []  # only thresholds get the float32 allowance, not a quality
     verdict = {"same_figures": True, "identical": False, "threshold_float_tails": 1, "max_threshold_relative_difference": 2.4e-7,
                "differences": []}
+    assert reproduction_result({**verdict, "row_arrays_compared": 0}) == \
+        "same figures; per-row predictions not compared, 1 thresholds differ in float32 tails"
+    verdict["row_arrays_compared"] = 5
     assert reproduction_result(verdict) == "same figures; 1 thresholds differ in float32 tails (max relative 2.4e-07)"
     assert reproduction_result({**verdict, "identical": True}) == "identical"
     assert reproduction_result({**verdict, "same_figures": False, "differences": ["x"]}) == "1 differ"
+
+
+def test_rows_not_written_by_the_re_run_differ_and_rows_not_on_the_machine_are_said(tmp_path):
+    from flows.compare_reproduce import compare_rows
+
+    rows = write_test_rows(tmp_path / "a", [0, 1], {"entropy:0": np.array([0, 1])}, regression=False)
+    assert compare_rows(tmp_path, "a/test_rows.npz", "a/test_rows.npz") == (2, [], "compared") and rows.exists()
+    assert compare_rows(tmp_path, "a/test_rows.npz", None)[1] == [
+        "test rows: the report's cell has per-row predictions, the re-run wrote none"]
+    arrays, diffs, note = compare_rows(tmp_path, "gone/test_rows.npz", "a/test_rows.npz")
+    assert (arrays, diffs) == (0, []) and note.startswith("not compared: gone/test_rows.npz is not on this machine")
+
+
+def test_exit_status_follows_the_verdict(monkeypatch, tmp_path):
+    from typer.testing import CliRunner
+
+    import flows.compare_reproduce as module
+    from flows import runtime
+    from flows.cli import app
+
+    (tmp_path / "params.yaml").write_text("seed: 1\nprofiles:\n  standard: {}\n")
+    monkeypatch.setattr(runtime, "ensure_prefect_api", lambda: None)
+    for same, status in ((True, 0), (False, 1)):
+        monkeypatch.setattr(module, "reproduce_cell_flow", lambda *a, same=same: {"same_figures": same})
+        result = CliRunner().invoke(app, ["reproduce-cell", "sst2", "joint", "--params", str(tmp_path / "params.yaml")])
+        assert result.exit_code == status, result.output
+    monkeypatch.setattr(module, "reproduce_cell_flow", lambda *a: recorded_cell(tmp_path / "none.json", "sst2", "joint", 1))
+    result = CliRunner().invoke(app, ["reproduce-cell", "sst2", "joint", "--params", str(tmp_path / "params.yaml")])
+    assert result.exit_code == 2 and "none.json: no comparison report" in result.output
 
 
 def test_row_predictions_are_compared_array_by_array(tmp_path):
@@ -62,6 +94,8 @@ def test_row_predictions_are_compared_array_by_array(tmp_path):
     assert row_differences(a, b) == (2, [])
     c = write_test_rows(tmp_path / "c", labels, {"entropy:0": np.array([1, 1, 0, 1])}, regression=False)
     assert row_differences(a, c) == (2, ["test rows entropy:0: 2 of 4 rows differ"])
+    d = write_test_rows(tmp_path / "d", labels, {"entropy:1": np.array([0, 1, 0, 0])}, regression=False)
+    assert row_differences(a, d)[1] == ["test rows entropy:0: recorded only", "test rows entropy:1: re-run only"]
 
 
 @pytest.mark.parametrize("task, method, seed, named", [
@@ -78,6 +112,9 @@ def test_a_cell_not_in_the_report_fails_naming_it(tmp_path, task, method, seed, 
     assert recorded_cell(report, "sst2", "joint", 42)["full"]["test"] == 82.0
     with pytest.raises(ExitflowError, match=named):
         recorded_cell(report, task, method, seed)
+    report.write_text("{not json")
+    with pytest.raises(ExitflowError, match="compare.json: not a comparison report"):
+        recorded_cell(report, "sst2", "joint", 42)
 
 
 @pytest.mark.integration
@@ -100,15 +137,18 @@ def test_a_cell_rerun_from_nothing_equals_the_report_and_a_changed_figure_is_fou
     assert written == verdict and "cores" in written["machine"]
     assert not list((root / "reproduce-runs").glob(".run-*"))  # the fresh tree is gone afterwards
 
-    # a report whose figure differs from what the model gives is caught, naming the figure
+    # a report whose figure differs from what the model gives is caught, naming the figure, also
+    # where the recorded per-row predictions are not on the machine
     report = root / "report" / "compare.json"
     data = json.loads(report.read_text())
     recorded = data["tasks"]["sst2"]["methods"]["joint"]["cells"][0]
     recorded["full"]["test"] += 1.0
     report.write_text(json.dumps(data))
+    (project / recorded["test_rows"]).unlink()  # as on a machine that pulled the report without the grid's cells tree
     verdict = reproduce_cell_flow(str(project / "params.yaml"), [], None, "sst2", "joint", 0, keep=True)
     fresh, = (root / "reproduce-runs").glob(".run-*")  # kept: the re-run trained its own model there, not served from the grid
     assert (fresh / "cells" / "lr-0.001" / "sst2" / "seed-0" / "train" / "joint" / "checkpoint").is_dir()
     assert not verdict["identical"] and not verdict["same_figures"]
+    assert verdict["row_arrays_compared"] == 0  # the figures alone
     assert verdict["differences"] == [f"full.test: recorded {recorded['full']['test']}, "
                                       f"re-run {recorded['full']['test'] - 1.0}"]
