@@ -343,6 +343,9 @@ def _overall(summaries: dict[str, dict[str, dict]], auc_label: str) -> tuple[str
     return text, auc, ranks
 
 
+PER_TASK_FILES = ("pareto-{task}.png", "wallclock-{task}.png", "pareto-{task}.csv")  # what compare_report writes per task
+
+
 def compare_report(cells: list[ComparisonCell], speedups: tuple[float, ...] = TARGET_SPEEDUPS, *, out_dir: Path,
                    auc_range: tuple[float, float] = (1.0, 3.0), rows_root: Path | None = None, flag_gap: float = FLAG_GAP,
                    resamples: int = 2000, notes: list[str] = ()) -> dict:
@@ -397,5 +400,9 @@ def compare_report(cells: list[ComparisonCell], speedups: tuple[float, ...] = TA
                   for t in tasks},
         "overall": {"auc": auc, "average_rank": ranks}})
     md_path = atomic_write_text(out_dir / "compare.md", table)
+    for kind in PER_TASK_FILES:  # a task of an earlier report that this one does not hold: its files go
+        for path in out_dir.glob(kind.format(task="*")):
+            if not any(path.name == kind.format(task=t) for t in tasks):
+                path.unlink()
     return {"json": str(json_path), "markdown": str(md_path), "plots": plots, "wallclock_plots": wallclock_plots,
             "table": table}

@@ -126,6 +126,15 @@ def test_files_written_and_byte_identical_across_runs(tmp_path):
         assert (tmp_path / "a" / name).read_bytes() == (tmp_path / "b" / name).read_bytes(), name
 
 
+def test_a_report_over_fewer_tasks_removes_the_files_of_the_others(tmp_path):
+    """A report written where an earlier one held more tasks keeps no plot or CSV of a task it does not hold."""
+    compare_report(grid(), out_dir=tmp_path)
+    (tmp_path / "notes-rte.png").write_bytes(b"not the report's")  # not a per-task file of the report: kept
+    compare_report([c for c in grid() if c.task == "sst2"], out_dir=tmp_path)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["compare.json", "compare.md", "notes-rte.png", "pareto-sst2.csv",
+                                                          "pareto-sst2.png", "wallclock-sst2.png"]
+
+
 # ---- plots ----------------------------------------------------------------------------------------
 
 def _styled_lines(fig) -> dict[str, tuple[str, str]]:
