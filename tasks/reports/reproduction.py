@@ -10,11 +10,13 @@ from __future__ import annotations
 
 import hashlib
 import json
+import zipfile
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from models.errors import ExitflowError
 from tasks.row_predictions import read_test_rows
 
 MACHINE_DEPENDENT = ("wallclock_speedup",)  # a timed point's keys that depend on the machine, not the model
@@ -63,10 +65,19 @@ def figure_differences(recorded: dict, rerun: dict) -> tuple[int, list[str], lis
     return len(set(a) | set(b)), diffs, tails
 
 
+def _read_rows(path: Path) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+    """``read_test_rows``; a damaged file is an ``ExitflowError`` naming it."""
+    try:
+        return read_test_rows(path)
+    except (OSError, ValueError, EOFError, KeyError, zipfile.BadZipFile) as err:
+        raise ExitflowError(f"{path}: not a readable per-row predictions file ({type(err).__name__}: {err}); "
+                            "re-run the comparison unit that wrote it") from None
+
+
 def row_differences(recorded: Path, rerun: Path) -> tuple[int, list[str]]:
     """``(arrays compared, differences)`` between two ``test_rows.npz``: labels and every sweep
     point's per-row predictions, exactly."""
-    (labels_a, preds_a), (labels_b, preds_b) = read_test_rows(recorded), read_test_rows(rerun)
+    (labels_a, preds_a), (labels_b, preds_b) = _read_rows(recorded), _read_rows(rerun)
     arrays_a, arrays_b = {"labels": labels_a, **preds_a}, {"labels": labels_b, **preds_b}
     diffs = []
     for key in sorted(set(arrays_a) | set(arrays_b)):

@@ -96,6 +96,25 @@ def test_row_predictions_are_compared_array_by_array(tmp_path):
     assert row_differences(a, c) == (2, ["test rows entropy:0: 2 of 4 rows differ"])
     d = write_test_rows(tmp_path / "d", labels, {"entropy:1": np.array([0, 1, 0, 0])}, regression=False)
     assert row_differences(a, d)[1] == ["test rows entropy:0: recorded only", "test rows entropy:1: re-run only"]
+    a.write_bytes(b"PK\x03\x04 cut short")  # a damaged recorded file: one error naming it
+    with pytest.raises(ExitflowError, match=f"{a}: not a readable per-row predictions file"):
+        row_differences(a, b)
+
+
+@pytest.mark.parametrize("settings, threads", [
+    (dict(torch_threads=3, sequential=False, address=None, workers=None), 3),
+    (dict(torch_threads=None, sequential=True, address=None, workers=None), 8),
+    (dict(torch_threads=None, sequential=False, address="tcp://x:8786", workers=None), 1),
+    (dict(torch_threads=None, sequential=False, address=None, workers=2), 4),
+    (dict(torch_threads=None, sequential=False, address=None, workers=None), 1),
+])
+def test_a_re_run_gets_the_threads_a_grid_unit_gets(monkeypatch, settings, threads):
+    from types import SimpleNamespace
+
+    from flows.compare_grid import unit_threads
+
+    monkeypatch.setattr("os.cpu_count", lambda: 8)
+    assert unit_threads(SimpleNamespace(compare=SimpleNamespace(**settings))) == threads
 
 
 @pytest.mark.parametrize("task, method, seed, named", [
