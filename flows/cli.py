@@ -217,7 +217,8 @@ def reproduce_cell_cmd(task: str = typer.Argument(..., help="the cell's task, e.
     """Re-run one cell of a comparison report from nothing (fresh folder, no cache) at the learning
     rate the report records, and compare every quality figure and per-row test prediction with the
     report's, exactly (thresholds to float32 rounding); wall-clock is left out. Writes
-    artifacts/compare/<profile>/reproduced/<unit>/result.json and exits 1 when a figure or a prediction differs. On a second machine with the first one's report, this checks
+    artifacts/compare/<profile>/reproduced/<unit>/result.json and exits 1 when a figure or a prediction differs
+    or the re-run fails. On a second machine with the first one's report, this checks
     that a cell reproduces across machines."""
     from flows.compare_reproduce import reproduce_cell_flow
 

@@ -19,8 +19,9 @@ report's, exactly (floats as JSON keeps them; thresholds to float32 rounding,
 
 The verdict goes to ``<profile>/reproduced/<unit>/result.json`` (the machine, the torch threads, the
 figures compared, each difference, the thresholds that differ in float tails) and the command
-exits 1 when a figure or a row prediction differs. The fresh tree
-is deleted afterwards unless ``--keep``. Torch threads are what the grid's units get with the same
+exits 1 when a figure or a row prediction differs. A re-run that fails writes a verdict too, with its error (an earlier verdict must not stand
+for code that no longer runs). The fresh tree is deleted afterwards unless ``--keep``; trees of
+re-runs killed before they could delete theirs are removed by the next re-run on the host. Torch threads are what the grid's units get with the same
 settings (``compare_grid.unit_threads``): pass the grid's ``--set`` overrides, since another count
 can change the last bits of float reductions (the thresholds' float tails).
 
@@ -31,7 +32,9 @@ it), this is the check that a cell reproduces across machines.
 from __future__ import annotations
 
 import json
+import os
 import shutil
+import socket
 import tempfile
 import time
 from pathlib import Path
@@ -42,7 +45,7 @@ from flows.compare_grid import run_unit, unit_name, unit_params, unit_threads
 from flows.context import load_context, prepare_task_data
 from flows.runtime import machine_description
 from models.errors import ExitflowError
-from tasks.io import RESULT_FILE, atomic_write_json, portable_path
+from tasks.io import RESULT_FILE, atomic_write_json, portable_path, process_alive
 from tasks.reports.reproduction import figure_differences, figures_digest, quality_figures, reproduction_result, row_differences
 
 REPORT = Path("report") / "compare.json"
@@ -91,6 +94,19 @@ def compare_rows(root: Path, recorded: str | None, rerun: str | None) -> tuple[i
     return arrays, diffs, "compared"
 
 
+def fresh_run_folder(runs: Path) -> Path:
+    """A new empty folder ``runs/.run-<host>-<pid>-*`` for one re-run. Folders of earlier re-runs on
+    this host whose process is gone (killed before it could delete its folder) are removed first;
+    a live re-run's folder, or another host's, is left alone."""
+    runs.mkdir(parents=True, exist_ok=True)
+    host = socket.gethostname().replace("-", "_")
+    for orphan in runs.glob(f".run-{host}-*-*"):
+        pid = orphan.name.split("-")[2]
+        if pid.isdigit() and int(pid) != os.getpid() and not process_alive(int(pid)):
+            shutil.rmtree(orphan, ignore_errors=True)
+    return Path(tempfile.mkdtemp(prefix=f".run-{host}-{os.getpid()}-", dir=runs))
+
+
 @flow(name="exitflow_reproduce_cell", log_prints=True)
 def reproduce_cell_flow(params_path: str = "params.yaml", overrides: list[str] | None = None, profile: str | None = None,
                         task: str = "sst2", method: str = "joint", seed: int = 42, keep: bool = False) -> dict:
@@ -104,30 +120,33 @@ def reproduce_cell_flow(params_path: str = "params.yaml", overrides: list[str] |
     threads = unit_threads(params)
     name = unit_name(task, method, seed, cell["lr"])
     report = portable_path(report_file, params.root)
-    (root / FRESH_RUNS).mkdir(parents=True, exist_ok=True)
-    fresh = Path(tempfile.mkdtemp(prefix=".run-", dir=root / FRESH_RUNS))
+    fresh = fresh_run_folder(root / FRESH_RUNS)
     print(f"[reproduce] {name.replace('--', ' / ')}: re-running from nothing in {fresh} ({threads} torch threads)")
     start = time.perf_counter()
+    verdict = {"unit": name, "task": task, "method": method, "seed": seed, "profile": profile or "default",
+               "report": report, "lr": cell["lr"], "figures_digest": figures_digest(cell),
+               "machine": machine_description(params.device), "torch_threads": threads}
     try:
         result = run_unit(unit_params(params, fresh / "cells", task, seed, cell["lr"]), method, threads)
-        if result.error is not None:
-            raise ExitflowError(f"{name}: the re-run failed: {result.error}")
-        rerun = result.summary.to_json()
-        compared, diffs, tails = figure_differences(quality_figures(cell), quality_figures(rerun))
-        arrays, row_diffs, rows_note = compare_rows(params.root, cell.get("test_rows"), rerun.get("test_rows"))
+        if result.error is None:
+            rerun = result.summary.to_json()
+            compared, diffs, tails = figure_differences(quality_figures(cell), quality_figures(rerun))
+            arrays, row_diffs, rows_note = compare_rows(params.root, cell.get("test_rows"), rerun.get("test_rows"))
     finally:
         if not keep:
             shutil.rmtree(fresh, ignore_errors=True)
-    verdict = {"unit": name, "task": task, "method": method, "seed": seed, "profile": profile or "default",
-               "report": report, "lr": cell["lr"], "figures_digest": figures_digest(cell),
-               "machine": machine_description(params.device), "torch_threads": threads,
-               "seconds": round(time.perf_counter() - start, 1), "figures_compared": compared,
-               "row_arrays_compared": arrays, "rows": rows_note, "same_figures": not diffs and not row_diffs,
-               "identical": not diffs and not row_diffs and not tails and arrays > 0, "differences": diffs + row_diffs,
-               "threshold_float_tails": len(tails), "max_threshold_relative_difference": max(tails, default=0.0)}
+    if result.error is not None:  # a verdict all the same: an earlier one must not stand for this code
+        verdict.update(error=result.error, seconds=round(time.perf_counter() - start, 1), figures_compared=0,
+                       row_arrays_compared=0, rows="not compared: the re-run failed", same_figures=False,
+                       identical=False, differences=[], threshold_float_tails=0, max_threshold_relative_difference=0.0)
+    else:
+        verdict.update(seconds=round(time.perf_counter() - start, 1), figures_compared=compared,
+                       row_arrays_compared=arrays, rows=rows_note, same_figures=not diffs and not row_diffs,
+                       identical=not diffs and not row_diffs and not tails and arrays > 0, differences=diffs + row_diffs,
+                       threshold_float_tails=len(tails), max_threshold_relative_difference=max(tails, default=0.0))
     atomic_write_json(root / REPRODUCED / name / RESULT_FILE, verdict)  # the docs' comparison page lists them
-    print(f"[reproduce] {name}: {compared} figures and {arrays} per-row prediction arrays compared: "
-          + reproduction_result(verdict)
+    print(f"[reproduce] {name}: {verdict['figures_compared']} figures and {verdict['row_arrays_compared']} per-row "
+          "prediction arrays compared: " + reproduction_result(verdict)
           + "".join(f"\n  {d}" for d in verdict["differences"][:20]))
     return verdict
 

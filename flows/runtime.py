@@ -75,7 +75,9 @@ def machine_description(device: str = "cpu") -> str:
             cpu = next(line.split(":", 1)[1].strip() for line in info if line.startswith("model name"))
     except (OSError, StopIteration):
         pass
-    text = f"{cpu}, {os.cpu_count()} cores, torch {torch.__version__} ({torch.get_num_threads()} threads), {platform.system()}"
+    threads = torch.get_num_threads()
+    text = (f"{cpu}, {os.cpu_count()} cores, torch {torch.__version__} ({threads} thread{'' if threads == 1 else 's'}), "
+            f"{platform.system()}")
     if device != "cpu" and torch.cuda.is_available():
         text += f", {torch.cuda.get_device_name(0)}"
     return text

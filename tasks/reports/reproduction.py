@@ -96,16 +96,24 @@ def figures_digest(cell: dict) -> str:
     return hashlib.sha256(json.dumps(quality_figures(cell), sort_keys=True).encode()).hexdigest()
 
 
+def _thresholds_differ(n: int) -> str:
+    return f"{n} threshold differs" if n == 1 else f"{n} thresholds differ"
+
+
 def reproduction_result(verdict: dict) -> str:
-    """A verdict (``exitflow reproduce-cell``'s ``result.json``) in words: ``identical`` (every figure and
-    per-row prediction equal), ``same figures; N thresholds differ in float32 tails (max relative X)``,
-    ``same figures; per-row predictions not compared`` or ``N differ``."""
+    """A verdict (``exitflow reproduce-cell``'s ``result.json``) in words: ``re-run failed: <why>``,
+    ``identical`` (every figure and per-row prediction equal), ``same figures; N thresholds differ in
+    float32 tails (max relative X)``, ``same figures; per-row predictions not compared`` or ``N differences``."""
+    if verdict.get("error"):
+        return f"re-run failed: {verdict['error']}"
     if not verdict["same_figures"]:
-        return f"{len(verdict['differences'])} differ"
+        n = len(verdict["differences"])
+        return f"{n} difference" if n == 1 else f"{n} differences"
     if verdict["identical"]:
         return "identical"
+    tails = verdict["threshold_float_tails"]
     if not verdict.get("row_arrays_compared"):
         return "same figures; per-row predictions not compared" + (
-            f", {verdict['threshold_float_tails']} thresholds differ in float32 tails" if verdict["threshold_float_tails"] else "")
-    return (f"same figures; {verdict['threshold_float_tails']} thresholds differ in float32 tails "
+            f", {_thresholds_differ(tails)} in float32 tails" if tails else "")
+    return (f"same figures; {_thresholds_differ(tails)} in float32 tails "
             f"(max relative {verdict['max_threshold_relative_difference']:.1e})")

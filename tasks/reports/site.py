@@ -370,7 +370,8 @@ def reproduced_markdown(verdicts: dict[str, dict], compare: dict) -> str:
         return "No cell has been re-run yet.\n"
     cells = [[f"`{v['unit'].replace('--', ' / ')}`", escape_cell(v["machine"]), str(v["torch_threads"]),
               str(v["figures_compared"]), str(v["row_arrays_compared"]),
-              reproduction_result(v) if v["same_figures"] else f"**{reproduction_result(v)}**", against_report(v),
+              escape_cell(reproduction_result(v)) if v["same_figures"] else f"**{escape_cell(reproduction_result(v))}**",
+              against_report(v),
               num(v["seconds"], 0)] for _, v in sorted(verdicts.items())]
     text = ("Each cell here was re-run from nothing (a fresh folder, nothing from the cache) at the learning rate the "
             "report records, and every quality figure (full depth, each swept threshold's dev and test side, each timed "

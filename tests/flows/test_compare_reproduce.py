@@ -51,11 +51,11 @@ def test_thresholds_may_differ_in_float32_tails_only():
     verdict = {"same_figures": True, "identical": False, "threshold_float_tails": 1, "max_threshold_relative_difference": 2.4e-7,
                "differences": []}
     assert reproduction_result({**verdict, "row_arrays_compared": 0}) == \
-        "same figures; per-row predictions not compared, 1 thresholds differ in float32 tails"
+        "same figures; per-row predictions not compared, 1 threshold differs in float32 tails"
     verdict["row_arrays_compared"] = 5
-    assert reproduction_result(verdict) == "same figures; 1 thresholds differ in float32 tails (max relative 2.4e-07)"
+    assert reproduction_result(verdict) == "same figures; 1 threshold differs in float32 tails (max relative 2.4e-07)"
     assert reproduction_result({**verdict, "identical": True}) == "identical"
-    assert reproduction_result({**verdict, "same_figures": False, "differences": ["x"]}) == "1 differ"
+    assert reproduction_result({**verdict, "same_figures": False, "differences": ["x"]}) == "1 difference"
 
 
 def test_rows_not_written_by_the_re_run_differ_and_rows_not_on_the_machine_are_said(tmp_path):
@@ -171,3 +171,32 @@ def test_a_cell_rerun_from_nothing_equals_the_report_and_a_changed_figure_is_fou
     assert verdict["row_arrays_compared"] == 0  # the figures alone
     assert verdict["differences"] == [f"full.test: recorded {recorded['full']['test']}, "
                                       f"re-run {recorded['full']['test'] - 1.0}"]
+
+    # a re-run that fails leaves a verdict saying so, in place of the earlier one
+    from tasks.reports.cells import UnitResult
+
+    monkeypatch.setattr("flows.compare_reproduce.run_unit", lambda *a: UnitResult(None, "RuntimeError: out of memory", 1.0))
+    verdict = reproduce_cell_flow(str(project / "params.yaml"), [], None, "sst2", "joint", 0)
+    written = json.loads((root / "reproduced" / "sst2--joint--seed-0--lr-0.001" / "result.json").read_text())
+    assert written == verdict and not verdict["same_figures"] and verdict["figures_compared"] == 0
+    assert reproduction_result(verdict) == "re-run failed: RuntimeError: out of memory"
+
+
+def test_a_re_run_folder_left_by_a_killed_re_run_is_removed_and_a_live_one_kept(tmp_path):
+    import os
+    import socket
+    import subprocess
+    import sys
+
+    from flows.compare_reproduce import fresh_run_folder
+
+    host = socket.gethostname().replace("-", "_")
+    gone = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    killed = tmp_path / f".run-{host}-{int(gone.stdout)}-abc"  # its process has exited
+    live = tmp_path / f".run-{host}-{os.getppid()}-def"  # a process that is running
+    elsewhere = tmp_path / f".run-otherhost-{int(gone.stdout)}-ghi"  # another host's: its pids are not ours to judge
+    for folder in (killed, live, elsewhere):
+        (folder / "cells").mkdir(parents=True)
+    fresh = fresh_run_folder(tmp_path)
+    assert fresh.is_dir() and not list(fresh.iterdir()) and fresh.name.startswith(f".run-{host}-{os.getpid()}-")
+    assert not killed.exists() and live.exists() and elsewhere.exists()

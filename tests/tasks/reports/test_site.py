@@ -433,7 +433,7 @@ def test_comparison_page_lists_each_reproduced_cell_and_marks_a_stale_one(site):
         assert shown(verdict["seconds"], row["re-run s"])
     assert table[0]["result"] == "same figures; 2 thresholds differ in float32 tails (max relative 1.9e-06)"
     assert table[0]["against this report"] == "current"
-    assert table[1]["result"] == "**1 differ**" and table[1]["against this report"] == "stale: re-run it"
+    assert table[1]["result"] == "**1 difference**" and table[1]["against this report"] == "stale: re-run it"
     assert "- full.test: recorded 81.0, re-run 80.5" in text
 
 
