@@ -135,12 +135,13 @@ def reproduce_cell_flow(params_path: str = "params.yaml", overrides: list[str] |
     finally:
         if not keep:
             shutil.rmtree(fresh, ignore_errors=True)
+    verdict["seconds"] = round(time.perf_counter() - start, 1)
     if result.error is not None:  # a verdict all the same: an earlier one must not stand for this code
-        verdict.update(error=result.error, seconds=round(time.perf_counter() - start, 1), figures_compared=0,
-                       row_arrays_compared=0, rows="not compared: the re-run failed", same_figures=False,
-                       identical=False, differences=[], threshold_float_tails=0, max_threshold_relative_difference=0.0)
+        verdict.update(error=result.error, figures_compared=0, row_arrays_compared=0, rows="not compared: the re-run failed",
+                       same_figures=False, identical=False, differences=[], threshold_float_tails=0,
+                       max_threshold_relative_difference=0.0)
     else:
-        verdict.update(seconds=round(time.perf_counter() - start, 1), figures_compared=compared,
+        verdict.update(figures_compared=compared,
                        row_arrays_compared=arrays, rows=rows_note, same_figures=not diffs and not row_diffs,
                        identical=not diffs and not row_diffs and not tails and arrays > 0, differences=diffs + row_diffs,
                        threshold_float_tails=len(tails), max_threshold_relative_difference=max(tails, default=0.0))
