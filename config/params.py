@@ -535,6 +535,9 @@ class CompareConfig(Section):
     Method names (``[all]``: every registered one) are checked against ``flows.registry`` when the
     flow starts. ``budget`` (a duration: ``170m``, ``2h30m``, ``90s``; null: none) stops starting
     units once spent; the next run continues from the cache (``flows.compare_grid``).
+    ``unit_records`` (a folder, relative to the params file) keeps every finished unit's cell and
+    per-row predictions, to be committed: a run on a machine without the cache serves them from
+    there (``flows.compare_records``).
     """
 
     tasks: list[str] = ["sst2", "mrpc", "stsb"]
@@ -551,6 +554,7 @@ class CompareConfig(Section):
     champion_alias: str = "champion"
     budget: str | None = None     # e.g. 170m: no unit starts once this much wall-clock is spent
     flag_gap: float = Field(default=10.0, ge=0)  # full-depth dev points below the full model that flag a method
+    unit_records: Path | None = None  # keep each finished unit here, to commit (flows.compare_records); null: none
 
     @field_validator("tasks", "seeds")
     @classmethod

@@ -11,6 +11,7 @@ and given the alias ``compare.champion_alias`` when its dev score beats the alia
 from __future__ import annotations
 
 import re
+from pathlib import Path
 
 import mlflow
 
@@ -83,6 +84,11 @@ def update_champion(params: Params, profile: str, cell: ComparisonCell) -> dict:
     current, best = holder_dev_score(client, name, alias)
     if cell.dev_score <= best:
         return {"model": name, "moved": False, "version": current.version, "dev_score": best}
+    if not Path(cell.summary.checkpoint).exists():  # a unit served from a record made on another machine
+        print(f"[compare] champion of {cell.task}/{cell.method} not challenged: seed {cell.seed}'s checkpoint "
+              f"{cell.summary.checkpoint} is not on this machine (its unit was served from its record)")
+        return {"model": name, "moved": False, "version": getattr(current, "version", None), "dev_score": best,
+                "skipped": "checkpoint not on this machine"}
     operating = {n: {"threshold": p.threshold, "dev": {"layer_speedup": p.dev_layer_speedup, "quality": p.dev_quality}}
                  for n, p in cell.summary.timed.items() if p.dev_layer_speedup is not None}
     shipped = shipped_criterion(operating)

@@ -24,7 +24,6 @@ from flows.champions import champions, log_cell
 from flows.context import prepare_task_data, start_flow
 from flows.runtime import machine_description
 from flows.compare_grid import (  # noqa: F401  (check_dask_address: flows.cli imports it from here)
-    COSTS_DIR,
     assemble_cells,
     build_grid,
     check_dask_address,
@@ -33,14 +32,16 @@ from flows.compare_grid import (  # noqa: F401  (check_dask_address: flows.cli i
     cost_summary,
     grid_timing,
     grid_units,
-    read_unit_costs,
+    ledger_dir,
+    read_ledger,
     report_cells,
     run_notes,
     run_grid,
     runner_slots,
     task_runner,
 )
-from tasks.caching import shared_counts
+from flows.compare_records import kept_shared_index
+from tasks.caching import shared_counts, shared_index
 from tasks.io import atomic_write_json
 from tasks.reports.comparison import compare_report
 
@@ -71,8 +72,11 @@ def compare_flow(params_path: str = "params.yaml", overrides: list[str] | None =
     cells = assemble_cells(grid, results, params.compare.seeds) + na
     report = compare_report(report_cells(cells, params.root), tuple(params.compare.speedups), out_dir=root / "report",
                             rows_root=params.root, flag_gap=params.compare.flag_gap,
-                            notes=run_notes(params, cells, shared_counts(sorted((root / "cells").glob("lr-*/cache/trainings")))))
-    cost = cost_summary(grid_units(params, cells), read_unit_costs(root / COSTS_DIR))
+                            notes=run_notes(params, cells, shared_counts(kept_shared_index(
+                                params, shared_index(sorted((root / "cells").glob("lr-*/cache/trainings")))))))
+    ledger = read_ledger(ledger_dir(params, root))
+    cost = cost_summary(grid_units(params, cells), {n: e["seconds"] for n, e in ledger.items()},
+                        {n: e["machine"] for n, e in ledger.items()})
     machine = (machine_description(params.device) if params.compare.sequential or not params.compare.address
                else None)  # units ran on the scheduler's workers, which this process does not see
     timing = grid_timing(wall, how, results, cells, cost, machine)

@@ -17,9 +17,15 @@ steps inside are the cached tasks of each method, so a re-run with nothing chang
 from the cache. A unit that raises is reported ``failed`` with its error; the others go on. A
 method that cannot do regression is ``n/a`` on a regression task and runs nothing.
 
+**Unit records.** With ``compare.unit_records`` set, every unit that finishes is also kept in that
+folder, meant to be committed (``flows.compare_records``), and ``run_grid`` serves each unit whose
+record matches it before it starts any other: a new machine, whose cache is empty, goes on where
+the last one stopped, and a spent budget never turns a recorded unit into a pending cell.
+
 **Cost per unit.** A unit that computes something (a step under its artifacts tree writes its
-``result.json``) records its wall seconds in ``<profile>/unit-costs/<unit>.json``, beside the grid
-and outside the DVC-tracked report; a unit served from the cache (about a second) records nothing,
+``result.json``) records its wall seconds and machine in ``unit-costs/<unit>.json`` (under
+``compare.unit_records`` when set, else ``<profile>/``), beside the grid and outside the DVC-tracked
+report; a unit served from the cache or a record (about a second) records nothing,
 so the ledger keeps each unit's cost across budgeted runs, and ``timing.json`` sums it per method.
 A recorded cost is replaced by a larger one only (under Dask a cache hit can coincide with another
 unit writing in the same learning-rate folder and pass for a computation). Shared trainings are
@@ -53,8 +59,10 @@ from prefect import flow, task
 from prefect.cache_policies import NO_CACHE
 from prefect.task_runners import ThreadPoolTaskRunner
 
+from flows.compare_records import read_record, records_dir, unit_key, write_record
 from flows.context import RunContext
 from flows.layout import Layout
+from flows.runtime import machine_description
 from flows.registry import comparison_methods, comparison_variants
 from config.params import ConfigError, Params
 from tasks.data import load_meta
@@ -97,9 +105,16 @@ def unit_name(task: str, method: str, seed: int, lr: float | None) -> str:
     return f"{task}--{method}--seed-{seed}--lr-{'?' if lr is None else f'{lr:g}'}"
 
 
+def ledger_dir(params: Params, profile_root: Path) -> Path:
+    """The cost ledger: ``<compare.unit_records>/unit-costs`` when the profile keeps records (it
+    travels with them), else ``<profile>/unit-costs``."""
+    kept = params.compare.unit_records
+    return (params.path(kept) if kept is not None else Path(profile_root)) / COSTS_DIR
+
+
 def costs_dir(params: Params) -> Path:
-    """``<profile>/unit-costs`` of a unit's params (``unit_params``: artifacts in ``<profile>/cells/lr-<lr>``)."""
-    return Path(params.artifacts_dir).parent.parent / COSTS_DIR
+    """The cost ledger of a unit's params (``unit_params``: artifacts in ``<profile>/cells/lr-<lr>``)."""
+    return ledger_dir(params, Path(params.artifacts_dir).parent.parent)
 
 
 def wrote_results_since(folder: Path, since: float) -> bool:
@@ -107,26 +122,50 @@ def wrote_results_since(folder: Path, since: float) -> bool:
     return any(p.stat().st_mtime >= since for p in Path(folder).rglob(RESULT_FILE))
 
 
-def record_unit_cost(folder: Path, name: str, seconds: float) -> None:
-    """Keep ``seconds`` as unit ``name``'s cost unless a larger one is recorded (atomic write)."""
+def record_unit_cost(folder: Path, name: str, seconds: float, machine: str | None = None) -> None:
+    """Keep ``seconds`` (measured on ``machine``) as unit ``name``'s cost unless a larger one is
+    recorded (atomic write)."""
     path = Path(folder) / f"{name}.json"
     try:
         old = json.loads(path.read_text())["seconds"]
     except (OSError, ValueError, KeyError):
         old = None
     if old is None or seconds > old:
-        atomic_write_json(path, {"seconds": seconds})
+        atomic_write_json(path, {"seconds": seconds, **({} if machine is None else {"machine": machine})})
+
+
+def read_ledger(folder: Path) -> dict[str, dict]:
+    """``{unit name: {"seconds", "machine"}}`` of the ledger (machine None when the entry names none;
+    an unreadable entry is skipped: the unit counts as unmeasured)."""
+    entries = {}
+    for path in sorted(Path(folder).glob("*.json")):
+        try:
+            entry = json.loads(path.read_text())
+            entries[path.stem] = {"seconds": float(entry["seconds"]), "machine": entry.get("machine")}
+        except (OSError, ValueError, KeyError, TypeError, AttributeError):
+            continue
+    return entries
 
 
 def read_unit_costs(folder: Path) -> dict[str, float]:
-    """``{unit name: seconds}`` of the ledger (an unreadable entry is skipped: the unit counts as unmeasured)."""
-    costs = {}
-    for path in sorted(Path(folder).glob("*.json")):
-        try:
-            costs[path.stem] = float(json.loads(path.read_text())["seconds"])
-        except (OSError, ValueError, KeyError, TypeError):
-            continue
-    return costs
+    """``{unit name: seconds}`` of the ledger (``read_ledger``)."""
+    return {name: entry["seconds"] for name, entry in read_ledger(folder).items()}
+
+
+def unit_record(params: Params, method: str, threads: int) -> tuple[Path, str] | None:
+    """``(record folder, key)`` of a unit (``flows.compare_records``); None when the profile keeps none."""
+    where = records_dir(params)
+    if where is None:
+        return None
+    module = comparison_variants(params)[method].method.flows_module
+    return (where / unit_name(params.train.task, method, params.seed, params.train.lr),
+            unit_key(params, module, method, threads))
+
+
+def served_from_record(params: Params, method: str, threads: int) -> UnitResult | None:
+    """The unit's result from its record when one matches it, else None."""
+    record = unit_record(params, method, threads)
+    return None if record is None else read_record(*record)
 
 
 @task(name="compare_unit", cache_policy=NO_CACHE)  # the method's steps inside are cached
@@ -148,8 +187,13 @@ def run_unit(params: Params, method: str, threads: int) -> UnitResult:
     seconds = time.perf_counter() - start
     name = unit_name(params.train.task, method, params.seed, params.train.lr)
     computed = error is None and wrote_results_since(params.artifacts_dir, began_wall)
+    machine = machine_description(params.device) if computed or records_dir(params) else None
     if computed:
-        record_unit_cost(costs_dir(params), name, seconds)
+        record_unit_cost(costs_dir(params), name, seconds, machine)
+    record = None if error else unit_record(params, method, threads)
+    if record is not None:  # the report then reads the rows from the record, as a machine without this cache does
+        write_record(*record, UnitResult(summary, None, seconds), machine, threads)
+        summary = read_record(*record).summary if summary.test_rows else summary
     how = "failed" if error else "computed" if computed else "from the cache"
     print(f"[compare] {name.replace('--', ' / ')}: {how} in {seconds / 60:.1f} min", flush=True)
     return UnitResult(summary, error, seconds)
@@ -184,14 +228,23 @@ def run_grid(units: list[tuple[Params, str]], threads: int, budget_s: float | No
              slots: int | None = None, inline: bool = False) -> list[UnitResult | None]:
     """Submit the units to the flow's task runner in order, ``slots`` at a time (None: all at once),
     none once ``budget_s`` seconds of ``clock`` are spent; results in ``units``' order, None for a
-    unit never started. ``inline`` (``compare.sequential``): each unit runs in this thread, one after
+    unit never started. Units with a matching record (``compare.unit_records``) are served first,
+    outside the budget. ``inline`` (``compare.sequential``): each unit runs in this thread, one after
     another, so SIGTERM or Ctrl-C stops the unit under way at once (in a worker thread it ran on to
     its end, up to half an hour, while the main thread waited)."""
+    results: list[UnitResult | None] = [served_from_record(p, method, threads) for p, method in units]
+    todo = [units[i] for i, r in enumerate(results) if r is None]
+    if len(todo) < len(units):
+        print(f"[compare] {len(units) - len(todo)} of {len(units)} units served from their records in "
+              f"{records_dir(units[0][0])}", flush=True)
     if inline:
-        return start_within_budget(len(units), lambda i: run_unit(units[i][0], units[i][1], threads), lambda r: r,
-                                   budget_s, 1, clock)
-    return start_within_budget(len(units), lambda i: run_unit.submit(units[i][0], units[i][1], threads), _unit_result,
-                               budget_s, slots or max(1, len(units)), clock)
+        ran = start_within_budget(len(todo), lambda i: run_unit(todo[i][0], todo[i][1], threads), lambda r: r,
+                                  budget_s, 1, clock)
+    else:
+        ran = start_within_budget(len(todo), lambda i: run_unit.submit(todo[i][0], todo[i][1], threads), _unit_result,
+                                  budget_s, slots or max(1, len(todo)), clock)
+    pending = iter(ran)
+    return [r if r is not None else next(pending) for r in results]
 
 
 def unit_threads(params: Params) -> int:
@@ -362,9 +415,9 @@ def build_grid(params: Params, cells_dir: Path, budget_s: float | None = None, r
     results = run(units, budget_s)
     order = list(dict.fromkeys((u["task"], u["method"]) for u in grid))
     later, later_units = later_seed_grid(params, cells_dir, chosen_rates(grid, results), order)
-    left = None if budget_s is None else budget_s - (clock() - began)
-    if later_units:
-        results += run(later_units, left) if left is None or left > 0 else [None] * len(later_units)
+    left = None if budget_s is None else max(0.0, budget_s - (clock() - began))
+    if later_units:  # a spent budget (0 left) starts none of them; ``run`` still serves the recorded ones
+        results += run(later_units, left)
     return grid + later, results, na
 
 
@@ -413,18 +466,21 @@ def grid_units(params: Params, cells: list[ComparisonCell]) -> list[tuple[str, s
     return units
 
 
-def cost_summary(units: list[tuple[str, str]], costs: dict[str, float]) -> dict:
+def cost_summary(units: list[tuple[str, str]], costs: dict[str, float], machines: dict[str, str | None] | None = None) -> dict:
     """The measured cost of the grid's ``units`` from the ledger ``costs`` (seconds): units measured
-    of all, their minutes, and per method (static-k under ``static``) units measured, median and
-    total minutes."""
+    of all, their minutes, per method (static-k under ``static``) units measured, median and
+    total minutes, and (given each entry's machine, ``read_ledger``) measured units per machine."""
     by_method: dict[str, list[float]] = defaultdict(list)
     counts: dict[str, int] = defaultdict(int)
+    on: dict[str, int] = defaultdict(int)
     for method, name in units:
         key = "static" if is_static(method) else method
         counts[key] += 1
         if name in costs:
             by_method[key].append(costs[name])
+            on[(machines or {}).get(name) or "an unrecorded machine"] += 1
     return {"units": len(units), "units_measured": sum(len(v) for v in by_method.values()),
+            **({} if machines is None else {"machines": dict(sorted(on.items()))}),
             "minutes_measured": sum(sum(v) for v in by_method.values()) / 60,
             "by_method": {m: {"units": counts[m], "units_measured": len(by_method[m]),
                               "median_minutes": statistics.median(by_method[m]) / 60 if by_method[m] else None,

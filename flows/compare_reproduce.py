@@ -112,7 +112,8 @@ def reproduce_cell_flow(params_path: str = "params.yaml", overrides: list[str] |
                         task: str = "sst2", method: str = "joint", seed: int = 42, keep: bool = False) -> dict:
     """Re-run cell ``(task, method, seed)`` of ``profile``'s report from nothing; see the module docstring."""
     ctx = load_context(params_path, overrides, profile)
-    params = ctx.params
+    # the re-run neither reads nor writes the grid's unit records (flows.compare_records): it must compute
+    params = ctx.params.model_copy(update={"compare": ctx.params.compare.model_copy(update={"unit_records": None})})
     root = ctx.layout.compare / (profile or "default")
     report_file = root / REPORT
     cell = recorded_cell(report_file, task, method, seed)

@@ -51,7 +51,7 @@ def _module_file(module: str, root: Path) -> Path | None:
     return None
 
 
-def _project_imports(path: Path, module: str) -> set[str]:
+def _project_imports(path: Path, module: str, packages: tuple[str, ...] = PACKAGES) -> set[str]:
     """Dotted names of the project modules ``path`` imports anywhere (function bodies too), with
     their parent packages, whose ``__init__`` the import runs. ``from models.x import fn`` also
     yields ``models.x.fn`` (it could be a submodule); the caller drops names with no file."""
@@ -65,7 +65,7 @@ def _project_imports(path: Path, module: str) -> set[str]:
             base = ".".join(parts + ([node.module] if node.module else []))
             names.add(base)
             names.update(f"{base}.{alias.name}" for alias in node.names)  # from pkg import submodule
-    return {prefix for name in names if name.split(".")[0] in PACKAGES for prefix in _prefixes(name.split("."))}
+    return {prefix for name in names if name.split(".")[0] in packages for prefix in _prefixes(name.split("."))}
 
 
 def _package_modules(folder: Path) -> list[str]:
@@ -79,7 +79,7 @@ def _prefixes(parts: list[str]) -> list[str]:
 
 
 @functools.cache
-def _closure(module: str, root: Path) -> tuple[tuple[str, Path], ...]:
+def _closure(module: str, root: Path, packages: tuple[str, ...] = PACKAGES) -> tuple[tuple[str, Path], ...]:
     start = _module_file(module, root)
     if start is None and getattr(sys.modules.get(module), "__file__", None):
         start = Path(sys.modules[module].__file__)  # a task defined outside the project packages
@@ -90,23 +90,24 @@ def _closure(module: str, root: Path) -> tuple[tuple[str, Path], ...]:
         if path is None or name in found:
             continue
         found[name] = path
-        todo.extend((m, _module_file(m, root)) for m in _project_imports(path, name) if m not in found)
+        todo.extend((m, _module_file(m, root)) for m in _project_imports(path, name, packages) if m not in found)
         if name in DISCOVERING:
             todo.extend((f"{name}.{m}", _module_file(f"{name}.{m}", root)) for m in _package_modules(path.parent))
     return tuple(sorted(found.items()))
 
 
-def source_closure(module: str) -> dict[str, Path]:
-    """``module``'s file and those of the ``models``/``tasks``/``config`` modules it imports, transitively,
-    resolved statically with ``ast``. Computed once per module per process (edit a file's imports
-    and a running process keeps the old closure; contents are re-read on every key)."""
-    return dict(_closure(module, REPO_ROOT))
+def source_closure(module: str, packages: tuple[str, ...] = PACKAGES) -> dict[str, Path]:
+    """``module``'s file and those of the ``packages`` modules (default ``models``/``tasks``/``config``)
+    it imports, transitively, resolved statically with ``ast``. Computed once per module per process
+    (edit a file's imports and a running process keeps the old closure; contents are re-read on
+    every key)."""
+    return dict(_closure(module, REPO_ROOT, tuple(packages)))
 
 
-def code_hash(module: str) -> str:
-    """Hash of the source of ``source_closure(module)``."""
+def code_hash(module: str, packages: tuple[str, ...] = PACKAGES) -> str:
+    """Hash of the source of ``source_closure(module, packages)``."""
     h = hashlib.sha256()
-    for name, path in source_closure(module).items():
+    for name, path in source_closure(module, packages).items():
         h.update(f"{name}:{file_hash(path)}\n".encode())
     return h.hexdigest()
 
@@ -196,7 +197,7 @@ def run_shared(task, out_dir: Path, index_dir: Path, **kwargs):
     """``run_cached``, except that a call whose inputs and code equal those of a call already
     finished in another folder is served that call's result (its paths point there) instead of
     running again. ``index_dir/<location-free key>/`` records where the first call wrote
-    (``result.json``) and every folder that asked (``requests/``); ``shared_counts`` reads them.
+    (``result.json``) and every folder that asked (``requests/``); ``shared_index`` reads them.
     Use it only where the caller takes the paths from the returned result (not from ``out_dir``)
     and no DVC stage expects ``out_dir`` filled. Two calls running at the same time may both train."""
     out_dir = Path(out_dir)
@@ -218,9 +219,20 @@ def run_shared(task, out_dir: Path, index_dir: Path, **kwargs):
     return result
 
 
-def shared_counts(index_dirs: list[Path]) -> dict:
-    """``{"requested", "trained"}`` over every key under ``index_dirs`` (``run_shared``): folders that
-    asked for a model, and models trained for them."""
-    entries = [e for d in index_dirs if Path(d).is_dir() for e in Path(d).iterdir() if (e / SHARED_RESULT).exists()]
-    return {"requested": sum(len(list((e / REQUESTS).iterdir())) for e in entries if (e / REQUESTS).is_dir()),
-            "trained": len(entries)}
+def shared_index(index_dirs: list[Path]) -> dict[str, list[str]]:
+    """``{location-free key: sorted folders that asked}`` over every key under ``index_dirs`` whose
+    model was trained (``run_shared``); folders as ``portable_path`` records them."""
+    index: dict[str, set[str]] = {}
+    for d in index_dirs:
+        for entry in sorted(Path(d).iterdir()) if Path(d).is_dir() else ():
+            if (entry / SHARED_RESULT).exists():
+                asked = index.setdefault(entry.name, set())
+                if (entry / REQUESTS).is_dir():
+                    asked.update(p.read_text().strip() for p in (entry / REQUESTS).iterdir())
+    return {key: sorted(asked) for key, asked in sorted(index.items())}
+
+
+def shared_counts(index: dict[str, list[str]]) -> dict:
+    """``{"requested", "trained"}`` of a ``shared_index``: folders that asked for a model, and models
+    trained for them."""
+    return {"requested": sum(len(asked) for asked in index.values()), "trained": len(index)}

@@ -40,7 +40,7 @@ def write_model(value: int, out_dir):
 
 
 def test_same_inputs_in_two_folders_train_once_and_are_counted(tmp_path, prefect_harness):
-    from tasks.caching import run_shared, shared_counts
+    from tasks.caching import run_shared, shared_counts, shared_index
 
     CALLS.clear()
     (tmp_path / "params.yaml").write_text("{}\n")  # a project: folders are recorded relative to it
@@ -53,7 +53,7 @@ def test_same_inputs_in_two_folders_train_once_and_are_counted(tmp_path, prefect
     assert CALLS == [1, 2] and other["value"] == 2  # other inputs: another key, another training
     again = run_shared(write_model, out_dir=tmp_path / "reference", index_dir=index, value=1)  # a re-run asks again
     assert again == first and CALLS == [1, 2]
-    assert shared_counts([index]) == {"requested": 3, "trained": 2}
+    assert shared_counts(shared_index([index])) == {"requested": 3, "trained": 2}
     # the first folder's files changed by another call: no longer served, the asking folder trains its own
     run_cached(write_value, out_dir=tmp_path / "static-6", value=9)
     run_shared(write_model, out_dir=tmp_path / "reference", index_dir=index, value=1)
