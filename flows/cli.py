@@ -186,13 +186,16 @@ def compare_cmd(params: Path = ParamsOpt, set_: Optional[list[str]] = SetOpt,
                 sequential: bool = typer.Option(False, "--sequential", help="no Dask: run the cells one after another"),
                 budget: Optional[str] = typer.Option(None, "--budget",
                                                      help="start no unit once this much wall-clock is spent (170m, "
-                                                          "2h30m; compare.budget); the next run continues from the cache")):
+                                                          "2h30m; compare.budget); the next run continues from the cache "
+                                                          "and the unit records (compare.unit_records)")):
     """Every method (compare.methods) on every task (compare.tasks + data.custom) and seed
     (compare.seeds), each (task, method) with its learning rate chosen on dev from compare.lr_grid,
     next to static smaller models (the first k layers fine-tuned, compare.static_layers); cells run on
     a Dask LocalCluster sized to the machine. Tables and per-task Pareto plots in
     artifacts/compare/<profile>/report/; MLflow experiment exitflow-compare (a nested run per cell,
-    a `champion` alias per task and method). Finished cells are reused."""
+    a `champion` alias per task and method). Finished units are reused: from the cache, and on any
+    machine from the unit records a profile keeps for committing (compare.unit_records; standard:
+    results/compare/standard)."""
     from flows.compare import compare_flow
 
     overrides = (list(set_ or []) + (["compare.sequential=true"] if sequential else [])

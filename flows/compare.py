@@ -38,6 +38,7 @@ from flows.compare_grid import (  # noqa: F401  (check_dask_address: flows.cli i
     run_notes,
     run_grid,
     runner_slots,
+    serve_recorded,
     task_runner,
 )
 from flows.compare_records import kept_shared_index
@@ -62,9 +63,12 @@ def compare_flow(params_path: str = "params.yaml", overrides: list[str] | None =
     budget, slots = params.compare.budget_seconds, runner_slots(params)
 
     def run(units, budget_s):
-        print(f"[compare] {len(units)} units on {how}" + ("" if budget_s is None else f", {budget_s / 60:.1f} min of budget left"))
-        return run_grid.with_options(task_runner=runner)(units, threads, budget_s, None if budget_s is None else slots,
-                                                         inline=params.compare.sequential)
+        def run_rest(todo, records):
+            print(f"[compare] {len(todo)} units on {how}" + ("" if budget_s is None else f", {budget_s / 60:.1f} min of budget left"))
+            return run_grid.with_options(task_runner=runner)(todo, threads, budget_s, None if budget_s is None else slots,
+                                                             inline=params.compare.sequential, records=records)
+
+        return serve_recorded(units, run_rest, budget_s)
 
     start = time.perf_counter()
     grid, results, na = build_grid(params, root / "cells", budget, run)

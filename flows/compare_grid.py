@@ -17,10 +17,11 @@ steps inside are the cached tasks of each method, so a re-run with nothing chang
 from the cache. A unit that raises is reported ``failed`` with its error; the others go on. A
 method that cannot do regression is ``n/a`` on a regression task and runs nothing.
 
-**Unit records.** With ``compare.unit_records`` set, every unit that finishes is also kept in that
-folder, meant to be committed (``flows.compare_records``), and ``run_grid`` serves each unit whose
-record matches it before it starts any other: a new machine, whose cache is empty, goes on where
-the last one stopped, and a spent budget never turns a recorded unit into a pending cell.
+**Unit records.** With ``compare.unit_records`` set, every unit that trains is also kept in that
+folder, meant to be committed (``flows.compare_records``), and ``serve_recorded`` serves each unit
+whose record matches it before it starts any other: a new machine, whose cache is empty, goes on
+where the last one stopped, and a spent budget does not turn a recorded unit into a pending cell
+(unless its rate is not chosen yet: a first-seed unit of its (task, method) has not run).
 
 **Cost per unit.** A unit that computes something (a step under its artifacts tree writes its
 ``result.json``) records its wall seconds and machine in ``unit-costs/<unit>.json`` (under
@@ -152,27 +153,39 @@ def read_unit_costs(folder: Path) -> dict[str, float]:
     return {name: entry["seconds"] for name, entry in read_ledger(folder).items()}
 
 
-def unit_record(params: Params, method: str, threads: int) -> tuple[Path, str] | None:
+def unit_record(params: Params, method: str) -> tuple[Path, str] | None:
     """``(record folder, key)`` of a unit (``flows.compare_records``); None when the profile keeps none."""
     where = records_dir(params)
     if where is None:
         return None
     module = comparison_variants(params)[method].method.flows_module
-    return (where / unit_name(params.train.task, method, params.seed, params.train.lr),
-            unit_key(params, module, method, threads))
+    return where / unit_name(params.train.task, method, params.seed, params.train.lr), unit_key(params, module, method)
 
 
-def served_from_record(params: Params, method: str, threads: int) -> UnitResult | None:
-    """The unit's result from its record when one matches it, else None."""
-    record = unit_record(params, method, threads)
-    return None if record is None else read_record(*record)
+def serve_recorded(units: list[tuple[Params, str]], run_rest: Callable[[list, list], list],
+                   budget_s: float | None) -> list[UnitResult | None]:
+    """Results in ``units``' order: each unit with a matching record served from it, the others from
+    ``run_rest(units, records)`` (with each unit's ``unit_record``, computed here once, so a unit
+    records under the key it was looked up by), not called when nothing is left or the budget is
+    spent (``budget_s`` 0). None for a unit never started."""
+    records = [unit_record(p, method) for p, method in units]
+    results: list[UnitResult | None] = [None if r is None else read_record(*r) for r in records]
+    todo = [i for i, r in enumerate(results) if r is None]
+    if len(todo) < len(units):
+        print(f"[compare] {len(units) - len(todo)} of {len(units)} units served from their records in "
+              f"{records_dir(units[0][0])}", flush=True)
+    ran = (run_rest([units[i] for i in todo], [records[i] for i in todo])
+           if todo and (budget_s is None or budget_s > 0) else [None] * len(todo))
+    pending = iter(ran)
+    return [r if r is not None else next(pending) for r in results]
 
 
 @task(name="compare_unit", cache_policy=NO_CACHE)  # the method's steps inside are cached
-def run_unit(params: Params, method: str, threads: int) -> UnitResult:
+def run_unit(params: Params, method: str, threads: int, record: tuple[Path, str] | None = None) -> UnitResult:
     """One (task, method, seed, lr): its cell summary or its error; never raises for a method's
     failure, so one bad unit does not stop the grid. Seconds include cache hits; a unit that
-    computed records its seconds in the cost ledger (``record_unit_cost``)."""
+    computed records its seconds in the cost ledger (``record_unit_cost``); given ``record``
+    (``unit_record``), a unit that trained is kept there and its rows are read from there."""
     import torch
 
     torch.set_num_threads(threads)
@@ -187,13 +200,16 @@ def run_unit(params: Params, method: str, threads: int) -> UnitResult:
     seconds = time.perf_counter() - start
     name = unit_name(params.train.task, method, params.seed, params.train.lr)
     computed = error is None and wrote_results_since(params.artifacts_dir, began_wall)
-    machine = machine_description(params.device) if computed or records_dir(params) else None
+    machine = machine_description(params.device) if computed or record else None
     if computed:
         record_unit_cost(costs_dir(params), name, seconds, machine)
-    record = None if error else unit_record(params, method, threads)
-    if record is not None:  # the report then reads the rows from the record, as a machine without this cache does
-        write_record(*record, UnitResult(summary, None, seconds), machine, threads)
-        summary = read_record(*record).summary if summary.test_rows else summary
+    if record is not None and error is None and summary.test_rows:
+        try:  # the report then reads the rows from the record, as a machine without this cache does
+            write_record(*record, UnitResult(summary, None, seconds), machine, threads)
+            summary = read_record(*record).summary
+        except (OSError, AttributeError) as err:  # the unit's result stands; only its record is missing
+            print(f"[compare] {name}: its record in {record[0]} was not written ({type(err).__name__}: {err}); "
+                  "the next run computes or serves it from the cache again", flush=True)
     how = "failed" if error else "computed" if computed else "from the cache"
     print(f"[compare] {name.replace('--', ' / ')}: {how} in {seconds / 60:.1f} min", flush=True)
     return UnitResult(summary, error, seconds)
@@ -225,26 +241,20 @@ def _unit_result(future) -> UnitResult:
 
 @flow(name="compare_grid")
 def run_grid(units: list[tuple[Params, str]], threads: int, budget_s: float | None = None,
-             slots: int | None = None, inline: bool = False) -> list[UnitResult | None]:
+             slots: int | None = None, inline: bool = False, records: list | None = None) -> list[UnitResult | None]:
     """Submit the units to the flow's task runner in order, ``slots`` at a time (None: all at once),
     none once ``budget_s`` seconds of ``clock`` are spent; results in ``units``' order, None for a
-    unit never started. Units with a matching record (``compare.unit_records``) are served first,
-    outside the budget. ``inline`` (``compare.sequential``): each unit runs in this thread, one after
-    another, so SIGTERM or Ctrl-C stops the unit under way at once (in a worker thread it ran on to
-    its end, up to half an hour, while the main thread waited)."""
-    results: list[UnitResult | None] = [served_from_record(p, method, threads) for p, method in units]
-    todo = [units[i] for i, r in enumerate(results) if r is None]
-    if len(todo) < len(units):
-        print(f"[compare] {len(units) - len(todo)} of {len(units)} units served from their records in "
-              f"{records_dir(units[0][0])}", flush=True)
+    unit never started. ``records``: each unit's record (``unit_record``) to keep it in; the
+    recorded units are served before, by ``serve_recorded``. ``inline`` (``compare.sequential``):
+    each unit runs in this thread, one after another, so SIGTERM or Ctrl-C stops the unit under way
+    at once (in a worker thread it ran on to its end, up to half an hour, while the main thread
+    waited)."""
+    records = records or [None] * len(units)
     if inline:
-        ran = start_within_budget(len(todo), lambda i: run_unit(todo[i][0], todo[i][1], threads), lambda r: r,
-                                  budget_s, 1, clock)
-    else:
-        ran = start_within_budget(len(todo), lambda i: run_unit.submit(todo[i][0], todo[i][1], threads), _unit_result,
-                                  budget_s, slots or max(1, len(todo)), clock)
-    pending = iter(ran)
-    return [r if r is not None else next(pending) for r in results]
+        return start_within_budget(len(units), lambda i: run_unit(*units[i], threads, records[i]), lambda r: r,
+                                   budget_s, 1, clock)
+    return start_within_budget(len(units), lambda i: run_unit.submit(*units[i], threads, records[i]), _unit_result,
+                               budget_s, slots or max(1, len(units)), clock)
 
 
 def unit_threads(params: Params) -> int:

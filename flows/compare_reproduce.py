@@ -14,8 +14,10 @@ report's, exactly (floats as JSON keeps them; thresholds to float32 rounding,
   operating point without its wall-clock (which depends on the machine and its load), and the
   chance flag;
 - the per-row test predictions of every sweep point (``test_rows.npz``), array by array, where
-  the recorded ones are on this machine (the report names them in the grid's cells tree; a report
-  pulled without that tree is compared on its figures alone, ``row_arrays_compared`` 0).
+  the recorded ones are on this machine (the report names them in the committed unit records of a
+  profile that keeps them, ``flows.compare_records``, else in the grid's cells tree; a report pulled
+  without them is compared on its figures alone, ``row_arrays_compared`` 0). The re-run calls
+  ``run_unit`` without a record: it neither serves from nor writes to the unit records.
 
 The verdict goes to ``<profile>/reproduced/<unit>/result.json`` (the machine, the torch threads, the
 figures compared, each difference, the thresholds that differ in float tails) and the command
@@ -112,8 +114,7 @@ def reproduce_cell_flow(params_path: str = "params.yaml", overrides: list[str] |
                         task: str = "sst2", method: str = "joint", seed: int = 42, keep: bool = False) -> dict:
     """Re-run cell ``(task, method, seed)`` of ``profile``'s report from nothing; see the module docstring."""
     ctx = load_context(params_path, overrides, profile)
-    # the re-run neither reads nor writes the grid's unit records (flows.compare_records): it must compute
-    params = ctx.params.model_copy(update={"compare": ctx.params.compare.model_copy(update={"unit_records": None})})
+    params = ctx.params
     root = ctx.layout.compare / (profile or "default")
     report_file = root / REPORT
     cell = recorded_cell(report_file, task, method, seed)

@@ -41,20 +41,41 @@ def unit(project, **update):
 
 def test_a_unit_key_sees_what_changes_results_and_not_where_or_how_the_grid_runs(tiny_project, tmp_path):
     params = unit(tiny_project)
-    key = unit_key(params, "flows.static", "static-2", 2)
-    # where and how the grid runs: the same unit
-    elsewhere = params.model_copy(update={"artifacts_dir": tmp_path / "other", "compare": params.compare.model_copy(
-        update={"budget": "10m", "seeds": [1, 2, 3], "unit_records": "somewhere"})})
-    assert unit_key(elsewhere, "flows.static", "static-2", 2) == key
-    # what it trains, its method, threads, data and code: another unit
+    key = unit_key(params, "flows.static", "static-2")
+    # where and how the grid runs, and what no cell reads: the same unit
+    elsewhere = params.model_copy(update={
+        "artifacts_dir": tmp_path / "other", "device": "cpu",
+        "compare": params.compare.model_copy(update={"budget": "10m", "seeds": [1, 2, 3], "torch_threads": 7,
+                                                     "unit_records": "somewhere"}),
+        "generate": params.generate.model_copy(update={"max_new_tokens": 3})})
+    assert unit_key(elsewhere, "flows.static", "static-2") == key
+    # what it trains, how it is timed, its method, data and code: another unit
     epochs = params.model_copy(update={"train": params.train.model_copy(update={"epochs": 9})})
     timing = params.model_copy(update={"compare": params.compare.model_copy(update={"timing_batch_size": 8})})
-    others = {unit_key(epochs, "flows.static", "static-2", 2), unit_key(timing, "flows.static", "static-2", 2),
-              unit_key(params, "flows.static", "static-3", 2), unit_key(params, "flows.static", "static-2", 1),
-              unit_key(params, "flows.hashee", "static-2", 2)}  # another flows module: other code
+    others = {unit_key(epochs, "flows.static", "static-2"), unit_key(timing, "flows.static", "static-2"),
+              unit_key(params, "flows.static", "static-3"),
+              unit_key(params, "flows.hashee", "static-2")}  # another flows module: other code
     (tiny_project / "data" / "sst2" / "train.jsonl").write_text('{"text": "a", "label": 0}\n')
-    others.add(unit_key(params, "flows.static", "static-2", 2))
-    assert key not in others and len(others) == 6
+    others.add(unit_key(params, "flows.static", "static-2"))
+    assert key not in others and len(others) == 5
+
+
+def test_the_key_covers_the_flows_code_of_the_cell_but_not_its_mlflow_logging(tiny_project, monkeypatch):
+    import flows.compare_records as records
+    from tasks.caching import source_closure
+
+    closure = source_closure("flows.static", ("models", "tasks", "config", "flows"))
+    assert {"flows.static", "flows.context", "flows.steps", "flows.tracking"} <= set(closure)
+    params, real_hash = unit(tiny_project), records.file_hash
+    key = unit_key(params, "flows.static", "static-2")
+
+    def edited(module):
+        return lambda path: "edited" if path == closure[module] else real_hash(path)
+
+    monkeypatch.setattr(records, "file_hash", edited("flows.steps"))
+    assert unit_key(params, "flows.static", "static-2") != key
+    monkeypatch.setattr(records, "file_hash", edited("flows.tracking"))
+    assert unit_key(params, "flows.static", "static-2") == key
 
 
 def test_a_record_serves_its_own_key_only_and_never_half_written(tiny_project):
@@ -78,6 +99,8 @@ def test_a_record_serves_its_own_key_only_and_never_half_written(tiny_project):
     assert read_record(folder, "key-2") is None  # another unit's key
     assert write_record(folder, "key-2", result, "Other CPU", 2)  # ... which the unit then writes in its place
     assert read_record(folder, "key-1") is None and read_record(folder, "key-2") is not None
+    (folder / "test_rows.npz").write_bytes(rows.read_bytes()[:-3])  # a write cut between the two files
+    assert read_record(folder, "key-2") is None
     (folder / "test_rows.npz").unlink()
     assert read_record(folder, "key-2") is None  # rows missing
     (folder / "unit.json").write_text('{"key": "key-2", "summ')  # cut short
@@ -123,14 +146,26 @@ def test_a_new_machine_goes_on_from_the_records_and_writes_the_same_report(proje
     def no_computing(*args):
         raise AssertionError("a recorded unit computed again")
 
-    minutes = itertools.count(0.0, 60.0)  # a clock on which the 1 s budget is spent at the first look
     monkeypatch.setattr(grid_module, "run_unit", no_computing)
-    monkeypatch.setattr(grid_module, "clock", lambda: next(minutes))
-    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
-    again = compare_flow(str(other / "params.yaml"), ["compare.budget=1s"])
-    assert all(c["status"] == "ok" for c in again["cells"])  # no pending cell although the budget is 1 s
+    reports = []
+    for budget in ("10h", "1s"):  # ample, then spent at the first look: recorded units never wait for it
+        minutes = itertools.count(0.0, 60.0)
+        monkeypatch.setattr(grid_module, "clock", lambda: next(minutes) if budget == "1s" else 0.0)
+        monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+        again = compare_flow(str(other / "params.yaml"), [f"compare.budget={budget}"])
+        assert all(c["status"] == "ok" for c in again["cells"])
+        assert again["timing"]["cost"]["units_measured"] == 6  # the ledger travelled with the records
+        reports.append(json.loads((other / "artifacts" / "compare" / "default" / "report" / "compare.json").read_text()))
     mine = json.loads((project / "artifacts" / "compare" / "default" / "report" / "compare.json").read_text())
-    theirs = json.loads((other / "artifacts" / "compare" / "default" / "report" / "compare.json").read_text())
-    assert theirs == mine  # the same report: cells, claims, and the shared trainings counted on both
-    assert all(c.get("skipped") == "checkpoint not on this machine" for c in again["champions"])
-    assert again["timing"]["cost"]["units_measured"] == 6  # the ledger travelled with the records
+    assert reports == [mine, mine]  # the same report: cells, claims, and the shared trainings counted on both
+    assert again["champions"] and all(c.get("skipped") == "checkpoint not on this machine" for c in again["champions"])
+
+    # a unit whose record is gone computes again on the new machine, and only that one
+    gone, = (other / "results" / "compare" / "units").glob("sst2--static-1--seed-1--lr-*")
+    shutil.rmtree(gone)
+    computed = []
+    monkeypatch.setattr(grid_module, "run_unit", lambda params, method, *rest: computed.append(
+        (method, params.seed)) or UnitResult(None, "not trained in this test", 0.0))
+    monkeypatch.setattr(grid_module, "clock", lambda: 0.0)
+    compare_flow(str(other / "params.yaml"), [])
+    assert computed == [("static-1", 1)]
