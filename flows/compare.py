@@ -39,6 +39,7 @@ from flows.compare_grid import (  # noqa: F401  (check_dask_address: flows.cli i
     run_grid,
     runner_slots,
     serve_recorded,
+    shared_in_tasks,
     task_runner,
 )
 from flows.compare_records import kept_shared_index
@@ -76,8 +77,9 @@ def compare_flow(params_path: str = "params.yaml", overrides: list[str] | None =
     cells = assemble_cells(grid, results, params.compare.seeds) + na
     report = compare_report(report_cells(cells, params.root), tuple(params.compare.speedups), out_dir=root / "report",
                             rows_root=params.root, flag_gap=params.compare.flag_gap,
-                            notes=run_notes(params, cells, shared_counts(kept_shared_index(
-                                params, shared_index(sorted((root / "cells").glob("lr-*/cache/trainings")))))))
+                            notes=run_notes(params, cells, shared_counts(shared_in_tasks(kept_shared_index(
+                                params, shared_index(sorted((root / "cells").glob("lr-*/cache/trainings")))),
+                                compare_tasks(params)))))
     ledger = read_ledger(ledger_dir(params, root))
     cost = cost_summary(grid_units(params, cells), {n: e["seconds"] for n, e in ledger.items()},
                         {n: e["machine"] for n, e in ledger.items()})

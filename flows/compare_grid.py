@@ -444,6 +444,18 @@ def report_cells(cells: list[ComparisonCell], root: Path) -> list[ComparisonCell
     return [replace(c, seconds=None, summary=portable(c.summary)) for c in cells]
 
 
+def shared_in_tasks(index: dict[str, list[str]], tasks: list[str]) -> dict[str, list[str]]:
+    """A shared-training index (``tasks.caching.shared_index``) restricted to the folders of ``tasks``'
+    units (``cells/lr-<lr>/<task>/...``), keys no such folder asked for left out: a report counts the
+    trainings of the tasks it shows."""
+    def task_of(folder: str) -> str | None:
+        parts = folder.split("/")
+        return next((parts[i + 1] for i in range(len(parts) - 1) if parts[i].startswith("lr-")), None)
+
+    kept = {key: [f for f in asked if task_of(f) in tasks] for key, asked in index.items()}
+    return {key: asked for key, asked in kept.items() if asked}
+
+
 def run_notes(params: Params, cells: list[ComparisonCell], shared: dict | None = None) -> list[str]:
     """The report's sentences on how this run chose and how far it got (no times: the report is
     reproducible); ``shared``: ``tasks.caching.shared_counts`` of the grid's shared trainings."""

@@ -186,3 +186,15 @@ def test_cost_summary_counts_every_unit_of_the_grid_and_sums_the_measured_ones()
     assert cost["units"] == 8 and cost["units_measured"] == 4 and cost["minutes_measured"] == 730.0 / 60
     assert cost["by_method"]["x"] == {"units": 4, "units_measured": 3, "median_minutes": 200.0 / 60, "minutes_measured": 700.0 / 60}
     assert cost["by_method"]["static"] == {"units": 4, "units_measured": 1, "median_minutes": 0.5, "minutes_measured": 0.5}
+
+
+def test_the_report_counts_the_shared_trainings_of_its_own_tasks():
+    from flows.compare_grid import shared_in_tasks
+
+    cells = "artifacts/compare/standard/cells"
+    index = {"k1": [f"{cells}/lr-0.0001/sst2/seed-42/static/first-6", f"{cells}/lr-0.0001/sst2/seed-42/hashee/reference"],
+             "k2": [f"{cells}/lr-0.0001/mrpc/seed-42/static/first-6"],
+             "k3": [f"{cells}/lr-0.0003/sst2/seed-43/static/first-6", f"{cells}/lr-0.0003/mrpc/seed-43/static/first-6"]}
+    assert shared_in_tasks(index, ["sst2"]) == {"k1": index["k1"], "k3": index["k3"][:1]}
+    assert shared_in_tasks(index, ["sst2", "mrpc"]) == index
+    assert shared_in_tasks(index, ["stsb"]) == {}
