@@ -472,7 +472,8 @@ def run_notes(params: Params, cells: list[ComparisonCell], shared: dict | None =
     if pending:
         notes.append(f"INCOMPLETE: {len(pending)} of {len(cells)} cells pending (compare.budget {params.compare.budget} "
                      "spent before they started): " + ", ".join(f"{c.task}/{c.method}/seed-{c.seed}" for c in pending[:20])
-                     + (" ..." if len(pending) > 20 else "") + ". Run the same command again to continue from the cache.")
+                     + (" ..." if len(pending) > 20 else "") + ". Run the same command again to continue from the cache"
+                     + (" and the unit records." if params.compare.unit_records is not None else "."))
     return notes
 
 

@@ -81,7 +81,7 @@ def tiny_grid(monkeypatch, tmp_path):
         grid, results, na = grid_module.build_grid(params, tmp_path, budget_s, run)
         cells = assemble_cells(grid, results, params.compare.seeds)
         return cells, grid_module.run_notes(SimpleNamespace(compare=SimpleNamespace(
-            seeds=[1, 2], lr_grid=[0.1, 0.2], budget="25s")), cells)
+            seeds=[1, 2], lr_grid=[0.1, 0.2], budget="25s", unit_records=None)), cells)
 
     return SimpleNamespace(one_run=one_run, runs=runs, cache=cache)
 
@@ -93,7 +93,7 @@ def test_a_budget_stops_the_grid_half_way_and_the_next_run_finishes_it(tiny_grid
     status = {(c.task, c.method, c.seed): c.status for c in cells}
     assert status[("a", "x", 1)] == "ok" and status[("a", "x", 2)] == "pending"  # no second seed before every first
     assert {s for k, s in status.items() if k != ("a", "x", 1)} == {"pending"}
-    assert any("INCOMPLETE: 7 of 8 cells pending" in n for n in notes)
+    assert any("INCOMPLETE: 7 of 8 cells pending" in n and n.endswith("from the cache.") for n in notes)
     budgeted = compare_report(cells, (1.0,), out_dir=tmp_path / "half")
     assert "pending: not run yet" in budgeted["table"]
 
