@@ -148,11 +148,6 @@ def read_ledger(folder: Path) -> dict[str, dict]:
     return entries
 
 
-def read_unit_costs(folder: Path) -> dict[str, float]:
-    """``{unit name: seconds}`` of the ledger (``read_ledger``)."""
-    return {name: entry["seconds"] for name, entry in read_ledger(folder).items()}
-
-
 def unit_record(params: Params, method: str) -> tuple[Path, str] | None:
     """``(record folder, key)`` of a unit (``flows.compare_records``); None when the profile keeps none."""
     where = records_dir(params)

@@ -125,7 +125,10 @@ def test_a_unit_records_its_cost_only_when_it_computes(monkeypatch, tmp_path, ca
     the same unit served from the cache, or one computed before the ledger existed, records nothing;
     a recorded cost is replaced by a larger one only."""
     from config.params import load_params
-    from flows.compare_grid import COSTS_DIR, read_unit_costs, run_unit, unit_params
+    from flows.compare_grid import COSTS_DIR, read_ledger, run_unit, unit_params
+
+    def read_unit_costs(folder):
+        return {name: entry["seconds"] for name, entry in read_ledger(folder).items()}
 
     done = set()
 
@@ -198,3 +201,14 @@ def test_the_report_counts_the_shared_trainings_of_its_own_tasks():
     assert shared_in_tasks(index, ["sst2"]) == {"k1": index["k1"], "k3": index["k3"][:1]}
     assert shared_in_tasks(index, ["sst2", "mrpc"]) == index
     assert shared_in_tasks(index, ["stsb"]) == {}
+
+
+def test_the_cost_table_names_the_machine_of_each_measured_unit():
+    from flows.compare_grid import cost_summary
+    from tasks.reports.site import comparison_cost_markdown
+
+    units = [("joint", "a"), ("joint", "b"), ("static-1", "c"), ("static-2", "d")]
+    cost = cost_summary(units, {"a": 60.0, "b": 120.0, "c": 30.0}, {"a": "Intel", "b": "AMD", "c": "Intel"})
+    assert cost["machines"] == {"AMD": 1, "Intel": 2}  # the unmeasured unit d counts nowhere
+    text = comparison_cost_markdown({"cost": cost, "runner": "sequential", "machine": "this one"})
+    assert text.startswith("Measured on AMD (1 unit); Intel (2 units) (sequential). 3 of 4 units")
