@@ -349,7 +349,7 @@ def comparison_cost_markdown(timing: dict) -> str:
     machines = cost.get("machines")  # per ledger entry: the units of one grid may be measured on several machines
     where = ("; ".join(f"{escape_cell(m)} ({n} unit{'' if n == 1 else 's'})" for m, n in machines.items()) if machines
              else escape_cell(timing.get('machine') or 'an unrecorded machine'))
-    return (f"Measured on {where} ({escape_cell(timing['runner'])}). "
+    return (f"Measured on {where}; runner: {escape_cell(timing['runner'])}. "
             f"{cost['units_measured']} of {cost['units']} units have a measured cost, "
             f"{num(cost['minutes_measured'], 0)} min in all. A unit is one (task, method, seed, learning rate): a "
             "method's first seed trains at every rate of the grid, the other seeds at the chosen one; a training two "

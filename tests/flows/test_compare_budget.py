@@ -211,4 +211,4 @@ def test_the_cost_table_names_the_machine_of_each_measured_unit():
     cost = cost_summary(units, {"a": 60.0, "b": 120.0, "c": 30.0}, {"a": "Intel", "b": "AMD", "c": "Intel"})
     assert cost["machines"] == {"AMD": 1, "Intel": 2}  # the unmeasured unit d counts nowhere
     text = comparison_cost_markdown({"cost": cost, "runner": "sequential", "machine": "this one"})
-    assert text.startswith("Measured on AMD (1 unit); Intel (2 units) (sequential). 3 of 4 units")
+    assert text.startswith("Measured on AMD (1 unit); Intel (2 units); runner: sequential. 3 of 4 units")
