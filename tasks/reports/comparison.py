@@ -99,9 +99,9 @@ def _status_text(summary: dict) -> str:
     parts = [("ok" if total == 1 else f"ok ({total} seeds)") if counts["ok"] == total else
              (f"{counts['ok']}/{total} ok" if counts["ok"] else "")]
     problems: dict[tuple, list] = {}
-    for e in summary["errors"]:
-        problems.setdefault((e["status"], e["error"]), []).append(str(e["seed"]))
-    parts += [f"{status}: {error} (seed{'s' if len(seeds) > 1 else ''} {', '.join(seeds)})"
+    for e in summary["errors"]:  # a pending cell's reason is the report's INCOMPLETE note, said once
+        problems.setdefault((e["status"], None if e["status"] == "pending" else e["error"]), []).append(str(e["seed"]))
+    parts += [f"{status}{f': {error}' if error else ''} (seed{'s' if len(seeds) > 1 else ''} {', '.join(seeds)})"
               for (status, error), seeds in problems.items()]
     flagged: dict[str, list] = {}
     for f in summary.get("flagged", []):
@@ -326,7 +326,7 @@ def _overall(summaries: dict[str, dict[str, dict]], auc_label: str) -> tuple[str
         if s is None:
             return ""
         if not s["status"]["ok"]:
-            return "n/a" if s["status"]["n/a"] else "failed"
+            return next((status for status in ("n/a", "pending") if s["status"][status]), "failed")
         return format_mean_std(s["auc"]) + (" (flagged)" if s.get("flagged") else "")
 
     def rank(m: str) -> str:
