@@ -326,7 +326,7 @@ def _overall(summaries: dict[str, dict[str, dict]], auc_label: str) -> tuple[str
         if s is None:
             return ""
         if not s["status"]["ok"]:
-            return next((status for status in ("n/a", "pending") if s["status"][status]), "failed")
+            return next(status for status in ("n/a", "failed", "pending") if s["status"][status])  # a failed seed outranks one not run yet
         return format_mean_std(s["auc"]) + (" (flagged)" if s.get("flagged") else "")
 
     def rank(m: str) -> str:

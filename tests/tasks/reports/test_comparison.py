@@ -225,3 +225,13 @@ def test_the_static_line_runs_through_every_static_k_point():
     # the static line through k=3 (2x, 80) and k=2 (3x, 70) reads 75 at 2.5x
     by_method = {"static-3": [static(3, 80.0)], "static-2": [static(2, 70.0)]}
     assert static_line_at(by_method, (2.5,))["2.5x"]["mean"] == pytest.approx(75.0)
+
+
+def test_the_overall_table_says_failed_over_pending_and_pending_over_nothing():
+    from tasks.reports.comparison import _overall
+
+    def summary(failed, pending):
+        return {"status": {"ok": 0, "failed": failed, "n/a": 0, "pending": pending}, "auc": None}
+
+    text, _, _ = _overall({"a": {"x": summary(1, 2), "y": summary(0, 3)}}, "AUC")
+    assert "| x | failed | — |" in text and "| y | pending | — |" in text
