@@ -466,10 +466,25 @@ def run_notes(params: Params, cells: list[ComparisonCell], shared: dict | None =
     pending = [c for c in cells if c.status == "pending"]
     if pending:
         notes.append(f"INCOMPLETE: {len(pending)} of {len(cells)} cells pending (compare.budget {params.compare.budget} "
-                     "spent before they started): " + ", ".join(f"{c.task}/{c.method}/seed-{c.seed}" for c in pending[:20])
-                     + (" ..." if len(pending) > 20 else "") + ". Run the same command again to continue from the cache"
-                     + (" and the unit records." if params.compare.unit_records is not None else "."))
+                     f"spent before they started): {_pending_text(cells)}. Run the same command again to continue from "
+                     "the cache" + (" and the unit records." if params.compare.unit_records is not None else "."))
     return notes
+
+
+def _pending_text(cells: list[ComparisonCell]) -> str:
+    """Every pending cell, grouped by (task, seed) in grid order: ``mrpc seed 43 (all 14 methods)``
+    when none of that seed's cells ran, else the pending methods named."""
+    runnable: dict[tuple, list[str]] = {}
+    pending: dict[tuple, list[str]] = {}
+    for c in cells:
+        if c.status != "n/a":
+            runnable.setdefault((c.task, c.seed), []).append(c.method)
+        if c.status == "pending":
+            pending.setdefault((c.task, c.seed), []).append(c.method)
+    tasks, seeds = list(dict.fromkeys(t for t, _ in runnable)), list(dict.fromkeys(s for _, s in runnable))
+    groups = sorted(pending.items(), key=lambda kv: (tasks.index(kv[0][0]), seeds.index(kv[0][1])))
+    return "; ".join(f"{task} seed {seed} " + (f"(all {len(methods)} methods)" if methods == runnable[task, seed]
+                                               else f"({', '.join(methods)})") for (task, seed), methods in groups)
 
 
 def grid_units(params: Params, cells: list[ComparisonCell]) -> list[tuple[str, str]]:

@@ -93,7 +93,10 @@ def test_a_budget_stops_the_grid_half_way_and_the_next_run_finishes_it(tiny_grid
     status = {(c.task, c.method, c.seed): c.status for c in cells}
     assert status[("a", "x", 1)] == "ok" and status[("a", "x", 2)] == "pending"  # no second seed before every first
     assert {s for k, s in status.items() if k != ("a", "x", 1)} == {"pending"}
-    assert any("INCOMPLETE: 7 of 8 cells pending" in n and n.endswith("from the cache.") for n in notes)
+    incomplete = next(n for n in notes if n.startswith("INCOMPLETE"))
+    assert incomplete.startswith("INCOMPLETE: 7 of 8 cells pending (compare.budget 25s spent before they started): "
+                                 "a seed 1 (y); a seed 2 (all 2 methods); b seed 1 (all 2 methods); b seed 2 (all 2 methods).")
+    assert incomplete.endswith("from the cache.")
     budgeted = compare_report(cells, (1.0,), out_dir=tmp_path / "half")
     assert "| y | pending (seeds 1, 2) |" in budgeted["table"]  # the reason is the INCOMPLETE note's, said once
     overall = budgeted["table"].split("## Overall")[1]
