@@ -12,6 +12,14 @@ spec's default) or ``mean`` (masked mean over real tokens). ``mean`` exists for 
 pretrained with mean pooling: in the default MiniLM-L6 (a sentence-transformers model) the
 [CLS] state of layers 1-3 is the same for every input (std 0.001; a linear probe on SST-2
 scores 50.7%, chance), while mean-pooled states reach 73-75%, so [CLS] heads there cannot learn.
+
+Regression exits (1 output, squared error) start at the training labels' mean
+(``start_regression_at``), not at 0. AdamW moves a parameter by about lr per step, so a
+zero-initialised output bias travels 0.025 in the default run's 250 steps at lr 1e-4, while
+STS-B labels average 2.7: exits reading a bounded state (the ``pooler`` head's tanh, Global
+Past-Future's merged state) spent the budget learning the offset. On STS-B (4,000 rows, 2 epochs,
+seed 42, MiniLM-L6) the last exit's dev Pearson/Spearman went from 63.0 to 84.6 for weighted
+``pooler`` heads and from 76.2 to 84.2 for Past-Future (concat, with the future).
 """
 
 from __future__ import annotations
@@ -132,6 +140,9 @@ class LocalExits(ExitStack, nn.ModuleList):
     def exit_parameters(self, layer):
         return self[layer - 1].parameters()
 
+    def output_layers(self):
+        return [head.classifier for head in self]
+
 
 def build_exit_heads(
     kind: str,
@@ -154,6 +165,14 @@ def build_exit_heads(
     if options:
         raise ModelSpecError(f"exit head kind {kind!r} takes no options; got {', '.join(sorted(options))}")
     return LocalExits(HEADS[kind](hidden_size, num_outputs, dropout, pretrained_pooler, pooling) for _ in range(num_layers))
+
+
+def start_regression_at(exits: ExitStack, label_mean: float) -> None:
+    """Regression exits start predicting ``label_mean`` (the training labels' mean): every exit's
+    output bias is set to it, weights unchanged (module docstring: why)."""
+    with torch.no_grad():
+        for layer in exits.output_layers():
+            layer.bias.fill_(label_mean)
 
 
 def task_loss(logits: torch.Tensor, labels: torch.Tensor, regression: bool) -> torch.Tensor:

@@ -86,6 +86,10 @@ class ExitStack(nn.Module):
         """Parameters only exit ``layer`` uses (objectives that train a subset of the exits)."""
         raise NotImplementedError
 
+    def output_layers(self) -> list[nn.Linear]:
+        """Each exit's final layer (``d' -> c`` outputs), exit 1 first."""
+        raise NotImplementedError
+
     def trained_logits(self, states: torch.Tensor, logits: torch.Tensor) -> torch.Tensor:
         """What the objectives train, ``[L, b, c]``, from the recorded ``states [L, b, d]`` and
         exit outputs ``logits [L, b, c]``: the exit outputs unless the exits combine untrainable

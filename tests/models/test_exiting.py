@@ -6,7 +6,9 @@ from torch.testing import assert_close
 
 from models.berxit import LearnedExit
 from models.criteria import CRITERIA, Entropy, MaxProb, Patience, Static, simulate
-from tests.conftest import tiny_batch, tiny_model
+from models.exit_heads import start_regression_at
+from models.exiting import MultiExitConfig, MultiExitModel
+from tests.conftest import tiny_backbone, tiny_batch, tiny_model
 
 
 def test_exit_k_state_equals_hf_hidden_states_k(family):
@@ -65,6 +67,28 @@ def test_regression_early_exit_equals_simulation():
         sim_layer, _ = simulate(crit, rec.logits, rec.scores)
         out = model.early_exit(b["input_ids"], b["attention_mask"], criterion=crit)
         assert torch.equal(out.exit_layer, sim_layer)
+
+
+@pytest.mark.parametrize("head,options", [
+    ("linear", {}), ("pooler", {}), ("mha", {}),
+    ("past_future", {"past": "concat", "future": True, "gate": "scalar"}),
+    ("past_future", {"past": "ensemble", "future": False, "gate": "scalar"}),
+])
+def test_regression_exits_start_at_the_label_mean(head, options):
+    """``start_regression_at`` sets the bias of the layer each exit predicts with: once those
+    layers' weights are zeroed, every exit of every row predicts exactly the mean."""
+    torch.manual_seed(0)
+    config = MultiExitConfig(num_outputs=1, regression=True, head=head, head_dropout=0.0, pooling="mean",
+                             head_options=options)
+    model = MultiExitModel(tiny_backbone("bert", layers=3), config).eval()
+    b = tiny_batch(regression=True)
+    start_regression_at(model.heads, 2.7)
+    with torch.no_grad():
+        for layer in model.heads.output_layers():
+            layer.weight.zero_()
+    logits = model(b["input_ids"], b["attention_mask"]).logits  # [L, b, 1]
+    assert logits.shape == (3, 6, 1)
+    assert_close(logits, torch.full_like(logits, 2.7))
 
 
 def test_compaction_runs_later_layers_only_on_active_rows():
