@@ -87,8 +87,10 @@ class ExitStack(nn.Module):
         raise NotImplementedError
 
     def output_layers(self) -> list[nn.Linear]:
-        """Each exit's final layer (``d' -> c`` outputs), exit 1 first."""
-        raise NotImplementedError
+        """Each exit's final layer (``d' -> c`` outputs), exit 1 first; regression training sets
+        their bias (``models.exit_heads.start_regression_at``)."""
+        raise NotImplementedError(f"{type(self).__name__} does not name its exits' output layers "
+                                  f"(ExitStack.output_layers), which regression training needs")
 
     def trained_logits(self, states: torch.Tensor, logits: torch.Tensor) -> torch.Tensor:
         """What the objectives train, ``[L, b, c]``, from the recorded ``states [L, b, d]`` and

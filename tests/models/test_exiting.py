@@ -73,6 +73,7 @@ def test_regression_early_exit_equals_simulation():
     ("linear", {}), ("pooler", {}), ("mha", {}),
     ("past_future", {"past": "concat", "future": True, "gate": "scalar"}),
     ("past_future", {"past": "ensemble", "future": False, "gate": "scalar"}),
+    ("leco", {"architecture": None, "inner_size": 8}),  # the search's mixed exits
 ])
 def test_regression_exits_start_at_the_label_mean(head, options):
     """``start_regression_at`` sets the bias of the layer each exit predicts with: once those
