@@ -14,7 +14,7 @@ pretrained with mean pooling: in the default MiniLM-L6 (a sentence-transformers 
 scores 50.7%, chance), while mean-pooled states reach 73-75%, so [CLS] heads there cannot learn.
 
 Regression exits (1 output, squared error) start at the training labels' mean
-(``start_regression_at``: the output bias; the weights keep their random init), not near 0
+(``MultiExitModel.start_regression_at``: the output bias; the weights keep their random init), not near 0
 (``nn.Linear``'s default bias, uniform in +-1/sqrt(d)). AdamW moves a parameter by at most about
 lr per step, so over the standard profile's 250 steps at lr 1e-4 (warmup, then linear decay) the
 bias travels at most about 0.013, while STS-B labels average 2.7: exits reading a bounded state
@@ -168,15 +168,6 @@ def build_exit_heads(
     if options:
         raise ModelSpecError(f"exit head kind {kind!r} takes no options; got {', '.join(sorted(options))}")
     return LocalExits(HEADS[kind](hidden_size, num_outputs, dropout, pretrained_pooler, pooling) for _ in range(num_layers))
-
-
-def start_regression_at(exits: ExitStack, label_mean: float) -> None:
-    """Regression exits start at ``label_mean`` (the training labels' mean): every exit's output
-    bias is set to it, weights unchanged, so each prediction starts at the mean plus a small
-    random term (module docstring: why)."""
-    with torch.no_grad():
-        for layer in exits.output_layers():
-            layer.bias.fill_(label_mean)
 
 
 def task_loss(logits: torch.Tensor, labels: torch.Tensor, regression: bool) -> torch.Tensor:

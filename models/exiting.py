@@ -136,6 +136,17 @@ class MultiExitModel(nn.Module):
             self.add_module(config.scorer, build_scorer(config.scorer, self.adapter.hidden_size, self.num_layers))
         self.detached_layers: frozenset[int] = frozenset()
 
+    def start_regression_at(self, labels) -> None:
+        """Regression exits start at the mean of the training ``labels`` ``[n]``: every exit's
+        output bias is set to it, weights unchanged, so each prediction starts at the mean plus a
+        small random term (``models/exit_heads.py`` docstring: why). Classification: nothing."""
+        if not self.config.regression:
+            return
+        mean = float(torch.as_tensor(labels, dtype=torch.float64).mean())
+        with torch.no_grad():
+            for layer in self.heads.output_layers():
+                layer.bias.fill_(mean)
+
     @property
     def scorer(self) -> ExitScorer | None:
         return getattr(self, self.config.scorer) if self.config.scorer is not None else None

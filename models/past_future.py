@@ -52,8 +52,8 @@ Choices the paper leaves open (stated in the README too):
   (METHODS.md; the reference code halves the sum).
 - Regression (the paper has classification tasks only): squared error, patience exits, and
   outputs that start at the training labels' mean like every regression exit
-  (``models.exit_heads.start_regression_at``; from 0, the last exit reached 76.2 dev on STS-B
-  instead of 84.3).
+  (``MultiExitModel.start_regression_at``; from PyTorch's near-0 default bias, the last exit
+  reached 76.2 dev on STS-B instead of 84.3).
 - Layer freezing (section 3.4) is ``models.training.stochastic_freeze`` (bottom K layers, p
   decaying 1 -> 0 over optimizer steps, as METHODS.md fixes it; the paper's text decays p over
   depth instead).

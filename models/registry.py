@@ -88,7 +88,7 @@ class ExitStack(nn.Module):
 
     def output_layers(self) -> list[nn.Linear]:
         """Each exit's final layer (``d' -> c`` outputs), exit 1 first; regression training sets
-        their bias (``models.exit_heads.start_regression_at``)."""
+        their bias (``MultiExitModel.start_regression_at``)."""
         raise NotImplementedError(f"{type(self).__name__} does not name its exits' output layers "
                                   f"(ExitStack.output_layers), which regression training needs")
 

@@ -24,7 +24,6 @@ from prefect import task
 from tqdm.auto import tqdm
 
 from models.errors import CheckpointError, MissingCheckpointError
-from models.exit_heads import start_regression_at
 from models.exiting import MultiExitModel
 from models.leco import ENCODER_SLOTS, SEARCH_SPACE, check_architecture, derive_architecture
 from models.leco_search import SearchConfig, search_architecture, search_orders
@@ -70,8 +69,7 @@ def search_exits(
     model = MultiExitModel(backbone_model, exit_config(searched, spec)).to(torch_device)
     enc_train = encode_split(data_dir, train.task, "train", tokenizer, backbone.max_length, cache_dir, train.subsample.train, seed)
     enc_dev = encode_split(data_dir, train.task, "dev", tokenizer, backbone.max_length, cache_dir, train.subsample.dev, seed)
-    if model.config.regression:
-        start_regression_at(model.heads, float(np.mean(enc_train["labels"])))
+    model.start_regression_at(enc_train["labels"])
     pad = tokenizer.pad_token_id or 0
     n = len(enc_train["labels"])
     cfg = SearchConfig(epochs=leco.search_epochs, steps_per_epoch=(n // 2 + train.batch_size - 1) // train.batch_size,

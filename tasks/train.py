@@ -24,7 +24,6 @@ import torch
 from prefect import task
 from tqdm.auto import tqdm
 
-from models.exit_heads import start_regression_at
 from models.exiting import MultiExitConfig, MultiExitModel
 from models.adapters import adapter_for
 from models.hashee import HashEEModel
@@ -171,7 +170,7 @@ def train_multi_exit(
     ``num_layers`` keeps only the backbone's first layers; ``hash_table_dir`` makes it a HashEE
     model (token-level exits from that table, which must match the tokenizer and depth).
     ``train.exit_scorer`` names the exit scorer built on the exits (LTE, ConsistentEE's policy, none).
-    Regression exits start at the training labels' mean (``models.exit_heads.start_regression_at``).
+    Regression exits start at the training labels' mean (``MultiExitModel.start_regression_at``).
     ``dynamics_evals_per_epoch > 0`` records every exit's predictions on the training rows
     that many times per epoch, evenly spaced (``train_dynamics.pt``: ``predictions [E, L, n]``,
     ``labels [n]``, ``steps [E]``, ``fingerprint``), for forgetting events.
@@ -189,8 +188,7 @@ def train_multi_exit(
     model, tokenizer = build_model(train, backbone, spec, num_layers, hash_table_dir, torch_device)
     enc_train = encode_split(data_dir, train.task, "train", tokenizer, backbone.max_length, cache_dir, train.subsample.train, seed)
     enc_dev = encode_split(data_dir, train.task, "dev", tokenizer, backbone.max_length, cache_dir, train.subsample.dev, seed)
-    if model.config.regression:
-        start_regression_at(model.heads, float(np.mean(enc_train["labels"])))
+    model.start_regression_at(enc_train["labels"])
     pad = tokenizer.pad_token_id or 0
     cfg = fit_config(train, strategy, num_batches(enc_train, train.batch_size), seed, dynamics_evals_per_epoch)
     resume_path = out_dir / "_resume" / "state.pt"

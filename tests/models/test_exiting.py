@@ -6,7 +6,6 @@ from torch.testing import assert_close
 
 from models.berxit import LearnedExit
 from models.criteria import CRITERIA, Entropy, MaxProb, Patience, Static, simulate
-from models.exit_heads import start_regression_at
 from models.exiting import MultiExitConfig, MultiExitModel
 from tests.conftest import tiny_backbone, tiny_batch, tiny_model
 
@@ -76,14 +75,14 @@ def test_regression_early_exit_equals_simulation():
     ("leco", {"architecture": None, "inner_size": 8}),  # the search's mixed exits
 ])
 def test_regression_exits_start_at_the_label_mean(head, options):
-    """``start_regression_at`` sets the bias of the layer each exit predicts with: once those
-    layers' weights are zeroed, every exit of every row predicts exactly the mean."""
+    """``start_regression_at`` sets the bias of the layer each exit predicts with to the labels'
+    mean: once those layers' weights are zeroed, every exit of every row predicts exactly it."""
     torch.manual_seed(0)
     config = MultiExitConfig(num_outputs=1, regression=True, head=head, head_dropout=0.0, pooling="mean",
                              head_options=options)
     model = MultiExitModel(tiny_backbone("bert", layers=3), config).eval()
     b = tiny_batch(regression=True)
-    start_regression_at(model.heads, 2.7)
+    model.start_regression_at(torch.tensor([1.7, 2.2, 4.2]))  # mean 2.7
     with torch.no_grad():
         for layer in model.heads.output_layers():
             layer.weight.zero_()
